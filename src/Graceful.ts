@@ -1,0 +1,261 @@
+/**
+ * Graceful shutdown for a whole Effect program, readable from the top:
+ *
+ * ```ts
+ * import { Layer } from "effect"
+ * import { Graceful } from "effect-graceful"
+ *
+ * declare const AppLive: Layer.Layer<never>
+ * Graceful.runMain(AppLive)
+ * ```
+ *
+ * or, with the stock runner, which users keep:
+ *
+ * ```ts
+ * import { NodeRuntime } from "@effect/platform-node"
+ * import { Layer } from "effect"
+ * import { Graceful } from "effect-graceful"
+ *
+ * declare const AppLive: Layer.Layer<never>
+ * Graceful.launch(AppLive).pipe(NodeRuntime.runMain({ teardown: Graceful.teardown }))
+ * ```
+ *
+ * The sequence, from the first trigger (t = 0) with budget B:
+ *
+ * 1. **Draining** for the lame-duck delay: readiness 503, all else served.
+ *    Skipped on a defect and when the program ended by itself.
+ * 2. **Closing**: `Closing` hooks run (listeners close), then the drain waits
+ *    until nothing is in flight or the drain deadline (delay + drain timeout).
+ * 3. **Cutting**: what is still in flight is interrupted and recorded.
+ * 4. **Releasing**: the program is interrupted, so its scopes close and
+ *    finalizers run in reverse acquisition order, each managed one within its
+ *    own deadline; the sequence stops waiting at t = B whatever happens.
+ * 5. **Stopped**: the report is logged (and written to
+ *    `SHUTDOWN_REPORT_FILE`); the exit code follows the outcome.
+ *
+ * A 2nd signal stops waiting: the drain ends, in-flight work is cut, and the
+ * release deadline moves to now + the emergency budget. A 3rd exits at once
+ * (130 for SIGINT, 143 for SIGTERM). A defect (uncaught exception, unhandled
+ * rejection, a program that dies) skips the lame duck and the drain, cuts,
+ * releases within the emergency budget and exits 1. A watchdog timer outside
+ * every fiber ends the process at B plus a small slack if all else hangs.
+ *
+ * @since 0.1.0
+ */
+import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Fiber from "effect/Fiber"
+import { dual } from "effect/Function"
+import * as Layer from "effect/Layer"
+import * as Runtime from "effect/Runtime"
+import type * as Scope from "effect/Scope"
+import * as Coordinator from "./internal/coordinator.ts"
+import type { InFlight } from "./InFlight.ts"
+import { Lifecycle } from "./Lifecycle.ts"
+import type * as Report from "./Report.ts"
+import * as ShutdownConfig from "./ShutdownConfig.ts"
+import { Signals } from "./Signals.ts"
+
+/**
+ * Options of {@link run}: the shutdown configuration (each overrides its
+ * environment variable), and when the program counts as Ready.
+ *
+ * @since 0.1.0
+ */
+export interface RunOptions extends ShutdownConfig.ShutdownOptions {
+  /**
+   * `"start"` (default for {@link run}): Ready as soon as the program starts.
+   * `"manual"`: the program calls `Lifecycle.markReady` itself
+   * ({@link launch} does so once its layer is built).
+   */
+  readonly ready?: "start" | "manual" | undefined
+}
+
+/**
+ * The services {@link run} provides to the program.
+ *
+ * @since 0.1.0
+ */
+export type Provided = Lifecycle | InFlight | Scope.Scope
+
+interface Outcome {
+  readonly exitCode: number
+  readonly reraise: "SIGTERM" | "SIGINT" | undefined
+}
+
+// The outcome of the last shutdown, for `teardown`. `NodeRuntime.runMain`
+// interrupts the main fiber on a signal, so the report value itself may not
+// survive to the teardown. Keyed globally so that two copies of this package
+// in one process still agree.
+const outcomeKey = Symbol.for("effect-graceful/outcome")
+const store = globalThis as { [outcomeKey]?: Outcome | undefined }
+
+const outcomeOf = (report: Report.ShutdownReport, config: ShutdownConfig.ShutdownConfig): Outcome => ({
+  exitCode: report.exitCode,
+  reraise: config.reraiseSignal && report.exitCode === 0 && report.trigger._tag === "Signal"
+    ? report.trigger.signal
+    : undefined
+})
+
+/**
+ * Runs `program` with graceful shutdown. Returns the shutdown report once the
+ * program has stopped; fails only when the configuration is invalid (before
+ * the program starts).
+ *
+ * The program runs in its own fiber, in its own `Scope`, and gets
+ * {@link Lifecycle} and `InFlight`. The caller's fiber is not interrupted by a signal: signals are
+ * triggers for the sequence (see the module docs), which interrupts the
+ * program itself when it is time to release.
+ *
+ * @example
+ * ```ts
+ * import { Effect } from "effect"
+ * import { Graceful, InFlight } from "effect-graceful"
+ *
+ * const worker = Effect.forever(InFlight.track(Effect.sleep("1 second"), { kind: "job" }))
+ *
+ * const main = worker.pipe(Graceful.run({ timeout: "10 seconds" }))
+ * ```
+ *
+ * @since 0.1.0
+ */
+export const run: {
+  (
+    options?: RunOptions
+  ): <A, E, R>(
+    program: Effect.Effect<A, E, R>
+  ) => Effect.Effect<Report.ShutdownReport, ShutdownConfig.ShutdownConfigError, Exclude<R, Provided>>
+  <A, E, R>(
+    program: Effect.Effect<A, E, R>,
+    options?: RunOptions
+  ): Effect.Effect<Report.ShutdownReport, ShutdownConfig.ShutdownConfigError, Exclude<R, Provided>>
+} = dual(
+  (args) => Effect.isEffect(args[0]),
+  <A, E, R>(
+    program: Effect.Effect<A, E, R>,
+    options: RunOptions = {}
+  ): Effect.Effect<Report.ShutdownReport, ShutdownConfig.ShutdownConfigError, Exclude<R, Provided>> =>
+    Effect.uninterruptible(Effect.gen(function*() {
+      const config = yield* ShutdownConfig.load(options)
+      const coordinator = yield* Coordinator.make(config)
+      // The sequence runs in a detached fiber that nothing outside interrupts;
+      // this fiber waits for it without being interruptible, so the interrupt
+      // that `NodeRuntime.runMain` sends on SIGTERM cannot skip the drain.
+      const sequence = Effect.gen(function*() {
+        const signals = yield* Signals
+        yield* signals.listen(coordinator.onEvent)
+        const program_ = program.pipe(Effect.scoped, Effect.provideContext(coordinator.context)) as Effect.Effect<A, E, never>
+        const fiber = yield* Effect.forkDetach(Effect.interruptible(program_), { startImmediately: true })
+        fiber.addObserver((exit) => {
+          coordinator.fire(Coordinator.triggerFromExit(exit))
+        })
+        if ((options.ready ?? "start") === "start") yield* coordinator.lifecycle.markReady
+        const report = yield* coordinator.runSequence(fiber)
+        store[outcomeKey] = outcomeOf(report, config)
+        return report
+      }).pipe(Effect.scoped, Effect.interruptible)
+      const fiber = yield* Effect.forkDetach(sequence, { startImmediately: true })
+      return yield* Fiber.join(fiber)
+    })) as Effect.Effect<Report.ShutdownReport, ShutdownConfig.ShutdownConfigError, Exclude<R, Provided>>
+)
+
+/**
+ * Builds `layer`, marks the program Ready, and keeps it running until a
+ * trigger; then shuts it down gracefully. The layer's resources are released
+ * in reverse acquisition order.
+ *
+ * @example
+ * ```ts
+ * import { NodeRuntime } from "@effect/platform-node"
+ * import { Layer } from "effect"
+ * import { Graceful } from "effect-graceful"
+ *
+ * declare const AppLive: Layer.Layer<never>
+ *
+ * Graceful.launch(AppLive).pipe(NodeRuntime.runMain({ teardown: Graceful.teardown }))
+ * ```
+ *
+ * @since 0.1.0
+ */
+export const launch = <ROut, E, RIn>(
+  layer: Layer.Layer<ROut, E, RIn>,
+  options?: Omit<RunOptions, "ready">
+): Effect.Effect<Report.ShutdownReport, ShutdownConfig.ShutdownConfigError, Exclude<RIn, Provided>> =>
+  run(
+    Effect.scoped(
+      Layer.build(layer).pipe(
+        Effect.andThen(Lifecycle.use((lifecycle) => lifecycle.markReady)),
+        Effect.andThen(Effect.never)
+      )
+    ),
+    { ...options, ready: "manual" }
+  )
+
+const isReport = (u: unknown): u is Report.ShutdownReport =>
+  typeof u === "object" && u !== null && "exitCode" in u && "outcome" in u && "trigger" in u
+
+/**
+ * The teardown for `NodeRuntime.runMain`: exits with the code the shutdown
+ * decided (see the README's exit-code table). For a program that did not run
+ * under {@link run}, it falls back to Effect's default teardown.
+ *
+ * With `reraiseSignal`, a clean shutdown caused by SIGTERM or SIGINT ends by
+ * re-raising that signal, so a shell or supervisor sees 143 / 130.
+ *
+ * @example
+ * ```ts
+ * import { NodeRuntime } from "@effect/platform-node"
+ * import { Effect } from "effect"
+ * import { Graceful } from "effect-graceful"
+ *
+ * Effect.never.pipe(Graceful.run(), NodeRuntime.runMain({ teardown: Graceful.teardown }))
+ * ```
+ *
+ * @since 0.1.0
+ */
+export const teardown: Runtime.Teardown = (exit, onExit) => {
+  const stored = store[outcomeKey]
+  store[outcomeKey] = undefined
+  const outcome: Outcome | undefined = stored ??
+    (Exit.isSuccess(exit) && isReport(exit.value) ? { exitCode: exit.value.exitCode, reraise: undefined } : undefined)
+  if (outcome === undefined) return Runtime.defaultTeardown(exit, onExit)
+  if (outcome.reraise !== undefined) {
+    // Our listeners are gone by now (and runMain removed its own before the
+    // teardown), so the default action applies: the process dies by the signal.
+    process.kill(process.pid, outcome.reraise)
+    return
+  }
+  onExit(outcome.exitCode)
+  // runMain exits by itself only after a signal or a non-zero code; after a
+  // programmatic shutdown nothing may be left to keep the process alive, but
+  // a stray handle must not keep it alive either.
+  process.exit(outcome.exitCode)
+}
+
+/**
+ * Runs a program or a layer as the process's main, with graceful shutdown:
+ * `NodeRuntime.runMain` with {@link teardown}, around {@link run} (for an
+ * effect) or {@link launch} (for a layer).
+ *
+ * @example
+ * ```ts
+ * import { Layer } from "effect"
+ * import { Graceful } from "effect-graceful"
+ *
+ * declare const AppLive: Layer.Layer<never>
+ *
+ * Graceful.runMain(AppLive, { timeout: "20 seconds" })
+ * ```
+ *
+ * @since 0.1.0
+ */
+export const runMain = <A, E, ROut>(
+  program: Effect.Effect<A, E, Provided> | Layer.Layer<ROut, E, Provided>,
+  options?: RunOptions & { readonly disableErrorReporting?: boolean | undefined }
+): void => {
+  const main = Layer.isLayer(program)
+    ? launch(program as Layer.Layer<ROut, E, Provided>, options)
+    : run(program as Effect.Effect<A, E, Provided>, options)
+  NodeRuntime.runMain(main, { teardown, disableErrorReporting: options?.disableErrorReporting })
+}

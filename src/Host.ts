@@ -1,0 +1,136 @@
+/**
+ * What the shutdown needs from the process it runs in: a way to exit, a
+ * watchdog timer that does not keep the process alive, and the PM2 `ready`
+ * message.
+ *
+ * The live host is the default. Tests provide {@link layerTest}: exits are
+ * recorded instead of performed, and the watchdog runs on Effect's `Clock`,
+ * so `TestClock.adjust` fires it.
+ *
+ * @since 0.1.0
+ */
+import * as Context from "effect/Context"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import type * as Scope from "effect/Scope"
+
+/**
+ * @since 0.1.0
+ */
+export interface HostService {
+  /** End the process now with this code. Never returns in the live host. */
+  readonly exit: (code: number) => void
+  /**
+   * Call `onFire` after `delayMs`, unless the scope closes first. The live
+   * timer is unref'd and runs outside any fiber, so it fires even when every
+   * fiber is stuck in an uninterruptible finalizer.
+   */
+  readonly watchdog: (delayMs: number, onFire: () => void) => Effect.Effect<void, never, Scope.Scope>
+  /** Tell a process manager that the service is ready (PM2's `wait_ready`). */
+  readonly notifyReady: Effect.Effect<void>
+}
+
+/**
+ * The live host for a Node process.
+ *
+ * @example
+ * ```ts
+ * import { Host } from "effect-graceful"
+ *
+ * const host = Host.processHost(process)
+ * ```
+ *
+ * @since 0.1.0
+ */
+export const processHost = (proc: NodeJS.Process): HostService => ({
+  exit: (code) => proc.exit(code),
+  watchdog: (delayMs, onFire) =>
+    Effect.acquireRelease(
+      Effect.sync(() => {
+        const timer = setTimeout(onFire, Math.max(0, delayMs))
+        timer.unref()
+        return timer
+      }),
+      (timer) => Effect.sync(() => clearTimeout(timer))
+    ).pipe(Effect.asVoid),
+  notifyReady: Effect.sync(() => {
+    // PM2 (and any parent with an IPC channel) waits for this with `wait_ready`.
+    if (typeof proc.send === "function" && proc.connected) proc.send("ready")
+  })
+})
+
+/**
+ * The host in use. Defaults to the live process.
+ *
+ * @since 0.1.0
+ */
+export const Host: Context.Reference<HostService> = Context.Reference<HostService>("effect-graceful/Host", {
+  defaultValue: () => processHost(process)
+})
+
+/**
+ * What a test host has seen.
+ *
+ * @example
+ * ```ts
+ * import { Effect } from "effect"
+ * import { Host } from "effect-graceful"
+ *
+ * const exitCodes = Effect.gen(function*() {
+ *   const host = yield* Host.TestHost
+ *   return host.exits()
+ * })
+ * ```
+ *
+ * @since 0.1.0
+ */
+export class TestHost extends Context.Service<TestHost, {
+  /** Every exit code asked for, in order. */
+  readonly exits: () => ReadonlyArray<number>
+  /** How many times `ready` was sent. */
+  readonly readyCount: () => number
+  /** How many times a watchdog fired. */
+  readonly watchdogFired: () => number
+}>()("effect-graceful/TestHost") {}
+
+/**
+ * Provides {@link TestHost} and a {@link Host} that records instead of
+ * exiting, with a watchdog driven by Effect's `Clock` (so by `TestClock`).
+ *
+ * @example
+ * ```ts
+ * import { Effect } from "effect"
+ * import { Host } from "effect-graceful"
+ *
+ * const program = Effect.gen(function*() {
+ *   const host = yield* Host.TestHost
+ *   host.exits()
+ * }).pipe(Effect.provide(Host.layerTest))
+ * ```
+ *
+ * @since 0.1.0
+ */
+export const layerTest: Layer.Layer<TestHost> = Layer.effectContext(Effect.sync(() => {
+  const exits: Array<number> = []
+  let ready = 0
+  let fired = 0
+  const host: HostService = {
+    exit: (code) => void exits.push(code),
+    watchdog: (delayMs, onFire) =>
+      Effect.sleep(Math.max(0, delayMs)).pipe(
+        Effect.andThen(Effect.sync(() => {
+          fired++
+          onFire()
+        })),
+        Effect.forkScoped,
+        Effect.asVoid
+      ),
+    notifyReady: Effect.sync(() => void ready++)
+  }
+  const test = TestHost.of({
+    exits: () => exits,
+    readyCount: () => ready,
+    watchdogFired: () => fired
+  })
+  return Context.make(TestHost, test).pipe(Context.add(Host, host))
+}))

@@ -1,0 +1,212 @@
+/**
+ * The lifecycle of a running service as a state machine you can read and
+ * subscribe to:
+ *
+ * ```text
+ * Starting → Ready → Draining → Closing → Releasing → Stopped
+ * ```
+ *
+ * - **Starting**: acquiring resources; readiness 503.
+ * - **Ready**: serving; readiness 200. PM2 gets `ready` on entry.
+ * - **Draining** (lame duck): the first trigger arrived; readiness 503, all
+ *   else still served, every HTTP/1.1 response says `Connection: close`.
+ * - **Closing**: listeners closed, idle connections ended, consumers stop
+ *   taking work; the drain awaits the in-flight set until the drain deadline,
+ *   then cuts what is left.
+ * - **Releasing**: finalizers run in reverse acquisition order, each within
+ *   its own deadline, never past the budget.
+ * - **Stopped**: the report is written; the process exits with its code.
+ *
+ * Phases only move forward. A phase can be skipped (a defect goes from Ready
+ * straight to Releasing) but never revisited. The first trigger is recorded;
+ * triggering again runs nothing twice.
+ *
+ * @since 0.1.0
+ */
+import * as Context from "effect/Context"
+import * as Effect from "effect/Effect"
+import type * as Exit from "effect/Exit"
+import type * as Option from "effect/Option"
+import type * as Scope from "effect/Scope"
+import type * as Stream from "effect/Stream"
+import type { Trigger } from "./Report.ts"
+
+/**
+ * @since 0.1.0
+ */
+export type Phase = "Starting" | "Ready" | "Draining" | "Closing" | "Releasing" | "Stopped"
+
+/**
+ * The phases in order.
+ *
+ * @since 0.1.0
+ */
+export const phases: ReadonlyArray<Phase> = ["Starting", "Ready", "Draining", "Closing", "Releasing", "Stopped"]
+
+/**
+ * Whether phase `a` comes at or after phase `b`.
+ *
+ * @example
+ * ```ts
+ * import { Lifecycle } from "effect-graceful"
+ *
+ * Lifecycle.isAtLeast("Closing", "Draining") // true
+ * ```
+ *
+ * @since 0.1.0
+ */
+export const isAtLeast = (a: Phase, b: Phase): boolean => phases.indexOf(a) >= phases.indexOf(b)
+
+/**
+ * A phase a hook can run in: `Draining` hooks run when the lame duck starts,
+ * `Closing` hooks when it ends (close listeners, stop consumers).
+ *
+ * @since 0.1.0
+ */
+export type HookPhase = "Draining" | "Closing"
+
+/**
+ * Options of a managed release.
+ *
+ * @since 0.1.0
+ */
+export interface ReleaseOptions {
+  /** The release's own deadline. It never runs past the global budget. */
+  readonly timeout?: number | undefined
+  /** How the scope that owns the resource closed. */
+  readonly exit?: Exit.Exit<unknown, unknown> | undefined
+}
+
+/**
+ * @since 0.1.0
+ */
+export interface LifecycleService {
+  /** The current phase. */
+  readonly phase: Effect.Effect<Phase>
+  /** The current phase, synchronously (cheap: safe on every request). */
+  readonly phaseUnsafe: () => Phase
+  /** Every phase change, starting with the current phase. */
+  readonly changes: Stream.Stream<Phase>
+  /** Completes once the lifecycle has reached `phase` (or passed it). */
+  readonly awaitPhase: (phase: Phase) => Effect.Effect<void>
+  /** The first trigger, once there is one. */
+  readonly trigger: Effect.Effect<Option.Option<Trigger>>
+  /** Move from Starting to Ready (no-op in any other phase). */
+  readonly markReady: Effect.Effect<void>
+  /** Ask for a shutdown, as a signal would. The first trigger wins. */
+  readonly shutdown: (reason: string) => Effect.Effect<void>
+  /**
+   * Run `effect` when the lifecycle enters `phase`. Hooks run once, in reverse
+   * registration order, each bounded by the phase's deadline; a failing hook
+   * is logged and reported and does not stop the others. The hook is removed
+   * when the scope closes.
+   */
+  readonly addHook: (
+    name: string,
+    phase: HookPhase,
+    effect: Effect.Effect<void, unknown>
+  ) => Effect.Effect<void, never, Scope.Scope>
+  /**
+   * Run a release as part of the shutdown: wait for the Releasing phase
+   * (triggering the shutdown if the owning scope closed by itself), then run
+   * `effect` within its deadline, and record the outcome in the report.
+   * `Resource` is built on this; use it directly for custom finalizers.
+   */
+  readonly release: (
+    name: string,
+    effect: Effect.Effect<void, unknown>,
+    options?: ReleaseOptions
+  ) => Effect.Effect<void>
+  /** Milliseconds left before the release deadline (the budget), or the budget itself before any trigger. */
+  readonly remainingMillis: Effect.Effect<number>
+}
+
+/**
+ * The running program's lifecycle. Provided by `Graceful.run`.
+ *
+ * @example
+ * ```ts
+ * import { Effect } from "effect"
+ * import { Lifecycle } from "effect-graceful"
+ *
+ * const readiness = Effect.gen(function*() {
+ *   const lifecycle = yield* Lifecycle.Lifecycle
+ *   return (yield* lifecycle.phase) === "Ready" ? 200 : 503
+ * })
+ * ```
+ *
+ * @since 0.1.0
+ */
+export class Lifecycle extends Context.Service<Lifecycle, LifecycleService>()("effect-graceful/Lifecycle") {}
+
+/**
+ * Ask the running program to shut down, as if it had received SIGTERM.
+ *
+ * @example
+ * ```ts
+ * import { Effect } from "effect"
+ * import { Lifecycle } from "effect-graceful"
+ *
+ * const onFatalConfigChange = Lifecycle.shutdown("config changed")
+ * ```
+ *
+ * @since 0.1.0
+ */
+export const shutdown = (reason: string): Effect.Effect<void, never, Lifecycle> =>
+  Lifecycle.use((lifecycle) => lifecycle.shutdown(reason))
+
+/**
+ * Mark the program Ready (readiness turns 200; PM2 gets `ready`).
+ * `Graceful.launch` does this after the layer is built.
+ *
+ * @example
+ * ```ts
+ * import { Effect } from "effect"
+ * import { Lifecycle } from "effect-graceful"
+ *
+ * const program = Effect.gen(function*() {
+ *   // ... start things ...
+ *   yield* Lifecycle.markReady
+ * })
+ * ```
+ *
+ * @since 0.1.0
+ */
+export const markReady: Effect.Effect<void, never, Lifecycle> = Lifecycle.use((lifecycle) => lifecycle.markReady)
+
+/**
+ * Register a hook for a phase, for the life of the current scope.
+ *
+ * @example
+ * ```ts
+ * import { Effect } from "effect"
+ * import { Lifecycle } from "effect-graceful"
+ *
+ * const stopConsumer = Lifecycle.addHook("consumer", "Closing", Effect.log("stop taking work"))
+ * ```
+ *
+ * @since 0.1.0
+ */
+export const addHook = (
+  name: string,
+  phase: HookPhase,
+  effect: Effect.Effect<void, unknown>
+): Effect.Effect<void, never, Lifecycle | Scope.Scope> =>
+  Lifecycle.use((lifecycle) => lifecycle.addHook(name, phase, effect))
+
+/**
+ * The current phase.
+ *
+ * @example
+ * ```ts
+ * import { Effect } from "effect"
+ * import { Lifecycle } from "effect-graceful"
+ *
+ * const program = Effect.gen(function*() {
+ *   const phase = yield* Lifecycle.phase
+ * })
+ * ```
+ *
+ * @since 0.1.0
+ */
+export const phase: Effect.Effect<Phase, never, Lifecycle> = Lifecycle.use((lifecycle) => lifecycle.phase)

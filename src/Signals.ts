@@ -1,0 +1,182 @@
+/**
+ * Where shutdown triggers come from.
+ *
+ * The live source listens to the process: `SIGTERM`, `SIGINT`, PM2's
+ * `shutdown` IPC message (sent instead of a signal when the app runs with
+ * `shutdown_with_message`, and always on Windows), `uncaughtException` and
+ * `unhandledRejection`. It is the default: nothing needs to be provided.
+ *
+ * Tests provide {@link layerTest} and send events themselves with
+ * {@link TestSignals}, so a SIGTERM is a function call and time is a
+ * `TestClock`.
+ *
+ * The live signal listeners are *prepended*, so they run before the listener
+ * that `NodeRuntime.runMain` installs; while they are installed, a signal no
+ * longer kills the process by itself: the shutdown sequence decides.
+ *
+ * @since 0.1.0
+ */
+import * as Context from "effect/Context"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import type * as Scope from "effect/Scope"
+
+/**
+ * A shutdown signal as the process delivers it.
+ *
+ * @since 0.1.0
+ */
+export type SignalName = "SIGTERM" | "SIGINT"
+
+/**
+ * One event from a trigger source.
+ *
+ * @since 0.1.0
+ */
+export type SignalEvent =
+  | { readonly _tag: "Signal"; readonly signal: SignalName }
+  | { readonly _tag: "Message"; readonly message: string }
+  | {
+    readonly _tag: "Defect"
+    readonly source: "uncaughtException" | "unhandledRejection"
+    readonly error: unknown
+  }
+
+/**
+ * A source of shutdown events. `listen` installs the handler for as long as
+ * the scope is open.
+ *
+ * @example
+ * ```ts
+ * import { Effect } from "effect"
+ * import { Signals } from "effect-graceful"
+ *
+ * const program = Effect.gen(function*() {
+ *   const signals = yield* Signals.Signals
+ *   yield* signals.listen((event) => console.log("got", event._tag))
+ * }).pipe(Effect.scoped)
+ * ```
+ *
+ * @since 0.1.0
+ */
+export interface SignalSource {
+  readonly listen: (handler: (event: SignalEvent) => void) => Effect.Effect<void, never, Scope.Scope>
+}
+
+/**
+ * The live source: the current Node process.
+ *
+ * @example
+ * ```ts
+ * import { Signals } from "effect-graceful"
+ *
+ * const source = Signals.processSignals(process)
+ * ```
+ *
+ * @since 0.1.0
+ */
+export const processSignals = (proc: NodeJS.Process): SignalSource => ({
+  listen: (handler) =>
+    Effect.acquireRelease(
+      Effect.sync(() => {
+        const onSigterm = () => handler({ _tag: "Signal", signal: "SIGTERM" })
+        const onSigint = () => handler({ _tag: "Signal", signal: "SIGINT" })
+        const onMessage = (message: unknown) => {
+          if (message === "shutdown") handler({ _tag: "Message", message: "shutdown" })
+        }
+        const onUncaught = (error: unknown) => handler({ _tag: "Defect", source: "uncaughtException", error })
+        const onUnhandled = (error: unknown) => handler({ _tag: "Defect", source: "unhandledRejection", error })
+        proc.prependListener("SIGTERM", onSigterm)
+        proc.prependListener("SIGINT", onSigint)
+        // Only listen for IPC messages when there is a channel: a 'message'
+        // listener keeps the channel referenced, which is right while the
+        // service runs and released with the scope.
+        const ipc = typeof proc.send === "function"
+        if (ipc) proc.on("message", onMessage)
+        proc.on("uncaughtException", onUncaught)
+        proc.on("unhandledRejection", onUnhandled)
+        return () => {
+          proc.removeListener("SIGTERM", onSigterm)
+          proc.removeListener("SIGINT", onSigint)
+          if (ipc) proc.removeListener("message", onMessage)
+          proc.removeListener("uncaughtException", onUncaught)
+          proc.removeListener("unhandledRejection", onUnhandled)
+        }
+      }),
+      (remove) => Effect.sync(remove)
+    ).pipe(Effect.asVoid)
+})
+
+/**
+ * The trigger source in use. Defaults to the live process.
+ *
+ * @since 0.1.0
+ */
+export const Signals: Context.Reference<SignalSource> = Context.Reference<SignalSource>(
+  "effect-graceful/Signals",
+  { defaultValue: () => processSignals(process) }
+)
+
+/**
+ * A source a test drives.
+ *
+ * @example
+ * ```ts
+ * import { Effect } from "effect"
+ * import { Signals } from "effect-graceful"
+ *
+ * const sendTerm = Effect.gen(function*() {
+ *   const signals = yield* Signals.TestSignals
+ *   signals.send("SIGTERM")
+ * })
+ * ```
+ *
+ * @since 0.1.0
+ */
+export class TestSignals extends Context.Service<TestSignals, {
+  /** Deliver a signal, as the kernel would. */
+  readonly send: (signal: SignalName) => void
+  /** Deliver an IPC message, as PM2 would. */
+  readonly message: (message: string) => void
+  /** Report an uncaught exception or unhandled rejection. */
+  readonly crash: (error: unknown, source?: "uncaughtException" | "unhandledRejection") => void
+  /** How many handlers are installed right now. */
+  readonly listeners: () => number
+}>()("effect-graceful/TestSignals") {}
+
+/**
+ * Provides both {@link TestSignals} and a {@link Signals} source fed by it.
+ *
+ * @example
+ * ```ts
+ * import { Effect } from "effect"
+ * import { Signals } from "effect-graceful"
+ *
+ * const program = Effect.gen(function*() {
+ *   const test = yield* Signals.TestSignals
+ *   test.send("SIGTERM")
+ * }).pipe(Effect.provide(Signals.layerTest))
+ * ```
+ *
+ * @since 0.1.0
+ */
+export const layerTest: Layer.Layer<TestSignals> = Layer.effectContext(Effect.sync(() => {
+  const handlers = new Set<(event: SignalEvent) => void>()
+  const emit = (event: SignalEvent) => {
+    for (const handler of [...handlers]) handler(event)
+  }
+  const source: SignalSource = {
+    listen: (handler) =>
+      Effect.acquireRelease(
+        Effect.sync(() => handlers.add(handler)),
+        () => Effect.sync(() => handlers.delete(handler))
+      ).pipe(Effect.asVoid)
+  }
+  const test = TestSignals.of({
+    send: (signal) => emit({ _tag: "Signal", signal }),
+    message: (message) => emit({ _tag: "Message", message }),
+    crash: (error, source = "uncaughtException") => emit({ _tag: "Defect", source, error }),
+    listeners: () => handlers.size
+  })
+  return Context.make(TestSignals, test).pipe(Context.add(Signals, source))
+}))

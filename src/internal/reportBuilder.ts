@@ -1,0 +1,103 @@
+/**
+ * The shutdown report under construction. Plain mutable state, so the
+ * watchdog and a third signal can take a snapshot synchronously, naming the
+ * releases still running at that moment.
+ *
+ * @internal
+ */
+import * as Report from "../Report.ts"
+
+interface Running {
+  readonly at: number
+  readonly deadlineMs: number
+}
+
+export class ReportBuilder {
+  private trigger: Report.Trigger = { _tag: "Interrupted" }
+  private startedAt = 0
+  private signals = 0
+  private readonly phases: Array<Report.PhaseTiming> = []
+  private readonly releases: Array<Report.ReleaseRecord> = []
+  private readonly running = new Map<string, Running>()
+  private readonly cut: Array<Report.CutItem> = []
+  private atDrainStart = 0
+  private atDrainEnd = 0
+  private budgetExhausted = false
+
+  start(trigger: Report.Trigger, startedAt: number): void {
+    this.trigger = trigger
+    this.startedAt = startedAt
+  }
+
+  setSignals(count: number): void {
+    this.signals = count
+  }
+
+  addPhase(phase: Report.PhaseName, at: number, durationMs: number): void {
+    this.phases.push({ phase, at, durationMs })
+  }
+
+  beginRelease(name: string, at: number, deadlineMs: number): void {
+    this.running.set(name, { at, deadlineMs })
+  }
+
+  addRelease(record: Report.ReleaseRecord): void {
+    this.running.delete(record.name)
+    this.releases.push(record)
+  }
+
+  addCut(item: Report.CutItem): void {
+    this.cut.push(item)
+  }
+
+  setInFlightAtDrainStart(count: number): void {
+    this.atDrainStart = count
+  }
+
+  setInFlightAtDrainEnd(count: number): void {
+    this.atDrainEnd = count
+  }
+
+  markBudgetExhausted(): void {
+    this.budgetExhausted = true
+  }
+
+  /** `clean` only when nothing was cut, every release finished and the budget held. */
+  outcomeFor(trigger: Report.Trigger): Report.ShutdownReport["outcome"] {
+    if (trigger._tag === "Defect") return "defect"
+    if (trigger._tag === "Failed") return "degraded"
+    const degraded = this.budgetExhausted || this.cut.length > 0 || this.running.size > 0 ||
+      this.releases.some((r) => r.outcome !== "released")
+    return degraded ? "degraded" : "clean"
+  }
+
+  snapshot(options: {
+    readonly outcome: Report.ShutdownReport["outcome"]
+    readonly exitCode: number
+    readonly now: number
+  }): Report.ShutdownReport {
+    const offset = options.now - this.startedAt
+    // Releases still running when the snapshot is taken (watchdog, 3rd
+    // signal) are reported as timed out: they are why the process is ending.
+    const stillRunning: Array<Report.ReleaseRecord> = [...this.running].map(([name, run]) => ({
+      name,
+      outcome: "timedOut",
+      at: run.at,
+      durationMs: offset - run.at,
+      deadlineMs: run.deadlineMs,
+      error: "still running when the process ended"
+    }))
+    return {
+      trigger: this.trigger,
+      startedAt: this.startedAt,
+      signals: this.signals,
+      phases: [...this.phases],
+      releases: [...this.releases, ...stillRunning],
+      inFlight: { atDrainStart: this.atDrainStart, atDrainEnd: this.atDrainEnd },
+      cut: [...this.cut],
+      outcome: options.outcome,
+      exitCode: options.exitCode,
+      durationMs: offset
+    }
+  }
+}
