@@ -145,7 +145,13 @@ export const run: {
       const sequence = Effect.gen(function*() {
         const signals = yield* Signals
         yield* signals.listen(coordinator.onEvent)
-        const program_ = program.pipe(Effect.scoped, Effect.provideContext(coordinator.context)) as Effect.Effect<A, E, never>
+        const program_ = program.pipe(
+          // Inside the scope: the trigger is recorded before the program's
+          // finalizers start, so managed releases know the program is ending.
+          Effect.onExit((exit) => Effect.sync(() => coordinator.onProgramExit(exit))),
+          Effect.scoped,
+          Effect.provideContext(coordinator.context)
+        ) as Effect.Effect<A, E, never>
         const fiber = yield* Effect.forkDetach(Effect.interruptible(program_), { startImmediately: true })
         fiber.addObserver((exit) => {
           coordinator.fire(Coordinator.triggerFromExit(exit))

@@ -25,7 +25,6 @@
  */
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
-import type * as Exit from "effect/Exit"
 import type * as Option from "effect/Option"
 import type * as Scope from "effect/Scope"
 import type * as Stream from "effect/Stream"
@@ -71,10 +70,8 @@ export type HookPhase = "Draining" | "Closing"
  * @since 0.1.0
  */
 export interface ReleaseOptions {
-  /** The release's own deadline. It never runs past the global budget. */
+  /** The release's own deadline in milliseconds. It never runs past the global budget. */
   readonly timeout?: number | undefined
-  /** How the scope that owns the resource closed. */
-  readonly exit?: Exit.Exit<unknown, unknown> | undefined
 }
 
 /**
@@ -107,16 +104,18 @@ export interface LifecycleService {
     effect: Effect.Effect<void, unknown>
   ) => Effect.Effect<void, never, Scope.Scope>
   /**
-   * Run a release as part of the shutdown: wait for the Releasing phase
-   * (triggering the shutdown if the owning scope closed by itself), then run
-   * `effect` within its deadline, and record the outcome in the report.
-   * `Resource` is built on this; use it directly for custom finalizers.
+   * Register a release that is part of the shutdown, at acquisition time;
+   * returns the function to call from the finalizer. When the program shuts
+   * down, that call waits for the Releasing phase, runs the release within
+   * its deadline (its own timeout, never past the budget) and records the
+   * outcome in the report; a release that never got its turn is reported as
+   * skipped. When an inner scope closes while the program runs, the release
+   * simply runs (bounded by its own timeout). `Resource` is built on this.
    */
-  readonly release: (
+  readonly registerRelease: (
     name: string,
-    effect: Effect.Effect<void, unknown>,
     options?: ReleaseOptions
-  ) => Effect.Effect<void>
+  ) => Effect.Effect<(release: Effect.Effect<void, unknown>) => Effect.Effect<void>>
   /** Milliseconds left before the release deadline (the budget), or the budget itself before any trigger. */
   readonly remainingMillis: Effect.Effect<number>
 }

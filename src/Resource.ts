@@ -62,14 +62,11 @@ export const make = <A, E, R, R2 = never>(
     const context = yield* Effect.context<R2>()
     const timeout = timeoutMillis(options)
     return yield* Effect.acquireRelease(
-      acquire,
-      (resource, exit) =>
-        lifecycle.release(
-          name,
-          release(resource, exit).pipe(Effect.asVoid, Effect.provideContext(context)),
-          { timeout, exit }
-        )
-    )
+      Effect.flatMap(acquire, (resource) =>
+        Effect.map(lifecycle.registerRelease(name, { timeout }), (runRelease) => ({ resource, runRelease }))),
+      ({ resource, runRelease }, exit) =>
+        runRelease(release(resource, exit).pipe(Effect.asVoid, Effect.provideContext(context)))
+    ).pipe(Effect.map(({ resource }) => resource))
   })
 
 /**

@@ -26,6 +26,15 @@ import * as Layer from "effect/Layer"
 import * as Host from "./Host.ts"
 import * as Signals from "./Signals.ts"
 
+export {
+  /** @since 0.1.0 */
+  TestHost
+} from "./Host.ts"
+export {
+  /** @since 0.1.0 */
+  TestSignals
+} from "./Signals.ts"
+
 /**
  * {@link Signals.TestSignals} and {@link Host.TestHost}, with the `Signals`
  * and `Host` they feed.

@@ -29,7 +29,7 @@ import * as Metrics from "../Metrics.ts"
 import * as Report from "../Report.ts"
 import type { ShutdownConfig } from "../ShutdownConfig.ts"
 import type { SignalEvent } from "../Signals.ts"
-import { ReportBuilder } from "./reportBuilder.ts"
+import { type ReleaseTicket, ReportBuilder } from "./reportBuilder.ts"
 
 interface Hook {
   readonly name: string
@@ -46,6 +46,8 @@ export interface Coordinator {
   readonly inFlight: InFlight.InFlightSet
   readonly onEvent: (event: SignalEvent) => void
   readonly fire: (trigger: Report.Trigger) => boolean
+  /** The program's own effect ended (before its scope closes). */
+  readonly onProgramExit: (exit: Exit.Exit<unknown, unknown>) => void
   readonly triggered: Effect.Effect<Report.Trigger>
   /** Runs the sequence from the first trigger to Stopped; returns the report. */
   readonly runSequence: (program: Fiber.Fiber<unknown, unknown>) => Effect.Effect<Report.ShutdownReport>
@@ -89,6 +91,9 @@ export const make = (config: ShutdownConfig): Effect.Effect<Coordinator> =>
     let trigger: Report.Trigger | undefined
     let signals = 0
     let forced = false
+    let programEnded = false
+    let forcedReport: Report.ShutdownReport | undefined
+    const forcedLatch = Latch.makeUnsafe(false)
 
     // Budget. Fixed at the first trigger; an escalation can only shorten it.
     let t0 = 0
@@ -129,6 +134,8 @@ export const make = (config: ShutdownConfig): Effect.Effect<Coordinator> =>
       const code = signal === "SIGINT" ? 130 : 143
       const snapshot = report.snapshot({ outcome: "forced", exitCode: code, now: now() })
       runSync(publish(snapshot))
+      forcedReport = snapshot
+      forcedLatch.openUnsafe()
       host.exit(code)
     }
 
@@ -188,17 +195,18 @@ export const make = (config: ShutdownConfig): Effect.Effect<Coordinator> =>
     const runBounded = (
       name: string,
       effect: Effect.Effect<void, unknown>,
-      deadlineMs: number
+      deadlineMs: number,
+      ticket: ReleaseTicket = { name }
     ): Effect.Effect<void> =>
       Effect.gen(function*() {
         const startedAt = now()
         const deadline = Math.min(deadlineMs, releaseDeadline)
         if (deadline - startedAt <= 0) {
-          report.addRelease({ name, outcome: "skipped", at: startedAt - t0, durationMs: 0, deadlineMs: 0 })
+          report.addRelease({ name, outcome: "skipped", at: startedAt - t0, durationMs: 0, deadlineMs: 0 }, ticket)
           yield* Effect.logWarning(`${name}: skipped, the shutdown budget is spent`)
           return
         }
-        report.beginRelease(name, startedAt - t0, deadline - startedAt)
+        report.beginRelease(ticket, startedAt - t0, deadline - startedAt)
         const fiber = yield* Effect.forkDetach(Effect.interruptible(effect), { startImmediately: true })
         const exit = yield* Effect.raceFirst(
           Fiber.await(fiber).pipe(Effect.map(Option.some)),
@@ -211,14 +219,14 @@ export const make = (config: ShutdownConfig): Effect.Effect<Coordinator> =>
         const base = { name, at: startedAt - t0, durationMs, deadlineMs: deadline - startedAt }
         if (Option.isNone(exit)) {
           yield* Effect.forkDetach(Fiber.interrupt(fiber))
-          report.addRelease({ ...base, outcome: "timedOut" })
+          report.addRelease({ ...base, outcome: "timedOut" }, ticket)
           yield* Effect.logWarning(`${name}: did not finish within ${deadline - startedAt} ms; interrupted`)
         } else if (Exit.isFailure(exit.value)) {
           const error = renderCause(exit.value.cause)
-          report.addRelease({ ...base, outcome: "failed", error })
+          report.addRelease({ ...base, outcome: "failed", error }, ticket)
           yield* Effect.logError(`${name}: release failed`, error)
         } else {
-          report.addRelease({ ...base, outcome: "released" })
+          report.addRelease({ ...base, outcome: "released" }, ticket)
         }
       }).pipe(Effect.withSpan(`graceful.release ${name}`))
 
@@ -247,6 +255,8 @@ export const make = (config: ShutdownConfig): Effect.Effect<Coordinator> =>
         forced = true
         const snapshot = report.snapshot({ outcome: "watchdog", exitCode: 1, now: now() })
         runSync(publish(snapshot))
+        forcedReport = snapshot
+        forcedLatch.openUnsafe()
         host.exit(1)
       }
       yield* Effect.scoped(Effect.gen(function*() {
@@ -267,7 +277,15 @@ export const make = (config: ShutdownConfig): Effect.Effect<Coordinator> =>
       report.addPhase("cutting", startedAt - t0, now() - startedAt)
     })
 
+    // A forced exit (3rd signal, watchdog) ends the process; when the host
+    // does not (tests), the sequence ends there too, with the forced report.
     const runSequence = (program: Fiber.Fiber<unknown, unknown>) =>
+      Effect.raceFirst(
+        sequence(program),
+        forcedLatch.await.pipe(Effect.map(() => forcedReport!))
+      )
+
+    const sequence = (program: Fiber.Fiber<unknown, unknown>) =>
       Effect.gen(function*() {
         const first = yield* Deferred.await(triggerDeferred)
         const watchdogFiber = yield* Effect.forkDetach(watchdog)
@@ -354,18 +372,32 @@ export const make = (config: ShutdownConfig): Effect.Effect<Coordinator> =>
               if (index >= 0) hooks.splice(index, 1)
             })
         ).pipe(Effect.asVoid),
-      release: (name, effect, options) =>
-        Effect.gen(function*() {
-          if (!Lifecycle.isAtLeast(phaseNow, "Releasing")) {
-            // The owning scope is closing before the sequence got here: the
-            // program ended by itself (or died). Make that the trigger, or
-            // treat a defect during a drain as a reason to stop waiting.
-            const next = triggerFromExit(options?.exit ?? Exit.void)
-            if (!fire(next) && Report.isFastPath(next)) escalate()
-            yield* reached.get("Releasing")!.await
-          }
-          const deadline = options?.timeout === undefined ? releaseDeadline : now() + options.timeout
-          yield* runBounded(name, effect, deadline)
+      registerRelease: (name, options) =>
+        Effect.sync(() => {
+          const ticket: ReleaseTicket = { name }
+          report.register(ticket)
+          return (effect: Effect.Effect<void, unknown>) =>
+            Effect.gen(function*() {
+              if (!Lifecycle.isAtLeast(phaseNow, "Releasing")) {
+                if (!programEnded) {
+                  // An inner scope closed while the program runs (or drains):
+                  // an ordinary release, not part of the shutdown. Waiting for
+                  // Releasing here could deadlock a request that is itself
+                  // being drained.
+                  report.forget(ticket)
+                  const bounded = options?.timeout === undefined
+                    ? effect
+                    : effect.pipe(Effect.timeout(options.timeout))
+                  yield* bounded.pipe(
+                    Effect.catchCause((cause) => Effect.logWarning(`${name}: release failed`, renderCause(cause)))
+                  )
+                  return
+                }
+                yield* reached.get("Releasing")!.await
+              }
+              const deadline = options?.timeout === undefined ? releaseDeadline : now() + options.timeout
+              yield* runBounded(name, effect, deadline, ticket)
+            })
         }),
       remainingMillis: Effect.sync(() => trigger === undefined ? config.timeoutMs : remaining())
     }
@@ -376,6 +408,11 @@ export const make = (config: ShutdownConfig): Effect.Effect<Coordinator> =>
       inFlight,
       onEvent,
       fire,
+      onProgramExit: (exit) => {
+        programEnded = true
+        const next = triggerFromExit(exit)
+        if (!fire(next) && Report.isFastPath(next)) escalate()
+      },
       triggered: Deferred.await(triggerDeferred),
       runSequence,
       context: Context.make(Lifecycle.Lifecycle, lifecycle).pipe(Context.add(InFlight.InFlight, inFlight))

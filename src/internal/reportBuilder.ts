@@ -7,9 +7,10 @@
  */
 import * as Report from "../Report.ts"
 
-interface Running {
-  readonly at: number
-  readonly deadlineMs: number
+/** A managed release, from its registration at acquisition until it is recorded. */
+export interface ReleaseTicket {
+  readonly name: string
+  started?: { readonly at: number; readonly deadlineMs: number }
 }
 
 export class ReportBuilder {
@@ -18,7 +19,7 @@ export class ReportBuilder {
   private signals = 0
   private readonly phases: Array<Report.PhaseTiming> = []
   private readonly releases: Array<Report.ReleaseRecord> = []
-  private readonly running = new Map<string, Running>()
+  private readonly pending = new Set<ReleaseTicket>()
   private readonly cut: Array<Report.CutItem> = []
   private atDrainStart = 0
   private atDrainEnd = 0
@@ -37,12 +38,21 @@ export class ReportBuilder {
     this.phases.push({ phase, at, durationMs })
   }
 
-  beginRelease(name: string, at: number, deadlineMs: number): void {
-    this.running.set(name, { at, deadlineMs })
+  register(ticket: ReleaseTicket): void {
+    this.pending.add(ticket)
   }
 
-  addRelease(record: Report.ReleaseRecord): void {
-    this.running.delete(record.name)
+  /** The resource was released outside the shutdown (its scope closed early). */
+  forget(ticket: ReleaseTicket): void {
+    this.pending.delete(ticket)
+  }
+
+  beginRelease(ticket: ReleaseTicket, at: number, deadlineMs: number): void {
+    ticket.started = { at, deadlineMs }
+  }
+
+  addRelease(record: Report.ReleaseRecord, ticket?: ReleaseTicket): void {
+    if (ticket !== undefined) this.pending.delete(ticket)
     this.releases.push(record)
   }
 
@@ -66,7 +76,7 @@ export class ReportBuilder {
   outcomeFor(trigger: Report.Trigger): Report.ShutdownReport["outcome"] {
     if (trigger._tag === "Defect") return "defect"
     if (trigger._tag === "Failed") return "degraded"
-    const degraded = this.budgetExhausted || this.cut.length > 0 || this.running.size > 0 ||
+    const degraded = this.budgetExhausted || this.cut.length > 0 || this.pending.size > 0 ||
       this.releases.some((r) => r.outcome !== "released")
     return degraded ? "degraded" : "clean"
   }
@@ -79,20 +89,28 @@ export class ReportBuilder {
     const offset = options.now - this.startedAt
     // Releases still running when the snapshot is taken (watchdog, 3rd
     // signal) are reported as timed out: they are why the process is ending.
-    const stillRunning: Array<Report.ReleaseRecord> = [...this.running].map(([name, run]) => ({
-      name,
-      outcome: "timedOut",
-      at: run.at,
-      durationMs: offset - run.at,
-      deadlineMs: run.deadlineMs,
-      error: "still running when the process ended"
-    }))
+    // Those that never started are reported as skipped.
+    const unfinished: Array<Report.ReleaseRecord> = []
+    for (const ticket of [...this.pending].reverse()) {
+      unfinished.push(
+        ticket.started === undefined
+          ? { name: ticket.name, outcome: "skipped", at: offset, durationMs: 0, deadlineMs: 0, error: "never started" }
+          : {
+            name: ticket.name,
+            outcome: "timedOut",
+            at: ticket.started.at,
+            durationMs: offset - ticket.started.at,
+            deadlineMs: ticket.started.deadlineMs,
+            error: "still running when the process ended"
+          }
+      )
+    }
     return {
       trigger: this.trigger,
       startedAt: this.startedAt,
       signals: this.signals,
       phases: [...this.phases],
-      releases: [...this.releases, ...stillRunning],
+      releases: [...this.releases, ...unfinished],
       inFlight: { atDrainStart: this.atDrainStart, atDrainEnd: this.atDrainEnd },
       cut: [...this.cut],
       outcome: options.outcome,
