@@ -228,7 +228,7 @@ describe("triggers", () => {
       yield* TestClock.adjust("1 second")
       const report = yield* Fiber.join(fiber)
       expect(report.trigger).toEqual({ _tag: "Requested", reason: "config reload" })
-      expect(report.releases.map((r) => r.outcome)).toEqual(["released"])
+      expect(releaseNames(report)).toEqual(["hook:released", "db:released"])
       expect(releases).toBe(1)
       expect(hooks).toBe(1)
       expect(report.signals).toBe(1)
