@@ -1,0 +1,101 @@
+import { describe, expect, it } from "@effect/vitest"
+import { ConfigProvider, Effect, Exit } from "effect"
+import { Graceful, ShutdownConfig } from "../src/index.ts"
+import * as GracefulTest from "../src/testing.ts"
+
+const withEnv = (env: Record<string, string>) => Effect.provide(ConfigProvider.layer(ConfigProvider.fromEnv({ env })))
+
+const loadError = (env: Record<string, string>, options?: ShutdownConfig.ShutdownOptions) =>
+  ShutdownConfig.load(options).pipe(withEnv(env), Effect.flip)
+
+describe("ShutdownConfig", () => {
+  it.effect("defaults", () =>
+    Effect.gen(function*() {
+      const config = yield* ShutdownConfig.load().pipe(withEnv({}))
+      expect(config).toEqual({
+        timeoutMs: 25_000,
+        delayMs: 0,
+        drainTimeoutMs: 15_000,
+        emergencyTimeoutMs: 1_000,
+        reportFile: undefined,
+        reraiseSignal: false,
+        watchdogSlackMs: 50
+      })
+    }))
+
+  it.effect("reads every variable as an Effect duration string", () =>
+    Effect.gen(function*() {
+      const config = yield* ShutdownConfig.load().pipe(withEnv({
+        SHUTDOWN_TIMEOUT: "10 seconds",
+        SHUTDOWN_DELAY: "2 seconds",
+        SHUTDOWN_DRAIN_TIMEOUT: "5 seconds",
+        SHUTDOWN_EMERGENCY_TIMEOUT: "500 millis",
+        SHUTDOWN_REPORT_FILE: "/dev/termination-log",
+        SHUTDOWN_RERAISE_SIGNAL: "true"
+      }))
+      expect(config).toMatchObject({
+        timeoutMs: 10_000,
+        delayMs: 2_000,
+        drainTimeoutMs: 5_000,
+        emergencyTimeoutMs: 500,
+        reportFile: "/dev/termination-log",
+        reraiseSignal: true
+      })
+    }))
+
+  it.effect("on Kubernetes the lame-duck delay defaults to 5 seconds", () =>
+    Effect.gen(function*() {
+      const config = yield* ShutdownConfig.load().pipe(withEnv({ KUBERNETES_SERVICE_HOST: "10.0.0.1" }))
+      expect(config.delayMs).toBe(5_000)
+      expect(config.delayMs + config.drainTimeoutMs).toBeLessThan(config.timeoutMs)
+    }))
+
+  it.effect("code options win over the environment", () =>
+    Effect.gen(function*() {
+      const config = yield* ShutdownConfig.load({ timeout: "8 seconds" }).pipe(withEnv({ SHUTDOWN_TIMEOUT: "30 seconds" }))
+      expect(config.timeoutMs).toBe(8_000)
+    }))
+
+  const bad: ReadonlyArray<readonly [string, Record<string, string>, string, string]> = [
+    ["not a duration", { SHUTDOWN_TIMEOUT: "5s" }, "SHUTDOWN_TIMEOUT", "not a duration"],
+    ["garbage", { SHUTDOWN_DELAY: "soon" }, "SHUTDOWN_DELAY", "not a duration"],
+    ["negative", { SHUTDOWN_EMERGENCY_TIMEOUT: "-1 seconds" }, "SHUTDOWN_EMERGENCY_TIMEOUT", "negative"],
+    ["infinite", { SHUTDOWN_TIMEOUT: "Infinity" }, "SHUTDOWN_TIMEOUT", "finite"],
+    ["zero budget", { SHUTDOWN_TIMEOUT: "0 seconds" }, "SHUTDOWN_TIMEOUT", "greater than zero"],
+    ["delay longer than the budget", { SHUTDOWN_TIMEOUT: "10 seconds", SHUTDOWN_DELAY: "30 seconds" }, "SHUTDOWN_DELAY", "shorter than the budget"],
+    ["drain longer than the budget", { SHUTDOWN_TIMEOUT: "10 seconds", SHUTDOWN_DRAIN_TIMEOUT: "10 seconds" }, "SHUTDOWN_DRAIN_TIMEOUT", "shorter than the budget"],
+    ["emergency longer than the budget", { SHUTDOWN_TIMEOUT: "1 second", SHUTDOWN_EMERGENCY_TIMEOUT: "2 seconds" }, "SHUTDOWN_EMERGENCY_TIMEOUT", "emergency"],
+    ["not a boolean", { SHUTDOWN_RERAISE_SIGNAL: "maybe" }, "SHUTDOWN_RERAISE_SIGNAL", "boolean"]
+  ]
+  for (const [title, env, variable, reason] of bad) {
+    it.effect(`rejects ${title}, naming the variable and the value`, () =>
+      Effect.gen(function*() {
+        const error = yield* loadError(env)
+        expect(error._tag).toBe("ShutdownConfigError")
+        expect(error.variable).toBe(variable)
+        expect(error.value).toBe(env[variable])
+        expect(error.message).toContain(variable)
+        expect(error.message).toContain(JSON.stringify(env[variable]))
+        expect(error.reason).toContain(reason)
+      }))
+  }
+
+  it.effect("a bad code option names the option", () =>
+    Effect.gen(function*() {
+      const error = yield* loadError({}, { delay: "-3 seconds" })
+      expect(error.variable).toBe("option delay")
+      expect(error.value).toBe("-3 seconds")
+    }))
+
+  it.effect("Graceful.run fails before the program acquires anything", () =>
+    Effect.gen(function*() {
+      let started = false
+      const exit = yield* Effect.sync(() => {
+        started = true
+      }).pipe(Graceful.run(), withEnv({ SHUTDOWN_TIMEOUT: "-5 seconds" }), Effect.exit)
+      expect(started).toBe(false)
+      expect(Exit.isFailure(exit)).toBe(true)
+      const error = yield* Effect.flip(Effect.suspend(() => exit))
+      expect(error.message).toBe("SHUTDOWN_TIMEOUT=\"-5 seconds\": must not be negative")
+    }).pipe(Effect.provide(GracefulTest.layer)))
+})
