@@ -14,7 +14,6 @@
 import * as Clock from "effect/Clock"
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
-import type * as Fiber from "effect/Fiber"
 import * as Latch from "effect/Latch"
 import * as Metric from "effect/Metric"
 import * as Metrics from "./Metrics.ts"
@@ -35,7 +34,7 @@ interface Entry {
   readonly kind: string
   readonly label: string
   readonly startedAt: number
-  readonly fiber: Fiber.Fiber<unknown, unknown>
+  readonly interrupt: () => void
 }
 
 /**
@@ -49,6 +48,14 @@ export interface InFlightSet {
    * deadline it is interrupted and reported as cut.
    */
   readonly track: <A, E, R>(effect: Effect.Effect<A, E, R>, options?: TrackOptions) => Effect.Effect<A, E, R>
+  /**
+   * Enters work that is not an Effect (a request on a plain Node server)
+   * into the set. `onCut` is called if the work is still in flight at the
+   * drain deadline; call the returned function when the work is done.
+   * Returns `undefined` if the set is already closed (the work arrived after
+   * the cut): the caller should refuse it.
+   */
+  readonly enterUnsafe: (options: TrackOptions & { readonly onCut: () => void }) => (() => void) | undefined
   /** How much work is in flight now. */
   readonly size: Effect.Effect<number>
   /** The same, synchronously. */
@@ -124,17 +131,20 @@ export const make = (
 ): Effect.Effect<InFlightSet> =>
   Effect.gen(function*() {
     const clock = yield* Clock.Clock
+    // Metrics are updated synchronously with the context the set was made in:
+    // tracking must stay cheap enough for every request.
+    const context = yield* Effect.context<never>()
+    const gauge = () => Metrics.inFlight.updateUnsafe(entries.size, context)
     const entries = new Set<Entry>()
     const empty = Latch.makeUnsafe(true)
-    const cutFibers: Array<Fiber.Fiber<unknown, unknown>> = []
     let closed = false
 
-    const remove = (entry: Entry) =>
-      Effect.suspend(() => {
-        entries.delete(entry)
-        if (entries.size === 0) empty.openUnsafe()
-        return Metric.update(Metrics.inFlight, entries.size)
-      })
+    const removeUnsafe = (entry: Entry) => {
+      if (!entries.delete(entry)) return
+      if (entries.size === 0) empty.openUnsafe()
+      gauge()
+    }
+    const remove = (entry: Entry) => Effect.sync(() => removeUnsafe(entry))
 
     const track = <A, E, R>(effect: Effect.Effect<A, E, R>, trackOptions?: TrackOptions): Effect.Effect<A, E, R> =>
       Effect.withFiber((fiber) => {
@@ -144,14 +154,31 @@ export const make = (
           options.onCutOnArrival?.({ kind, label, ageMs: 0 })
           return Effect.andThen(Metric.update(Metrics.cut, 1), Effect.interrupt)
         }
-        const entry: Entry = { kind, label, startedAt: clock.currentTimeMillisUnsafe(), fiber }
+        const entry: Entry = {
+          kind,
+          label,
+          startedAt: clock.currentTimeMillisUnsafe(),
+          interrupt: () => fiber.interruptUnsafe()
+        }
         entries.add(entry)
         empty.closeUnsafe()
-        return Metric.update(Metrics.inFlight, entries.size).pipe(
-          Effect.andThen(effect),
-          Effect.onExit(() => remove(entry))
-        )
+        gauge()
+        return Effect.onExit(effect, () => remove(entry))
       })
+
+    const enterUnsafe = (options_: TrackOptions & { readonly onCut: () => void }) => {
+      const kind = options_.kind ?? "work"
+      const label = options_.label ?? kind
+      if (closed) {
+        options.onCutOnArrival?.({ kind, label, ageMs: 0 })
+        return undefined
+      }
+      const entry: Entry = { kind, label, startedAt: clock.currentTimeMillisUnsafe(), interrupt: options_.onCut }
+      entries.add(entry)
+      empty.closeUnsafe()
+      gauge()
+      return () => removeUnsafe(entry)
+    }
 
     const cut = Effect.sync(() => {
       closed = true
@@ -159,21 +186,21 @@ export const make = (
       const items: Array<CutItem> = []
       for (const entry of entries) {
         items.push({ kind: entry.kind, label: entry.label, ageMs: now - entry.startedAt })
-        cutFibers.push(entry.fiber)
-        entry.fiber.interruptUnsafe()
+        entry.interrupt()
       }
       return items
     }).pipe(Effect.tap((items) => items.length > 0 ? Metric.update(Metrics.cut, items.length) : Effect.void))
 
+    // Cut work leaves the set when its interruption has run its finalizers.
     const awaitCut = (millis: number) =>
       Effect.suspend(() => {
-        const pending = cutFibers.filter((fiber) => fiber.pollUnsafe() === undefined)
-        if (pending.length === 0 || millis <= 0) return Effect.void
+        if (entries.size === 0 || millis <= 0) return Effect.void
         return empty.await.pipe(Effect.timeoutOption(millis), Effect.asVoid)
       })
 
     return {
       track,
+      enterUnsafe,
       size: Effect.sync(() => entries.size),
       sizeUnsafe: () => entries.size,
       awaitEmpty: empty.await,

@@ -209,7 +209,7 @@ export type ShutdownReport = typeof ShutdownReport.Type
  * // shutdown clean in 412 ms (SIGTERM), exit 0
  * //   draining +0 ms 0 ms | closing +0 ms 400 ms | releasing +400 ms 12 ms
  * //   in flight: 3 at drain start, 0 at drain end, 0 cut
- * //   released: http (10 ms), db (2 ms)
+ * //   released http (10 ms), released db (2 ms)
  * ```
  *
  * @since 0.1.0

@@ -381,3 +381,71 @@ describe("defect path", () => {
       expect(yield* GracefulTest.exits).toEqual([1])
     }).pipe(Effect.provide(GracefulTest.layer)))
 })
+
+describe("observability", () => {
+  it.effect("in-flight gauge, cut counter, drain and shutdown histograms", () =>
+    Effect.gen(function*() {
+      const { Metric } = yield* Effect.promise(() => import("effect"))
+      const { Metrics } = yield* Effect.promise(() => import("../src/index.ts"))
+      // The metric registry is shared by the tests in this file: compare deltas.
+      const cutBefore = (yield* Metric.value(Metrics.cut)).count
+      const drainsBefore = (yield* Metric.value(Metrics.drainDuration)).count
+      const shutdownsBefore = (yield* Metric.value(Metrics.shutdownDuration)).count
+      let gaugeWhileRunning = -1
+      const fiber = yield* start(
+        Effect.gen(function*() {
+          yield* Effect.forkChild(InFlight.track(Effect.never, { kind: "job", label: "a" }))
+          yield* Effect.forkChild(InFlight.track(Effect.sleep("1 second"), { kind: "job", label: "b" }))
+          return yield* Effect.never
+        }),
+        { timeout: "10 seconds", drainTimeout: "2 seconds" }
+      )
+      gaugeWhileRunning = (yield* Metric.value(Metrics.inFlight)).value
+      yield* GracefulTest.send("SIGTERM")
+      yield* TestClock.adjust("2 seconds")
+      yield* Fiber.join(fiber)
+      expect(gaugeWhileRunning).toBe(2)
+      expect((yield* Metric.value(Metrics.inFlight)).value).toBe(0)
+      expect((yield* Metric.value(Metrics.cut)).count - cutBefore).toBe(1)
+      const drain = yield* Metric.value(Metrics.drainDuration)
+      expect(drain.count - drainsBefore).toBe(1)
+      expect(drain.max).toBeGreaterThanOrEqual(2000)
+      expect((yield* Metric.value(Metrics.shutdownDuration)).count - shutdownsBefore).toBe(1)
+    }).pipe(Effect.provide(GracefulTest.layer)))
+
+  it.effect("phase changes are observable as a stream", () =>
+    Effect.gen(function*() {
+      const { Stream } = yield* Effect.promise(() => import("effect"))
+      const seen: Array<Lifecycle.Phase> = []
+      const fiber = yield* start(Effect.gen(function*() {
+        const lifecycle = yield* Lifecycle.Lifecycle
+        yield* Effect.forkDetach(Stream.runForEach(lifecycle.changes, (phase) => Effect.sync(() => seen.push(phase))))
+        return yield* Effect.never
+      }), { timeout: "10 seconds", delay: "1 second" })
+      yield* GracefulTest.send("SIGTERM")
+      yield* TestClock.adjust("1 second")
+      yield* Fiber.join(fiber)
+      for (let i = 0; i < 5; i++) yield* Effect.yieldNow
+      expect(seen).toEqual(["Ready", "Draining", "Closing", "Releasing", "Stopped"])
+    }).pipe(Effect.provide(GracefulTest.layer)))
+
+  it.effect("work that arrives after the cut is interrupted and recorded", () =>
+    Effect.gen(function*() {
+      let late: Effect.Effect<void, never, InFlight.InFlight> | undefined
+      let lateRan = false
+      const fiber = yield* start(Effect.gen(function*() {
+        yield* Resource.addFinalizer("late work", Effect.gen(function*() {
+          // A release that tries to start tracked work after the drain.
+          yield* late!
+        }).pipe(Effect.provideService(InFlight.InFlight, yield* InFlight.InFlight)))
+        return yield* Effect.never
+      }))
+      late = InFlight.track(Effect.sync(() => {
+        lateRan = true
+      }), { kind: "job", label: "late" })
+      yield* GracefulTest.send("SIGTERM")
+      const report = yield* Fiber.join(fiber)
+      expect(lateRan).toBe(false)
+      expect(report.cut).toEqual([{ kind: "job", label: "late", ageMs: 0 }])
+    }).pipe(Effect.provide(GracefulTest.layer)))
+})

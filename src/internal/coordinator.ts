@@ -225,6 +225,11 @@ export const make = (config: ShutdownConfig): Effect.Effect<Coordinator> =>
           const error = renderCause(exit.value.cause)
           report.addRelease({ ...base, outcome: "failed", error }, ticket)
           yield* Effect.logError(`${name}: release failed`, error)
+        } else if (durationMs > deadline - startedAt) {
+          // It returned, but only after blocking past its deadline (a
+          // synchronous call holding the event loop): that is a timeout too.
+          report.addRelease({ ...base, outcome: "timedOut", error: "finished after its deadline" }, ticket)
+          yield* Effect.logWarning(`${name}: finished ${durationMs} ms after start, past its ${deadline - startedAt} ms deadline`)
         } else {
           report.addRelease({ ...base, outcome: "released" }, ticket)
         }
@@ -300,42 +305,50 @@ export const make = (config: ShutdownConfig): Effect.Effect<Coordinator> =>
           }
           escalate()
         }
-        if (!fast && first._tag !== "Completed" && first._tag !== "Interrupted") {
-          // Lame duck: readiness is down, everything else is still served.
-          const startedAt = now()
-          yield* setPhase("Draining")
-          yield* runHooks("Draining", t0 + config.delayMs + config.drainTimeoutMs)
-          yield* waitOrEscalation(Effect.never, t0 + config.delayMs)
-          report.addPhase("draining", startedAt - t0, now() - startedAt)
-        }
-        if (!fast) {
-          const startedAt = now()
-          const drainDeadline = t0 + config.delayMs + config.drainTimeoutMs
+        const drainDeadline = t0 + config.delayMs + config.drainTimeoutMs
+        if (fast) {
+          // Readiness down at once; no lame duck, no drain.
           yield* setPhase("Closing")
-          yield* runHooks("Closing", drainDeadline)
           report.setInFlightAtDrainStart(inFlight.sizeUnsafe())
-          yield* waitOrEscalation(inFlight.awaitEmpty, drainDeadline)
           report.setInFlightAtDrainEnd(inFlight.sizeUnsafe())
-          yield* Metric.update(Metrics.drainDuration, now() - startedAt)
-          report.addPhase("closing", startedAt - t0, now() - startedAt)
         } else {
-          report.setInFlightAtDrainStart(inFlight.sizeUnsafe())
-          report.setInFlightAtDrainEnd(inFlight.sizeUnsafe())
+          if (first._tag !== "Completed" && first._tag !== "Interrupted") {
+            // Lame duck: readiness is down, everything else is still served.
+            yield* Effect.gen(function*() {
+              const startedAt = now()
+              yield* setPhase("Draining")
+              yield* runHooks("Draining", drainDeadline)
+              yield* waitOrEscalation(Effect.never, t0 + config.delayMs)
+              report.addPhase("draining", startedAt - t0, now() - startedAt)
+            }).pipe(Effect.withSpan("graceful.draining"))
+          }
+          yield* Effect.gen(function*() {
+            const startedAt = now()
+            yield* setPhase("Closing")
+            yield* runHooks("Closing", drainDeadline)
+            report.setInFlightAtDrainStart(inFlight.sizeUnsafe())
+            yield* waitOrEscalation(inFlight.awaitEmpty, drainDeadline)
+            report.setInFlightAtDrainEnd(inFlight.sizeUnsafe())
+            yield* Metric.update(Metrics.drainDuration, now() - startedAt)
+            report.addPhase("closing", startedAt - t0, now() - startedAt)
+          }).pipe(Effect.withSpan("graceful.closing"))
         }
-        yield* cutInFlight
+        yield* cutInFlight.pipe(Effect.withSpan("graceful.cutting"))
 
-        const releaseStart = now()
-        yield* setPhase("Releasing")
-        yield* Effect.forkDetach(Fiber.interrupt(program))
-        const finished = yield* Effect.raceFirst(
-          Fiber.await(program).pipe(Effect.as(true)),
-          releaseDeadlineReached.pipe(Effect.as(false))
-        )
-        if (!finished) {
-          report.markBudgetExhausted()
-          yield* Effect.logError(`shutdown budget of ${config.timeoutMs} ms ran out before every release finished`)
-        }
-        report.addPhase("releasing", releaseStart - t0, now() - releaseStart)
+        yield* Effect.gen(function*() {
+          const releaseStart = now()
+          yield* setPhase("Releasing")
+          yield* Effect.forkDetach(Fiber.interrupt(program))
+          const finished = yield* Effect.raceFirst(
+            Fiber.await(program).pipe(Effect.as(true)),
+            releaseDeadlineReached.pipe(Effect.as(false))
+          )
+          if (!finished) {
+            report.markBudgetExhausted()
+            yield* Effect.logError(`shutdown budget ran out before every release finished`)
+          }
+          report.addPhase("releasing", releaseStart - t0, now() - releaseStart)
+        }).pipe(Effect.withSpan("graceful.releasing"))
 
         yield* setPhase("Stopped")
         yield* Fiber.interrupt(watchdogFiber)

@@ -2,8 +2,8 @@ import { afterEach, describe, expect, it } from "vitest"
 import { type Fixture, start } from "./harness.ts"
 
 let running: Array<Fixture> = []
-const run = (env: Record<string, string> = {}) => {
-  const fixture = start(env)
+const run = (env: Record<string, string> = {}, options?: { readonly ipc?: boolean }) => {
+  const fixture = start(env, options)
   running.push(fixture)
   return fixture
 }
@@ -196,6 +196,33 @@ describe("exit codes, real processes and real signals", () => {
     expect(exit.code, service.output()).toBe(1)
     expect(exit.at - crashed).toBeLessThan(1000 + 100)
     expect(service.report().trigger).toMatchObject({ _tag: "Defect", source: "program" })
+  })
+
+  it("a release that blocks the event loop past the budget: exit 1 as soon as the loop is free", async () => {
+    const service = run({ FIXTURE_BLOCKING_RELEASE: "1500", SHUTDOWN_TIMEOUT: "1 second" })
+    await service.waitFor("ready")
+    const sent = service.kill("SIGTERM")
+    const exit = await service.exited
+    const elapsed = exit.at - sent
+    expect(exit.code, service.output()).toBe(1)
+    expect(elapsed).toBeLessThan(1500 + 200)
+    const report = service.report()
+    expect(report.releases.map((r) => `${r.name}:${r.outcome}`)).toEqual([
+      "blocking:timedOut",
+      "db:skipped",
+      "log:skipped"
+    ])
+    note(`release blocking the loop 1500 ms, budget 1000 ms: exit ${exit.code} after ${elapsed} ms`)
+  })
+
+  it("PM2: 'ready' is sent once Ready; the 'shutdown' message shuts down cleanly", async () => {
+    const service = run({}, { ipc: true })
+    const ready = new Promise<unknown>((resolve) => service.child.once("message", resolve))
+    expect(await ready).toBe("ready")
+    service.child.send("shutdown")
+    const exit = await service.exited
+    expect(exit.code, service.output()).toBe(0)
+    expect(service.report().trigger).toEqual({ _tag: "Message", message: "shutdown" })
   })
 
   it("invalid configuration: exit 1 before anything is acquired, naming the variable and value", async () => {

@@ -31,12 +31,12 @@ export interface Fixture {
   readonly cleanup: () => void
 }
 
-export const start = (env: Record<string, string> = {}): Fixture => {
+export const start = (env: Record<string, string> = {}, options: { readonly ipc?: boolean } = {}): Fixture => {
   const dir = mkdtempSync(join(tmpdir(), "effect-graceful-e2e-"))
   const reportFile = join(dir, "report.json")
   const child = spawn(process.execPath, [fixture], {
     env: { ...process.env, SHUTDOWN_REPORT_FILE: reportFile, ...env },
-    stdio: ["ignore", "pipe", "pipe"]
+    stdio: options.ipc === true ? ["ignore", "pipe", "pipe", "ipc"] : ["ignore", "pipe", "pipe"]
   })
   let output = ""
   const marks = new Map<string, number>()
