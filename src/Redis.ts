@@ -1,0 +1,662 @@
+/**
+ * Redis as part of the shutdown, on `redis` (node-redis): pub/sub
+ * subscriptions and Streams consumer groups that stop taking messages at
+ * Closing, let the ones in progress finish, and lose nothing that Redis can
+ * keep.
+ *
+ * **Pub/sub** ({@link subscribe}). A dedicated connection (a `duplicate()` of
+ * your client) subscribes to channels or patterns; each message runs its
+ * handler as tracked work (`InFlight`, kind `message`). At Closing the
+ * subscription stops: from that moment no handler starts (a message that
+ * arrives before Redis confirms the UNSUBSCRIBE is dropped, and counted);
+ * handlers already running finish within the drain. At Releasing the
+ * connection closes. Pub/sub delivers at most once: a message published
+ * while nobody listens is gone, so use Streams for work that must not be
+ * lost.
+ *
+ * **Streams** ({@link consume}). A consumer in a consumer group: it reads
+ * with `XREADGROUP` on a dedicated blocking connection, runs each entry's
+ * handler as a tracked job, and acknowledges it (`XACK`, on a second
+ * connection) once, after the handler succeeded. At Closing it stops
+ * reading; jobs in progress finish within the drain. A job cut at the drain
+ * deadline, or whose handler failed, is *not* acknowledged: it stays in the
+ * group's pending list, and `XAUTOCLAIM` hands it to a consumer (this one
+ * later, another one, or the next process) once it has been idle for
+ * `claimIdle`. On start the consumer first re-reads its own pending entries
+ * (with a stable consumer name, a restart retries them at once), then
+ * reclaims stale entries of other consumers, and keeps reclaiming every
+ * `claimEvery`. Delivery is at least once; each successful run is
+ * acknowledged exactly once. It is built on the generic `Worker`.
+ *
+ * `redis` is an optional peer dependency: this module uses only the client
+ * you pass in.
+ *
+ * @since 0.1.0
+ */
+import { hostname } from "node:os"
+import * as Cause from "effect/Cause"
+import * as Data from "effect/Data"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as FiberSet from "effect/FiberSet"
+import type * as Scope from "effect/Scope"
+import { InFlight } from "./InFlight.ts"
+import * as Lifecycle from "./Lifecycle.ts"
+import * as Resource from "./Resource.ts"
+import * as Worker from "./Worker.ts"
+
+// -----------------------------------------------------------------------------
+// clients and errors
+// -----------------------------------------------------------------------------
+
+/**
+ * What this module needs of a node-redis connection. A client from
+ * `createClient()` (connected or not) fits; the module only uses its
+ * `duplicate()`s, never the client itself.
+ *
+ * @since 0.1.0
+ */
+export interface Connection {
+  connect(): Promise<unknown>
+  close(): Promise<unknown>
+  destroy(): void
+  on(event: "error", listener: (error: Error) => void): unknown
+}
+
+/**
+ * A node-redis client that pub/sub connections can be duplicated from.
+ *
+ * @since 0.1.0
+ */
+export interface PubSubClient {
+  duplicate(): PubSubConnection
+}
+
+/**
+ * @since 0.1.0
+ */
+export interface PubSubConnection extends Connection {
+  subscribe(channels: string | Array<string>, listener: (message: string, channel: string) => unknown): Promise<unknown>
+  pSubscribe(patterns: string | Array<string>, listener: (message: string, channel: string) => unknown): Promise<unknown>
+  unsubscribe(): Promise<unknown>
+  pUnsubscribe(): Promise<unknown>
+}
+
+/**
+ * A node-redis client that Streams connections can be duplicated from.
+ *
+ * @since 0.1.0
+ */
+export interface StreamsClient {
+  duplicate(): StreamsConnection
+}
+
+/**
+ * @since 0.1.0
+ */
+export interface StreamsConnection extends Connection {
+  xGroupCreate(key: string, group: string, id: string, options?: { MKSTREAM?: boolean }): Promise<unknown>
+  xReadGroup(
+    group: string,
+    consumer: string,
+    streams: { key: string; id: string },
+    options?: { COUNT?: number; BLOCK?: number }
+  ): Promise<unknown>
+  xAutoClaim(
+    key: string,
+    group: string,
+    consumer: string,
+    minIdleTime: number,
+    start: string,
+    options?: { COUNT?: number }
+  ): Promise<unknown>
+  xAck(key: string, group: string, id: string): Promise<number>
+}
+
+/**
+ * A dedicated Redis connection could not be opened.
+ *
+ * @example
+ * ```ts
+ * import * as Redis from "effect-graceful/redis"
+ *
+ * const error = new Redis.RedisConnectError({ name: "orders subscriber", reason: "connect ECONNREFUSED 127.0.0.1:6379" })
+ * error.message // "orders subscriber: cannot connect to Redis: connect ECONNREFUSED 127.0.0.1:6379"
+ * ```
+ *
+ * @since 0.1.0
+ */
+export class RedisConnectError extends Data.TaggedError("RedisConnectError")<{
+  readonly name: string
+  readonly reason: string
+}> {
+  override get message(): string {
+    return `${this.name}: cannot connect to Redis: ${this.reason}`
+  }
+}
+
+/**
+ * A Redis command failed (subscribing, creating the group, reading,
+ * reclaiming).
+ *
+ * @example
+ * ```ts
+ * import * as Redis from "effect-graceful/redis"
+ *
+ * const error = new Redis.RedisCommandError({ name: "orders", command: "XREADGROUP", reason: "NOGROUP No such key" })
+ * error.message // "orders: XREADGROUP failed: NOGROUP No such key"
+ * ```
+ *
+ * @since 0.1.0
+ */
+export class RedisCommandError extends Data.TaggedError("RedisCommandError")<{
+  readonly name: string
+  readonly command: string
+  readonly reason: string
+}> {
+  override get message(): string {
+    return `${this.name}: ${this.command} failed: ${this.reason}`
+  }
+}
+
+const reasonOf = (error: unknown): string => error instanceof Error ? error.message : String(error)
+
+const millisOf = (input: Duration.Input | undefined, fallback: number): number =>
+  input === undefined ? fallback : Duration.toMillis(Duration.fromInputUnsafe(input))
+
+const command = <A>(name: string, commandName: string, run: () => Promise<A>) =>
+  Effect.tryPromise({
+    try: run,
+    catch: (error) => new RedisCommandError({ name, command: commandName, reason: reasonOf(error) })
+  })
+
+/**
+ * Opens `connection` as a managed resource: connected now, closed at
+ * Releasing (gracefully, or destroyed when `destroy` is set: a connection
+ * blocked in a read cannot finish its last command).
+ */
+const managedConnection = <C extends Connection>(
+  name: string,
+  connection: C,
+  options: { readonly destroy?: boolean | undefined; readonly timeout?: Duration.Input | undefined }
+) =>
+  Effect.gen(function*() {
+    const context = yield* Effect.context<never>()
+    const runFork = Effect.runForkWith(context)
+    // Without an `error` listener, a dropped connection would crash the
+    // process. node-redis reconnects by itself; say so once per error.
+    connection.on("error", (error) => {
+      runFork(Effect.logWarning(`${name}: Redis connection error`, reasonOf(error)))
+    })
+    return yield* Resource.make(
+      name,
+      Effect.tryPromise({
+        try: () => connection.connect(),
+        catch: (error) => new RedisConnectError({ name, reason: reasonOf(error) })
+      }).pipe(
+        Effect.tapError(() => Effect.sync(() => connection.destroy())),
+        Effect.as(connection)
+      ),
+      (connection) =>
+        options.destroy === true
+          ? Effect.sync(() => connection.destroy())
+          : Effect.tryPromise(() => connection.close()).pipe(
+            // a close that cannot finish (the server is gone) must not hang the release
+            Effect.timeoutOrElse({ duration: "2 seconds", orElse: () => Effect.sync(() => connection.destroy()) }),
+            Effect.catch(() => Effect.sync(() => connection.destroy()))
+          ),
+      { timeout: options.timeout }
+    )
+  })
+
+// -----------------------------------------------------------------------------
+// pub/sub
+// -----------------------------------------------------------------------------
+
+/**
+ * One pub/sub message: the channel it came on, its payload, and the pattern
+ * that matched it (for pattern subscriptions).
+ *
+ * @since 0.1.0
+ */
+export interface Message {
+  readonly channel: string
+  readonly message: string
+  readonly pattern: string | undefined
+}
+
+/**
+ * Options of {@link subscribe}.
+ *
+ * @since 0.1.0
+ */
+export interface SubscribeOptions<R> {
+  /** The client to duplicate the subscriber connection from. */
+  readonly client: PubSubClient
+  readonly channels?: ReadonlyArray<string> | undefined
+  readonly patterns?: ReadonlyArray<string> | undefined
+  /** Runs for each message, as tracked work. A failure is logged and counted. */
+  readonly handler: (message: Message) => Effect.Effect<unknown, unknown, R>
+  /** Names the connection, the hook and the release. Default `redis subscriber`. */
+  readonly name?: string | undefined
+  /** Deadline of the connection's release. */
+  readonly timeout?: Duration.Input | undefined
+}
+
+/**
+ * Counters of a subscription: messages received, handled (successfully),
+ * failed, and dropped (arrived after Closing).
+ *
+ * @since 0.1.0
+ */
+export interface SubscriptionStats {
+  readonly received: number
+  readonly handled: number
+  readonly failed: number
+  readonly dropped: number
+  readonly running: number
+}
+
+/**
+ * A running subscription.
+ *
+ * @since 0.1.0
+ */
+export interface Subscription {
+  readonly stats: Effect.Effect<SubscriptionStats>
+  /** Stop taking messages now (the Closing hook does this by itself). */
+  readonly unsubscribe: Effect.Effect<void, RedisCommandError>
+  /** Whether messages still start handlers. */
+  readonly isSubscribed: () => boolean
+}
+
+/**
+ * Subscribes to channels and/or patterns on a dedicated connection, and runs
+ * `handler` for each message as tracked work. Stops at Closing; the
+ * connection is released at Releasing. See the module docs.
+ *
+ * @example
+ * ```ts
+ * import { Effect } from "effect"
+ * import { Graceful } from "effect-graceful"
+ * import * as Redis from "effect-graceful/redis"
+ * import { createClient } from "redis"
+ *
+ * const client = createClient({ url: process.env.REDIS_URL })
+ *
+ * const program = Effect.gen(function*() {
+ *   yield* Redis.subscribe({
+ *     client,
+ *     channels: ["cache-invalidation"],
+ *     handler: ({ message }) => Effect.log(`invalidate ${message}`)
+ *   })
+ *   return yield* Effect.never
+ * })
+ *
+ * Effect.runFork(Graceful.run(program))
+ * ```
+ *
+ * @since 0.1.0
+ */
+export const subscribe = <R>(
+  options: SubscribeOptions<R>
+): Effect.Effect<Subscription, RedisConnectError | RedisCommandError, R | Lifecycle.Lifecycle | InFlight | Scope.Scope> =>
+  Effect.gen(function*() {
+    const name = options.name ?? "redis subscriber"
+    const lifecycle = yield* Lifecycle.Lifecycle
+    const inFlight = yield* InFlight
+    const connection = yield* managedConnection(name, options.client.duplicate(), { timeout: options.timeout })
+    // Handlers run in fibers of this scope; by the time it closes, the drain
+    // has waited for them (or cut them).
+    const run = yield* FiberSet.makeRuntime<R>()
+    const stats = { received: 0, handled: 0, failed: 0, dropped: 0, running: 0 }
+    let subscribed = true
+
+    const onMessage = (message: string, channel: string, pattern: string | undefined) => {
+      stats.received++
+      // Checked on every message, not only by the hook: once the program is
+      // Closing, no handler starts, even before the hook has run.
+      if (!subscribed || Lifecycle.isAtLeast(lifecycle.phaseUnsafe(), "Closing")) {
+        stats.dropped++
+        return
+      }
+      stats.running++
+      // `run` starts the fiber synchronously, so the work is in the
+      // in-flight set before this callback returns.
+      run(inFlight.track(
+        options.handler({ channel, message, pattern }).pipe(
+          Effect.matchCauseEffect({
+            onSuccess: () => Effect.sync(() => void stats.handled++),
+            onFailure: (cause) =>
+              Effect.sync(() => void stats.failed++).pipe(
+                Effect.andThen(
+                  Cause.hasInterruptsOnly(cause)
+                    ? Effect.void
+                    : Effect.logError(`${name}: handler failed for a message on ${channel}`, Cause.pretty(cause))
+                )
+              )
+          }),
+          Effect.ensuring(Effect.sync(() => void stats.running--))
+        ),
+        { kind: "message", label: pattern === undefined ? channel : `${pattern} (${channel})` }
+      ))
+    }
+
+    const channels = [...(options.channels ?? [])]
+    if (channels.length > 0) {
+      yield* command(name, "SUBSCRIBE", () =>
+        connection.subscribe(channels, (message, channel) => onMessage(message, channel, undefined)))
+    }
+    for (const pattern of options.patterns ?? []) {
+      yield* command(name, "PSUBSCRIBE", () =>
+        connection.pSubscribe(pattern, (message, channel) => onMessage(message, channel, pattern)))
+    }
+
+    const unsubscribe = Effect.suspend(() => {
+      if (!subscribed) return Effect.void
+      subscribed = false
+      return Effect.all([
+        channels.length > 0 ? command(name, "UNSUBSCRIBE", () => connection.unsubscribe()) : Effect.void,
+        (options.patterns ?? []).length > 0 ? command(name, "PUNSUBSCRIBE", () => connection.pUnsubscribe()) : Effect.void
+      ], { discard: true })
+    })
+
+    yield* Lifecycle.addHook(`${name}: unsubscribe`, "Closing", unsubscribe)
+
+    return {
+      stats: Effect.sync(() => ({ ...stats })),
+      unsubscribe,
+      isSubscribed: () => subscribed
+    }
+  })
+
+// -----------------------------------------------------------------------------
+// Streams
+// -----------------------------------------------------------------------------
+
+/**
+ * One stream entry: its stream, its id and its fields.
+ *
+ * @since 0.1.0
+ */
+export interface StreamEntry {
+  readonly stream: string
+  readonly id: string
+  readonly fields: Readonly<Record<string, string>>
+}
+
+/**
+ * Options of {@link consume}.
+ *
+ * @since 0.1.0
+ */
+export interface ConsumeOptions<R> {
+  /** The client to duplicate the two consumer connections from. */
+  readonly client: StreamsClient
+  readonly stream: string
+  readonly group: string
+  /**
+   * This consumer's name in the group. Default: host, pid and a random
+   * suffix. A stable name (a pod name) lets a restarted process retry its
+   * own pending entries at once instead of after `claimIdle`.
+   */
+  readonly consumer?: string | undefined
+  /** Processes one entry. It is acknowledged only if this succeeds. */
+  readonly handler: (entry: StreamEntry) => Effect.Effect<unknown, unknown, R>
+  /** How many entries are processed at once. Default 1. */
+  readonly concurrency?: number | undefined
+  /** Longest wait of one `XREADGROUP ... BLOCK`. Default 2 seconds. */
+  readonly block?: Duration.Input | undefined
+  /**
+   * How long an entry must have been pending (delivered, not acknowledged)
+   * before `XAUTOCLAIM` takes it from its consumer. Longer than your longest
+   * job, or a slow job is run twice. Default 60 seconds.
+   */
+  readonly claimIdle?: Duration.Input | undefined
+  /** How often to look for stale entries. Default: half of `claimIdle`. */
+  readonly claimEvery?: Duration.Input | undefined
+  /**
+   * Create the group if it does not exist (with `MKSTREAM`), reading from
+   * `"0"` (the whole stream, default) or `"$"` (new entries only); `false`:
+   * the group must exist.
+   */
+  readonly createGroup?: "0" | "$" | false | undefined
+  /** Names the connections, the hook and the releases. Default `redis stream <stream>`. */
+  readonly name?: string | undefined
+  /**
+   * Called once per acknowledgement, uninterruptibly, after `XACK`:
+   * `acknowledged` is `false` if the entry had already been acknowledged
+   * (another consumer reclaimed and finished it first).
+   */
+  readonly onAck?: ((entry: StreamEntry, acknowledged: boolean) => Effect.Effect<void, never, R>) | undefined
+  /** Deadline of each connection's release. */
+  readonly timeout?: Duration.Input | undefined
+}
+
+/**
+ * Counters of a Streams consumer: the worker's, plus entries reclaimed from
+ * other consumers and acknowledgements that found the entry already
+ * acknowledged.
+ *
+ * @since 0.1.0
+ */
+export interface ConsumerStats extends Worker.WorkerStats {
+  readonly reclaimed: number
+  readonly alreadyAcknowledged: number
+}
+
+/**
+ * A running Streams consumer.
+ *
+ * @since 0.1.0
+ */
+export interface Consumer {
+  /** Its name in the group. */
+  readonly consumer: string
+  readonly stats: Effect.Effect<ConsumerStats>
+  /** Stop reading now (the Closing hook does this by itself). */
+  readonly stop: Effect.Effect<void>
+}
+
+/** Reads node-redis' (RESP2 and RESP3) stream replies into entries; skips deleted ones. */
+const entriesOf = (stream: string, reply: unknown): { entries: Array<StreamEntry>; deleted: Array<string> } => {
+  const entries: Array<StreamEntry> = []
+  const deleted: Array<string> = []
+  const add = (message: unknown) => {
+    if (typeof message !== "object" || message === null || !("id" in message)) return
+    const id = String(message.id)
+    const fields = "message" in message ? message.message : null
+    if (typeof fields !== "object" || fields === null) {
+      deleted.push(id)
+      return
+    }
+    const record: Record<string, string> = {}
+    for (const [key, value] of Object.entries(fields)) record[key] = String(value)
+    entries.push({ stream, id, fields: record })
+  }
+  if (Array.isArray(reply)) {
+    // XREADGROUP: [{ name, messages: [...] }]
+    for (const item of reply) {
+      if (typeof item === "object" && item !== null && "messages" in item && Array.isArray(item.messages)) {
+        for (const message of item.messages) add(message)
+      }
+    }
+  } else if (typeof reply === "object" && reply !== null && "messages" in reply && Array.isArray(reply.messages)) {
+    // XAUTOCLAIM: { nextId, messages, deletedMessages }
+    for (const message of reply.messages) add(message)
+  }
+  return { entries, deleted }
+}
+
+const nextIdOf = (reply: unknown): string =>
+  typeof reply === "object" && reply !== null && "nextId" in reply ? String(reply.nextId) : "0-0"
+
+/**
+ * Starts a consumer in a Streams consumer group (see the module docs): it
+ * reads until Closing, processes up to `concurrency` entries at once as
+ * tracked jobs, acknowledges each success once, and leaves failed or cut
+ * entries pending for a retry. Reclaims stale pending entries on start and
+ * every `claimEvery`.
+ *
+ * @example
+ * ```ts
+ * import { Effect } from "effect"
+ * import { Graceful } from "effect-graceful"
+ * import * as Redis from "effect-graceful/redis"
+ * import { createClient } from "redis"
+ *
+ * const client = createClient({ url: process.env.REDIS_URL })
+ *
+ * const program = Effect.gen(function*() {
+ *   yield* Redis.consume({
+ *     client,
+ *     stream: "emails",
+ *     group: "mailers",
+ *     consumer: process.env.POD_NAME,
+ *     concurrency: 8,
+ *     claimIdle: "5 minutes",
+ *     handler: (entry) => sendEmail(entry.fields.to!, entry.fields.body!)
+ *   })
+ *   return yield* Effect.never
+ * })
+ *
+ * declare const sendEmail: (to: string, body: string) => Effect.Effect<void, Error>
+ *
+ * Effect.runFork(Graceful.run(program))
+ * ```
+ *
+ * @since 0.1.0
+ */
+export const consume = <R>(
+  options: ConsumeOptions<R>
+): Effect.Effect<Consumer, RedisConnectError | RedisCommandError, R | Lifecycle.Lifecycle | InFlight | Scope.Scope> =>
+  Effect.gen(function*() {
+    const { group, stream } = options
+    const name = options.name ?? `redis stream ${stream}`
+    const consumer = options.consumer ?? `${hostname()}-${process.pid}-${Math.random().toString(36).slice(2, 8)}`
+    const concurrency = Math.max(1, Math.floor(options.concurrency ?? 1))
+    const blockMs = Math.max(1, millisOf(options.block, 2_000))
+    const claimIdleMs = millisOf(options.claimIdle, 60_000)
+    const claimEveryMs = Math.max(10, millisOf(options.claimEvery, claimIdleMs / 2))
+    // Released in reverse: the blocking reader first (destroyed: its last
+    // read cannot finish), then the connection that acknowledges.
+    const commands = yield* managedConnection(`${name} (commands)`, options.client.duplicate(), {
+      timeout: options.timeout
+    })
+    const reader = yield* managedConnection(`${name} (reader)`, options.client.duplicate(), {
+      destroy: true,
+      timeout: options.timeout
+    })
+
+    const createAt = options.createGroup ?? "0"
+    const ensureGroup = createAt === false ? Effect.void : command(
+      name,
+      "XGROUP CREATE",
+      () =>
+        commands.xGroupCreate(stream, group, createAt, { MKSTREAM: true }).catch((error: unknown) => {
+          if (reasonOf(error).startsWith("BUSYGROUP")) return "exists"
+          throw error
+        })
+    )
+    yield* ensureGroup
+
+    const counters = { reclaimed: 0, alreadyAcknowledged: 0 }
+    const buffer: Array<StreamEntry> = []
+    // Entries buffered or being processed: a reclaim must not start them twice.
+    const mine = new Set<string>()
+    let ownCursor: string | undefined = "0"
+    let claimCursor = "0-0"
+    let nextClaimAt = 0
+    let reading: Promise<void> | undefined
+
+    const accept = (entries: ReadonlyArray<StreamEntry>) => {
+      let added = 0
+      for (const entry of entries) {
+        if (mine.has(entry.id)) continue
+        mine.add(entry.id)
+        buffer.push(entry)
+        added++
+      }
+      return added
+    }
+
+    const acknowledge = (id: string) => commands.xAck(stream, group, id)
+
+    /** One round trip: own pending entries, else stale entries, else new ones. */
+    const readOnce = async (): Promise<void> => {
+      if (ownCursor !== undefined) {
+        const reply = await reader.xReadGroup(group, consumer, { key: stream, id: ownCursor }, { COUNT: concurrency })
+        const { deleted, entries } = entriesOf(stream, reply)
+        for (const id of deleted) await acknowledge(id)
+        const last = [...entries.map((e) => e.id), ...deleted].at(-1)
+        ownCursor = last
+        accept(entries)
+        return
+      }
+      if (Date.now() >= nextClaimAt) {
+        const reply = await commands.xAutoClaim(stream, group, consumer, claimIdleMs, claimCursor, { COUNT: concurrency })
+        claimCursor = nextIdOf(reply)
+        if (claimCursor === "0-0") nextClaimAt = Date.now() + claimEveryMs
+        counters.reclaimed += accept(entriesOf(stream, reply).entries)
+        return
+      }
+      const block = Math.max(1, Math.min(blockMs, nextClaimAt - Date.now()))
+      const reply = await reader.xReadGroup(group, consumer, { key: stream, id: ">" }, { COUNT: concurrency, BLOCK: block })
+      accept(entriesOf(stream, reply).entries)
+    }
+
+    // The read runs to its end even if the worker stops waiting for it, so
+    // entries Redis delivered are never dropped on the floor here (if the
+    // worker has stopped, they stay pending and are reclaimed).
+    const startRead = (): Promise<void> => {
+      reading ??= readOnce().finally(() => {
+        reading = undefined
+      })
+      return reading
+    }
+
+    const take: Effect.Effect<StreamEntry, RedisCommandError> = Effect.suspend(() => {
+      const next = buffer.shift()
+      if (next !== undefined) return Effect.succeed(next)
+      return Effect.callback<void, RedisCommandError>((resume) => {
+        startRead().then(
+          () => resume(Effect.void),
+          (error: unknown) =>
+            resume(Effect.fail(new RedisCommandError({ name, command: "XREADGROUP", reason: reasonOf(error) })))
+        )
+      }).pipe(
+        Effect.tapError((error) => error.reason.startsWith("NOGROUP") ? ensureGroup.pipe(Effect.ignore) : Effect.void),
+        Effect.andThen(take)
+      )
+    })
+
+    const worker = yield* Worker.make({
+      name,
+      concurrency,
+      take,
+      process: options.handler,
+      label: (entry: StreamEntry) => entry.id,
+      ack: (entry: StreamEntry) =>
+        command(name, "XACK", () => acknowledge(entry.id)).pipe(
+          Effect.ensuring(Effect.sync(() => void mine.delete(entry.id))),
+          Effect.flatMap((count) =>
+            Effect.gen(function*() {
+              const acknowledged = count === 1
+              if (!acknowledged) {
+                counters.alreadyAcknowledged++
+                yield* Effect.logWarning(`${name}: ${entry.id} was already acknowledged (another consumer reclaimed and finished it)`)
+              }
+              if (options.onAck !== undefined) yield* options.onAck(entry, acknowledged)
+            })
+          )
+        ),
+      // Must-retry: the entry stays in the pending list, un-acknowledged.
+      nack: (entry: StreamEntry) => Effect.sync(() => void mine.delete(entry.id))
+    })
+
+    return {
+      consumer,
+      stats: Effect.map(worker.stats, (stats) => ({ ...stats, ...counters })),
+      stop: worker.stop
+    }
+  })
