@@ -51,6 +51,7 @@ import * as Layer from "effect/Layer"
 import * as Runtime from "effect/Runtime"
 import type * as Scope from "effect/Scope"
 import * as Coordinator from "./internal/coordinator.ts"
+import type { Health } from "./Health.ts"
 import type { InFlight } from "./InFlight.ts"
 import { Lifecycle } from "./Lifecycle.ts"
 import type * as Report from "./Report.ts"
@@ -77,7 +78,7 @@ export interface RunOptions extends ShutdownConfig.ShutdownOptions {
  *
  * @since 0.1.0
  */
-export type Provided = Lifecycle | InFlight | Scope.Scope
+export type Provided = Lifecycle | InFlight | Health | Scope.Scope
 
 interface Outcome {
   readonly exitCode: number
@@ -104,7 +105,7 @@ const outcomeOf = (report: Report.ShutdownReport, config: ShutdownConfig.Shutdow
  * the program starts).
  *
  * The program runs in its own fiber, in its own `Scope`, and gets
- * {@link Lifecycle} and `InFlight`. The caller's fiber is not interrupted by a signal: signals are
+ * {@link Lifecycle}, `InFlight` and `Health`. The caller's fiber is not interrupted by a signal: signals are
  * triggers for the sequence (see the module docs), which interrupts the
  * program itself when it is time to release.
  *

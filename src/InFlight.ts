@@ -28,9 +28,16 @@ import type { CutItem } from "./Report.ts"
 export interface TrackOptions {
   readonly kind?: string | undefined
   readonly label?: string | undefined
+  /**
+   * Whether a cut of this item is a failure worth reporting (default true).
+   * Bookkeeping entries the drain should wait for, but whose cut loses
+   * nothing (sockets already told to close), set it to false.
+   */
+  readonly reportCut?: boolean | undefined
 }
 
 interface Entry {
+  readonly reportCut: boolean
   readonly kind: string
   readonly label: string
   readonly startedAt: number
@@ -155,6 +162,7 @@ export const make = (
           return Effect.andThen(Metric.update(Metrics.cut, 1), Effect.interrupt)
         }
         const entry: Entry = {
+          reportCut: trackOptions?.reportCut ?? true,
           kind,
           label,
           startedAt: clock.currentTimeMillisUnsafe(),
@@ -173,7 +181,13 @@ export const make = (
         options.onCutOnArrival?.({ kind, label, ageMs: 0 })
         return undefined
       }
-      const entry: Entry = { kind, label, startedAt: clock.currentTimeMillisUnsafe(), interrupt: options_.onCut }
+      const entry: Entry = {
+        reportCut: options_.reportCut ?? true,
+        kind,
+        label,
+        startedAt: clock.currentTimeMillisUnsafe(),
+        interrupt: options_.onCut
+      }
       entries.add(entry)
       empty.closeUnsafe()
       gauge()
@@ -185,7 +199,7 @@ export const make = (
       const now = clock.currentTimeMillisUnsafe()
       const items: Array<CutItem> = []
       for (const entry of entries) {
-        items.push({ kind: entry.kind, label: entry.label, ageMs: now - entry.startedAt })
+        if (entry.reportCut) items.push({ kind: entry.kind, label: entry.label, ageMs: now - entry.startedAt })
         entry.interrupt()
       }
       return items

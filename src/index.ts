@@ -7,6 +7,10 @@
 /** @since 0.1.0 */
 export * as Graceful from "./Graceful.ts"
 /** @since 0.1.0 */
+export * as Health from "./Health.ts"
+/** @since 0.1.0 */
+export * as Http from "./Http.ts"
+/** @since 0.1.0 */
 export * as Host from "./Host.ts"
 /** @since 0.1.0 */
 export * as InFlight from "./InFlight.ts"

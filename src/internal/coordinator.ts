@@ -22,6 +22,7 @@ import * as Latch from "effect/Latch"
 import * as Metric from "effect/Metric"
 import * as Option from "effect/Option"
 import * as SubscriptionRef from "effect/SubscriptionRef"
+import * as Health from "../Health.ts"
 import * as Host from "../Host.ts"
 import * as InFlight from "../InFlight.ts"
 import * as Lifecycle from "../Lifecycle.ts"
@@ -52,7 +53,7 @@ export interface Coordinator {
   /** Runs the sequence from the first trigger to Stopped; returns the report. */
   readonly runSequence: (program: Fiber.Fiber<unknown, unknown>) => Effect.Effect<Report.ShutdownReport>
   /** The services the program sees. */
-  readonly context: Context.Context<Lifecycle.Lifecycle | InFlight.InFlight>
+  readonly context: Context.Context<Lifecycle.Lifecycle | InFlight.InFlight | Health.Health>
 }
 
 export const triggerFromExit = (exit: Exit.Exit<unknown, unknown>): Report.Trigger => {
@@ -415,6 +416,8 @@ export const make = (config: ShutdownConfig): Effect.Effect<Coordinator> =>
       remainingMillis: Effect.sync(() => trigger === undefined ? config.timeoutMs : remaining())
     }
 
+    const health = yield* Health.make(lifecycle)
+
     return {
       config,
       lifecycle,
@@ -428,6 +431,9 @@ export const make = (config: ShutdownConfig): Effect.Effect<Coordinator> =>
       },
       triggered: Deferred.await(triggerDeferred),
       runSequence,
-      context: Context.make(Lifecycle.Lifecycle, lifecycle).pipe(Context.add(InFlight.InFlight, inFlight))
+      context: Context.make(Lifecycle.Lifecycle, lifecycle).pipe(
+        Context.add(InFlight.InFlight, inFlight),
+        Context.add(Health.Health, health)
+      )
     }
   })

@@ -9,7 +9,7 @@ import { join } from "node:path"
 import { createInterface } from "node:readline"
 import type { Report } from "../../src/index.ts"
 
-const fixture = join(import.meta.dirname, "fixtures", "service.ts")
+const fixtures = join(import.meta.dirname, "fixtures")
 
 export interface Exited {
   readonly code: number | null
@@ -31,7 +31,11 @@ export interface Fixture {
   readonly cleanup: () => void
 }
 
-export const start = (env: Record<string, string> = {}, options: { readonly ipc?: boolean } = {}): Fixture => {
+export const start = (
+  env: Record<string, string> = {},
+  options: { readonly ipc?: boolean; readonly fixture?: string } = {}
+): Fixture => {
+  const fixture = join(fixtures, options.fixture ?? "service.ts")
   const dir = mkdtempSync(join(tmpdir(), "effect-graceful-e2e-"))
   const reportFile = join(dir, "report.json")
   const child = spawn(process.execPath, [fixture], {

@@ -1,0 +1,322 @@
+/**
+ * Liveness and readiness.
+ *
+ * - **Liveness** (`/health/live`): 200 as long as the process runs, through
+ *   the whole shutdown. A load balancer or Kubernetes must not restart a
+ *   process because it is draining.
+ * - **Readiness** (`/health/ready`): 200 only when the lifecycle is Ready
+ *   and every readiness check passes; 503 while Starting, Draining, Closing
+ *   (and later), or when a check fails or times out. The JSON body names the
+ *   phase and each check's state, so a probe failure explains itself.
+ *
+ * Checks are Effects registered for the life of a scope (a database ping,
+ * a broker connection); each runs with its own timeout on every readiness
+ * probe, concurrently.
+ *
+ * The HTTP adapter (`effect-graceful/http`) answers the two routes on every
+ * guarded server; {@link serve} puts them on a separate port.
+ *
+ * @since 0.1.0
+ */
+import * as Context from "effect/Context"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Option from "effect/Option"
+import type * as Scope from "effect/Scope"
+import * as Http from "node:http"
+import { Lifecycle } from "./Lifecycle.ts"
+import type { LifecycleService, Phase } from "./Lifecycle.ts"
+
+/**
+ * The state of one readiness check after a probe.
+ *
+ * @since 0.1.0
+ */
+export interface CheckResult {
+  readonly name: string
+  readonly status: "pass" | "fail" | "timeout"
+  readonly durationMs: number
+  readonly error?: string | undefined
+}
+
+/**
+ * What `/health/ready` answers.
+ *
+ * @since 0.1.0
+ */
+export interface Readiness {
+  readonly ready: boolean
+  readonly phase: Phase
+  readonly checks: ReadonlyArray<CheckResult>
+}
+
+interface Check {
+  readonly name: string
+  readonly check: Effect.Effect<unknown, unknown>
+  readonly timeoutMs: number
+}
+
+/**
+ * @since 0.1.0
+ */
+export interface HealthService {
+  /** Register a readiness check for the life of the scope. */
+  readonly addCheck: (
+    name: string,
+    check: Effect.Effect<unknown, unknown>,
+    options?: { readonly timeout?: Duration.Input | undefined }
+  ) => Effect.Effect<void, never, Scope.Scope>
+  /** Run every check (concurrently, each with its timeout) and combine with the phase. */
+  readonly readiness: Effect.Effect<Readiness>
+}
+
+/**
+ * The registry of readiness checks. Provided by `Graceful.run`.
+ *
+ * @example
+ * ```ts
+ * import { Effect } from "effect"
+ * import { Health } from "effect-graceful"
+ *
+ * const program = Effect.gen(function*() {
+ *   const health = yield* Health.Health
+ *   const { ready, checks } = yield* health.readiness
+ * })
+ * ```
+ *
+ * @since 0.1.0
+ */
+export class Health extends Context.Service<Health, HealthService>()("effect-graceful/Health") {}
+
+/** The timeout of a check that does not say. */
+export const DEFAULT_CHECK_TIMEOUT_MS = 1_000
+
+/**
+ * Creates the registry for a lifecycle.
+ *
+ * @example
+ * ```ts
+ * import { Effect } from "effect"
+ * import { Health, Lifecycle } from "effect-graceful"
+ *
+ * const make = Effect.gen(function*() {
+ *   const lifecycle = yield* Lifecycle.Lifecycle
+ *   return yield* Health.make(lifecycle)
+ * })
+ * ```
+ *
+ * @since 0.1.0
+ */
+export const make = (lifecycle: LifecycleService): Effect.Effect<HealthService> =>
+  Effect.map(Effect.context<never>(), (context): HealthService => {
+    // Probes arrive on plain Node callbacks: run the checks with the
+    // program's services (its clock, its logger), not the default ones.
+    const checks: Array<Check> = []
+    const runCheck = (check: Check) =>
+      Effect.gen(function*() {
+        const started = Date.now()
+        const result = yield* check.check.pipe(Effect.timeoutOption(check.timeoutMs), Effect.exit)
+        const durationMs = Date.now() - started
+        if (Exit.isFailure(result)) {
+          return { name: check.name, status: "fail", durationMs, error: errorText(result.cause) } as const
+        }
+        if (Option.isNone(result.value)) {
+          return {
+            name: check.name,
+            status: "timeout",
+            durationMs,
+            error: `no answer within ${check.timeoutMs} ms`
+          } as const
+        }
+        return { name: check.name, status: "pass", durationMs } as const
+      })
+    return {
+      addCheck: (name, check, options) =>
+        Effect.acquireRelease(
+          Effect.sync(() => {
+            const entry: Check = {
+              name,
+              check,
+              timeoutMs: options?.timeout === undefined
+                ? DEFAULT_CHECK_TIMEOUT_MS
+                : Duration.toMillis(Duration.fromInputUnsafe(options.timeout))
+            }
+            checks.push(entry)
+            return entry
+          }),
+          (entry) => Effect.sync(() => void checks.splice(checks.indexOf(entry), 1))
+        ).pipe(Effect.asVoid),
+      readiness: Effect.gen(function*() {
+        const phase = lifecycle.phaseUnsafe()
+        // While not Ready the answer is 503 whatever the checks say; do not
+        // load a dependency that is shutting down with probes.
+        if (phase !== "Ready") return { ready: false, phase, checks: [] }
+        const results = yield* Effect.forEach([...checks], runCheck, { concurrency: "unbounded" })
+        return { ready: results.every((r) => r.status === "pass"), phase, checks: results }
+      }).pipe(Effect.provideContext(context))
+    }
+  })
+
+const errorText = (cause: unknown): string => {
+  const text = String(cause)
+  return text.length > 200 ? `${text.slice(0, 200)}…` : text
+}
+
+/**
+ * Register a readiness check for the life of the current scope.
+ *
+ * @example
+ * ```ts
+ * import { Effect } from "effect"
+ * import { Health } from "effect-graceful"
+ *
+ * declare const ping: Effect.Effect<void, Error>
+ *
+ * const program = Effect.gen(function*() {
+ *   yield* Health.addCheck("database", ping, { timeout: "500 millis" })
+ * })
+ * ```
+ *
+ * @since 0.1.0
+ */
+export const addCheck = (
+  name: string,
+  check: Effect.Effect<unknown, unknown>,
+  options?: { readonly timeout?: Duration.Input | undefined }
+): Effect.Effect<void, never, Health | Scope.Scope> => Health.use((health) => health.addCheck(name, check, options))
+
+/**
+ * Paths the health routes answer on.
+ *
+ * @since 0.1.0
+ */
+export interface Paths {
+  readonly live: string
+  readonly ready: string
+}
+
+/**
+ * The default paths: `/health/live` and `/health/ready`.
+ *
+ * @since 0.1.0
+ */
+export const defaultPaths: Paths = { live: "/health/live", ready: "/health/ready" }
+
+const send = (response: Http.ServerResponse, status: number, body: unknown, head: boolean) => {
+  const text = JSON.stringify(body)
+  response.writeHead(status, {
+    "content-type": "application/json",
+    "content-length": Buffer.byteLength(text),
+    "cache-control": "no-store"
+  })
+  response.end(head ? undefined : text)
+}
+
+/**
+ * A Node request handler for the health routes. Returns `true` when it
+ * answered the request (a GET or HEAD on one of the paths), `false` to let
+ * the request through.
+ *
+ * @example
+ * ```ts
+ * import { Effect } from "effect"
+ * import * as http from "node:http"
+ * import { Health, Lifecycle } from "effect-graceful"
+ *
+ * const program = Effect.gen(function*() {
+ *   const handle = Health.nodeHandler(yield* Health.Health, yield* Lifecycle.Lifecycle)
+ *   http.createServer((req, res) => {
+ *     if (!handle(req, res)) res.end("app")
+ *   })
+ * })
+ * ```
+ *
+ * @since 0.1.0
+ */
+export const nodeHandler = (
+  health: HealthService,
+  lifecycle: LifecycleService,
+  paths: Paths = defaultPaths
+) =>
+(request: Http.IncomingMessage, response: Http.ServerResponse): boolean => {
+  if (request.method !== "GET" && request.method !== "HEAD") return false
+  const path = pathOf(request.url)
+  const head = request.method === "HEAD"
+  if (path === paths.live) {
+    send(response, 200, { status: "ok", phase: lifecycle.phaseUnsafe() }, head)
+    return true
+  }
+  if (path === paths.ready) {
+    Effect.runFork(health.readiness.pipe(
+      Effect.tap((readiness) =>
+        Effect.sync(() => {
+          if (response.writableEnded || response.destroyed) return
+          send(response, readiness.ready ? 200 : 503, {
+            status: readiness.ready ? "ready" : "not ready",
+            phase: readiness.phase,
+            checks: readiness.checks
+          }, head)
+        })
+      )
+    ))
+    return true
+  }
+  return false
+}
+
+/**
+ * The path of a request target, without its query.
+ *
+ * @internal
+ */
+export const pathOf = (url: string | undefined): string => {
+  if (url === undefined) return "/"
+  const query = url.indexOf("?")
+  return query === -1 ? url : url.slice(0, query)
+}
+
+/**
+ * Serves the health routes on a separate port for the life of the scope
+ * (for probes that must not share the application's port). The server stays
+ * up through the whole shutdown: liveness is 200 until the process exits.
+ *
+ * @example
+ * ```ts
+ * import { Effect } from "effect"
+ * import { Health } from "effect-graceful"
+ *
+ * const program = Effect.gen(function*() {
+ *   const { port } = yield* Health.serve({ port: 9000, host: "127.0.0.1" })
+ * })
+ * ```
+ *
+ * @since 0.1.0
+ */
+export const serve = (
+  options: { readonly port: number; readonly host?: string | undefined; readonly paths?: Paths | undefined }
+): Effect.Effect<{ readonly port: number }, Error, Health | Lifecycle | Scope.Scope> =>
+  Effect.gen(function*() {
+    const handle = nodeHandler(yield* Health, yield* Lifecycle, options.paths)
+    const server = Http.createServer((request, response) => {
+      if (!handle(request, response)) {
+        response.writeHead(404, { "content-length": 0 })
+        response.end()
+      }
+    })
+    const port = yield* Effect.acquireRelease(
+      Effect.callback<number, Error>((resume) => {
+        server.once("error", (error) => resume(Effect.fail(error)))
+        server.listen(options.port, options.host, () => {
+          const address = server.address()
+          resume(Effect.succeed(typeof address === "object" && address !== null ? address.port : options.port))
+        })
+      }),
+      () =>
+        Effect.sync(() => {
+          server.close()
+          server.closeAllConnections()
+        })
+    )
+    return { port }
+  })

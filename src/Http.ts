@@ -1,0 +1,577 @@
+/**
+ * HTTP draining that never drops a request, for Effect's `HttpServer` on
+ * Node and for any plain Node `http`, `https` or `http2` server (Express,
+ * Fastify, Koa: their handlers do not change).
+ *
+ * {@link guard} attaches to the Node server beneath either. What it does, by
+ * phase:
+ *
+ * - **Ready**: every request (and WebSocket) is in the in-flight set; the
+ *   health routes (`/health/live`, `/health/ready`) are answered before the
+ *   application sees them.
+ * - **Draining** (lame duck): everything is still served, readiness is 503,
+ *   and every HTTP/1.1 response not yet started carries `Connection: close`
+ *   (on a pipelined connection, only the last response queued), so each
+ *   keep-alive connection closes after its current response. Upgrade requests
+ *   are answered 503.
+ * - **Closing**: the listener closes: a new connection is refused, never
+ *   accepted and then reset (Node's own `server.close()` is not used, because
+ *   it destroys idle keep-alive sockets and resets a request on its way in).
+ *   An idle keep-alive socket is ended (FIN) once it has been idle for
+ *   `idleGrace` (default 100 ms): at once if it already was, after the rest of
+ *   the grace if it just finished a response, since its client may be writing
+ *   the next request; either way only after the event loop has had a turn to
+ *   read a request already on the wire. A busy socket closes after its
+ *   response. WebSockets get close frame 1001; their close handshakes are part
+ *   of the drain. HTTP/2 sessions get GOAWAY, so their open streams finish.
+ * - **Cutting** (the drain deadline): a request still in flight is answered
+ *   503 with `Connection: close` if its headers were not sent, or its socket
+ *   is destroyed if they were; a WebSocket is terminated. Each cut is in the
+ *   report with method, path and age.
+ * - **Releasing**: whatever socket is left is destroyed, so no keep-alive
+ *   timeout holds the process.
+ *
+ * From Closing until the last connection closes, the open connections count
+ * as one in-flight item, so the drain also waits for idle sockets to finish
+ * their grace and for ended sockets to be closed by their peer: closing a
+ * socket while a request the peer sent is still unread would reset it.
+ *
+ * @since 0.1.0
+ */
+import * as NodeHttpServer from "@effect/platform-node/NodeHttpServer"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import type { LazyArg } from "effect/Function"
+import * as HttpServer from "effect/http/HttpServer"
+import type { ServeError } from "effect/http/HttpServerError"
+import * as Layer from "effect/Layer"
+import type * as Scope from "effect/Scope"
+import type * as Http from "node:http"
+import type * as Http2 from "node:http2"
+import type * as Https from "node:https"
+import * as Net from "node:net"
+import * as Health from "./Health.ts"
+import { InFlight } from "./InFlight.ts"
+import * as Lifecycle from "./Lifecycle.ts"
+import * as Resource from "./Resource.ts"
+
+/**
+ * A Node server the guard understands.
+ *
+ * @since 0.1.0
+ */
+export type NodeServer = Http.Server | Https.Server | Http2.Http2Server | Http2.Http2SecureServer
+
+/**
+ * Options of {@link guard}.
+ *
+ * @since 0.1.0
+ */
+export interface GuardOptions {
+  /** The name of the server in the shutdown report. Default `"http server"`. */
+  readonly name?: string | undefined
+  /** Health route paths, or `false` to leave health routes to the application. */
+  readonly health?: false | Partial<Health.Paths> | undefined
+  /** How long an idle keep-alive socket may have been idle before it is ended at Closing. Default 100 ms. */
+  readonly idleGrace?: Duration.Input | undefined
+  /** The reason sent with WebSocket close code 1001. Default `"server shutting down"`. */
+  readonly webSocketCloseReason?: string | undefined
+}
+
+interface Connection {
+  readonly socket: Net.Socket
+  /** Requests whose responses are not finished, in arrival order. */
+  readonly responses: Array<Http.ServerResponse>
+  lastActiveAt: number
+  upgraded: boolean
+  ended: boolean
+  cancelEnd: (() => void) | undefined
+}
+
+const noop = () => {}
+
+const REFUSED_BODY = "service shutting down\n"
+
+const refusalHead = (status: number) =>
+  `HTTP/1.1 ${status} Service Unavailable\r\nConnection: close\r\nContent-Type: text/plain\r\n` +
+  `Content-Length: ${REFUSED_BODY.length}\r\nRetry-After: 1\r\n\r\n${REFUSED_BODY}`
+
+/** `ws` keeps its WebSocket on the socket under a symbol described "websocket". */
+interface WsLike {
+  readonly close: (code: number, reason: string) => void
+  readonly terminate: () => void
+}
+const webSocketOf = (socket: Net.Socket): WsLike | undefined => {
+  for (const symbol of Object.getOwnPropertySymbols(socket)) {
+    if (symbol.description === "websocket") {
+      const value = (socket as unknown as Record<symbol, unknown>)[symbol]
+      if (typeof value === "object" && value !== null && "close" in value && "terminate" in value) {
+        return value as WsLike
+      }
+    }
+  }
+  return undefined
+}
+
+/** A close frame written by hand, for a WebSocket no `ws` instance owns. */
+const closeFrame = (code: number, reason: string): Buffer => {
+  const text = Buffer.from(reason.slice(0, 120))
+  const frame = Buffer.alloc(4 + text.length)
+  frame[0] = 0x88
+  frame[1] = 2 + text.length
+  frame.writeUInt16BE(code, 2)
+  text.copy(frame, 4)
+  return frame
+}
+
+/** After a cut, the application may still try to answer: let it, into the void. */
+const neuter = (response: Http.ServerResponse) => {
+  response.on("error", noop)
+  const self = response as unknown as Record<string, unknown>
+  self.writeHead = () => response
+  self.setHeader = () => response
+  self.write = () => true
+  self.end = () => response
+}
+
+/**
+ * Makes a Node server graceful for the life of the scope (see the module
+ * docs for the exact semantics). The server's own listen and request
+ * handling are untouched; call it before or after `listen`.
+ *
+ * @example
+ * ```ts
+ * import { Effect } from "effect"
+ * import express from "express"
+ * import * as http from "node:http"
+ * import { Http } from "effect-graceful"
+ *
+ * const ServerLive = Effect.gen(function*() {
+ *   const app = express().get("/", (_req, res) => void res.send("hello"))
+ *   const server = http.createServer(app)
+ *   yield* Http.guard(server)
+ *   yield* Http.listen(server, { port: 3000 })
+ * })
+ * ```
+ *
+ * @since 0.1.0
+ */
+export const guard = (
+  server: NodeServer,
+  options: GuardOptions = {}
+): Effect.Effect<void, never, Lifecycle.Lifecycle | InFlight | Health.Health | Scope.Scope> =>
+  Effect.gen(function*() {
+    const lifecycle = yield* Lifecycle.Lifecycle
+    const inFlight = yield* InFlight
+    const health = yield* Health.Health
+    const idleGraceMs = options.idleGrace === undefined ? 100 : Duration.toMillis(Duration.fromInputUnsafe(options.idleGrace))
+    const closeReason = options.webSocketCloseReason ?? "server shutting down"
+    const answerHealth = options.health === false
+      ? undefined
+      : Health.nodeHandler(health, lifecycle, { ...Health.defaultPaths, ...options.health })
+
+    const isHttp2 = server.constructor.name.startsWith("Http2")
+    const isTls = !isHttp2 && "setSecureContext" in server
+    const connectionEvent = isTls ? "secureConnection" : "connection"
+    const connections = new Map<Net.Socket, Connection>()
+    const sessions = new Set<Http2.ServerHttp2Session>()
+    const markedClose = new WeakSet<Http.ServerResponse>()
+    let listenerClosed = false
+    // From Closing until the last connection is gone, the open connections
+    // are one in-flight entry: the drain waits for idle sockets to finish
+    // their grace and for ended sockets to be closed by their peer (closing
+    // ours first, with a request of theirs unread, would reset it).
+    let leaveConnections: (() => void) | undefined
+    const settle = () => {
+      if (leaveConnections !== undefined && connections.size === 0 && sessions.size === 0) {
+        leaveConnections()
+        leaveConnections = undefined
+      }
+    }
+    const destroyAll = () => {
+      for (const connection of connections.values()) {
+        connection.cancelEnd?.()
+        connection.socket.destroy()
+      }
+      for (const session of sessions) session.destroy()
+    }
+
+    const draining = () => Lifecycle.isAtLeast(lifecycle.phaseUnsafe(), "Draining")
+    const closing = () => Lifecycle.isAtLeast(lifecycle.phaseUnsafe(), "Closing")
+
+    const connectionOf = (socket: Net.Socket): Connection => {
+      let connection = connections.get(socket)
+      if (connection === undefined) {
+        connection = {
+          socket,
+          responses: [],
+          lastActiveAt: Date.now(),
+          upgraded: false,
+          ended: false,
+          cancelEnd: undefined
+        }
+        connections.set(socket, connection)
+        socket.once("close", () => {
+          connection!.cancelEnd?.()
+          connections.delete(socket)
+          settle()
+        })
+        if (closing()) scheduleEnd(connection)
+      }
+      return connection
+    }
+
+    /**
+     * `Connection: close` on the last response queued on the connection; a
+     * response queued before it keeps the connection open for the next.
+     */
+    const markLast = (connection: Connection) => {
+      const last = connection.responses.at(-1)
+      for (const response of connection.responses) {
+        if (response !== last && markedClose.has(response) && !response.headersSent) {
+          response.removeHeader("connection")
+          markedClose.delete(response)
+        }
+      }
+      if (last !== undefined && !last.headersSent && !markedClose.has(last)) {
+        last.setHeader("connection", "close")
+        markedClose.add(last)
+      }
+    }
+
+    /** Ends an idle socket once it has been idle for the grace, and the loop has read what is on the wire. */
+    const scheduleEnd = (connection: Connection) => {
+      if (connection.ended || connection.upgraded || connection.cancelEnd !== undefined) return
+      if (connection.responses.length > 0) return markLast(connection)
+      const end = () => {
+        connection.cancelEnd = undefined
+        if (connection.responses.length > 0 || connection.ended || connection.upgraded) return
+        connection.ended = true
+        connection.socket.end()
+      }
+      // Two turns of the loop: a poll phase runs between them, so the bytes of
+      // a request already on the wire are read and parsed before we decide.
+      let immediate: NodeJS.Immediate | undefined = setImmediate(() => {
+        immediate = setImmediate(() => {
+          immediate = undefined
+          const wait = idleGraceMs - (Date.now() - connection.lastActiveAt)
+          if (wait <= 0) return end()
+          const timer = setTimeout(end, wait)
+          timer.unref()
+          connection.cancelEnd = () => {
+            clearTimeout(timer)
+            connection.cancelEnd = undefined
+          }
+        })
+      })
+      connection.cancelEnd = () => {
+        if (immediate !== undefined) clearImmediate(immediate)
+        connection.cancelEnd = undefined
+      }
+    }
+
+    const cutResponse = (response: Http.ServerResponse) => {
+      if (!response.headersSent && !response.destroyed) {
+        for (const name of response.getHeaderNames()) response.removeHeader(name)
+        const headers: Http.OutgoingHttpHeaders = {
+          "content-type": "text/plain",
+          "content-length": REFUSED_BODY.length,
+          "retry-after": "1"
+        }
+        if (!isHttp2) headers.connection = "close"
+        response.writeHead(503, headers)
+        response.end(REFUSED_BODY)
+      } else {
+        response.destroy()
+      }
+      neuter(response)
+    }
+
+    const refuse = (response: Http.ServerResponse) => {
+      cutResponse(response)
+    }
+
+    const onRequest = (request: Http.IncomingMessage, response: Http.ServerResponse): boolean => {
+      const connection = isHttp2 ? undefined : connectionOf(request.socket)
+      if (connection?.ended === true) {
+        // The request crossed our FIN on the wire. Nothing can be written
+        // back on an ended socket; writing would only turn the close into a
+        // reset. Leave it unanswered: the client sees a clean close.
+        response.on("error", noop)
+        neuter(response)
+        return true
+      }
+      if (connection !== undefined) {
+        connection.cancelEnd?.()
+        connection.lastActiveAt = Date.now()
+        connection.responses.push(response)
+      }
+      let leave: (() => void) | undefined
+      response.once("close", () => {
+        leave?.()
+        if (connection === undefined) return
+        const index = connection.responses.indexOf(response)
+        if (index >= 0) connection.responses.splice(index, 1)
+        connection.lastActiveAt = Date.now()
+        if (closing()) scheduleEnd(connection)
+      })
+      if (connection !== undefined && draining()) markLast(connection)
+      // Probes count as activity on the connection but never hold the drain.
+      if (answerHealth !== undefined && answerHealth(request, response)) return true
+      leave = inFlight.enterUnsafe({
+        kind: "request",
+        label: `${request.method} ${Health.pathOf(request.url)}`,
+        onCut: () => cutResponse(response)
+      })
+      if (leave === undefined) {
+        refuse(response)
+        return true
+      }
+      return false
+    }
+
+    const onUpgrade = (request: Http.IncomingMessage, socket: Net.Socket): boolean => {
+      socket.on("error", noop)
+      if (draining()) {
+        socket.end(refusalHead(503))
+        return true
+      }
+      const connection = connectionOf(socket)
+      connection.upgraded = true
+      connection.cancelEnd?.()
+      const isWebSocket = request.headers.upgrade?.toLowerCase() === "websocket"
+      const leave = inFlight.enterUnsafe({
+        kind: isWebSocket ? "websocket" : "upgrade",
+        label: `${request.method} ${Health.pathOf(request.url)}`,
+        onCut: () => {
+          const ws = webSocketOf(socket)
+          if (ws !== undefined) ws.terminate()
+          else socket.destroy()
+        }
+      })
+      if (leave === undefined) {
+        socket.end(refusalHead(503))
+        return true
+      }
+      socket.once("close", leave)
+      return false
+    }
+
+    const closeUpgraded = (connection: Connection) => {
+      const ws = webSocketOf(connection.socket)
+      if (ws !== undefined) return ws.close(1001, closeReason)
+      // An upgraded socket no `ws` owns (yet): if the handshake has been
+      // answered, say goodbye in the protocol; otherwise leave it to the cut.
+      if (connection.socket.bytesWritten > 0 && !connection.socket.destroyed) {
+        connection.socket.end(closeFrame(1001, closeReason))
+      }
+    }
+
+    const originalEmit = server.emit as (this: NodeServer, event: string | symbol, ...args: Array<unknown>) => boolean
+    const emit = function(this: NodeServer, event: string | symbol, ...args: Array<unknown>): boolean {
+      switch (event) {
+        case "request":
+        case "checkContinue":
+          if (onRequest(args[0] as Http.IncomingMessage, args[1] as Http.ServerResponse)) return true
+          break
+        case "upgrade":
+          if (onUpgrade(args[0] as Http.IncomingMessage, args[1] as Net.Socket)) return true
+          break
+        case connectionEvent:
+          if (!isHttp2) connectionOf(args[0] as Net.Socket)
+          break
+        case "session": {
+          const session = args[0] as Http2.ServerHttp2Session
+          if (closing()) session.close()
+          sessions.add(session)
+          session.once("close", () => {
+            sessions.delete(session)
+            settle()
+          })
+          break
+        }
+      }
+      return Reflect.apply(originalEmit, this, [event, ...args]) as boolean
+    }
+    ;(server as unknown as { emit: typeof emit }).emit = emit
+
+    yield* Lifecycle.addHook(
+      `${options.name ?? "http server"}: connection close`,
+      "Draining",
+      Effect.sync(() => {
+        for (const connection of connections.values()) markLast(connection)
+      })
+    )
+
+    yield* Lifecycle.addHook(
+      `${options.name ?? "http server"}: close listener`,
+      "Closing",
+      Effect.sync(() => {
+        if (!listenerClosed && server.listening) {
+          listenerClosed = true
+          // net.Server's close: stop accepting, and nothing else.
+          Net.Server.prototype.close.call(server as Net.Server, noop)
+        }
+        for (const connection of connections.values()) {
+          if (connection.upgraded) closeUpgraded(connection)
+          else scheduleEnd(connection)
+        }
+        for (const session of sessions) session.close()
+        if (connections.size > 0 || sessions.size > 0) {
+          leaveConnections = inFlight.enterUnsafe({
+            kind: "connections",
+            label: `${options.name ?? "http server"} open connections`,
+            reportCut: false,
+            // After the requests cut with it have flushed their 503s.
+            onCut: () => setImmediate(destroyAll)
+          })
+        }
+      })
+    )
+
+    yield* Resource.addFinalizer(
+      options.name ?? "http server",
+      Effect.sync(() => {
+        destroyAll()
+        if (!listenerClosed && server.listening) {
+          listenerClosed = true
+          Net.Server.prototype.close.call(server as Net.Server, noop)
+        }
+        ;(server as unknown as { emit: typeof emit }).emit = originalEmit
+      })
+    )
+  })
+
+/**
+ * Listens on a Node server (resolving once it is listening) and returns the
+ * bound port.
+ *
+ * @example
+ * ```ts
+ * import { Effect } from "effect"
+ * import * as http from "node:http"
+ * import { Http } from "effect-graceful"
+ *
+ * const program = Effect.gen(function*() {
+ *   const { port } = yield* Http.listen(http.createServer(), { port: 0, host: "127.0.0.1" })
+ * })
+ * ```
+ *
+ * @since 0.1.0
+ */
+export const listen = (
+  server: NodeServer,
+  options: Net.ListenOptions
+): Effect.Effect<{ readonly port: number; readonly host: string }, Error> =>
+  Effect.callback<{ readonly port: number; readonly host: string }, Error>((resume) => {
+    const onError = (error: Error) => resume(Effect.fail(error))
+    server.once("error", onError)
+    server.listen(options, () => {
+      server.off("error", onError)
+      const address = server.address()
+      resume(Effect.succeed(
+        typeof address === "object" && address !== null
+          ? { port: address.port, host: address.address }
+          : { port: options.port ?? 0, host: String(address) }
+      ))
+    })
+  })
+
+/**
+ * A guarded, listening plain Node server for the life of the scope: the
+ * adapter for Express, Fastify (`fastify({ serverFactory })` or
+ * `app.server`), Koa (`http.createServer(app.callback())`) and friends.
+ *
+ * @example
+ * ```ts
+ * import { Effect, Layer } from "effect"
+ * import express from "express"
+ * import * as http from "node:http"
+ * import { Graceful, Http } from "effect-graceful"
+ *
+ * const app = express().get("/", (_req, res) => void res.send("hello"))
+ *
+ * const ServerLive = Layer.effectDiscard(
+ *   Http.serveNode(() => http.createServer(app), { port: 3000, host: "127.0.0.1" })
+ * )
+ *
+ * Graceful.runMain(ServerLive)
+ * ```
+ *
+ * @since 0.1.0
+ */
+export const serveNode = <S extends NodeServer>(
+  evaluate: LazyArg<S>,
+  options: Net.ListenOptions & GuardOptions
+): Effect.Effect<
+  { readonly server: S; readonly port: number },
+  Error,
+  Lifecycle.Lifecycle | InFlight | Health.Health | Scope.Scope
+> =>
+  Effect.gen(function*() {
+    const server = evaluate()
+    yield* guard(server, options)
+    const { port } = yield* listen(server, options)
+    return { server, port }
+  })
+
+/**
+ * `NodeHttpServer.layerServer` with the guard: an Effect `HttpServer` whose
+ * requests, keep-alive connections and WebSockets drain gracefully. Serve an
+ * app on it as usual (`HttpRouter.serve`, `HttpServer.serve`).
+ *
+ * Node's own preemptive shutdown is disabled: the guard owns the sequence.
+ *
+ * @example
+ * ```ts
+ * import { Effect, Layer } from "effect"
+ * import { HttpRouter, HttpServerResponse } from "effect/http"
+ * import * as http from "node:http"
+ * import { Graceful, Http } from "effect-graceful"
+ *
+ * const Routes = HttpRouter.add("GET", "/", HttpServerResponse.text("hello"))
+ *
+ * const ServerLive = HttpRouter.serve(Routes).pipe(
+ *   Layer.provide(Http.layer(() => http.createServer(), { port: 3000 }))
+ * )
+ *
+ * Graceful.runMain(ServerLive)
+ * ```
+ *
+ * @since 0.1.0
+ */
+export const layerServer = (
+  evaluate: LazyArg<NodeServer>,
+  options: NodeHttpServer.Options & GuardOptions
+): Layer.Layer<HttpServer.HttpServer, ServeError, Lifecycle.Lifecycle | InFlight | Health.Health> =>
+  Layer.effect(
+    HttpServer.HttpServer,
+    Effect.gen(function*() {
+      let server: NodeServer | undefined
+      const httpServer = yield* NodeHttpServer.make(() => (server = evaluate()), {
+        ...options,
+        disablePreemptiveShutdown: true
+      })
+      yield* guard(server!, options)
+      return httpServer
+    })
+  )
+
+/**
+ * {@link layerServer} plus the platform services `NodeHttpServer.layer`
+ * provides (`HttpPlatform`, `Etag.Generator`, `NodeServices`).
+ *
+ * @example
+ * ```ts
+ * import * as http from "node:http"
+ * import { Http } from "effect-graceful"
+ *
+ * const HttpLive = Http.layer(() => http.createServer(), { port: 3000, host: "127.0.0.1" })
+ * ```
+ *
+ * @since 0.1.0
+ */
+export const layer = (
+  evaluate: LazyArg<NodeServer>,
+  options: NodeHttpServer.Options & GuardOptions
+) => Layer.mergeAll(layerServer(evaluate, options), NodeHttpServer.layerHttpServices)

@@ -1,0 +1,3 @@
+import { wireSuite } from "./wire-suite.ts"
+
+wireSuite("Effect HttpServer", "http-effect.ts")

@@ -1,0 +1,197 @@
+/**
+ * The wire behaviours of DESIGN.md, proven against a real child process that
+ * gets a real SIGTERM, with raw sockets and real `ws` clients. The same suite
+ * runs against the Effect HttpServer fixture and the plain-server adapter
+ * (Express, Fastify).
+ */
+import { afterEach, describe, expect, it } from "vitest"
+import WebSocket from "ws"
+import { type Fixture, start } from "./harness.ts"
+import { connectError, RawConnection, sleep } from "./wire.ts"
+
+export const wireSuite = (title: string, fixture: string, env: Record<string, string> = {}) =>
+  describe(`wire behaviour: ${title}`, () => {
+    let running: Array<Fixture> = []
+    let sockets: Array<RawConnection> = []
+    afterEach(() => {
+      for (const socket of sockets) socket.destroy()
+      for (const service of running) service.cleanup()
+      running = []
+      sockets = []
+    })
+
+    const boot = async (extra: Record<string, string> = {}) => {
+      const service = start({ ...env, ...extra }, { fixture })
+      running.push(service)
+      const port = await service.waitFor("port")
+      await service.waitFor("ready")
+      return { service, port }
+    }
+    const open = async (port: number) => {
+      const connection = await RawConnection.open(port)
+      sockets.push(connection)
+      return connection
+    }
+
+    it("1. a keep-alive request in flight at SIGTERM gets its full body and Connection: close; the socket then closes", async () => {
+      const { service, port } = await boot()
+      const connection = await open(port)
+      expect((await connection.request("/work?ms=0")).headers.connection).toBe("keep-alive")
+      connection.send("/work?ms=400")
+      await sleep(100)
+      service.kill("SIGTERM")
+      const response = await connection.read()
+      expect(response.status).toBe(200)
+      expect(JSON.parse(response.body)).toEqual({ ok: true, ms: 400 })
+      expect(response.headers.connection).toBe("close")
+      const closed = await connection.closed
+      expect(closed.reset).toBe(false)
+      expect((await service.exited).code, service.output()).toBe(0)
+    })
+
+    it("2. a request already on the wire on an idle keep-alive socket as shutdown starts gets a complete response, never a reset", async () => {
+      // The race every peer library loses. Repeated on sockets idle for a
+      // while and on sockets that just finished a response; on the latter
+      // also with the request sent just after the signal (the client was
+      // writing its next request as shutdown began).
+      const cases = [["before", 0], ["before", 300], ["after", 0], ["before", 0], ["before", 300], ["after", 0]] as const
+      for (const [order, idleMs] of cases) {
+        const { service, port } = await boot()
+        const connection = await open(port)
+        await connection.request("/work?ms=0")
+        await sleep(idleMs)
+        if (order === "before") {
+          connection.send("/work?ms=50")
+          service.kill("SIGTERM")
+        } else {
+          service.kill("SIGTERM")
+          connection.send("/work?ms=50")
+        }
+        const response = await connection.read().catch((error: Error) => ({
+          status: 0,
+          headers: {} as Record<string, string>,
+          body: error.message
+        }))
+        const label = `request sent ${order} the signal on a socket idle ${idleMs} ms`
+        expect(response.status, label).toBe(200)
+        expect(response.headers.connection, label).toBe("close")
+        expect((await connection.closed).reset, label).toBe(false)
+        expect((await service.exited).code, service.output()).toBe(0)
+      }
+    })
+
+    it("2b. a request sent after the FIN on a long-idle socket is never answered with a reset", async () => {
+      // Sent after shutdown began on a socket idle past the grace: the server
+      // may already have ended it. The client then sees a clean close (and
+      // retries, as HTTP clients do on a closed keep-alive connection); it
+      // must not see a reset, and the process must not crash.
+      for (let i = 0; i < 3; i++) {
+        const { service, port } = await boot()
+        const connection = await open(port)
+        await connection.request("/work?ms=0")
+        await sleep(300)
+        service.kill("SIGTERM")
+        await sleep(5 * i)
+        connection.send("/work?ms=10")
+        const response = await connection.read().catch(() => undefined)
+        if (response !== undefined) expect(response.status).toBe(200)
+        expect((await connection.closed).reset).toBe(false)
+        expect((await service.exited).code, service.output()).toBe(0)
+      }
+    })
+
+    it("3. a new request on an existing keep-alive connection while draining is served with Connection: close", async () => {
+      const { service, port } = await boot({ SHUTDOWN_DELAY: "1 second" })
+      const connection = await open(port)
+      await connection.request("/work?ms=0")
+      service.kill("SIGTERM")
+      await sleep(200)
+      const response = await connection.request("/work?ms=10")
+      expect(response.status).toBe(200)
+      expect(response.headers.connection).toBe("close")
+      expect((await connection.closed).reset).toBe(false)
+      expect((await service.exited).code, service.output()).toBe(0)
+    })
+
+    it("4. only idle keep-alive sockets open: shutdown does not wait out keepAliveTimeout", async () => {
+      const { service, port } = await boot()
+      const connections = await Promise.all(Array.from({ length: 20 }, () => open(port)))
+      await Promise.all(connections.map((c) => c.request("/work?ms=0")))
+      await sleep(150)
+      const sent = service.kill("SIGTERM")
+      const exit = await service.exited
+      expect(exit.code, service.output()).toBe(0)
+      // keepAliveTimeout is 30 s in the fixture.
+      expect(exit.at - sent).toBeLessThan(1000)
+      for (const connection of connections) expect((await connection.closed).reset).toBe(false)
+    })
+
+    it("5. lame duck: readiness 503, liveness 200, business 200; after the listener closes, connections are refused", async () => {
+      const { service, port } = await boot({ SHUTDOWN_DELAY: "800 millis" })
+      const holder = await open(port)
+      holder.send("/work?ms=1500")
+      await sleep(50)
+      service.kill("SIGTERM")
+      await sleep(150)
+      // Every response while draining says Connection: close: one connection a probe.
+      const ready = await (await open(port)).request("/health/ready")
+      expect(ready.status).toBe(503)
+      expect(ready.headers.connection).toBe("close")
+      expect(JSON.parse(ready.body)).toMatchObject({ status: "not ready", phase: "Draining" })
+      const live = await (await open(port)).request("/health/live")
+      expect(live.status).toBe(200)
+      const work = await (await open(port)).request("/work?ms=0")
+      expect(work.status).toBe(200)
+      expect(work.headers.connection).toBe("close")
+      await sleep(900)
+      expect(await connectError(port)).toBe("ECONNREFUSED")
+      expect((await holder.read()).status).toBe(200)
+      expect((await service.exited).code, service.output()).toBe(0)
+    })
+
+    it("6. a hanging request is cut at the drain deadline (503 before headers, socket destroyed after) and the process exits", async () => {
+      const { service, port } = await boot({ SHUTDOWN_TIMEOUT: "5 seconds", SHUTDOWN_DRAIN_TIMEOUT: "500 millis" })
+      const waiting = await open(port)
+      waiting.send("/work?ms=60000")
+      const streaming = await open(port)
+      streaming.send("/stream?ms=60000")
+      await sleep(200)
+      const sent = service.kill("SIGTERM")
+      const response = await waiting.read()
+      expect(response.status).toBe(503)
+      expect(response.headers.connection).toBe("close")
+      const partial = await streaming.drain()
+      expect(partial).toContain("first chunk")
+      expect(partial).not.toContain("last chunk")
+      const exit = await service.exited
+      expect(exit.code, service.output()).toBe(1)
+      expect(exit.at - sent).toBeLessThan(1500)
+      const labels = service.report().cut.map((c) => `${c.kind} ${c.label}`).sort()
+      expect(labels).toEqual(["request GET /stream", "request GET /work"])
+    })
+
+    it("12. open WebSockets get close code 1001; new upgrades while draining get 503", async () => {
+      const { service, port } = await boot({ SHUTDOWN_DELAY: "500 millis" })
+      const ws = new WebSocket(`ws://127.0.0.1:${port}/ws`)
+      await new Promise((resolve, reject) => {
+        ws.once("open", resolve)
+        ws.once("error", reject)
+      })
+      const echoed = new Promise((resolve) => ws.once("message", (data) => resolve(String(data))))
+      ws.send("hello")
+      expect(await echoed).toBe("hello")
+      const closed = new Promise<number>((resolve) => ws.once("close", (code) => resolve(code)))
+      service.kill("SIGTERM")
+      await sleep(150)
+      const refused = await new Promise<number | string>((resolve) => {
+        const late = new WebSocket(`ws://127.0.0.1:${port}/ws`)
+        late.once("unexpected-response", (_req, res) => resolve(res.statusCode ?? 0))
+        late.once("open", () => resolve("opened"))
+        late.once("error", (e) => resolve(String(e)))
+      })
+      expect(refused).toBe(503)
+      expect(await closed).toBe(1001)
+      const exit = await service.exited
+      expect(exit.code, service.output()).toBe(0)
+    })
+  })
