@@ -67,6 +67,8 @@ export interface InFlightSet {
   readonly size: Effect.Effect<number>
   /** The same, synchronously. */
   readonly sizeUnsafe: () => number
+  /** Work in flight whose cut would be reported (bookkeeping entries excluded). */
+  readonly reportableSizeUnsafe: () => number
   /** Completes when nothing is in flight (at once if the set is empty). */
   readonly awaitEmpty: Effect.Effect<void>
   /**
@@ -217,6 +219,11 @@ export const make = (
       enterUnsafe,
       size: Effect.sync(() => entries.size),
       sizeUnsafe: () => entries.size,
+      reportableSizeUnsafe: () => {
+        let count = 0
+        for (const entry of entries) if (entry.reportCut) count++
+        return count
+      },
       awaitEmpty: empty.await,
       cut,
       awaitCut

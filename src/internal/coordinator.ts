@@ -310,8 +310,8 @@ export const make = (config: ShutdownConfig): Effect.Effect<Coordinator> =>
         if (fast) {
           // Readiness down at once; no lame duck, no drain.
           yield* setPhase("Closing")
-          report.setInFlightAtDrainStart(inFlight.sizeUnsafe())
-          report.setInFlightAtDrainEnd(inFlight.sizeUnsafe())
+          report.setInFlightAtDrainStart(inFlight.reportableSizeUnsafe())
+          report.setInFlightAtDrainEnd(inFlight.reportableSizeUnsafe())
         } else {
           if (first._tag !== "Completed" && first._tag !== "Interrupted") {
             // Lame duck: readiness is down, everything else is still served.
@@ -327,9 +327,9 @@ export const make = (config: ShutdownConfig): Effect.Effect<Coordinator> =>
             const startedAt = now()
             yield* setPhase("Closing")
             yield* runHooks("Closing", drainDeadline)
-            report.setInFlightAtDrainStart(inFlight.sizeUnsafe())
+            report.setInFlightAtDrainStart(inFlight.reportableSizeUnsafe())
             yield* waitOrEscalation(inFlight.awaitEmpty, drainDeadline)
-            report.setInFlightAtDrainEnd(inFlight.sizeUnsafe())
+            report.setInFlightAtDrainEnd(inFlight.reportableSizeUnsafe())
             yield* Metric.update(Metrics.drainDuration, now() - startedAt)
             report.addPhase("closing", startedAt - t0, now() - startedAt)
           }).pipe(Effect.withSpan("graceful.closing"))

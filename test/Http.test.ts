@@ -1,0 +1,200 @@
+/**
+ * The HTTP drain logic, deterministically: an in-process guarded server on a
+ * real loopback socket, a real raw client, and TestClock for every deadline.
+ * Nothing here sleeps.
+ */
+import { describe, expect, it } from "@effect/vitest"
+import { Deferred, Effect, Fiber } from "effect"
+import { TestClock } from "effect/testing"
+import * as NodeHttp from "node:http"
+import { Graceful, Health, Http, Lifecycle, type Report } from "../src/index.ts"
+import * as GracefulTest from "../src/testing.ts"
+import { RawConnection } from "./e2e/wire.ts"
+
+interface Started {
+  readonly port: number
+  readonly lifecycle: Lifecycle.LifecycleService
+  readonly fiber: Fiber.Fiber<Report.ShutdownReport, unknown>
+}
+
+/** Serves `handler` on a guarded server under Graceful.run; resolves once listening. */
+const serve = (
+  handler: NodeHttp.RequestListener,
+  options: Graceful.RunOptions = {},
+  setup: Effect.Effect<void, never, Health.Health | import("effect").Scope.Scope> = Effect.void,
+  onServer: (server: NodeHttp.Server) => void = () => {}
+) =>
+  Effect.gen(function*() {
+    const listening = yield* Deferred.make<number>()
+    const lifecycle = yield* Deferred.make<Lifecycle.LifecycleService>()
+    const fiber = yield* Effect.gen(function*() {
+      yield* setup
+      const { port } = yield* Http.serveNode(() => {
+        const server = NodeHttp.createServer(handler)
+        onServer(server)
+        return server
+      }, {
+        port: 0,
+        host: "127.0.0.1",
+        idleGrace: 0
+      })
+      yield* Deferred.succeed(lifecycle, yield* Lifecycle.Lifecycle)
+      yield* Deferred.succeed(listening, port)
+      return yield* Effect.never
+    }).pipe(Graceful.run({ timeout: "20 seconds", drainTimeout: "10 seconds", ...options }), Effect.forkChild)
+    const port = yield* Deferred.await(listening)
+    return { port, fiber, lifecycle: yield* Deferred.await(lifecycle) } as Started
+  })
+
+const connect = (port: number) => Effect.promise(() => RawConnection.open(port))
+const read = (connection: RawConnection) => Effect.promise(() => connection.read())
+
+describe("Http.guard", () => {
+  it.effect("the drain waits for a request in flight; its response says Connection: close", () =>
+    Effect.gen(function*() {
+      const arrived = yield* Deferred.make<NodeHttp.ServerResponse>()
+      const { port, fiber } = yield* serve((_req, res) => Deferred.doneUnsafe(arrived, Effect.succeed(res)))
+      const connection = yield* connect(port)
+      connection.send("/slow")
+      const response = yield* Deferred.await(arrived)
+      yield* GracefulTest.send("SIGTERM")
+      yield* TestClock.adjust("5 seconds")
+      expect(fiber.pollUnsafe()).toBeUndefined()
+      response.end("done")
+      const answer = yield* read(connection)
+      expect(answer.status).toBe(200)
+      expect(answer.body).toBe("done")
+      expect(answer.headers.connection).toBe("close")
+      const closed = yield* Effect.promise(() => connection.closed)
+      expect(closed.reset).toBe(false)
+      const report = yield* Fiber.join(fiber)
+      expect(report.inFlight).toEqual({ atDrainStart: 1, atDrainEnd: 0 })
+      expect(report.cut).toEqual([])
+      expect(report.exitCode).toBe(0)
+    }).pipe(Effect.provide(GracefulTest.layer)))
+
+  it.effect("a request still in flight at the drain deadline is answered 503 and reported", () =>
+    Effect.gen(function*() {
+      const arrived = yield* Deferred.make<void>()
+      const { port, fiber } = yield* serve(
+        (_req, res) => {
+          res.setHeader("x-app", "was here")
+          Deferred.doneUnsafe(arrived, Effect.void)
+        },
+        { drainTimeout: "3 seconds" }
+      )
+      const connection = yield* connect(port)
+      connection.send("/hang?id=1")
+      yield* Deferred.await(arrived)
+      yield* TestClock.adjust("1 second")
+      yield* GracefulTest.send("SIGTERM")
+      yield* TestClock.adjust("3 seconds")
+      const answer = yield* read(connection)
+      expect(answer.status).toBe(503)
+      expect(answer.headers.connection).toBe("close")
+      expect(answer.headers["x-app"]).toBeUndefined()
+      const report = yield* Fiber.join(fiber)
+      expect(report.cut).toEqual([{ kind: "request", label: "GET /hang", ageMs: 4000 }])
+      expect(report.exitCode).toBe(1)
+    }).pipe(Effect.provide(GracefulTest.layer)))
+
+  it.effect("readiness: 200 when Ready and checks pass, 503 naming a failing or hung check, 503 while draining", () =>
+    Effect.gen(function*() {
+      let healthy = true
+      const cacheProbed = yield* Deferred.make<void>()
+      const { port, fiber, lifecycle } = yield* serve(
+        (_req, res) => res.end("app"),
+        { delay: "2 seconds" },
+        Effect.gen(function*() {
+          yield* Health.addCheck("database", Effect.suspend(() => healthy ? Effect.void : Effect.fail("connection refused")))
+          yield* Health.addCheck(
+            "cache",
+            Effect.suspend(() => healthy ? Effect.void : Deferred.succeed(cacheProbed, undefined).pipe(Effect.andThen(Effect.never))),
+            { timeout: "300 millis" }
+          )
+        })
+      )
+      const probe = (path: string) => Effect.flatMap(connect(port), (c) => Effect.promise(() => c.request(path)))
+
+      const ok = yield* probe("/health/ready")
+      expect(ok.status).toBe(200)
+      expect(JSON.parse(ok.body)).toMatchObject({
+        status: "ready",
+        checks: [{ name: "database", status: "pass" }, { name: "cache", status: "pass" }]
+      })
+
+      healthy = false
+      const pending = yield* Effect.forkChild(probe("/health/ready"))
+      yield* Deferred.await(cacheProbed)
+      yield* TestClock.adjust("300 millis")
+      const failing = yield* Fiber.join(pending)
+      expect(failing.status).toBe(503)
+      expect(JSON.parse(failing.body).checks).toMatchObject([
+        { name: "database", status: "fail" },
+        { name: "cache", status: "timeout" }
+      ])
+
+      healthy = true
+      yield* GracefulTest.send("SIGTERM")
+      yield* lifecycle.awaitPhase("Draining")
+      const draining = yield* probe("/health/ready")
+      expect(draining.status).toBe(503)
+      expect(JSON.parse(draining.body)).toMatchObject({ status: "not ready", phase: "Draining" })
+      const live = yield* probe("/health/live")
+      expect(live.status).toBe(200)
+      const app = yield* probe("/anything")
+      expect(app.body).toBe("app")
+      expect(app.headers.connection).toBe("close")
+      yield* TestClock.adjust("2 seconds")
+      expect((yield* Fiber.join(fiber)).exitCode).toBe(0)
+    }).pipe(Effect.provide(GracefulTest.layer)))
+
+  it.effect("an upgrade request while draining is answered 503", () =>
+    Effect.gen(function*() {
+      let upgraded = 0
+      const { port, fiber, lifecycle } = yield* serve(
+        (_req, res) => res.end(),
+        { delay: "1 second" },
+        Effect.void,
+        // As a WebSocket server would: Node only emits 'upgrade' when someone listens.
+        (server) =>
+          server.on("upgrade", (_req, socket) => {
+            upgraded++
+            socket.destroy()
+          })
+      )
+      yield* GracefulTest.send("SIGTERM")
+      yield* lifecycle.awaitPhase("Draining")
+      const connection = yield* connect(port)
+      connection.send("/ws", { Connection: "Upgrade", Upgrade: "websocket", "Sec-WebSocket-Version": "13", "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==" })
+      const answer = yield* read(connection)
+      expect(answer.status).toBe(503)
+      expect(answer.headers.connection).toBe("close")
+      expect(upgraded).toBe(0)
+      yield* TestClock.adjust("1 second")
+      expect((yield* Fiber.join(fiber)).exitCode).toBe(0)
+    }).pipe(Effect.provide(GracefulTest.layer)))
+
+  it.effect("pipelined requests: only the last one queued says Connection: close, and all are answered", () =>
+    Effect.gen(function*() {
+      const pending: Array<NodeHttp.ServerResponse> = []
+      const two = yield* Deferred.make<void>()
+      const { port, fiber, lifecycle } = yield* serve((_req, res) => {
+        pending.push(res)
+        if (pending.length === 2) Deferred.doneUnsafe(two, Effect.void)
+      }, { delay: "1 second" })
+      const connection = yield* connect(port)
+      connection.send("/a")
+      connection.send("/b")
+      yield* Deferred.await(two)
+      yield* GracefulTest.send("SIGTERM")
+      yield* lifecycle.awaitPhase("Draining")
+      for (const res of pending) res.end("ok")
+      const first = yield* read(connection)
+      const second = yield* read(connection)
+      expect(first.headers.connection).toBe("keep-alive")
+      expect(second.headers.connection).toBe("close")
+      yield* TestClock.adjust("1 second")
+      expect((yield* Fiber.join(fiber)).exitCode).toBe(0)
+    }).pipe(Effect.provide(GracefulTest.layer)))
+})
