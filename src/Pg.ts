@@ -185,7 +185,7 @@ export interface PoolOptions {
    * Default 1 second (at most half the slice).
    */
   readonly cancelGrace?: Duration.Input | undefined
-  /** Timeout of {@link ManagedPool.ping}. Default 2 seconds. */
+  /** Timeout of {@link ManagedPool.ping}. Default 1 second. */
   readonly pingTimeout?: Duration.Input | undefined
 }
 
@@ -308,7 +308,7 @@ const awaitPromise = (promise: Promise<unknown>, millis: number): Effect.Effect<
 const manage = (pool: pg.Pool, options: PoolOptions) =>
   Effect.gen(function*() {
     const name = options.name ?? "postgres"
-    const pingTimeoutMs = millisOf(options.pingTimeout) ?? 2_000
+    const pingTimeoutMs = millisOf(options.pingTimeout) ?? 1_000
     const context = yield* Effect.context<never>()
     const runFork = Effect.runForkWith(context)
     const checkedOut = new Set<pg.PoolClient>()
@@ -596,7 +596,7 @@ export const layerPool = <I>(
 ): Layer.Layer<I, never, Lifecycle> => Layer.effect(tag, makePool(config, options))
 
 /**
- * `SELECT 1` on the pool within `timeout` (default 2 seconds): a readiness
+ * `SELECT 1` on the pool within `timeout` (default 1 second): a readiness
  * check. A pool with no free connection for that long counts as not ready.
  *
  * @example
@@ -615,7 +615,7 @@ export const ping = (
   options: { readonly name?: string | undefined; readonly timeout?: Duration.Input | undefined } = {}
 ): Effect.Effect<void, PgPingError> => {
   const name = options.name ?? "postgres"
-  const timeoutMs = millisOf(options.timeout) ?? 2_000
+  const timeoutMs = millisOf(options.timeout) ?? 1_000
   return Effect.tryPromise({
     try: () => pool.query("SELECT 1"),
     catch: (error) => new PgPingError({ name, reason: reasonOf(error) })
@@ -712,8 +712,8 @@ export const layerClient = (
   )
 
 /**
- * `SELECT 1` through the current `SqlClient` within `timeout` (default 2
- * seconds): a readiness check for `@effect/sql-pg` (or any SQL client).
+ * `SELECT 1` through the current `SqlClient` within `timeout` (default 1
+ * second): a readiness check for `@effect/sql-pg` (or any SQL client).
  *
  * @example
  * ```ts
@@ -728,7 +728,7 @@ export const sqlPing = (
   options: { readonly name?: string | undefined; readonly timeout?: Duration.Input | undefined } = {}
 ): Effect.Effect<void, PgPingError, SqlClient.SqlClient> => {
   const name = options.name ?? "postgres"
-  const timeoutMs = millisOf(options.timeout) ?? 2_000
+  const timeoutMs = millisOf(options.timeout) ?? 1_000
   return SqlClient.SqlClient.use((sql) => sql`SELECT 1`).pipe(
     Effect.mapError((error) => new PgPingError({ name, reason: reasonOf(error) })),
     Effect.timeoutOrElse({

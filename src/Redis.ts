@@ -282,7 +282,7 @@ export interface Subscription {
  * import * as Redis from "effect-graceful/redis"
  * import { createClient } from "redis"
  *
- * const client = createClient({ url: process.env.REDIS_URL })
+ * const client = createClient({ url: process.env.REDIS_URL ?? "redis://localhost:6379" })
  *
  * const program = Effect.gen(function*() {
  *   yield* Redis.subscribe({
@@ -505,7 +505,7 @@ const nextIdOf = (reply: unknown): string =>
  * import * as Redis from "effect-graceful/redis"
  * import { createClient } from "redis"
  *
- * const client = createClient({ url: process.env.REDIS_URL })
+ * const client = createClient({ url: process.env.REDIS_URL ?? "redis://localhost:6379" })
  *
  * const program = Effect.gen(function*() {
  *   yield* Redis.consume({
