@@ -49,6 +49,7 @@ import * as Exit from "effect/Exit"
 import * as Layer from "effect/Layer"
 import * as Scope from "effect/Scope"
 import * as SqlClient from "effect/sql/SqlClient"
+import type { SqlError } from "effect/sql/SqlError"
 import type * as Context from "effect/Context"
 import type * as PgClient from "@effect/sql-pg/PgClient"
 import type * as pg from "pg"
@@ -703,7 +704,7 @@ export const layerManaged = <ROut, E, RIn>(
 export const layerClient = (
   config: PgClient.PgPoolConfig,
   options?: ManagedLayerOptions
-): Layer.Layer<PgClient.PgClient | SqlClient.SqlClient, unknown, Lifecycle> =>
+): Layer.Layer<PgClient.PgClient | SqlClient.SqlClient, SqlError, Lifecycle> =>
   layerManaged(
     Layer.unwrap(
       Effect.promise(() => import("@effect/sql-pg/PgClient")).pipe(Effect.map((module) => module.layer(config)))

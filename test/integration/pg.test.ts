@@ -1,4 +1,6 @@
 import { Effect, Exit } from "effect"
+import { readFileSync } from "node:fs"
+import { join } from "node:path"
 import pg from "pg"
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest"
 import * as Pg from "../../src/Pg.ts"
@@ -67,7 +69,9 @@ describe("Postgres, real server, real signals", () => {
     expect(rows.rows.map((r) => r.step)).toEqual(["first", "second"])
     const report = service.report()
     expect(report.inFlight).toEqual({ atDrainStart: 1, atDrainEnd: 0 })
-    expect(report.releases.map((r) => `${r.name}:${r.outcome}`)).toEqual(["postgres:released"])
+    // reverse acquisition order: the event log was acquired first
+    expect(report.releases.map((r) => `${r.name}:${r.outcome}`)).toEqual(["postgres:released", "events:released"])
+    expect(readFileSync(join(service.dir, "events.jsonl"), "utf8")).toBe("{\"event\":\"transfer committed\"}\n")
     const left = await settledConnectionsOf(app)
     expect(left).toBe(0)
     note(`transaction in flight at SIGTERM: committed, exit ${exit.code} after ${exit.at - sent} ms, connections left ${left}`)
@@ -136,7 +140,7 @@ describe("Postgres, real server, real signals", () => {
     expect(exit.code, service.output()).toBe(0)
     expect(service.has("sql-done")).toBe(true)
     const report = service.report()
-    expect(report.releases.map((r) => `${r.name}:${r.outcome}`)).toEqual(["sql:released"])
+    expect(report.releases.map((r) => `${r.name}:${r.outcome}`)).toEqual(["sql:released", "events:released"])
     const rows = await admin.query<{ n: string }>(`SELECT count(*) AS n FROM ${table} WHERE step = 'sql'`)
     expect(rows.rows[0]!.n).toBe("1")
     const left = await settledConnectionsOf(app)
