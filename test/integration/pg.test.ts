@@ -112,6 +112,24 @@ describe("Postgres, real server, real signals", () => {
     note(`query past its slice (2 s, grace 500 ms): cancelled after ${Math.round(release.durationMs)} ms of release, exit ${exit.code} after ${elapsed} ms, connections left ${left}`)
   })
 
+  it("a connection leaked with an open transaction is closed by force at the end of the slice, rolled back, reported", async () => {
+    const app = uniqueName("it_leak")
+    const service = run({ PG_MODE: "leak", PG_APP: app, PG_RELEASE_TIMEOUT: "1 second", PG_CANCEL_GRACE: "400 millis" })
+    await service.waitFor("leaked")
+    const sent = service.kill("SIGTERM")
+    const exit = await service.exited
+    expect(exit.code, service.output()).toBe(1)
+    const release = service.report().releases.find((r) => r.name === "postgres")!
+    expect(release.outcome).toBe("failed")
+    expect(release.error).toContain("closed 1 checked-out connection(s) by force")
+    expect(release.error).not.toContain("did not end")
+    const leaked = await admin.query(`SELECT 1 FROM ${table} WHERE step = 'leaked'`)
+    expect(leaked.rowCount).toBe(0)
+    const left = await settledConnectionsOf(app)
+    expect(left).toBe(0)
+    note(`leaked client with an open transaction: closed by force after ${Math.round(release.durationMs)} ms of a 1 s slice, rolled back, exit ${exit.code} after ${exit.at - sent} ms, connections left ${left}`)
+  })
+
   it("a tracked query cut at the drain deadline is cancelled on the server at once", async () => {
     const app = uniqueName("it_cut")
     const service = run({ PG_MODE: "cut", PG_APP: app, SHUTDOWN_DRAIN_TIMEOUT: "500 millis", SHUTDOWN_TIMEOUT: "10 seconds" })
