@@ -35,7 +35,7 @@
  * @since 0.1.0
  */
 import * as fs from "node:fs"
-import * as Context from "effect/Context"
+import type * as Context from "effect/Context"
 import * as Data from "effect/Data"
 import type * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
