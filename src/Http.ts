@@ -78,16 +78,6 @@ export interface GuardOptions {
   readonly webSocketCloseReason?: string | undefined
 }
 
-interface Connection {
-  readonly socket: Net.Socket
-  /** Requests whose responses are not finished, in arrival order. */
-  readonly responses: Array<Http.ServerResponse>
-  lastActiveAt: number
-  upgraded: boolean
-  ended: boolean
-  cancelEnd: (() => void) | undefined
-}
-
 const noop = () => {}
 
 const REFUSED_BODY = "service shutting down\n"
@@ -164,247 +154,67 @@ export const guard = (
     const lifecycle = yield* Lifecycle.Lifecycle
     const inFlight = yield* InFlight
     const health = yield* Health.Health
-    const idleGraceMs = options.idleGrace === undefined ? 100 : Duration.toMillis(Duration.fromInputUnsafe(options.idleGrace))
-    const closeReason = options.webSocketCloseReason ?? "server shutting down"
-    const answerHealth = options.health === false
-      ? undefined
-      : Health.nodeHandler(health, lifecycle, { ...Health.defaultPaths, ...options.health })
-
+    const name = options.name ?? "http server"
+    const idleGraceMs = options.idleGrace === undefined
+      ? 100
+      : Duration.toMillis(Duration.fromInputUnsafe(options.idleGrace))
     const isHttp2 = server.constructor.name.startsWith("Http2")
     const isTls = !isHttp2 && "setSecureContext" in server
+    const state: GuardState = {
+      lifecycle,
+      inFlight,
+      isHttp2,
+      idleGraceMs,
+      closeReason: options.webSocketCloseReason ?? "server shutting down",
+      answerHealth: options.health === false
+        ? undefined
+        : Health.nodeHandler(health, lifecycle, { ...Health.defaultPaths, ...options.health }),
+      connections: new Set(),
+      sessions: new Set(),
+      connectionsItem: undefined
+    }
     const connectionEvent = isTls ? "secureConnection" : "connection"
-    const connections = new Map<Net.Socket, Connection>()
-    const sessions = new Set<Http2.ServerHttp2Session>()
-    const markedClose = new WeakSet<Http.ServerResponse>()
     let listenerClosed = false
-    // From Closing until the last connection is gone, the open connections
-    // are one in-flight entry: the drain waits for idle sockets to finish
-    // their grace and for ended sockets to be closed by their peer (closing
-    // ours first, with a request of theirs unread, would reset it).
-    let leaveConnections: (() => void) | undefined
-    const settle = () => {
-      if (leaveConnections !== undefined && connections.size === 0 && sessions.size === 0) {
-        leaveConnections()
-        leaveConnections = undefined
-      }
-    }
-    const destroyAll = () => {
-      for (const connection of connections.values()) {
-        connection.cancelEnd?.()
-        connection.socket.destroy()
-      }
-      for (const session of sessions) session.destroy()
-    }
-
-    const draining = () => Lifecycle.isAtLeast(lifecycle.phaseUnsafe(), "Draining")
-    const closing = () => Lifecycle.isAtLeast(lifecycle.phaseUnsafe(), "Closing")
-
-    const connectionOf = (socket: Net.Socket): Connection => {
-      let connection = connections.get(socket)
-      if (connection === undefined) {
-        connection = {
-          socket,
-          responses: [],
-          lastActiveAt: Date.now(),
-          upgraded: false,
-          ended: false,
-          cancelEnd: undefined
-        }
-        connections.set(socket, connection)
-        socket.once("close", () => {
-          connection!.cancelEnd?.()
-          connections.delete(socket)
-          settle()
-        })
-        if (closing()) scheduleEnd(connection)
-      }
-      return connection
-    }
-
-    /**
-     * `Connection: close` on the last response queued on the connection; a
-     * response queued before it keeps the connection open for the next.
-     */
-    const markLast = (connection: Connection) => {
-      const last = connection.responses.at(-1)
-      for (const response of connection.responses) {
-        if (response !== last && markedClose.has(response) && !response.headersSent) {
-          response.removeHeader("connection")
-          markedClose.delete(response)
-        }
-      }
-      if (last !== undefined && !last.headersSent && !markedClose.has(last)) {
-        last.setHeader("connection", "close")
-        markedClose.add(last)
-      }
-    }
-
-    /** Ends an idle socket once it has been idle for the grace, and the loop has read what is on the wire. */
-    const scheduleEnd = (connection: Connection) => {
-      if (connection.ended || connection.upgraded || connection.cancelEnd !== undefined) return
-      if (connection.responses.length > 0) return markLast(connection)
-      const end = () => {
-        connection.cancelEnd = undefined
-        if (connection.responses.length > 0 || connection.ended || connection.upgraded) return
-        connection.ended = true
-        connection.socket.end()
-      }
-      // Two turns of the loop: a poll phase runs between them, so the bytes of
-      // a request already on the wire are read and parsed before we decide.
-      let immediate: NodeJS.Immediate | undefined = setImmediate(() => {
-        immediate = setImmediate(() => {
-          immediate = undefined
-          const wait = idleGraceMs - (Date.now() - connection.lastActiveAt)
-          if (wait <= 0) return end()
-          const timer = setTimeout(end, wait)
-          timer.unref()
-          connection.cancelEnd = () => {
-            clearTimeout(timer)
-            connection.cancelEnd = undefined
-          }
-        })
-      })
-      connection.cancelEnd = () => {
-        if (immediate !== undefined) clearImmediate(immediate)
-        connection.cancelEnd = undefined
-      }
-    }
-
-    const cutResponse = (response: Http.ServerResponse) => {
-      if (!response.headersSent && !response.destroyed) {
-        for (const name of response.getHeaderNames()) response.removeHeader(name)
-        const headers: Http.OutgoingHttpHeaders = {
-          "content-type": "text/plain",
-          "content-length": REFUSED_BODY.length,
-          "retry-after": "1"
-        }
-        if (!isHttp2) headers.connection = "close"
-        response.writeHead(503, headers)
-        response.end(REFUSED_BODY)
-      } else {
-        response.destroy()
-      }
-      neuter(response)
-    }
-
-    const refuse = (response: Http.ServerResponse) => {
-      cutResponse(response)
-    }
-
-    const onRequest = (request: Http.IncomingMessage, response: Http.ServerResponse): boolean => {
-      const connection = isHttp2 ? undefined : connectionOf(request.socket)
-      if (connection?.ended === true) {
-        // The request crossed our FIN on the wire. Nothing can be written
-        // back on an ended socket; writing would only turn the close into a
-        // reset. Leave it unanswered: the client sees a clean close.
-        response.on("error", noop)
-        neuter(response)
-        return true
-      }
-      if (connection !== undefined) {
-        connection.cancelEnd?.()
-        connection.lastActiveAt = Date.now()
-        connection.responses.push(response)
-      }
-      let leave: (() => void) | undefined
-      response.once("close", () => {
-        leave?.()
-        if (connection === undefined) return
-        const index = connection.responses.indexOf(response)
-        if (index >= 0) connection.responses.splice(index, 1)
-        connection.lastActiveAt = Date.now()
-        if (closing()) scheduleEnd(connection)
-      })
-      if (connection !== undefined && draining()) markLast(connection)
-      // Probes count as activity on the connection but never hold the drain.
-      if (answerHealth !== undefined && answerHealth(request, response)) return true
-      leave = inFlight.enterUnsafe({
-        kind: "request",
-        label: `${request.method} ${Health.pathOf(request.url)}`,
-        onCut: () => cutResponse(response)
-      })
-      if (leave === undefined) {
-        refuse(response)
-        return true
-      }
-      return false
-    }
-
-    const onUpgrade = (request: Http.IncomingMessage, socket: Net.Socket): boolean => {
-      socket.on("error", noop)
-      if (draining()) {
-        socket.end(refusalHead(503))
-        return true
-      }
-      const connection = connectionOf(socket)
-      connection.upgraded = true
-      connection.cancelEnd?.()
-      const isWebSocket = request.headers.upgrade?.toLowerCase() === "websocket"
-      const leave = inFlight.enterUnsafe({
-        kind: isWebSocket ? "websocket" : "upgrade",
-        label: `${request.method} ${Health.pathOf(request.url)}`,
-        onCut: () => {
-          const ws = webSocketOf(socket)
-          if (ws !== undefined) ws.terminate()
-          else socket.destroy()
-        }
-      })
-      if (leave === undefined) {
-        socket.end(refusalHead(503))
-        return true
-      }
-      socket.once("close", leave)
-      return false
-    }
-
-    const closeUpgraded = (connection: Connection) => {
-      const ws = webSocketOf(connection.socket)
-      if (ws !== undefined) return ws.close(1001, closeReason)
-      // An upgraded socket no `ws` owns (yet): if the handshake has been
-      // answered, say goodbye in the protocol; otherwise leave it to the cut.
-      if (connection.socket.bytesWritten > 0 && !connection.socket.destroyed) {
-        connection.socket.end(closeFrame(1001, closeReason))
-      }
-    }
 
     const originalEmit = server.emit as (this: NodeServer, event: string | symbol, ...args: Array<unknown>) => boolean
-    const emit = function(this: NodeServer, event: string | symbol, ...args: Array<unknown>): boolean {
+    // `arguments` rather than rest parameters: no array per event on the hot path.
+    const emit = function(this: NodeServer, event: string | symbol): boolean {
       switch (event) {
         case "request":
         case "checkContinue":
-          if (onRequest(args[0] as Http.IncomingMessage, args[1] as Http.ServerResponse)) return true
+          if (onRequest(state, arguments[1] as Http.IncomingMessage, arguments[2] as Http.ServerResponse)) return true
           break
         case "upgrade":
-          if (onUpgrade(args[0] as Http.IncomingMessage, args[1] as Net.Socket)) return true
+          if (onUpgrade(state, arguments[1] as Http.IncomingMessage, arguments[2] as Net.Socket)) return true
           break
         case connectionEvent:
-          if (!isHttp2) connectionOf(args[0] as Net.Socket)
+          if (!isHttp2) connectionOf(state, arguments[1] as Net.Socket)
           break
         case "session": {
-          const session = args[0] as Http2.ServerHttp2Session
-          if (closing()) session.close()
-          sessions.add(session)
+          const session = arguments[1] as Http2.ServerHttp2Session
+          if (closing(state)) session.close()
+          state.sessions.add(session)
           session.once("close", () => {
-            sessions.delete(session)
-            settle()
+            state.sessions.delete(session)
+            settle(state)
           })
           break
         }
       }
-      return Reflect.apply(originalEmit, this, [event, ...args]) as boolean
+      return Reflect.apply(originalEmit, this, arguments) as boolean
     }
     ;(server as unknown as { emit: typeof emit }).emit = emit
 
     yield* Lifecycle.addHook(
-      `${options.name ?? "http server"}: connection close`,
+      `${name}: connection close`,
       "Draining",
       Effect.sync(() => {
-        for (const connection of connections.values()) markLast(connection)
+        for (const socket of state.connections) markLast(socket[kConnection]!)
       })
     )
 
     yield* Lifecycle.addHook(
-      `${options.name ?? "http server"}: close listener`,
+      `${name}: close listener`,
       "Closing",
       Effect.sync(() => {
         if (!listenerClosed && server.listening) {
@@ -412,27 +222,23 @@ export const guard = (
           // net.Server's close: stop accepting, and nothing else.
           Net.Server.prototype.close.call(server as Net.Server, noop)
         }
-        for (const connection of connections.values()) {
-          if (connection.upgraded) closeUpgraded(connection)
-          else scheduleEnd(connection)
+        for (const socket of state.connections) {
+          const connection = socket[kConnection]!
+          if (connection.upgraded) closeUpgraded(state, connection)
+          else scheduleEnd(state, connection)
         }
-        for (const session of sessions) session.close()
-        if (connections.size > 0 || sessions.size > 0) {
-          leaveConnections = inFlight.enterUnsafe({
-            kind: "connections",
-            label: `${options.name ?? "http server"} open connections`,
-            reportCut: false,
-            // After the requests cut with it have flushed their 503s.
-            onCut: () => setImmediate(destroyAll)
-          })
+        for (const session of state.sessions) session.close()
+        if (state.connections.size > 0 || state.sessions.size > 0) {
+          const item = new ConnectionsItem(state, `${name} open connections`)
+          if (inFlight.addUnsafe(item)) state.connectionsItem = item
         }
       })
     )
 
     yield* Resource.addFinalizer(
-      options.name ?? "http server",
+      name,
       Effect.sync(() => {
-        destroyAll()
+        destroyAll(state)
         if (!listenerClosed && server.listening) {
           listenerClosed = true
           Net.Server.prototype.close.call(server as Net.Server, noop)
@@ -441,6 +247,287 @@ export const guard = (
       })
     )
   })
+
+// -----------------------------------------------------------------------------
+// The guard's bookkeeping. Per request and per connection it keeps one small
+// record and registers shared listeners (they find their record through
+// `this`), so that tracking costs no closure and no string per request.
+// -----------------------------------------------------------------------------
+
+interface GuardState {
+  readonly lifecycle: Lifecycle.LifecycleService
+  readonly inFlight: InFlight["Service"]
+  readonly isHttp2: boolean
+  readonly idleGraceMs: number
+  readonly closeReason: string
+  readonly answerHealth: ((request: Http.IncomingMessage, response: Http.ServerResponse) => boolean) | undefined
+  readonly connections: Set<TrackedSocket>
+  readonly sessions: Set<Http2.ServerHttp2Session>
+  connectionsItem: ConnectionsItem | undefined
+}
+
+const kConnection = Symbol.for("effect-graceful/http/connection")
+const kRequest = Symbol.for("effect-graceful/http/request")
+
+type TrackedSocket = Net.Socket & { [kConnection]?: Connection }
+type TrackedResponse = Http.ServerResponse & { [kRequest]?: TrackedRequest | undefined }
+
+class Connection {
+  readonly state: GuardState
+  readonly socket: TrackedSocket
+  /** Responses not yet finished. */
+  pending = 0
+  /** The newest of them: the one that carries `Connection: close` while draining. */
+  last: Http.ServerResponse | undefined = undefined
+  /** A response we marked `Connection: close` before a newer one arrived. */
+  marked: Http.ServerResponse | undefined = undefined
+  lastActiveAt: number
+  upgraded = false
+  ended = false
+  cancelEnd: (() => void) | undefined = undefined
+  constructor(state: GuardState, socket: TrackedSocket) {
+    this.state = state
+    this.socket = socket
+    this.lastActiveAt = Date.now()
+  }
+}
+
+class TrackedRequest implements InFlightItem {
+  readonly kind: string
+  readonly reportCut = true
+  startedAt = 0
+  readonly state: GuardState
+  readonly request: Http.IncomingMessage
+  readonly response: Http.ServerResponse | undefined
+  readonly socket: Net.Socket
+  readonly connection: Connection | undefined
+  tracked = false
+  constructor(
+    state: GuardState,
+    kind: string,
+    request: Http.IncomingMessage,
+    response: Http.ServerResponse | undefined,
+    connection: Connection | undefined
+  ) {
+    this.state = state
+    this.kind = kind
+    this.request = request
+    this.response = response
+    this.socket = request.socket
+    this.connection = connection
+  }
+  get label(): string {
+    return `${this.request.method} ${Health.pathOf(this.request.url)}`
+  }
+  interrupt(): void {
+    if (this.response !== undefined) return cutResponse(this.state, this.response)
+    const ws = webSocketOf(this.socket)
+    if (ws !== undefined) ws.terminate()
+    else this.socket.destroy()
+  }
+}
+
+/** The open connections from Closing on: one item, so the drain waits for them. */
+class ConnectionsItem implements InFlightItem {
+  readonly kind = "connections"
+  readonly reportCut = false
+  startedAt = 0
+  readonly state: GuardState
+  readonly label: string
+  constructor(state: GuardState, label: string) {
+    this.state = state
+    this.label = label
+  }
+  interrupt(): void {
+    // After the requests cut with it have flushed their 503s.
+    setImmediate(destroyAll, this.state)
+  }
+}
+
+type InFlightItem = import("./InFlight.ts").Item
+
+const draining = (state: GuardState) => Lifecycle.isAtLeast(state.lifecycle.phaseUnsafe(), "Draining")
+const closing = (state: GuardState) => Lifecycle.isAtLeast(state.lifecycle.phaseUnsafe(), "Closing")
+
+function onSocketClose(this: TrackedSocket): void {
+  const connection = this[kConnection]
+  if (connection === undefined) return
+  connection.cancelEnd?.()
+  connection.state.connections.delete(this)
+  settle(connection.state)
+}
+
+const connectionOf = (state: GuardState, socket: TrackedSocket): Connection => {
+  let connection = socket[kConnection]
+  if (connection === undefined) {
+    connection = new Connection(state, socket)
+    socket[kConnection] = connection
+    state.connections.add(socket)
+    socket.on("close", onSocketClose)
+    if (closing(state)) scheduleEnd(state, connection)
+  }
+  return connection
+}
+
+const settle = (state: GuardState) => {
+  if (state.connectionsItem !== undefined && state.connections.size === 0 && state.sessions.size === 0) {
+    state.inFlight.removeUnsafe(state.connectionsItem)
+    state.connectionsItem = undefined
+  }
+}
+
+const destroyAll = (state: GuardState) => {
+  for (const socket of state.connections) {
+    socket[kConnection]?.cancelEnd?.()
+    socket.destroy()
+  }
+  for (const session of state.sessions) session.destroy()
+}
+
+/**
+ * `Connection: close` on the newest response queued on the connection; one
+ * queued before it (pipelining) keeps the connection open for the next.
+ */
+const markLast = (connection: Connection) => {
+  const last = connection.last
+  const marked = connection.marked
+  if (marked !== undefined && marked !== last && !marked.headersSent && !marked.writableEnded) {
+    marked.removeHeader("connection")
+  }
+  connection.marked = undefined
+  if (last !== undefined && !last.headersSent && !last.writableEnded) {
+    last.setHeader("connection", "close")
+    connection.marked = last
+  }
+}
+
+/** Ends an idle socket once it has been idle for the grace, and the loop has read what is on the wire. */
+const scheduleEnd = (state: GuardState, connection: Connection) => {
+  if (connection.ended || connection.upgraded || connection.cancelEnd !== undefined) return
+  if (connection.pending > 0) return markLast(connection)
+  const end = () => {
+    connection.cancelEnd = undefined
+    if (connection.pending > 0 || connection.ended || connection.upgraded) return
+    connection.ended = true
+    connection.socket.end()
+  }
+  // Two turns of the loop: a poll phase runs between them, so the bytes of
+  // a request already on the wire are read and parsed before we decide.
+  let immediate: NodeJS.Immediate | undefined = setImmediate(() => {
+    immediate = setImmediate(() => {
+      immediate = undefined
+      const wait = state.idleGraceMs - (Date.now() - connection.lastActiveAt)
+      if (wait <= 0) return end()
+      const timer = setTimeout(end, wait)
+      timer.unref()
+      connection.cancelEnd = () => {
+        clearTimeout(timer)
+        connection.cancelEnd = undefined
+      }
+    })
+  })
+  connection.cancelEnd = () => {
+    if (immediate !== undefined) clearImmediate(immediate)
+    connection.cancelEnd = undefined
+  }
+}
+
+const cutResponse = (state: GuardState, response: Http.ServerResponse) => {
+  if (!response.headersSent && !response.destroyed) {
+    for (const header of response.getHeaderNames()) response.removeHeader(header)
+    const headers: Http.OutgoingHttpHeaders = {
+      "content-type": "text/plain",
+      "content-length": REFUSED_BODY.length,
+      "retry-after": "1"
+    }
+    if (!state.isHttp2) headers.connection = "close"
+    response.writeHead(503, headers)
+    response.end(REFUSED_BODY)
+  } else {
+    response.destroy()
+  }
+  neuter(response)
+}
+
+function onResponseClose(this: TrackedResponse): void {
+  const tracked = this[kRequest]
+  if (tracked === undefined) return
+  this[kRequest] = undefined
+  if (tracked.tracked) tracked.state.inFlight.removeUnsafe(tracked)
+  const connection = tracked.connection
+  if (connection === undefined) return
+  connection.pending--
+  if (connection.last === this) connection.last = undefined
+  if (connection.marked === this) connection.marked = undefined
+  connection.lastActiveAt = Date.now()
+  if (closing(tracked.state)) scheduleEnd(tracked.state, connection)
+}
+
+const onRequest = (state: GuardState, request: Http.IncomingMessage, response: TrackedResponse): boolean => {
+  const connection = state.isHttp2 ? undefined : connectionOf(state, request.socket)
+  if (connection?.ended === true) {
+    // The request crossed our FIN on the wire. Nothing can be written back
+    // on an ended socket; writing would only turn the close into a reset.
+    // Leave it unanswered: the client sees a clean close.
+    neuter(response)
+    return true
+  }
+  const tracked = new TrackedRequest(state, "request", request, response, connection)
+  response[kRequest] = tracked
+  response.on("close", onResponseClose)
+  if (connection !== undefined) {
+    connection.cancelEnd?.()
+    connection.lastActiveAt = Date.now()
+    connection.pending++
+    connection.last = response
+    if (draining(state)) markLast(connection)
+  }
+  // Probes count as activity on the connection but never hold the drain.
+  if (state.answerHealth !== undefined && state.answerHealth(request, response)) return true
+  if (!state.inFlight.addUnsafe(tracked)) {
+    cutResponse(state, response)
+    return true
+  }
+  tracked.tracked = true
+  return false
+}
+
+function onUpgradedSocketClose(this: Net.Socket & { [kRequest]?: TrackedRequest | undefined }): void {
+  const tracked = this[kRequest]
+  if (tracked === undefined) return
+  this[kRequest] = undefined
+  tracked.state.inFlight.removeUnsafe(tracked)
+}
+
+const onUpgrade = (state: GuardState, request: Http.IncomingMessage, socket: Net.Socket): boolean => {
+  socket.on("error", noop)
+  if (draining(state)) {
+    socket.end(refusalHead(503))
+    return true
+  }
+  const connection = connectionOf(state, socket)
+  connection.upgraded = true
+  connection.cancelEnd?.()
+  const isWebSocket = request.headers.upgrade?.toLowerCase() === "websocket"
+  const tracked = new TrackedRequest(state, isWebSocket ? "websocket" : "upgrade", request, undefined, undefined)
+  if (!state.inFlight.addUnsafe(tracked)) {
+    socket.end(refusalHead(503))
+    return true
+  }
+  ;(socket as Net.Socket & { [kRequest]?: TrackedRequest })[kRequest] = tracked
+  socket.on("close", onUpgradedSocketClose)
+  return false
+}
+
+const closeUpgraded = (state: GuardState, connection: Connection) => {
+  const ws = webSocketOf(connection.socket)
+  if (ws !== undefined) return ws.close(1001, state.closeReason)
+  // An upgraded socket no `ws` owns (yet): if the handshake has been
+  // answered, say goodbye in the protocol; otherwise leave it to the cut.
+  if (connection.socket.bytesWritten > 0 && !connection.socket.destroyed) {
+    connection.socket.end(closeFrame(1001, state.closeReason))
+  }
+}
 
 /**
  * Listens on a Node server (resolving once it is listening) and returns the

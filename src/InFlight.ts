@@ -36,13 +36,27 @@ export interface TrackOptions {
   readonly reportCut?: boolean | undefined
 }
 
-interface Entry {
-  readonly reportCut: boolean
+/**
+ * One unit of in-flight work, as adapters hand it to {@link InFlightSet.addUnsafe}.
+ * An adapter implements it on an object it already keeps per request (a
+ * class with prototype methods, a getter for the label), so tracking costs
+ * no closure and no string until a cut needs one.
+ *
+ * @since 0.1.0
+ */
+export interface Item {
   readonly kind: string
+  /** Read only when the item is cut: a getter is fine. */
   readonly label: string
-  readonly startedAt: number
-  readonly interrupt: () => void
+  /** Whether a cut of this item is reported (see {@link TrackOptions.reportCut}). */
+  readonly reportCut: boolean
+  /** Set by the set when the item is added. */
+  startedAt: number
+  /** Called once, at the drain deadline, if the item is still in flight. */
+  interrupt(): void
 }
+
+type Entry = Item
 
 /**
  * The in-flight set.
@@ -63,6 +77,13 @@ export interface InFlightSet {
    * the cut): the caller should refuse it.
    */
   readonly enterUnsafe: (options: TrackOptions & { readonly onCut: () => void }) => (() => void) | undefined
+  /**
+   * Adds an item (see {@link Item}); returns false, having recorded it as cut,
+   * if the set is already closed. Remove it with `removeUnsafe` when done.
+   */
+  readonly addUnsafe: (item: Item) => boolean
+  /** Removes an item added with `addUnsafe` (no-op if absent). */
+  readonly removeUnsafe: (item: Item) => void
   /** How much work is in flight now. */
   readonly size: Effect.Effect<number>
   /** The same, synchronously. */
@@ -176,6 +197,18 @@ export const make = (
         return Effect.onExit(effect, () => remove(entry))
       })
 
+    const addUnsafe = (item: Item): boolean => {
+      if (closed) {
+        if (item.reportCut) options.onCutOnArrival?.({ kind: item.kind, label: item.label, ageMs: 0 })
+        return false
+      }
+      item.startedAt = clock.currentTimeMillisUnsafe()
+      entries.add(item)
+      empty.closeUnsafe()
+      gauge()
+      return true
+    }
+
     const enterUnsafe = (options_: TrackOptions & { readonly onCut: () => void }) => {
       const kind = options_.kind ?? "work"
       const label = options_.label ?? kind
@@ -217,6 +250,8 @@ export const make = (
     return {
       track,
       enterUnsafe,
+      addUnsafe,
+      removeUnsafe,
       size: Effect.sync(() => entries.size),
       sizeUnsafe: () => entries.size,
       reportableSizeUnsafe: () => {

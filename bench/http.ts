@@ -1,0 +1,242 @@
+/**
+ * HTTP benchmarks, measured side by side in one run and written to
+ * bench/results/http.json:
+ *
+ * 1. Overhead: requests/s and p99 latency of a trivial route, our guard vs
+ *    the same app without it (Effect NodeHttpServer; plain http.Server, with
+ *    http-terminator and terminus beside it). Variants alternate within each
+ *    round; the figures are medians over rounds, compared as ratios.
+ * 2. Shutdown latency: 1,000 idle keep-alive sockets, no delay, SIGTERM →
+ *    process exit.
+ * 3. Memory: heap per in-flight request with 10,000 concurrent slow requests,
+ *    ours minus the bare server's.
+ *
+ * Loopback only, bounded in count and time; stops by itself.
+ */
+// @ts-expect-error autocannon ships no types
+import autocannon from "autocannon"
+import { type ChildProcess, spawn } from "node:child_process"
+import { mkdirSync, writeFileSync } from "node:fs"
+import * as Net from "node:net"
+import { join } from "node:path"
+import { createInterface } from "node:readline"
+
+const rounds = Number(process.env.BENCH_ROUNDS ?? 3)
+const seconds = Number(process.env.BENCH_SECONDS ?? 3)
+const shutdownRuns = Number(process.env.BENCH_SHUTDOWN_RUNS ?? 5)
+const idleSockets = Number(process.env.BENCH_IDLE_SOCKETS ?? 1000)
+const slowRequests = Number(process.env.BENCH_SLOW_REQUESTS ?? 10_000)
+const serverFile = join(import.meta.dirname, "server.ts")
+
+interface Server {
+  readonly child: ChildProcess
+  readonly port: number
+  readonly exited: Promise<number>
+}
+
+const startServer = (variant: string): Promise<Server> =>
+  new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, ["--expose-gc", serverFile], {
+      env: { ...process.env, BENCH_VARIANT: variant, SHUTDOWN_DELAY: "0 seconds" },
+      stdio: ["ignore", "pipe", "inherit"]
+    })
+    const exited = new Promise<number>((done) => child.once("exit", () => done(performance.now())))
+    createInterface({ input: child.stdout! }).on("line", (line) => {
+      const match = /^PORT (\d+)$/.exec(line)
+      if (match) resolve({ child, port: Number(match[1]), exited })
+    })
+    child.once("exit", (code) => reject(new Error(`${variant} exited early with ${code}`)))
+  })
+
+const stop = async (server: Server) => {
+  server.child.kill("SIGKILL")
+  await server.exited
+}
+
+const load = (port: number, duration: number) =>
+  autocannon({ url: `http://127.0.0.1:${port}/`, connections: 32, pipelining: 1, duration })
+
+const median = (values: ReadonlyArray<number>) => {
+  const sorted = [...values].sort((a, b) => a - b)
+  const mid = Math.floor(sorted.length / 2)
+  return sorted.length % 2 === 1 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2
+}
+
+const get = (port: number, path: string): Promise<string> =>
+  new Promise((resolve, reject) => {
+    const socket = Net.connect({ port, host: "127.0.0.1" }, () => {
+      socket.write(`GET ${path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`)
+    })
+    let data = ""
+    socket.on("data", (chunk) => (data += chunk))
+    socket.on("end", () => resolve(data.slice(data.indexOf("\r\n\r\n") + 4)))
+    socket.on("error", reject)
+  })
+
+// ---------------------------------------------------------------------------
+
+const overhead = async () => {
+  const groups = [
+    { baseline: "effect-bare", variants: ["effect-bare", "effect-graceful"] },
+    { baseline: "node-bare", variants: ["node-bare", "node-graceful", "node-terminator", "node-terminus"] }
+  ]
+  const samples: Record<string, Array<{ rps: number; p99: number }>> = {}
+  for (let round = 0; round < rounds; round++) {
+    for (const group of groups) {
+      const order = round % 2 === 0 ? group.variants : [...group.variants].reverse()
+      for (const variant of order) {
+        const server = await startServer(variant)
+        await load(server.port, 1)
+        const result = await load(server.port, seconds)
+        await stop(server)
+        ;(samples[variant] ??= []).push({ rps: result.requests.average, p99: result.latency.p99 })
+        console.log(`  round ${round + 1} ${variant.padEnd(16)} ${Math.round(result.requests.average)} req/s, p99 ${result.latency.p99} ms`)
+      }
+    }
+  }
+  const rows = groups.flatMap((group) => {
+    const base = samples[group.baseline]!
+    const baseRps = median(base.map((s) => s.rps))
+    const baseP99 = median(base.map((s) => s.p99))
+    return group.variants.map((variant) => {
+      const rps = median(samples[variant]!.map((s) => s.rps))
+      const p99 = median(samples[variant]!.map((s) => s.p99))
+      return {
+        variant,
+        baseline: group.baseline,
+        requestsPerSecond: Math.round(rps),
+        p99Ms: p99,
+        throughputRatio: Number((rps / baseRps).toFixed(3)),
+        p99Ratio: Number((p99 / baseP99).toFixed(3))
+      }
+    })
+  })
+  return { rounds, secondsPerSample: seconds, connections: 32, samples, rows }
+}
+
+const openIdleSockets = async (port: number, count: number) => {
+  const sockets: Array<Net.Socket> = []
+  for (let i = 0; i < count; i += 100) {
+    await Promise.all(Array.from({ length: Math.min(100, count - i) }, () =>
+      new Promise<void>((resolve, reject) => {
+        const socket = Net.connect({ port, host: "127.0.0.1" }, () => {
+          socket.write("GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        })
+        socket.once("data", () => resolve())
+        socket.on("error", (e) => (sockets.includes(socket) ? undefined : reject(e)))
+        sockets.push(socket)
+      })))
+  }
+  return sockets
+}
+
+const shutdownLatency = async () => {
+  const variants = ["effect-graceful", "node-graceful", "node-bare", "node-terminator", "node-terminus"]
+  const rows = []
+  for (const variant of variants) {
+    const times: Array<number> = []
+    for (let run = 0; run < shutdownRuns; run++) {
+      const server = await startServer(variant)
+      const sockets = await openIdleSockets(server.port, idleSockets)
+      await new Promise((resolve) => setTimeout(resolve, 300))
+      const sent = performance.now()
+      server.child.kill("SIGTERM")
+      const timeout = setTimeout(() => server.child.kill("SIGKILL"), 30_000)
+      const exitedAt = await server.exited
+      clearTimeout(timeout)
+      times.push(exitedAt - sent)
+      for (const socket of sockets) socket.destroy()
+    }
+    const row = { variant, idleSockets, runs: times.map((t) => Math.round(t)), medianMs: Math.round(median(times)) }
+    console.log(`  ${variant.padEnd(16)} SIGTERM → exit with ${idleSockets} idle keep-alive sockets: median ${row.medianMs} ms (${row.runs.join(", ")})`)
+    rows.push(row)
+  }
+  return { rows }
+}
+
+const heapPerRequest = async (variant: string) => {
+  const server = await startServer(variant)
+  const sockets: Array<Net.Socket> = []
+  // Warm the code paths, then measure with nothing in flight.
+  await openIdleSockets(server.port, 100).then((s) => s.forEach((socket) => socket.destroy()))
+  await new Promise((resolve) => setTimeout(resolve, 200))
+  const before = Number(await get(server.port, "/heap"))
+  for (let i = 0; i < slowRequests; i += 500) {
+    await Promise.all(Array.from({ length: Math.min(500, slowRequests - i) }, () =>
+      new Promise<void>((resolve, reject) => {
+        const socket = Net.connect({ port: server.port, host: "127.0.0.1" }, () => {
+          socket.write("GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+          resolve()
+        })
+        socket.on("error", reject)
+        sockets.push(socket)
+      })))
+  }
+  while (Number(await get(server.port, "/parked")) < slowRequests) {
+    await new Promise((resolve) => setTimeout(resolve, 50))
+  }
+  const during = Number(await get(server.port, "/heap"))
+  for (const socket of sockets) socket.destroy()
+  await stop(server)
+  return (during - before) / slowRequests
+}
+
+const memory = async () => {
+  const pairs = [["effect-bare", "effect-graceful"], ["node-bare", "node-graceful"]] as const
+  const rows = []
+  for (const [bare, ours] of pairs) {
+    const bareBytes: Array<number> = []
+    const oursBytes: Array<number> = []
+    for (let round = 0; round < 2; round++) {
+      bareBytes.push(await heapPerRequest(bare))
+      oursBytes.push(await heapPerRequest(ours))
+    }
+    const row = {
+      variant: ours,
+      baseline: bare,
+      concurrentRequests: slowRequests,
+      bareBytesPerRequest: Math.round(median(bareBytes)),
+      oursBytesPerRequest: Math.round(median(oursBytes)),
+      overheadBytesPerRequest: Math.round(median(oursBytes) - median(bareBytes))
+    }
+    console.log(`  ${ours.padEnd(16)} heap per in-flight request: ${row.oursBytesPerRequest} B vs ${row.bareBytesPerRequest} B bare → +${row.overheadBytesPerRequest} B`)
+    rows.push(row)
+  }
+  return { rows }
+}
+
+const only = process.env.BENCH_ONLY
+const section = async <A>(name: string, title: string, run: () => Promise<A>): Promise<A | undefined> => {
+  if (only !== undefined && only !== name) return undefined
+  console.log(title)
+  return run()
+}
+
+const main = async () => {
+  const started = Date.now()
+  const overheadResult = await section("overhead", `HTTP overhead (${rounds} rounds × ${seconds} s, 32 connections)`, overhead)
+  const shutdownResult = await section("shutdown", `Shutdown latency (${shutdownRuns} runs)`, shutdownLatency)
+  const memoryResult = await section("memory", `Memory (${slowRequests} concurrent slow requests)`, memory)
+
+  console.log("\nSummary")
+  for (const row of overheadResult?.rows ?? []) {
+    if (row.variant === row.baseline) continue
+    console.log(`  ${row.variant.padEnd(16)} throughput ${row.throughputRatio}× ${row.baseline}, p99 ${row.p99Ratio}×`)
+  }
+  const results = {
+    date: new Date().toISOString(),
+    node: process.version,
+    cpus: (await import("node:os")).cpus().length,
+    durationSeconds: Math.round((Date.now() - started) / 1000),
+    targets: { throughputRatio: ">= 0.97", p99Ratio: "<= 1.10", shutdownMedianMs: "<= 50", overheadBytesPerRequest: "<= 1024" },
+    overhead: overheadResult,
+    shutdown: shutdownResult,
+    memory: memoryResult
+  }
+  mkdirSync(join(import.meta.dirname, "results"), { recursive: true })
+  const file = only === undefined ? "http.json" : `http-${only}.json`
+  writeFileSync(join(import.meta.dirname, "results", file), JSON.stringify(results, null, 2) + "\n")
+  console.log(`written to bench/results/${file}`)
+}
+
+await main()
