@@ -1,0 +1,120 @@
+/**
+ * The HTTP API: an Effect `HttpRouter` app on the guarded Node server
+ * (`Http.layer` from `effect-graceful/http`), which also answers
+ * `/health/live` and `/health/ready`.
+ *
+ * - `GET /work?ms=N`: waits N ms (0 to 60000, default 0), writes one row to
+ *   the database and one line to the request log, announces it on the
+ *   subscription channel, answers 200 `{ ok, id, ms, durationMs }`.
+ * - `GET /ws`: a WebSocket echo; one request-log line when it closes.
+ */
+import { Effect, Layer } from "effect"
+import { HttpRouter, HttpServer, HttpServerResponse } from "effect/http"
+import type { HttpServerRequest } from "effect/http"
+import { randomUUID } from "node:crypto"
+import * as NodeHttp from "node:http"
+import * as Http from "../../src/Http.ts"
+import { ServiceConfig } from "./Config.ts"
+import { Database } from "./Database.ts"
+import { Events } from "./Events.ts"
+import { RequestLog } from "./RequestLog.ts"
+
+/** The longest `/work` the API accepts, in ms. */
+export const MAX_WORK_MS = 60_000
+
+const parseMs = (url: string): number | undefined => {
+  const raw = new URL(url, "http://localhost").searchParams.get("ms")
+  if (raw === null || raw === "") return 0
+  const ms = Number(raw)
+  return Number.isInteger(ms) && ms >= 0 && ms <= MAX_WORK_MS ? ms : undefined
+}
+
+const Routes = Layer.unwrap(Effect.gen(function*() {
+  const db = yield* Database
+  const log = yield* RequestLog
+  const events = yield* Events
+
+  const work = (request: HttpServerRequest.HttpServerRequest) =>
+    Effect.gen(function*() {
+      const ms = parseMs(request.url)
+      if (ms === undefined) {
+        return HttpServerResponse.jsonUnsafe({ ok: false, error: `ms must be an integer from 0 to ${MAX_WORK_MS}` }, {
+          status: 400
+        })
+      }
+      const id = randomUUID()
+      const startedAt = new Date()
+      yield* Effect.sleep(ms)
+      yield* db.recordWork({ id, ms, startedAt })
+      const durationMs = Date.now() - startedAt.getTime()
+      // Acknowledged (handed to the OS) before the response is sent.
+      yield* log.write({ at: new Date().toISOString(), method: "GET", path: "/work", status: 200, durationMs, id })
+      yield* events.publish(JSON.stringify({ id, ms }))
+      return HttpServerResponse.jsonUnsafe({ ok: true, id, ms, durationMs })
+    }).pipe(
+      Effect.catch((error) =>
+        Effect.logError("/work failed", error).pipe(
+          Effect.as(HttpServerResponse.jsonUnsafe({ ok: false, error: error._tag }, { status: 500 }))
+        )
+      )
+    )
+
+  const echo = (request: HttpServerRequest.HttpServerRequest) =>
+    Effect.gen(function*() {
+      const startedAt = Date.now()
+      let messages = 0
+      yield* Effect.gen(function*() {
+        const socket = yield* request.upgrade
+        const writer = yield* socket.writer
+        const reader = yield* socket.reader
+        while (true) {
+          const chunks = yield* reader.pull
+          for (const chunk of chunks) {
+            messages++
+            yield* writer.write(chunk)
+          }
+        }
+      }).pipe(Effect.scoped, Effect.ignore)
+      yield* log.write({
+        at: new Date().toISOString(),
+        method: "GET",
+        path: "/ws",
+        status: 101,
+        durationMs: Date.now() - startedAt,
+        messages
+      }).pipe(Effect.ignore)
+      return HttpServerResponse.empty()
+    })
+
+  return Layer.mergeAll(HttpRouter.add("GET", "/work", work), HttpRouter.add("GET", "/ws", echo))
+}))
+
+const AnnounceAddress = (host: string) =>
+  Layer.effectDiscard(HttpServer.HttpServer.use((server) =>
+    Effect.log(`listening on http://${host}:${"port" in server.address ? server.address.port : "?"}`)
+  ))
+
+/**
+ * The API on the guarded server, listening on `HOST:PORT`.
+ *
+ * @example
+ * ```ts
+ * import { Layer } from "effect"
+ * import { ApiLive } from "./Api.ts"
+ * import { ConfigLive } from "./Config.ts"
+ *
+ * // needs Database, RequestLog, Events and the services Graceful.run provides
+ * const Partial = ApiLive.pipe(Layer.provide(ConfigLive))
+ * ```
+ */
+export const ApiLive = Layer.unwrap(Effect.gen(function*() {
+  const config = yield* ServiceConfig
+  return Layer.mergeAll(HttpRouter.serve(Routes, { disableLogger: true, disableListenLog: true }), AnnounceAddress(config.host)).pipe(
+    Layer.provide(Http.layer(
+      // Longer than a load balancer's idle timeout, as it should be; the guard
+      // ends idle keep-alive sockets at shutdown, so it never waits this out.
+      () => NodeHttp.createServer({ keepAliveTimeout: 65_000 }),
+      { port: config.port, host: config.host }
+    ))
+  )
+}))

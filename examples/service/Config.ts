@@ -1,0 +1,65 @@
+/**
+ * The service's own configuration, read from the environment through
+ * Effect's `Config` (the shutdown variables, `SHUTDOWN_*`, are read by the
+ * library itself).
+ *
+ * | variable | meaning | default |
+ * |---|---|---|
+ * | `PORT` | port to listen on (`0`: any free port) | `3000` |
+ * | `HOST` | address to listen on | `127.0.0.1` |
+ * | `LOG_FILE` | the JSONL request log, one line per completed request | `service.jsonl` |
+ * | `DATABASE_URL` | a real Postgres (through `effect-graceful/pg`) | unset: in-process PGlite |
+ * | `PGLITE_DIR` | where PGlite keeps its files | unset: in memory |
+ * | `REDIS_URL` | a real Redis for pub/sub (through `effect-graceful/redis`) | unset: in-process pub/sub |
+ */
+import { Config, Context, Effect, Layer, Option } from "effect"
+
+/**
+ * The resolved configuration.
+ *
+ * @example
+ * ```ts
+ * import { Effect } from "effect"
+ * import { ServiceConfig } from "./Config.ts"
+ *
+ * const port = Effect.map(ServiceConfig.asEffect(), (config) => config.port)
+ * ```
+ */
+export class ServiceConfig extends Context.Service<ServiceConfig, {
+  readonly port: number
+  readonly host: string
+  readonly logFile: string
+  readonly databaseUrl: Option.Option<string>
+  readonly pgliteDir: Option.Option<string>
+  readonly redisUrl: Option.Option<string>
+}>()("service/Config") {}
+
+const nonEmpty = (name: string) =>
+  Config.option(Config.String(name)).pipe(Config.map(Option.filter((value) => value !== "")))
+
+/**
+ * Reads the configuration once, when the layer is built; a bad value (say
+ * `PORT=http`) fails the start-up before anything is acquired.
+ *
+ * @example
+ * ```ts
+ * import { Layer } from "effect"
+ * import { ConfigLive } from "./Config.ts"
+ *
+ * declare const AppLive: Layer.Layer<never, never, import("./Config.ts").ServiceConfig>
+ * const Live = AppLive.pipe(Layer.provide(ConfigLive))
+ * ```
+ */
+export const ConfigLive = Layer.effect(
+  ServiceConfig,
+  Effect.gen(function*() {
+    return ServiceConfig.of({
+      port: yield* Config.Port("PORT").pipe(Config.withDefault(3000)),
+      host: yield* Config.String("HOST").pipe(Config.withDefault("127.0.0.1")),
+      logFile: yield* Config.String("LOG_FILE").pipe(Config.withDefault("service.jsonl")),
+      databaseUrl: yield* nonEmpty("DATABASE_URL"),
+      pgliteDir: yield* nonEmpty("PGLITE_DIR"),
+      redisUrl: yield* nonEmpty("REDIS_URL")
+    })
+  })
+)

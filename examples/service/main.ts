@@ -1,0 +1,32 @@
+/**
+ * The example service. Run it with `npm start` (or
+ * `node examples/service/main.ts`), stop it with Ctrl-C or SIGTERM.
+ *
+ * Layers are built in this order, and released in the reverse one:
+ *
+ * 1. config (`PORT`, `HOST`, `LOG_FILE`, `DATABASE_URL`, `REDIS_URL`; the
+ *    library reads `SHUTDOWN_*` itself)
+ * 2. the JSONL request log (`LOG_FILE`): released last, so the drain's
+ *    requests still get their lines
+ * 3. the database: PGlite in process, or Postgres with `DATABASE_URL`
+ * 4. the subscription: in-process pub/sub, or Redis with `REDIS_URL`
+ * 5. the HTTP API with health routes and a WebSocket echo: first to stop
+ */
+import { NodeRuntime } from "@effect/platform-node"
+import { Layer } from "effect"
+import * as Graceful from "../../src/Graceful.ts"
+import { ApiLive } from "./Api.ts"
+import { ConfigLive } from "./Config.ts"
+import { DatabaseLive } from "./Database.ts"
+import { EventsLive } from "./Events.ts"
+import { RequestLogLive } from "./RequestLog.ts"
+
+// `Layer.provide` builds what it provides first: read from the bottom up.
+const AppLive = ApiLive.pipe(
+  Layer.provide(EventsLive),
+  Layer.provide(DatabaseLive),
+  Layer.provide(RequestLogLive),
+  Layer.provide(ConfigLive)
+)
+
+Graceful.launch(AppLive).pipe(NodeRuntime.runMain({ teardown: Graceful.teardown }))
