@@ -13,13 +13,15 @@
  * 5. the HTTP API with health routes and a WebSocket echo: first to stop
  */
 import { NodeRuntime } from "@effect/platform-node"
-import { Layer } from "effect"
+import { Effect, Layer } from "effect"
 import * as Graceful from "../../src/Graceful.ts"
+import * as Signals from "../../src/Signals.ts"
 import { ApiLive } from "./Api.ts"
 import { ConfigLive } from "./Config.ts"
 import { DatabaseLive } from "./Database.ts"
 import { EventsLive } from "./Events.ts"
 import { RequestLogLive } from "./RequestLog.ts"
+import { coalesce } from "./Signals.ts"
 
 // `Layer.provide` builds what it provides first: read from the bottom up.
 const AppLive = ApiLive.pipe(
@@ -29,4 +31,8 @@ const AppLive = ApiLive.pipe(
   Layer.provide(ConfigLive)
 )
 
-Graceful.launch(AppLive).pipe(NodeRuntime.runMain({ teardown: Graceful.teardown }))
+Graceful.launch(AppLive).pipe(
+  // Under `npm start`, one Ctrl-C arrives twice (see ./Signals.ts).
+  Effect.provideService(Signals.Signals, coalesce(Signals.processSignals(process))),
+  NodeRuntime.runMain({ teardown: Graceful.teardown })
+)
