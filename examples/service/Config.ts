@@ -12,7 +12,7 @@
  * | `PGLITE_DIR` | where PGlite keeps its files | unset: in memory |
  * | `REDIS_URL` | a real Redis for pub/sub (through `effect-graceful/redis`) | unset: in-process pub/sub |
  */
-import { Config, Context, Effect, Layer, Option } from "effect"
+import { Config, Context, Data, Effect, Layer, Option } from "effect"
 
 /**
  * The resolved configuration.
@@ -38,6 +38,32 @@ const nonEmpty = (name: string) =>
   Config.option(Config.String(name)).pipe(Config.map(Option.filter((value) => value !== "")))
 
 /**
+ * A value the service cannot use.
+ *
+ * @example
+ * ```ts
+ * import { InvalidConfig } from "./Config.ts"
+ *
+ * const error = new InvalidConfig({ variable: "PORT", value: "70000", reason: "not a port (0 to 65535)" })
+ * ```
+ */
+export class InvalidConfig extends Data.TaggedError("InvalidConfig")<{
+  readonly variable: string
+  readonly value: string
+  readonly reason: string
+}> {
+  override get message(): string {
+    return `${this.variable}=${JSON.stringify(this.value)}: ${this.reason}`
+  }
+}
+
+// `Config.Port` refuses 0; the tests and the demo ask for any free port.
+const port = Effect.flatMap(Config.Int("PORT").pipe(Config.withDefault(3000)), (value) =>
+  value >= 0 && value <= 65535
+    ? Effect.succeed(value)
+    : Effect.fail(new InvalidConfig({ variable: "PORT", value: String(value), reason: "not a port (0 to 65535)" })))
+
+/**
  * Reads the configuration once, when the layer is built; a bad value (say
  * `PORT=http`) fails the start-up before anything is acquired.
  *
@@ -54,7 +80,7 @@ export const ConfigLive = Layer.effect(
   ServiceConfig,
   Effect.gen(function*() {
     return ServiceConfig.of({
-      port: yield* Config.Port("PORT").pipe(Config.withDefault(3000)),
+      port: yield* port,
       host: yield* Config.String("HOST").pipe(Config.withDefault("127.0.0.1")),
       logFile: yield* Config.String("LOG_FILE").pipe(Config.withDefault("service.jsonl")),
       databaseUrl: yield* nonEmpty("DATABASE_URL"),
