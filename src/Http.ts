@@ -39,12 +39,18 @@
  * @since 0.1.0
  */
 import * as NodeHttpServer from "@effect/platform-node/NodeHttpServer"
+import * as NodeHttpServerRequest from "@effect/platform-node/NodeHttpServerRequest"
+import * as Context from "effect/Context"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import type * as Fiber from "effect/Fiber"
 import type { LazyArg } from "effect/Function"
 import * as HttpServer from "effect/http/HttpServer"
+import * as HttpServerRequest from "effect/http/HttpServerRequest"
+import type { HttpServerResponse } from "effect/http/HttpServerResponse"
 import type { ServeError } from "effect/http/HttpServerError"
 import * as Layer from "effect/Layer"
+import * as Option from "effect/Option"
 import type * as Scope from "effect/Scope"
 import type * as Http from "node:http"
 import type * as Http2 from "node:http2"
@@ -271,6 +277,7 @@ const kRequest = Symbol.for("effect-graceful/http/request")
 
 type TrackedSocket = Net.Socket & { [kConnection]?: Connection }
 type TrackedResponse = Http.ServerResponse & { [kRequest]?: TrackedRequest | undefined }
+type TrackedIncoming = Http.IncomingMessage & { [kRequest]?: TrackedRequest | undefined }
 
 class Connection {
   readonly state: GuardState
@@ -302,6 +309,8 @@ class TrackedRequest implements InFlightItem {
   readonly socket: Net.Socket
   readonly connection: Connection | undefined
   tracked = false
+  /** The Effect fiber handling the request, when it is an Effect app. */
+  fiber: Fiber.Fiber<unknown, unknown> | undefined = undefined
   constructor(
     state: GuardState,
     kind: string,
@@ -320,10 +329,14 @@ class TrackedRequest implements InFlightItem {
     return `${this.request.method} ${Health.pathOf(this.request.url)}`
   }
   interrupt(): void {
-    if (this.response !== undefined) return cutResponse(this.state, this.response)
-    const ws = webSocketOf(this.socket)
-    if (ws !== undefined) ws.terminate()
-    else this.socket.destroy()
+    if (this.response !== undefined) {
+      cutResponse(this.state, this.response)
+    } else {
+      const ws = webSocketOf(this.socket)
+      if (ws !== undefined) ws.terminate()
+      else this.socket.destroy()
+    }
+    this.fiber?.interruptUnsafe()
   }
 }
 
@@ -474,6 +487,7 @@ const onRequest = (state: GuardState, request: Http.IncomingMessage, response: T
   }
   const tracked = new TrackedRequest(state, "request", request, response, connection)
   response[kRequest] = tracked
+  ;(request as TrackedIncoming)[kRequest] = tracked
   response.on("close", onResponseClose)
   if (connection !== undefined) {
     connection.cancelEnd?.()
@@ -515,6 +529,7 @@ const onUpgrade = (state: GuardState, request: Http.IncomingMessage, socket: Net
     return true
   }
   ;(socket as Net.Socket & { [kRequest]?: TrackedRequest })[kRequest] = tracked
+  ;(request as TrackedIncoming)[kRequest] = tracked
   socket.on("close", onUpgradedSocketClose)
   return false
 }
@@ -640,9 +655,29 @@ export const layerServer = (
         disablePreemptiveShutdown: true
       })
       yield* guard(server!, options)
-      return httpServer
+      return HttpServer.make({
+        address: httpServer.address,
+        // Each request's fiber joins its record, so a cut also interrupts the
+        // handler: its finalizers (a transaction's rollback) run before the
+        // resources it uses are released.
+        serve: (app, middleware) => (httpServer.serve as Serve)(attachFiber(app), middleware)
+      })
     })
   )
+
+type Serve = Parameters<typeof HttpServer.make>[0]["serve"]
+
+const attachFiber = <E, R>(
+  app: Effect.Effect<HttpServerResponse, E, R | HttpServerRequest.HttpServerRequest>
+): Effect.Effect<HttpServerResponse, E, R | HttpServerRequest.HttpServerRequest> =>
+  Effect.withFiber((fiber) => {
+    const request = Context.getOption(fiber.context, HttpServerRequest.HttpServerRequest)
+    if (Option.isSome(request)) {
+      const tracked = (NodeHttpServerRequest.toIncomingMessage(request.value) as TrackedIncoming)[kRequest]
+      if (tracked !== undefined) tracked.fiber = fiber
+    }
+    return app
+  })
 
 /**
  * {@link layerServer} plus the platform services `NodeHttpServer.layer`

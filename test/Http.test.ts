@@ -7,7 +7,7 @@ import { describe, expect, it } from "@effect/vitest"
 import { Deferred, Effect, Fiber } from "effect"
 import { TestClock } from "effect/testing"
 import * as NodeHttp from "node:http"
-import { Graceful, Health, Http, Lifecycle, type Report } from "../src/index.ts"
+import { Graceful, Health, Http, Lifecycle, type Report, Resource } from "../src/index.ts"
 import * as GracefulTest from "../src/testing.ts"
 import { RawConnection } from "./e2e/wire.ts"
 
@@ -196,5 +196,52 @@ describe("Http.guard", () => {
       expect(second.headers.connection).toBe("close")
       yield* TestClock.adjust("1 second")
       expect((yield* Fiber.join(fiber)).exitCode).toBe(0)
+    }).pipe(Effect.provide(GracefulTest.layer)))
+})
+
+describe("Http.layer (Effect HttpServer)", () => {
+  it.effect("a handler still running at the drain deadline gets 503 on the wire and its fiber interrupted", () =>
+    Effect.gen(function*() {
+      const { HttpRouter, HttpServer, HttpServerResponse } = yield* Effect.promise(() => import("effect/http"))
+      const { Layer } = yield* Effect.promise(() => import("effect"))
+      const events: Array<string> = []
+      const started = yield* Deferred.make<void>()
+      const interrupted = yield* Deferred.make<void>()
+      const listening = yield* Deferred.make<number>()
+      const Routes = HttpRouter.add(
+        "GET",
+        "/hang",
+        Deferred.succeed(started, undefined).pipe(
+          Effect.andThen(Effect.never),
+          Effect.onInterrupt(() =>
+            Effect.sync(() => events.push("handler interrupted")).pipe(
+              Effect.andThen(Deferred.succeed(interrupted, undefined))
+            )
+          ),
+          Effect.as(HttpServerResponse.text("never"))
+        )
+      )
+      const App = HttpRouter.serve(Routes, { disableLogger: true, disableListenLog: true }).pipe(
+        Layer.provideMerge(Http.layer(() => NodeHttp.createServer(), { port: 0, host: "127.0.0.1", idleGrace: 0 }))
+      )
+      const fiber: Fiber.Fiber<Report.ShutdownReport, unknown> = yield* Effect.gen(function*() {
+        const context = yield* Layer.build(App)
+        // Released first of all: the handler must have been interrupted by the cut before.
+        yield* Resource.addFinalizer("marker", Effect.sync(() => events.push("releasing")))
+        const server = (yield* HttpServer.HttpServer.pipe(Effect.provideContext(context)))
+        if (server.address._tag !== "UnixPathAddress") yield* Deferred.succeed(listening, server.address.port)
+        return yield* Effect.never
+      }).pipe(Graceful.run({ timeout: "20 seconds", drainTimeout: "2 seconds" }), Effect.forkChild)
+      const port = yield* Deferred.await(listening)
+      const connection = yield* connect(port)
+      connection.send("/hang")
+      yield* Deferred.await(started)
+      yield* GracefulTest.send("SIGTERM")
+      yield* TestClock.adjust("2 seconds")
+      expect((yield* read(connection)).status).toBe(503)
+      yield* Deferred.await(interrupted)
+      const report = yield* Fiber.join(fiber)
+      expect(report.cut.map((c) => `${c.kind} ${c.label}`)).toEqual(["request GET /hang"])
+      expect(events).toEqual(["handler interrupted", "releasing"])
     }).pipe(Effect.provide(GracefulTest.layer)))
 })
