@@ -11,6 +11,8 @@
  * 3. the database: PGlite in process, or Postgres with `DATABASE_URL`
  * 4. the subscription: in-process pub/sub, or Redis with `REDIS_URL`
  * 5. the HTTP API with health routes and a WebSocket echo: first to stop
+ *
+ * Each phase change is logged (`phase: Draining`, ...).
  */
 import { NodeRuntime } from "@effect/platform-node"
 import { Effect, Layer } from "effect"
@@ -20,11 +22,12 @@ import { ApiLive } from "./Api.ts"
 import { ConfigLive } from "./Config.ts"
 import { DatabaseLive } from "./Database.ts"
 import { EventsLive } from "./Events.ts"
+import { PhaseLogLive } from "./PhaseLog.ts"
 import { RequestLogLive } from "./RequestLog.ts"
 import { coalesce } from "./Signals.ts"
 
 // `Layer.provide` builds what it provides first: read from the bottom up.
-const AppLive = ApiLive.pipe(
+const AppLive = Layer.merge(ApiLive, PhaseLogLive).pipe(
   Layer.provide(EventsLive),
   Layer.provide(DatabaseLive),
   Layer.provide(RequestLogLive),
