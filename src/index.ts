@@ -19,6 +19,8 @@ export * as Lifecycle from "./Lifecycle.ts"
 /** @since 0.1.0 */
 export * as Metrics from "./Metrics.ts"
 /** @since 0.1.0 */
+export * as PlatformCheck from "./PlatformCheck.ts"
+/** @since 0.1.0 */
 export * as Report from "./Report.ts"
 /** @since 0.1.0 */
 export * as Resource from "./Resource.ts"

@@ -5,7 +5,8 @@
  * Layers are built in this order, and released in the reverse one:
  *
  * 1. config (`PORT`, `HOST`, `LOG_FILE`, `DATABASE_URL`, `REDIS_URL`; the
- *    library reads `SHUTDOWN_*` itself)
+ *    library reads `SHUTDOWN_*` itself), and the start-up budget check
+ *    against PM2's `kill_timeout` or the Kubernetes grace period
  * 2. the JSONL request log (`LOG_FILE`): released last, so the drain's
  *    requests still get their lines
  * 3. the database: PGlite in process, or Postgres with `DATABASE_URL`
@@ -17,6 +18,7 @@
 import { NodeRuntime } from "@effect/platform-node"
 import { Effect, Layer } from "effect"
 import * as Graceful from "../../src/Graceful.ts"
+import * as PlatformCheck from "../../src/PlatformCheck.ts"
 import * as Signals from "../../src/Signals.ts"
 import { ApiLive } from "./Api.ts"
 import { ConfigLive } from "./Config.ts"
@@ -31,7 +33,9 @@ const AppLive = Layer.merge(ApiLive, PhaseLogLive).pipe(
   Layer.provide(EventsLive),
   Layer.provide(DatabaseLive),
   Layer.provide(RequestLogLive),
-  Layer.provide(ConfigLive)
+  // First of all: warn if the shutdown budget does not fit PM2's kill_timeout
+  // or the Kubernetes grace period.
+  Layer.provide(Layer.merge(ConfigLive, PlatformCheck.layer()))
 )
 
 Graceful.launch(AppLive).pipe(

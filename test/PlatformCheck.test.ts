@@ -1,0 +1,134 @@
+import { describe, expect, it } from "@effect/vitest"
+import { ConfigProvider, Effect, Layer, Logger } from "effect"
+import { PlatformCheck, ShutdownConfig } from "../src/index.ts"
+
+const withEnv = (env: Record<string, string>) => Effect.provide(ConfigProvider.layer(ConfigProvider.fromEnv({ env })))
+
+/** Runs `effect` with a logger that records warnings (and worse). */
+const captureWarnings = <A, E>(effect: Effect.Effect<A, E>) =>
+  Effect.gen(function*() {
+    const warnings: Array<string> = []
+    const logger = Logger.make((options) => {
+      if (options.logLevel === "Warn" || options.logLevel === "Error") {
+        warnings.push((options.message as ReadonlyArray<unknown>).map(String).join(" "))
+      }
+    })
+    const value = yield* effect.pipe(Effect.provide(Logger.layer([logger])))
+    return { value, warnings }
+  })
+
+describe("PlatformCheck.detect", () => {
+  it("sees nothing outside PM2 and Kubernetes", () => {
+    expect(PlatformCheck.detect({ PATH: "/usr/bin", kill_timeout: "100" })).toEqual([])
+  })
+
+  it("PM2: the app's kill_timeout, then the daemon's PM2_KILL_TIMEOUT, then PM2's default 1600 ms", () => {
+    expect(PlatformCheck.detect({ pm_id: "3", kill_timeout: "30000", PM2_KILL_TIMEOUT: "5000" })).toEqual([
+      { platform: "pm2", windowMs: 30_000, preStopMs: 0, source: "kill_timeout=30000", assumed: false }
+    ])
+    expect(PlatformCheck.detect({ pm_id: "0", PM2_KILL_TIMEOUT: "5000" })).toMatchObject([
+      { platform: "pm2", windowMs: 5_000, assumed: false }
+    ])
+    expect(PlatformCheck.detect({ pm_id: "0" })).toMatchObject([
+      { platform: "pm2", windowMs: PlatformCheck.PM2_DEFAULT_KILL_TIMEOUT_MS, assumed: true }
+    ])
+    // A value that is not a number is not trusted.
+    expect(PlatformCheck.detect({ pm_id: "0", kill_timeout: "soon" })).toMatchObject([
+      { platform: "pm2", windowMs: 1_600, assumed: true }
+    ])
+  })
+
+  it("Kubernetes: TERMINATION_GRACE_PERIOD_SECONDS minus PRE_STOP_SLEEP_SECONDS, else the default 30 s", () => {
+    expect(PlatformCheck.detect({ KUBERNETES_SERVICE_HOST: "10.0.0.1" })).toMatchObject([
+      { platform: "kubernetes", windowMs: 30_000, preStopMs: 0, assumed: true }
+    ])
+    expect(
+      PlatformCheck.detect({
+        KUBERNETES_SERVICE_HOST: "10.0.0.1",
+        TERMINATION_GRACE_PERIOD_SECONDS: "45",
+        PRE_STOP_SLEEP_SECONDS: "5"
+      })
+    ).toMatchObject([{ platform: "kubernetes", windowMs: 40_000, preStopMs: 5_000, assumed: false }])
+    // An empty KUBERNETES_SERVICE_HOST is not Kubernetes.
+    expect(PlatformCheck.detect({ KUBERNETES_SERVICE_HOST: "" })).toEqual([])
+  })
+})
+
+describe("PlatformCheck.evaluate", () => {
+  it("PM2: kill_timeout must be at least the budget + 1 s", () => {
+    const at = (killTimeout: number) =>
+      PlatformCheck.evaluate(25_000, PlatformCheck.detect({ pm_id: "0", kill_timeout: String(killTimeout) }))[0]!
+    expect(at(26_000).fits).toBe(true)
+    expect(at(25_999).fits).toBe(false)
+    expect(at(25_999).requiredMs).toBe(26_000)
+    expect(at(25_999).message).toContain("set kill_timeout to at least 26000")
+  })
+
+  it("Kubernetes: grace period must be at least preStop + budget + 2 s", () => {
+    const at = (grace: number, preStop: number) =>
+      PlatformCheck.evaluate(
+        25_000,
+        PlatformCheck.detect({
+          KUBERNETES_SERVICE_HOST: "10.0.0.1",
+          TERMINATION_GRACE_PERIOD_SECONDS: String(grace),
+          PRE_STOP_SLEEP_SECONDS: String(preStop)
+        })
+      )[0]!
+    expect(at(32, 5).fits).toBe(true)
+    expect(at(31, 5).fits).toBe(false)
+    expect(at(31, 5).message).toContain("set terminationGracePeriodSeconds to at least 32")
+    expect(at(27, 0).fits).toBe(true)
+    // The default 30 s grace period fits the default 25 s budget without a preStop sleep.
+    expect(PlatformCheck.evaluate(25_000, PlatformCheck.detect({ KUBERNETES_SERVICE_HOST: "x" }))[0]!.fits).toBe(true)
+  })
+})
+
+describe("PlatformCheck.check", () => {
+  it.effect("warns under PM2 with its default kill_timeout and the default budget, naming both fixes", () =>
+    Effect.gen(function*() {
+      const { value, warnings } = yield* captureWarnings(
+        Effect.flatMap(ShutdownConfig.load(), PlatformCheck.check).pipe(withEnv({ pm_id: "0" }))
+      )
+      expect(value).toHaveLength(1)
+      expect(warnings).toHaveLength(1)
+      expect(warnings[0]).toContain("PM2 sends SIGKILL 1600 ms after its stop signal")
+      expect(warnings[0]).toContain(`SHUTDOWN_TIMEOUT is ${ShutdownConfig.DEFAULT_TIMEOUT_MS} ms`)
+      expect(warnings[0]).toContain("set kill_timeout to at least 26000")
+      expect(warnings[0]).toContain("SHUTDOWN_TIMEOUT to at most 600 millis")
+    }))
+
+  it.effect("stays quiet when the budget fits", () =>
+    Effect.gen(function*() {
+      const { value, warnings } = yield* captureWarnings(
+        Effect.flatMap(ShutdownConfig.load(), PlatformCheck.check).pipe(
+          withEnv({ pm_id: "0", kill_timeout: "26000", KUBERNETES_SERVICE_HOST: "10.0.0.1" })
+        )
+      )
+      expect(value.map((f) => [f.platform, f.fits])).toEqual([["pm2", true], ["kubernetes", true]])
+      expect(warnings).toEqual([])
+    }))
+
+  it.effect("warns on Kubernetes when SHUTDOWN_TIMEOUT outgrows the grace period, and says the default was assumed", () =>
+    Effect.gen(function*() {
+      const { warnings } = yield* captureWarnings(
+        Effect.flatMap(ShutdownConfig.load(), PlatformCheck.check).pipe(
+          withEnv({ KUBERNETES_SERVICE_HOST: "10.0.0.1", SHUTDOWN_TIMEOUT: "40 seconds" })
+        )
+      )
+      expect(warnings).toHaveLength(1)
+      expect(warnings[0]).toContain("Kubernetes' default, 30 s")
+      expect(warnings[0]).toContain("set terminationGracePeriodSeconds to at least 42")
+    }))
+
+  it.effect("as a layer, with the program's code options", () =>
+    Effect.gen(function*() {
+      const { warnings } = yield* captureWarnings(
+        Layer.build(PlatformCheck.layer({ timeout: "20 seconds" })).pipe(
+          Effect.scoped,
+          withEnv({ pm_id: "1", kill_timeout: "20500" })
+        )
+      )
+      expect(warnings).toHaveLength(1)
+      expect(warnings[0]).toContain("set kill_timeout to at least 21000")
+    }))
+})
