@@ -245,3 +245,63 @@ describe("Http.layer (Effect HttpServer)", () => {
       expect(events).toEqual(["handler interrupted", "releasing"])
     }).pipe(Effect.provide(GracefulTest.layer)))
 })
+
+describe("Http.guard on HTTPS (HTTP/1.1 over TLS)", () => {
+  it.effect("keep-alive over TLS: the response in flight says Connection: close, the idle socket is ended, no reset", () =>
+    Effect.gen(function*() {
+      const { readFileSync } = yield* Effect.promise(() => import("node:fs"))
+      const { join } = yield* Effect.promise(() => import("node:path"))
+      const Https = yield* Effect.promise(() => import("node:https"))
+      const Tls = yield* Effect.promise(() => import("node:tls"))
+      const tls = {
+        key: readFileSync(join(import.meta.dirname, "fixtures", "localhost-key.pem")),
+        cert: readFileSync(join(import.meta.dirname, "fixtures", "localhost-cert.pem"))
+      }
+      const arrived = yield* Deferred.make<NodeHttp.ServerResponse>()
+      const listening = yield* Deferred.make<number>()
+      const fiber: Fiber.Fiber<Report.ShutdownReport, unknown> = yield* Effect.gen(function*() {
+        const { port } = yield* Http.serveNode(
+          () =>
+            Https.createServer(tls, (req, res) => {
+              if (req.url === "/slow") Deferred.doneUnsafe(arrived, Effect.succeed(res))
+              else res.end("fast")
+            }),
+          { port: 0, host: "127.0.0.1", idleGrace: 0 }
+        )
+        yield* Deferred.succeed(listening, port)
+        return yield* Effect.never
+      }).pipe(Graceful.run({ timeout: "20 seconds" }), Effect.forkChild)
+      const port = yield* Deferred.await(listening)
+      const open = () =>
+        Effect.promise(() =>
+          new Promise<import("node:tls").TLSSocket>((resolve) => {
+            const socket = Tls.connect({ port, host: "127.0.0.1", ca: tls.cert, servername: "localhost" }, () => resolve(socket))
+          })
+        )
+      const collect = (socket: import("node:tls").TLSSocket) =>
+        new Promise<{ text: string; reset: boolean }>((resolve) => {
+          let text = ""
+          let reset = false
+          socket.on("data", (chunk) => (text += chunk))
+          socket.on("error", (e: NodeJS.ErrnoException) => (reset = e.code === "ECONNRESET"))
+          socket.on("close", () => resolve({ text, reset }))
+        })
+      const idle = yield* open()
+      const idleDone = collect(idle)
+      idle.write("GET /fast HTTP/1.1\r\nHost: localhost\r\n\r\n")
+      const busy = yield* open()
+      const busyDone = collect(busy)
+      busy.write("GET /slow HTTP/1.1\r\nHost: localhost\r\n\r\n")
+      const response = yield* Deferred.await(arrived)
+      yield* GracefulTest.send("SIGTERM")
+      response.end("slow")
+      const busyResult = yield* Effect.promise(() => busyDone)
+      expect(busyResult.text.toLowerCase()).toContain("connection: close")
+      expect(busyResult.text.endsWith("slow")).toBe(true)
+      expect(busyResult.reset).toBe(false)
+      const idleResult = yield* Effect.promise(() => idleDone)
+      expect(idleResult.text.endsWith("fast")).toBe(true)
+      expect(idleResult.reset).toBe(false)
+      expect((yield* Fiber.join(fiber)).exitCode).toBe(0)
+    }).pipe(Effect.provide(GracefulTest.layer)))
+})
