@@ -11,6 +11,7 @@ import { PGlite } from "@electric-sql/pglite"
 import { type ChildProcess, spawn } from "node:child_process"
 import { mkdtempSync, readFileSync, rmSync } from "node:fs"
 import * as Http from "node:http"
+import * as Net from "node:net"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { afterEach, describe, expect, it } from "vitest"
@@ -258,5 +259,60 @@ describe("example service (examples/service/main.ts)", () => {
     } finally {
       rmSync(dir, { recursive: true, force: true })
     }
+  })
+})
+
+describe("examples/express: before.ts drops the request in flight at SIGTERM, main.ts serves it", () => {
+  // before.ts prints the port it was given: give it a free one.
+  const freePort = () =>
+    new Promise<number>((resolve) => {
+      const probe = Net.createServer().listen(0, "127.0.0.1", () => {
+        const address = probe.address() as Net.AddressInfo
+        probe.close(() => resolve(address.port))
+      })
+    })
+
+  const startExpress = async (file: "before.ts" | "main.ts") => {
+    const child = spawn(process.execPath, [join(import.meta.dirname, "..", "..", "examples", "express", file)], {
+      env: { ...process.env, PORT: String(await freePort()), HOST: "127.0.0.1", KUBERNETES_SERVICE_HOST: "" },
+      stdio: ["ignore", "pipe", "pipe"]
+    })
+    clients.push({ destroy: () => child.kill("SIGKILL") })
+    let output = ""
+    const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+      child.on("exit", (code, signal) => resolve({ code, signal }))
+    )
+    const port = await new Promise<number>((resolve, reject) => {
+      const onData = (chunk: Buffer) => {
+        output += String(chunk)
+        const match = /listening on http:\/\/127\.0\.0\.1:(\d+)/.exec(output)
+        if (match) resolve(Number(match[1]))
+      }
+      child.stdout.on("data", onData)
+      child.stderr.on("data", onData)
+      void exited.then(() => reject(new Error(`exited before listening:\n${output}`)))
+    })
+    return { child, port, exited, output: () => output }
+  }
+
+  it("main.ts (graceful): the request completes, health routes answer, exit 0", async () => {
+    const app = await startExpress("main.ts")
+    expect((await get(app.port, "/health/ready")).status).toBe(200)
+    const inFlight = get(app.port, "/work?ms=500")
+    await sleep(100)
+    app.child.kill("SIGTERM")
+    const answer = await inFlight
+    expect(answer.status).toBe(200)
+    expect(answer.body).toEqual({ ok: true, ms: 500 })
+    expect(await app.exited, app.output()).toEqual({ code: 0, signal: null })
+  })
+
+  it("before.ts (as it was): the request in flight is dropped", async () => {
+    const app = await startExpress("before.ts")
+    const inFlight = get(app.port, "/work?ms=500").then(() => "answered", (error: NodeJS.ErrnoException) => error.code)
+    await sleep(100)
+    app.child.kill("SIGTERM")
+    expect(await inFlight).toBe("ECONNRESET")
+    expect(await app.exited).toEqual({ code: null, signal: "SIGTERM" })
   })
 })
