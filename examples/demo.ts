@@ -233,7 +233,7 @@ clearInterval(progress)
 const inFlightAtSigterm = inFlight.size
 sigtermAt = Date.now()
 child.kill("SIGTERM")
-console.log(`\n  ${pad(since(), 9)} ${bold(red("SIGTERM"))}    sent with ${inFlightAtSigterm} requests in flight`)
+console.log(`\n  ${pad("    +0 ms", 9)} ${bold(red("SIGTERM"))}    sent with ${inFlightAtSigterm} requests in flight`)
 
 const exit = await exited
 routing = false
