@@ -33,7 +33,8 @@
  * 5. **Stopped**: the report is logged (and written to
  *    `SHUTDOWN_REPORT_FILE`); the exit code follows the outcome.
  *
- * A 2nd signal stops waiting: the drain ends, in-flight work is cut, and the
+ * The same signal delivered twice within 50 ms counts once (one Ctrl-C
+ * under `npm start` reaches the process twice). A 2nd signal stops waiting: the drain ends, in-flight work is cut, and the
  * release deadline moves to now + the emergency budget. A 3rd exits at once
  * (130 for SIGINT, 143 for SIGTERM). A defect (uncaught exception, unhandled
  * rejection, a program that dies) skips the lame duck and the drain, cuts,
@@ -54,6 +55,7 @@ import * as Coordinator from "./internal/coordinator.ts"
 import type { Health } from "./Health.ts"
 import type { InFlight } from "./InFlight.ts"
 import { Lifecycle } from "./Lifecycle.ts"
+import * as PlatformCheck from "./PlatformCheck.ts"
 import type * as Report from "./Report.ts"
 import * as ShutdownConfig from "./ShutdownConfig.ts"
 import { Signals } from "./Signals.ts"
@@ -139,6 +141,9 @@ export const run: {
   ): Effect.Effect<Report.ShutdownReport, ShutdownConfig.ShutdownConfigError, Exclude<R, Provided>> =>
     Effect.uninterruptible(Effect.gen(function*() {
       const config = yield* ShutdownConfig.load(options)
+      // Warn when the budget does not fit PM2's kill_timeout or the
+      // Kubernetes grace period. Never fails.
+      yield* PlatformCheck.check(config)
       const coordinator = yield* Coordinator.make(config)
       // The sequence runs in a detached fiber that nothing outside interrupts;
       // this fiber waits for it without being interruptible, so the interrupt

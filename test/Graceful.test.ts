@@ -285,6 +285,29 @@ describe("escalation", () => {
       expect(report.exitCode).toBe(1)
     }).pipe(Effect.provide(GracefulTest.layer)))
 
+  it.effect("one signal delivered twice within 50 ms (Ctrl-C under npm start) counts once; a later one escalates", () =>
+    Effect.gen(function*() {
+      const fiber = yield* start(
+        Effect.gen(function*() {
+          yield* Resource.addFinalizer("slow", Effect.sleep("5 seconds"))
+          return yield* Effect.never
+        }),
+        { timeout: "20 seconds", emergencyTimeout: "1 second" }
+      )
+      yield* GracefulTest.send("SIGINT")
+      yield* TestClock.adjust("10 millis")
+      yield* GracefulTest.send("SIGINT")
+      yield* TestClock.adjust("1 second")
+      // Not escalated: the release still has its time.
+      expect(fiber.pollUnsafe()).toBeUndefined()
+      yield* GracefulTest.send("SIGINT")
+      yield* TestClock.adjust("1 second")
+      const report = yield* Fiber.join(fiber)
+      expect(report.signals).toBe(2)
+      expect(releaseNames(report)).toEqual(["slow:timedOut"])
+      expect(report.durationMs).toBe(2010)
+    }).pipe(Effect.provide(GracefulTest.layer)))
+
   it.effect("3rd signal exits at once with 143 (SIGTERM) and writes what it knows", () =>
     Effect.gen(function*() {
       const fiber = yield* start(Effect.gen(function*() {
@@ -292,7 +315,9 @@ describe("escalation", () => {
         return yield* Effect.never
       }))
       yield* GracefulTest.send("SIGTERM")
+      yield* TestClock.adjust("100 millis")
       yield* GracefulTest.send("SIGTERM")
+      yield* TestClock.adjust("100 millis")
       expect(yield* GracefulTest.exits).toEqual([])
       yield* GracefulTest.send("SIGTERM")
       expect(yield* GracefulTest.exits).toEqual([143])
@@ -308,9 +333,10 @@ describe("escalation", () => {
         yield* Resource.addFinalizer("slow", Effect.never)
         return yield* Effect.never
       }))
-      yield* GracefulTest.send("SIGINT")
-      yield* GracefulTest.send("SIGINT")
-      yield* GracefulTest.send("SIGINT")
+      for (let i = 0; i < 3; i++) {
+        yield* GracefulTest.send("SIGINT")
+        yield* TestClock.adjust("100 millis")
+      }
       expect((yield* GracefulTest.exits)[0]).toBe(130)
     }).pipe(Effect.provide(GracefulTest.layer)))
 })

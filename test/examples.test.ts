@@ -1,12 +1,9 @@
 /**
  * Hermetic checks of the examples' promises that are about their source.
  */
-import { Effect } from "effect"
 import { describe, expect, it } from "vitest"
 import { readFileSync } from "node:fs"
 import { join } from "node:path"
-import { coalesce } from "../examples/service/Signals.ts"
-import type * as Signals from "../src/Signals.ts"
 
 const examples = join(import.meta.dirname, "..", "examples")
 
@@ -42,27 +39,5 @@ describe("examples/express", () => {
     expect(changedLines("a\nb\nc", "a\nb\nc")).toBe(0)
     expect(changedLines("a\nb\nc", "a\nx\nc")).toBe(2)
     expect(changedLines("a\nc", "a\nb\nc")).toBe(1)
-  })
-})
-
-describe("examples/service/Signals.ts: coalesce", () => {
-  it("drops a repeat of the same signal within the window (one Ctrl-C under npm start), keeps the rest", async () => {
-    let emit: (event: Signals.SignalEvent) => void = () => {}
-    const source: Signals.SignalSource = {
-      listen: (handler) => Effect.sync(() => void (emit = handler))
-    }
-    const seen: Array<string> = []
-    await Effect.runPromise(
-      coalesce(source, 100).listen((event) => seen.push(event._tag === "Signal" ? event.signal : event._tag)).pipe(
-        Effect.scoped
-      )
-    )
-    emit({ _tag: "Signal", signal: "SIGINT" })
-    emit({ _tag: "Signal", signal: "SIGINT" }) // npm's forward, a few ms later
-    emit({ _tag: "Signal", signal: "SIGTERM" }) // another signal passes
-    emit({ _tag: "Message", message: "shutdown" })
-    await new Promise((resolve) => setTimeout(resolve, 150))
-    emit({ _tag: "Signal", signal: "SIGINT" }) // a deliberate second Ctrl-C escalates
-    expect(seen).toEqual(["SIGINT", "SIGTERM", "Message", "SIGINT"])
   })
 })

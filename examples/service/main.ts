@@ -18,28 +18,21 @@
 import { NodeRuntime } from "@effect/platform-node"
 import { Effect, Layer } from "effect"
 import * as Graceful from "../../src/Graceful.ts"
-import * as PlatformCheck from "../../src/PlatformCheck.ts"
-import * as Signals from "../../src/Signals.ts"
 import { ApiLive } from "./Api.ts"
 import { ConfigLive } from "./Config.ts"
 import { DatabaseLive } from "./Database.ts"
 import { EventsLive } from "./Events.ts"
 import { PhaseLogLive } from "./PhaseLog.ts"
 import { RequestLogLive } from "./RequestLog.ts"
-import { coalesce } from "./Signals.ts"
 
 // `Layer.provide` builds what it provides first: read from the bottom up.
 const AppLive = Layer.merge(ApiLive, PhaseLogLive).pipe(
   Layer.provide(EventsLive),
   Layer.provide(DatabaseLive),
   Layer.provide(RequestLogLive),
-  // First of all: warn if the shutdown budget does not fit PM2's kill_timeout
-  // or the Kubernetes grace period.
-  Layer.provide(Layer.merge(ConfigLive, PlatformCheck.layer()))
+  Layer.provide(ConfigLive)
 )
 
 Graceful.launch(AppLive).pipe(
-  // Under `npm start`, one Ctrl-C arrives twice (see ./Signals.ts).
-  Effect.provideService(Signals.Signals, coalesce(Signals.processSignals(process))),
   NodeRuntime.runMain({ teardown: Graceful.teardown })
 )

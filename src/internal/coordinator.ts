@@ -41,6 +41,9 @@ interface Hook {
 /** Grace given to cut work to run its own finalizers before releases start. */
 const CUT_GRACE_MS = 100
 
+/** A repeat of the same signal within this window is one delivery seen twice. */
+export const DUPLICATE_SIGNAL_MS = 50
+
 export interface Coordinator {
   readonly config: ShutdownConfig
   readonly lifecycle: Lifecycle.LifecycleService
@@ -140,10 +143,22 @@ export const make = (config: ShutdownConfig): Effect.Effect<Coordinator> =>
       host.exit(code)
     }
 
+    // One Ctrl-C under `npm start` arrives twice: the terminal signals the
+    // whole process group, and npm forwards its own copy to its child. The
+    // same signal again within this window is that copy, not a second signal.
+    let lastSignal: { readonly name: string; readonly at: number } | undefined
+    const isDuplicate = (name: string): boolean => {
+      const at = now()
+      const duplicate = lastSignal !== undefined && lastSignal.name === name && at - lastSignal.at < DUPLICATE_SIGNAL_MS
+      lastSignal = { name, at }
+      return duplicate
+    }
+
     const onEvent = (event: SignalEvent): void => {
       switch (event._tag) {
         case "Signal":
         case "Message": {
+          if (isDuplicate(event._tag === "Signal" ? event.signal : event.message)) return
           signals++
           report.setSignals(signals)
           if (signals === 1) {
