@@ -256,7 +256,7 @@ if (report !== undefined) {
     console.log(`    ${pad(phase.phase, 10)} at ${`+${phase.at}`.padStart(6)} ms, took ${String(phase.durationMs).padStart(5)} ms`)
   }
   console.log(`    ${pad("total", 10)} ${report.durationMs} ms, outcome ${report.outcome}`)
-  const releases = report.releases.filter((r) => !r.name.includes(": "))
+  const releases = report.releases
   console.log(
     `    releases   ${releases.map((r) => `${r.name} ${r.outcome} (${r.durationMs} ms)`).join(", ")}`
   )

@@ -170,7 +170,7 @@ export type CutItem = typeof CutItem.Type
  * import { Schema } from "effect"
  *
  * const json = '{"trigger":{"_tag":"Signal","signal":"SIGTERM"},"startedAt":0,"signals":1,' +
- *   '"phases":[],"releases":[],"inFlight":{"atDrainStart":0,"atDrainEnd":0},"cut":[],' +
+ *   '"phases":[],"hooks":[],"releases":[],"inFlight":{"atDrainStart":0,"atDrainEnd":0},"cut":[],' +
  *   '"outcome":"clean","exitCode":0,"durationMs":3}'
  * const report = Schema.decodeUnknownSync(Report.ShutdownReport)(JSON.parse(json))
  * ```
@@ -184,6 +184,9 @@ export const ShutdownReport = Schema.Struct({
   /** How many shutdown signals arrived (2 = escalated). */
   signals: Schema.Number,
   phases: Schema.Array(PhaseTiming),
+  /** Phase hooks (`Lifecycle.addHook`): closing listeners, stopping consumers. */
+  hooks: Schema.Array(ReleaseRecord),
+  /** Releases, in the order they ran (reverse acquisition order). */
   releases: Schema.Array(ReleaseRecord),
   inFlight: Schema.Struct({ atDrainStart: Schema.Number, atDrainEnd: Schema.Number }),
   cut: Schema.Array(CutItem),
@@ -209,6 +212,7 @@ export type ShutdownReport = typeof ShutdownReport.Type
  * // shutdown clean in 412 ms (SIGTERM), exit 0
  * //   draining +0 ms 0 ms | closing +0 ms 400 ms | releasing +400 ms 12 ms
  * //   in flight: 3 at drain start, 0 at drain end, 0 cut
+ * //   hooks: 2 ran
  * //   released http (10 ms), released db (2 ms)
  * ```
  *
@@ -228,6 +232,13 @@ export const summary = (report: ShutdownReport): string => {
   )
   for (const item of report.cut) {
     lines.push(`  cut ${item.kind} ${item.label} (age ${Math.round(item.ageMs)} ms)`)
+  }
+  const failedHooks = report.hooks.filter((h) => h.outcome !== "released")
+  if (report.hooks.length > 0) {
+    lines.push(
+      `  hooks: ${report.hooks.length - failedHooks.length} ran` +
+        failedHooks.map((h) => `, ${h.outcome} ${h.name}${h.error === undefined ? "" : ` (${h.error})`}`).join("")
+    )
   }
   if (report.releases.length > 0) {
     lines.push(

@@ -207,7 +207,14 @@ describe("drain", () => {
       yield* GracefulTest.send("SIGTERM")
       const report = yield* Fiber.join(fiber)
       expect(events).toEqual(["draining", "close b", "close a", "release db"])
-      expect(report.releases.find((r) => r.name === "broken")?.outcome).toBe("failed")
+      expect(report.hooks.map((h) => `${h.name}:${h.outcome}`)).toEqual([
+        "lame duck:released",
+        "broken:failed",
+        "listener b:released",
+        "listener a:released"
+      ])
+      expect(report.releases.map((r) => r.name)).toEqual(["db"])
+      expect(report.outcome).toBe("degraded")
     }).pipe(Effect.provide(GracefulTest.layer)))
 })
 
@@ -228,7 +235,8 @@ describe("triggers", () => {
       yield* TestClock.adjust("1 second")
       const report = yield* Fiber.join(fiber)
       expect(report.trigger).toEqual({ _tag: "Requested", reason: "config reload" })
-      expect(releaseNames(report)).toEqual(["hook:released", "db:released"])
+      expect(releaseNames(report)).toEqual(["db:released"])
+      expect(report.hooks.map((h) => `${h.name}:${h.outcome}`)).toEqual(["hook:released"])
       expect(releases).toBe(1)
       expect(hooks).toBe(1)
       expect(report.signals).toBe(1)

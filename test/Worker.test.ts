@@ -104,7 +104,7 @@ describe("Worker", () => {
       expect(yield* Queue.size(broker.queue)).toBe(4)
       expect(report.inFlight).toEqual({ atDrainStart: 2, atDrainEnd: 0 })
       expect(report.cut).toEqual([])
-      expect(report.releases.map((r) => `${r.name}:${r.outcome}`)).toEqual(["w: stop taking jobs:released"])
+      expect(report.hooks.map((h) => `${h.name}:${h.outcome}`)).toEqual(["w: stop taking jobs:released"])
       expect(report.exitCode).toBe(0)
     }).pipe(Effect.provide(GracefulTest.layer)))
 

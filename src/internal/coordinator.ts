@@ -254,7 +254,11 @@ export const make = (config: ShutdownConfig): Effect.Effect<Coordinator> =>
     const runHooks = (phase: Lifecycle.HookPhase, deadlineMs: number) =>
       Effect.suspend(() => {
         const selected = hooks.filter((hook) => hook.phase === phase).reverse()
-        return Effect.forEach(selected, (hook) => runBounded(hook.name, hook.effect, deadlineMs), { discard: true })
+        return Effect.forEach(
+          selected,
+          (hook) => runBounded(hook.name, hook.effect, deadlineMs, { name: hook.name, hook: true }),
+          { discard: true }
+        )
       })
 
     const publish = (snapshot: Report.ShutdownReport) =>

@@ -10,6 +10,8 @@ import * as Report from "../Report.ts"
 /** A managed release, from its registration at acquisition until it is recorded. */
 export interface ReleaseTicket {
   readonly name: string
+  /** A phase hook rather than a release: reported under `hooks`. */
+  readonly hook?: boolean | undefined
   started?: { readonly at: number; readonly deadlineMs: number }
 }
 
@@ -19,6 +21,7 @@ export class ReportBuilder {
   private signals = 0
   private readonly phases: Array<Report.PhaseTiming> = []
   private readonly releases: Array<Report.ReleaseRecord> = []
+  private readonly hooks: Array<Report.ReleaseRecord> = []
   private readonly pending = new Set<ReleaseTicket>()
   private readonly cut: Array<Report.CutItem> = []
   private atDrainStart = 0
@@ -53,7 +56,8 @@ export class ReportBuilder {
 
   addRelease(record: Report.ReleaseRecord, ticket?: ReleaseTicket): void {
     if (ticket !== undefined) this.pending.delete(ticket)
-    this.releases.push(record)
+    if (ticket?.hook === true) this.hooks.push(record)
+    else this.releases.push(record)
   }
 
   addCut(item: Report.CutItem): void {
@@ -77,7 +81,7 @@ export class ReportBuilder {
     if (trigger._tag === "Defect") return "defect"
     if (trigger._tag === "Failed") return "degraded"
     const degraded = this.budgetExhausted || this.cut.length > 0 || this.pending.size > 0 ||
-      this.releases.some((r) => r.outcome !== "released")
+      this.releases.some((r) => r.outcome !== "released") || this.hooks.some((r) => r.outcome !== "released")
     return degraded ? "degraded" : "clean"
   }
 
@@ -110,6 +114,7 @@ export class ReportBuilder {
       startedAt: this.startedAt,
       signals: this.signals,
       phases: [...this.phases],
+      hooks: [...this.hooks],
       releases: [...this.releases, ...unfinished],
       inFlight: { atDrainStart: this.atDrainStart, atDrainEnd: this.atDrainEnd },
       cut: [...this.cut],
