@@ -25,7 +25,7 @@ export interface ChartInput {
     readonly workMs: number
     readonly shutdownDelayMs: number
     readonly bucketMs: number
-    readonly haproxy: { readonly interMs: number; readonly fall: number; readonly rise: number }
+    readonly haproxy: { readonly interMs: number; readonly fall: number; readonly rise: number; readonly retries?: number }
   }
   readonly variants: ReadonlyArray<{
     readonly variant: string
@@ -63,7 +63,7 @@ const COLORS = {
 export const renderChart = (input: ChartInput): string => {
   const panelWidth = 600
   const panelHeight = 300
-  const margin = { top: 100, left: 64, right: 56, bottom: 110, gap: 90 }
+  const margin = { top: 136, left: 64, right: 56, bottom: 110, gap: 130 }
   const width = margin.left + input.variants.length * panelWidth + (input.variants.length - 1) * margin.gap + margin.right
   const height = margin.top + panelHeight + margin.bottom
   const bucketSeconds = input.settings.bucketMs / 1000
@@ -89,9 +89,17 @@ export const renderChart = (input: ChartInput): string => {
     `<text x="${margin.left}" y="28" font-size="17" font-weight="600" fill="${COLORS.text}">` +
       `Rolling restarts behind HAProxy under load: effect-graceful vs naive</text>`,
     `<text x="${margin.left}" y="50" fill="${COLORS.axis}">${escape(
-      `${input.settings.rate} req/s steady, keep-alive, GET /work?ms=${input.settings.workMs} · ${input.haproxy.replace(/ - .*/, "")} · ` +
-        `checks on /health/ready every ${input.settings.haproxy.interMs} ms, fall ${input.settings.haproxy.fall}, rise ${input.settings.haproxy.rise} · ` +
-        `SHUTDOWN_DELAY ${input.settings.shutdownDelayMs} ms (≥ fall × inter) · ${input.date.slice(0, 10)}`
+      `${input.settings.rate} req/s steady over keep-alive connections, GET /work?ms=${input.settings.workMs}, two instances behind ` +
+        `${input.haproxy.replace(/ - .*/, "").replace(/ \d{4}\/\d\d\/\d\d$/, "")} on loopback · ${input.date.slice(0, 10)}`
+    )}</text>`,
+    `<text x="${margin.left}" y="68" fill="${COLORS.axis}">${escape(
+      `health checks on /health/ready every ${input.settings.haproxy.interMs} ms, fall ${input.settings.haproxy.fall}, ` +
+        `rise ${input.settings.haproxy.rise} · SHUTDOWN_DELAY ${input.settings.shutdownDelayMs} ms ≥ fall × inter = ` +
+        `${input.settings.haproxy.fall * input.settings.haproxy.interMs} ms · retries ${input.settings.haproxy.retries ?? "?"} with redispatch`
+    )}</text>`,
+    `<text x="${margin.left}" y="86" fill="${COLORS.axis}">${escape(
+      "each restart: SIGTERM one instance, start its replacement on the same port once it has exited, " +
+        "wait until HAProxy has it UP, then the other instance"
     )}</text>`
   )
 

@@ -21,8 +21,8 @@
  *
  * Environment (all optional): ROLLING_ROUNDS (10), ROLLING_MIN_REQUESTS
  * (100000: more rounds until that many requests, up to ROLLING_MAX_ROUNDS 30),
- * ROLLING_RATE (requests/s, 2000), ROLLING_WORK_MS (5), ROLLING_VARIANT_SECONDS
- * (time cap per variant, 150), ROLLING_ONLY (one variant), ROLLING_OURS (the
+ * ROLLING_RATE (requests/s, 1000), ROLLING_WORK_MS (5), ROLLING_VARIANT_SECONDS
+ * (time cap per variant, 200), ROLLING_ONLY (one variant), ROLLING_OURS (the
  * service file for "ours", default examples/service/main.ts).
  */
 import { type ChildProcess, spawn, spawnSync } from "node:child_process"
@@ -48,14 +48,17 @@ const settings = {
   rounds: num("ROLLING_ROUNDS", 10),
   maxRounds: num("ROLLING_MAX_ROUNDS", 30),
   minRequests: num("ROLLING_MIN_REQUESTS", 100_000),
-  rate: num("ROLLING_RATE", 2_000),
+  // One instance must carry the whole rate while its peer restarts (and the
+  // example service's start-up, PGlite included, takes a CPU for ~3 s): on a
+  // 2-CPU machine it sustains about 1,700 req/s alone, so 1,000 leaves room.
+  rate: num("ROLLING_RATE", 1_000),
   workMs: num("ROLLING_WORK_MS", 5),
   timeoutMs: 5_000,
   maxSockets: 64,
   warmupMs: 2_000,
   pauseBetweenRoundsMs: 500,
   tailMs: 2_000,
-  variantSeconds: num("ROLLING_VARIANT_SECONDS", 150),
+  variantSeconds: num("ROLLING_VARIANT_SECONDS", 200),
   // The rule: delay ≥ fall × inter; twice that leaves room for a check's own
   // latency and for timers firing late on a busy machine.
   shutdownDelayMs: num("ROLLING_SHUTDOWN_DELAY_MS", 2 * detectionMs),
@@ -72,13 +75,13 @@ interface Variant {
 const variants: ReadonlyArray<Variant> = [
   {
     name: "effect-graceful",
-    description: "examples/service on effect-graceful (readiness 503 at SIGTERM, lame-duck delay, drain)",
+    description: "examples/service on effect-graceful (one JSONL line and one PGlite row per /work; readiness 503 at SIGTERM, lame-duck delay, drain)",
     file: process.env.ROLLING_OURS ?? join(root, "examples", "service", "main.ts"),
     env: { SHUTDOWN_DELAY: `${settings.shutdownDelayMs} millis` }
   },
   {
     name: "naive",
-    description: "the same routes on Effect's stock NodeHttpServer.layer + NodeRuntime.runMain, no effect-graceful",
+    description: "the same routes on Effect's stock NodeHttpServer.layer + NodeRuntime.runMain, no effect-graceful (and no database or log work)",
     file: join(import.meta.dirname, "naive-service.ts"),
     env: {}
   }
@@ -237,6 +240,7 @@ class Watcher {
   /** When the last sample was read, on the run's clock. */
   sampledAt = -Infinity
   private timer: NodeJS.Timeout | undefined
+  private stopped = false
   private readonly statsPort: number
   private readonly clock: () => number
   constructor(statsPort: number, clock: () => number) {
@@ -260,11 +264,13 @@ class Watcher {
   }
   start(): void {
     const loop = () => {
-      this.timer = setTimeout(() => void this.sample().then(loop, loop), 50)
+      // A sample in flight at stop() must not schedule another.
+      if (!this.stopped) this.timer = setTimeout(() => void this.sample().then(loop, loop), 50)
     }
     loop()
   }
   stop(): void {
+    this.stopped = true
     clearTimeout(this.timer)
   }
   /** Resolves once a sample taken after `since` shows the server exactly UP. */
@@ -278,24 +284,36 @@ class Watcher {
   }
 }
 
+const MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
+
 /**
  * Reads HAProxy's request log: how many requests it logged, and every one
  * that is not a plain 200 (normal termination `----`), counted by status,
  * termination state and server, with the first few lines verbatim. A "+N" in
  * the retries field means HAProxy redispatched the request N times.
+ * `acceptedAt` gives, per server, when each request it served was accepted,
+ * in ms on the run's clock (`epochAtZero` is that clock's zero, epoch ms).
  */
-const summarizeHaproxyLog = (file: string) => {
+const summarizeHaproxyLog = (file: string, epochAtZero: number) => {
   const abnormal: Record<string, number> = {}
   const samples: Array<string> = []
+  const acceptedAt: Record<string, Array<number>> = {}
   let requests = 0
   let redispatched = 0
   const text = existsSync(file) ? readFileSync(file, "utf8") : ""
   for (const line of text.split("\n")) {
-    // 127.0.0.1:5000 [date] web service/a 0/0/0/5/5 200 148 - - ---- 65/64/8/5/+1 0/0 "GET /work?ms=5 HTTP/1.1"
-    const match = / web (\S+) \S+ (-?\d+) \S+ \S+ \S+ (\S{4}) \d+\/\d+\/\d+\/\d+\/(\+?)(\d+) \S+ "/.exec(line)
+    // 127.0.0.1:5000 [21/Nov/2026:08:23:31.317] web service/a 0/0/0/5/5 200 148 - - ---- 65/64/8/5/+1 0/0 "GET /work?ms=5 HTTP/1.1"
+    const match =
+      /\[(\d+)\/(\w+)\/(\d+):(\d+):(\d+):(\d+)\.(\d+)\] web (\S+) \S+ (-?\d+) \S+ \S+ \S+ (\S{4}) \d+\/\d+\/\d+\/\d+\/(\+?)(\d+) \S+ "/
+        .exec(line)
     if (match === null) continue
     requests++
-    const [, server, status, termination, plus, retries] = match
+    const [, day, month, year, hours, minutes, seconds, millis, server, status, termination, plus, retries] = match
+    // HAProxy logs local time.
+    const accepted = new Date(
+      Number(year), MONTHS.indexOf(month!), Number(day), Number(hours), Number(minutes), Number(seconds), Number(millis)
+    ).getTime()
+    ;(acceptedAt[server!] ??= []).push(accepted - epochAtZero)
     if (plus === "+") redispatched++
     if (status === "200" && termination === "----") continue
     const key = `${status} ${termination} ${server}${retries !== "0" ? ` retries ${plus}${retries}` : ""}`
@@ -303,7 +321,7 @@ const summarizeHaproxyLog = (file: string) => {
     if (samples.length < 20) samples.push(line)
   }
   const stateChanges = text.split("\n").filter((line) => line.startsWith("[WARNING]") && line.includes(" is ")).length
-  return { requests, redispatched, abnormal, samples, stateChanges }
+  return { summary: { requests, redispatched, abnormal, samples, stateChanges }, acceptedAt }
 }
 
 // -----------------------------------------------------------------------------
@@ -461,6 +479,8 @@ const runVariant = async (variant: Variant, dir: string) => {
     await load.stop()
     watcher.stop()
   }
+  // The run's clock (ms since the load started) as epoch ms, to read HAProxy's log.
+  const epochAtZero = performance.timeOrigin + load.startedAt
   const counters = await watcher.sample().then((rows) => rows.find((r) => r.pxname === "service" && r.svname === "BACKEND"), () => undefined)
   stopping = true
   haproxy.kill("SIGTERM")
@@ -468,6 +488,17 @@ const runVariant = async (variant: Variant, dir: string) => {
   await Promise.all([haproxyExited, ...[...instances.values()].map((instance) => instance.exited)])
 
   const summary: LoadSummary = load.summary()
+  const haproxyLogSummary = summarizeHaproxyLog(haproxyLogFile, epochAtZero)
+  const events = restarts.map((restart) => ({
+    ...restart,
+    // Requests HAProxy still passed to the instance after its SIGTERM (by
+    // accept time): for ours, what the lame duck served after readiness
+    // turned 503 and before HAProxy noticed.
+    servedAfterSigterm: (haproxyLogSummary.acceptedAt[`service/${restart.server}`] ?? []).filter((at) =>
+      at >= restart.sigtermAt && at <= restart.exitedAt
+    ).length
+  }))
+  const served = events.map((e) => e.servedAfterSigterm)
   const costs = restarts.map((r) => r.costMs)
   const noticed = restarts.filter((r) => r.downAt !== undefined).map((r) => r.downAt! - r.sigtermAt)
   const result = {
@@ -487,6 +518,7 @@ const runVariant = async (variant: Variant, dir: string) => {
     restartCostMs: { median: median(costs), max: Math.max(...costs), min: Math.min(...costs) },
     // How long HAProxy took to take the instance out after SIGTERM (when it did).
     sigtermToHaproxyDownMs: { noticed: noticed.length, median: median(noticed), max: noticed.length > 0 ? Math.max(...noticed) : 0 },
+    requestsServedAfterSigterm: { total: served.reduce((a, b) => a + b, 0), median: median(served), max: Math.max(0, ...served) },
     haproxy: {
       backendCounters: counters === undefined ? undefined : {
         retries: Number(counters.wretr),
@@ -496,7 +528,7 @@ const runVariant = async (variant: Variant, dir: string) => {
         responses5xx: Number(counters.hrsp_5xx),
         sessions: Number(counters.stot)
       },
-      log: summarizeHaproxyLog(haproxyLogFile)
+      log: haproxyLogSummary.summary
     },
     // When the load stopped issuing requests (ms); the buckets after it are partial.
     loadEndedAt: Math.round(loadEndedAt),
@@ -509,7 +541,7 @@ const runVariant = async (variant: Variant, dir: string) => {
       p99Ms: percentile99(b.latencies)
     })),
     roundStarts: roundMarks,
-    restartEvents: restarts,
+    restartEvents: events,
     haproxyTransitions: watcher.transitions,
     firstFailures: summary.firstFailures,
     durationSeconds: Math.round((performance.now() - variantStarted) / 1000)
@@ -517,6 +549,11 @@ const runVariant = async (variant: Variant, dir: string) => {
   console.log(
     `  ${variant.name}: ${summary.sent} requests, ${summary.failed} failed ${JSON.stringify(summary.kinds)}, ` +
       `${restarts.length} restarts in ${round} rounds, SIGTERM→exit median ${result.restartCostMs.median} ms, max ${result.restartCostMs.max} ms`
+  )
+  console.log(
+    `  HAProxy took an instance out ${result.sigtermToHaproxyDownMs.median} ms after its SIGTERM (median; max ` +
+      `${result.sigtermToHaproxyDownMs.max} ms) and passed it ${result.requestsServedAfterSigterm.total} requests after SIGTERMs; ` +
+      `it redispatched ${result.haproxy.log.redispatched} requests after a failed connect`
   )
   return result
 }
@@ -555,6 +592,16 @@ const main = async () => {
         `${JSON.stringify(r.requests.failureKinds).padEnd(34)} ${`${r.restartCostMs.median} / ${r.restartCostMs.max} ms`.padStart(23)}  ${r.rounds}`
     )
   }
+  for (const r of results) {
+    // An overloaded machine fails requests for reasons that have nothing to
+    // do with shutdown: say so rather than let the numbers speak alone.
+    if ((r.requests.failureKinds["timeout"] ?? 0) > 0 || r.requests.latencyMs.p99 > 1_000) {
+      console.log(
+        `  warning: ${r.variant} shows timeouts or a p99 of ${r.requests.latencyMs.p99} ms: the machine may not sustain ` +
+          `${settings.rate} req/s; check p99 per second in the JSON and lower ROLLING_RATE`
+      )
+    }
+  }
   const output = {
     date: new Date().toISOString(),
     node: process.version,
@@ -579,8 +626,12 @@ const main = async () => {
   console.log(`written to bench/results/${file}.json and bench/results/${file}.svg (${output.durationSeconds} s)`)
 }
 
-await main().catch((error: unknown) => {
-  console.error(error)
-  killAll()
-  process.exit(1)
-})
+await main().then(
+  // Everything we started is stopped by now; exit even if a stray handle remains.
+  () => process.exit(0),
+  (error: unknown) => {
+    console.error(error)
+    killAll()
+    process.exit(1)
+  }
+)
