@@ -77,7 +77,8 @@ export const renderChart = (input: ChartInput): string => {
   const okStep = niceStep(maxOk, 5)
   const okTop = Math.ceil(maxOk / okStep) * okStep
   const maxFailed = Math.max(0, ...series.flat().map((p) => p.failed))
-  const failStep = maxFailed === 0 ? 1 : niceStep(maxFailed * 1.15, 5)
+  // Failures are whole requests: no step below 1.
+  const failStep = maxFailed === 0 ? 1 : Math.max(1, niceStep(maxFailed * 1.15, 5))
   const failTop = maxFailed === 0 ? 5 : Math.ceil((maxFailed * 1.15) / failStep) * failStep
   const timeStep = niceStep(maxSeconds, 8)
 
