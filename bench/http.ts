@@ -88,35 +88,48 @@ const overhead = async () => {
     { baseline: "effect-bare", variants: ["effect-bare", "effect-graceful"] },
     { baseline: "node-bare", variants: ["node-bare", "node-graceful", "node-terminator", "node-terminus"] }
   ]
-  const samples: Record<string, Array<{ rps: number; p99: number }>> = {}
+  // BENCH_GROUPS=effect or =node measures one group only (for quick A/B runs).
+  const selected = process.env.BENCH_GROUPS
+  const chosen = selected === undefined ? groups : groups.filter((g) => g.baseline.startsWith(selected))
+  const samples: Record<string, Array<{ rps: number; p99: number; cpuUs: number }>> = {}
   for (let round = 0; round < rounds; round++) {
-    for (const group of groups) {
+    for (const group of chosen) {
       const order = round % 2 === 0 ? group.variants : [...group.variants].reverse()
       for (const variant of order) {
         const server = await startServer(variant)
         await load(server.port, 1)
+        const cpuBefore = Number(await get(server.port, "/cpu"))
         const result = await load(server.port, seconds)
+        const cpuAfter = Number(await get(server.port, "/cpu"))
         await stop(server)
-        ;(samples[variant] ??= []).push({ rps: result.requests.average, p99: result.latency.p99 })
-        console.log(`  round ${round + 1} ${variant.padEnd(16)} ${Math.round(result.requests.average)} req/s, p99 ${result.latency.p99} ms`)
+        // CPU time per request is steadier than throughput on a shared
+        // machine: the server is not always the bottleneck.
+        const cpuUs = (cpuAfter - cpuBefore) / Math.max(1, result.requests.total)
+        ;(samples[variant] ??= []).push({ rps: result.requests.average, p99: result.latency.p99, cpuUs })
+        console.log(
+          `  round ${round + 1} ${variant.padEnd(16)} ${Math.round(result.requests.average)} req/s, p99 ${result.latency.p99} ms, ${cpuUs.toFixed(1)} µs CPU/request`
+        )
       }
     }
   }
   // Ratios are taken within a round (the variants ran back to back, under
   // the same machine conditions), then the median over rounds is reported.
-  const rows = groups.flatMap((group) => {
+  const rows = chosen.flatMap((group) => {
     const base = samples[group.baseline]!
     return group.variants.map((variant) => {
       const own = samples[variant]!
       const throughputRatios = own.map((s, i) => s.rps / base[i]!.rps)
       const p99Ratios = own.map((s, i) => s.p99 / Math.max(base[i]!.p99, 1))
+      const cpuRatios = own.map((s, i) => s.cpuUs / base[i]!.cpuUs)
       return {
         variant,
         baseline: group.baseline,
         requestsPerSecond: Math.round(median(own.map((s) => s.rps))),
         p99Ms: median(own.map((s) => s.p99)),
+        cpuMicrosPerRequest: Number(median(own.map((s) => s.cpuUs)).toFixed(2)),
         throughputRatio: Number(median(throughputRatios).toFixed(3)),
-        p99Ratio: Number(median(p99Ratios).toFixed(3))
+        p99Ratio: Number(median(p99Ratios).toFixed(3)),
+        cpuPerRequestRatio: Number(median(cpuRatios).toFixed(3))
       }
     })
   })
@@ -230,7 +243,9 @@ const main = async () => {
   console.log("\nSummary")
   for (const row of overheadResult?.rows ?? []) {
     if (row.variant === row.baseline) continue
-    console.log(`  ${row.variant.padEnd(16)} throughput ${row.throughputRatio}× ${row.baseline}, p99 ${row.p99Ratio}×`)
+    console.log(
+      `  ${row.variant.padEnd(16)} throughput ${row.throughputRatio}× ${row.baseline}, p99 ${row.p99Ratio}×, CPU per request ${row.cpuPerRequestRatio}×`
+    )
   }
   const results = {
     date: new Date().toISOString(),

@@ -10,7 +10,7 @@
  *
  * Routes: `/` (a trivial text response), `/slow` (answers when the process
  * gets SIGUSR2, to hold requests in flight), `/parked` (how many are held),
- * `/heap` (heap used after a GC).
+ * `/heap` (heap used after a GC), `/cpu` (CPU time used so far, µs).
  * Prints `PORT <n>` once listening.
  */
 import { NodeHttpServer, NodeRuntime } from "@effect/platform-node"
@@ -30,6 +30,11 @@ const heapUsed = () => {
   return process.memoryUsage().heapUsed
 }
 
+const cpuMicros = () => {
+  const usage = process.cpuUsage()
+  return usage.user + usage.system
+}
+
 // Requests parked on /slow, released all at once by SIGUSR2.
 const parked: Array<() => void> = []
 process.on("SIGUSR2", () => {
@@ -45,6 +50,10 @@ const nodeHandler: NodeHttp.RequestListener = (req, res) => {
     res.end(String(heapUsed()))
     return
   }
+  if (req.url === "/cpu") {
+    res.end(String(cpuMicros()))
+    return
+  }
   if (req.url === "/parked") {
     res.end(String(parked.length))
     return
@@ -56,6 +65,7 @@ const nodeHandler: NodeHttp.RequestListener = (req, res) => {
 const Routes = Layer.mergeAll(
   HttpRouter.add("GET", "/", HttpServerResponse.text("hello")),
   HttpRouter.add("GET", "/heap", Effect.sync(() => HttpServerResponse.text(String(heapUsed())))),
+  HttpRouter.add("GET", "/cpu", Effect.sync(() => HttpServerResponse.text(String(cpuMicros())))),
   HttpRouter.add("GET", "/parked", Effect.sync(() => HttpServerResponse.text(String(parked.length)))),
   HttpRouter.add("GET", "/slow", Effect.callback<HttpServerResponse.HttpServerResponse>((resume) => {
     parked.push(() => resume(Effect.succeed(HttpServerResponse.text("slow"))))

@@ -164,7 +164,18 @@ export const make = (
     // Metrics are updated synchronously with the context the set was made in:
     // tracking must stay cheap enough for every request.
     const context = yield* Effect.context<never>()
-    const gauge = () => Metrics.inFlight.updateUnsafe(entries.size, context)
+    // The gauge is brought up to date once per turn of the event loop, not
+    // once per request: under load many requests start and end in one turn.
+    let gaugeScheduled = false
+    const updateGauge = () => {
+      gaugeScheduled = false
+      Metrics.inFlight.updateUnsafe(entries.size, context)
+    }
+    const gauge = () => {
+      if (gaugeScheduled) return
+      gaugeScheduled = true
+      setImmediate(updateGauge)
+    }
     const entries = new Set<Entry>()
     const empty = Latch.makeUnsafe(true)
     let closed = false
@@ -172,6 +183,10 @@ export const make = (
     const removeUnsafe = (entry: Entry) => {
       if (!entries.delete(entry)) return
       if (entries.size === 0) empty.openUnsafe()
+      gauge()
+    }
+    const added = () => {
+      if (entries.size === 1) empty.closeUnsafe()
       gauge()
     }
     const remove = (entry: Entry) => Effect.sync(() => removeUnsafe(entry))
@@ -192,8 +207,7 @@ export const make = (
           interrupt: () => fiber.interruptUnsafe()
         }
         entries.add(entry)
-        empty.closeUnsafe()
-        gauge()
+        added()
         return Effect.onExit(effect, () => remove(entry))
       })
 
@@ -204,8 +218,7 @@ export const make = (
       }
       item.startedAt = clock.currentTimeMillisUnsafe()
       entries.add(item)
-      empty.closeUnsafe()
-      gauge()
+      added()
       return true
     }
 
@@ -224,8 +237,7 @@ export const make = (
         interrupt: options_.onCut
       }
       entries.add(entry)
-      empty.closeUnsafe()
-      gauge()
+      added()
       return () => removeUnsafe(entry)
     }
 

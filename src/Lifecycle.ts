@@ -54,7 +54,16 @@ export const phases: ReadonlyArray<Phase> = ["Starting", "Ready", "Draining", "C
  *
  * @since 0.1.0
  */
-export const isAtLeast = (a: Phase, b: Phase): boolean => phases.indexOf(a) >= phases.indexOf(b)
+export const isAtLeast = (a: Phase, b: Phase): boolean => order[a] >= order[b]
+
+const order: Record<Phase, number> = {
+  Starting: 0,
+  Ready: 1,
+  Draining: 2,
+  Closing: 3,
+  Releasing: 4,
+  Stopped: 5
+}
 
 /**
  * A phase a hook can run in: `Draining` hooks run when the lame duck starts,
