@@ -483,3 +483,33 @@ describe("observability", () => {
       expect(report.cut).toEqual([{ kind: "job", label: "late", ageMs: 0 }])
     }).pipe(Effect.provide(GracefulTest.layer)))
 })
+
+describe("tracing", () => {
+  it.effect("a span for the shutdown, each phase and each release", () =>
+    Effect.gen(function*() {
+      const { Tracer } = yield* Effect.promise(() => import("effect"))
+      const names: Array<string> = []
+      const tracer = Tracer.make({
+        span: (options) => {
+          names.push(options.name)
+          return Tracer.nativeTracer.span(options)
+        }
+      })
+      const fiber = yield* start(Effect.gen(function*() {
+        yield* Resource.addFinalizer("db", Effect.void)
+        yield* Effect.forkChild(InFlight.track(Effect.never, { kind: "job", label: "a" }))
+        return yield* Effect.never
+      }), { timeout: "10 seconds", delay: "1 second", drainTimeout: "2 seconds" }).pipe(Effect.withTracer(tracer))
+      yield* GracefulTest.send("SIGTERM")
+      yield* TestClock.adjust("3 seconds")
+      yield* Fiber.join(fiber)
+      expect(names).toEqual(expect.arrayContaining([
+        "graceful.shutdown",
+        "graceful.draining",
+        "graceful.closing",
+        "graceful.cutting",
+        "graceful.releasing",
+        "graceful.release db"
+      ]))
+    }).pipe(Effect.provide(GracefulTest.layer)))
+})
