@@ -82,6 +82,8 @@ export interface GuardOptions {
   readonly idleGrace?: Duration.Input | undefined
   /** The reason sent with WebSocket close code 1001. Default `"server shutting down"`. */
   readonly webSocketCloseReason?: string | undefined
+  /** @internal Set by {@link layerServer}: Effect request fibers join their records. */
+  readonly attachFibers?: boolean | undefined
 }
 
 const noop = () => {}
@@ -177,7 +179,8 @@ export const guard = (
         : Health.nodeHandler(health, lifecycle, { ...Health.defaultPaths, ...options.health }),
       connections: new Set(),
       sessions: new Set(),
-      connectionsItem: undefined
+      connectionsItem: undefined,
+      attachFibers: options.attachFibers === true
     }
     const connectionEvent = isTls ? "secureConnection" : "connection"
     let listenerClosed = false
@@ -270,6 +273,8 @@ interface GuardState {
   readonly connections: Set<TrackedSocket>
   readonly sessions: Set<Http2.ServerHttp2Session>
   connectionsItem: ConnectionsItem | undefined
+  /** Effect apps: request records are found from the request, to attach the handler's fiber. */
+  attachFibers: boolean
 }
 
 const kConnection = Symbol.for("effect-graceful/http/connection")
@@ -487,7 +492,7 @@ const onRequest = (state: GuardState, request: Http.IncomingMessage, response: T
   }
   const tracked = new TrackedRequest(state, "request", request, response, connection)
   response[kRequest] = tracked
-  ;(request as TrackedIncoming)[kRequest] = tracked
+  if (state.attachFibers) (request as TrackedIncoming)[kRequest] = tracked
   response.on("close", onResponseClose)
   if (connection !== undefined) {
     connection.cancelEnd?.()
@@ -529,7 +534,7 @@ const onUpgrade = (state: GuardState, request: Http.IncomingMessage, socket: Net
     return true
   }
   ;(socket as Net.Socket & { [kRequest]?: TrackedRequest })[kRequest] = tracked
-  ;(request as TrackedIncoming)[kRequest] = tracked
+  if (state.attachFibers) (request as TrackedIncoming)[kRequest] = tracked
   socket.on("close", onUpgradedSocketClose)
   return false
 }
@@ -654,7 +659,7 @@ export const layerServer = (
         ...options,
         disablePreemptiveShutdown: true
       })
-      yield* guard(server!, options)
+      yield* guard(server!, { ...options, attachFibers: true })
       return HttpServer.make({
         address: httpServer.address,
         // Each request's fiber joins its record, so a cut also interrupts the
