@@ -45,7 +45,6 @@
  */
 import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
 import * as Effect from "effect/Effect"
-import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
 import { dual } from "effect/Function"
 import * as Layer from "effect/Layer"
@@ -54,7 +53,7 @@ import type * as Scope from "effect/Scope"
 import * as Coordinator from "./internal/coordinator.ts"
 import type { Health } from "./Health.ts"
 import type { InFlight } from "./InFlight.ts"
-import { Lifecycle } from "./Lifecycle.ts"
+import * as Lifecycle from "./Lifecycle.ts"
 import * as PlatformCheck from "./PlatformCheck.ts"
 import type * as Report from "./Report.ts"
 import * as ShutdownConfig from "./ShutdownConfig.ts"
@@ -80,7 +79,7 @@ export interface RunOptions extends ShutdownConfig.ShutdownOptions {
  *
  * @since 0.1.0
  */
-export type Provided = Lifecycle | InFlight | Health | Scope.Scope
+export type Provided = Lifecycle.Lifecycle | InFlight | Health | Scope.Scope
 
 interface Outcome {
   readonly exitCode: number
@@ -107,7 +106,7 @@ const outcomeOf = (report: Report.ShutdownReport, config: ShutdownConfig.Shutdow
  * the program starts).
  *
  * The program runs in its own fiber, in its own `Scope`, and gets
- * {@link Lifecycle}, `InFlight` and `Health`. The caller's fiber is not interrupted by a signal: signals are
+ * `Lifecycle`, `InFlight` and `Health`. The caller's fiber is not interrupted by a signal: signals are
  * triggers for the sequence (see the module docs), which interrupts the
  * program itself when it is time to release.
  *
@@ -159,9 +158,6 @@ export const run: {
           Effect.provideContext(coordinator.context)
         ) as Effect.Effect<A, E, never>
         const fiber = yield* Effect.forkDetach(Effect.interruptible(program_), { startImmediately: true })
-        fiber.addObserver((exit) => {
-          coordinator.fire(Coordinator.triggerFromExit(exit))
-        })
         if ((options.ready ?? "start") === "start") yield* coordinator.lifecycle.markReady
         const report = yield* coordinator.runSequence(fiber)
         store[outcomeKey] = outcomeOf(report, config)
@@ -195,17 +191,10 @@ export const launch = <ROut, E, RIn>(
   options?: Omit<RunOptions, "ready">
 ): Effect.Effect<Report.ShutdownReport, ShutdownConfig.ShutdownConfigError, Exclude<RIn, Provided>> =>
   run(
-    Effect.scoped(
-      Layer.build(layer).pipe(
-        Effect.andThen(Lifecycle.use((lifecycle) => lifecycle.markReady)),
-        Effect.andThen(Effect.never)
-      )
-    ),
+    // `run` gives the program its scope: the layer lives until the shutdown.
+    Layer.build(layer).pipe(Effect.andThen(Lifecycle.markReady), Effect.andThen(Effect.never)),
     { ...options, ready: "manual" }
   )
-
-const isReport = (u: unknown): u is Report.ShutdownReport =>
-  typeof u === "object" && u !== null && "exitCode" in u && "outcome" in u && "trigger" in u
 
 /**
  * The teardown for `NodeRuntime.runMain`: exits with the code the shutdown
@@ -227,10 +216,8 @@ const isReport = (u: unknown): u is Report.ShutdownReport =>
  * @since 0.1.0
  */
 export const teardown: Runtime.Teardown = (exit, onExit) => {
-  const stored = store[outcomeKey]
+  const outcome = store[outcomeKey]
   store[outcomeKey] = undefined
-  const outcome: Outcome | undefined = stored ??
-    (Exit.isSuccess(exit) && isReport(exit.value) ? { exitCode: exit.value.exitCode, reraise: undefined } : undefined)
   if (outcome === undefined) return Runtime.defaultTeardown(exit, onExit)
   if (outcome.reraise !== undefined) {
     // Our listeners are gone by now (and runMain removed its own before the

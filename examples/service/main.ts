@@ -16,7 +16,7 @@
  * Each phase change is logged (`phase: Draining`, ...).
  */
 import { NodeRuntime } from "@effect/platform-node"
-import { Effect, Layer } from "effect"
+import { Layer } from "effect"
 import * as Graceful from "../../src/Graceful.ts"
 import { ApiLive } from "./Api.ts"
 import { ConfigLive } from "./Config.ts"

@@ -45,14 +45,10 @@ const CUT_GRACE_MS = 100
 export const DUPLICATE_SIGNAL_MS = 50
 
 export interface Coordinator {
-  readonly config: ShutdownConfig
   readonly lifecycle: Lifecycle.LifecycleService
-  readonly inFlight: InFlight.InFlightSet
   readonly onEvent: (event: SignalEvent) => void
-  readonly fire: (trigger: Report.Trigger) => boolean
   /** The program's own effect ended (before its scope closes). */
   readonly onProgramExit: (exit: Exit.Exit<unknown, unknown>) => void
-  readonly triggered: Effect.Effect<Report.Trigger>
   /** Runs the sequence from the first trigger to Stopped; returns the report. */
   readonly runSequence: (program: Fiber.Fiber<unknown, unknown>) => Effect.Effect<Report.ShutdownReport>
   /** The services the program sees. */
@@ -94,7 +90,6 @@ export const make = (config: ShutdownConfig): Effect.Effect<Coordinator> =>
     const triggerDeferred = Deferred.makeUnsafe<Report.Trigger>()
     let trigger: Report.Trigger | undefined
     let signals = 0
-    let forced = false
     let programEnded = false
     let forcedReport: Report.ShutdownReport | undefined
     const forcedLatch = Latch.makeUnsafe(false)
@@ -120,7 +115,7 @@ export const make = (config: ShutdownConfig): Effect.Effect<Coordinator> =>
       trigger = next
       t0 = now()
       releaseDeadline = t0 + config.timeoutMs
-      report.start(next, clock.currentTimeMillisUnsafe())
+      report.start(next, t0)
       Deferred.doneUnsafe(triggerDeferred, Exit.succeed(next))
       return true
     }
@@ -132,15 +127,19 @@ export const make = (config: ShutdownConfig): Effect.Effect<Coordinator> =>
       escalation.openUnsafe()
     }
 
-    const forceExit = (signal: string) => {
-      if (forced) return
-      forced = true
-      const code = signal === "SIGINT" ? 130 : 143
-      const snapshot = report.snapshot({ outcome: "forced", exitCode: code, now: now() })
-      runSync(publish(snapshot))
+    /**
+     * Ends the process now (3rd signal, watchdog, emergency budget of zero),
+     * after publishing what is known. When the host does not exit (tests),
+     * the sequence ends there too, with this report.
+     */
+    const endNow = (outcome: Report.ShutdownReport["outcome"], exitCode: number): Report.ShutdownReport => {
+      if (forcedReport !== undefined) return forcedReport
+      const snapshot = report.snapshot({ outcome, exitCode, now: now() })
       forcedReport = snapshot
+      runSync(publish(snapshot))
       forcedLatch.openUnsafe()
-      host.exit(code)
+      host.exit(exitCode)
+      return snapshot
     }
 
     // One Ctrl-C under `npm start` arrives twice: the terminal signals the
@@ -167,7 +166,7 @@ export const make = (config: ShutdownConfig): Effect.Effect<Coordinator> =>
             runSync(Effect.logWarning(`second shutdown signal: cutting in-flight work, releasing within the emergency budget (${config.emergencyTimeoutMs} ms); a third exits at once`))
             escalate()
           } else {
-            forceExit(event._tag === "Signal" ? event.signal : "SIGTERM")
+            endNow("forced", event._tag === "Signal" && event.signal === "SIGINT" ? 130 : 143)
           }
           return
         }
@@ -193,15 +192,13 @@ export const make = (config: ShutdownConfig): Effect.Effect<Coordinator> =>
         )
       })
 
+    const sleepUntilReleaseDeadline = Effect.suspend(() => Effect.sleep(remaining()))
     /** Completes at the release deadline, which an escalation may move earlier. */
-    const releaseDeadlineReached: Effect.Effect<void> = Effect.suspend(() => {
-      const deadline = releaseDeadline
-      if (escalation.isOpen()) return Effect.sleep(Math.max(0, releaseDeadline - now()))
-      return Effect.raceFirst(
-        Effect.sleep(Math.max(0, deadline - now())),
-        escalation.await.pipe(Effect.andThen(Effect.suspend(() => Effect.sleep(Math.max(0, releaseDeadline - now())))))
-      )
-    })
+    const releaseDeadlineReached: Effect.Effect<void> = Effect.suspend(() =>
+      escalation.isOpen()
+        ? sleepUntilReleaseDeadline
+        : Effect.raceFirst(sleepUntilReleaseDeadline, escalation.await.pipe(Effect.andThen(sleepUntilReleaseDeadline)))
+    )
 
     /**
      * Runs `effect` in its own fiber and waits for it until `deadlineMs` (and
@@ -264,26 +261,19 @@ export const make = (config: ShutdownConfig): Effect.Effect<Coordinator> =>
     const publish = (snapshot: Report.ShutdownReport) =>
       Effect.gen(function*() {
         const level = snapshot.outcome === "clean" ? Effect.logInfo : snapshot.outcome === "degraded" ? Effect.logWarning : Effect.logError
+        const json = Report.toJson(snapshot)
         yield* level(Report.summary(snapshot))
-        yield* level("shutdown report").pipe(Effect.annotateLogs("report", Report.toJson(snapshot)))
+        yield* level("shutdown report").pipe(Effect.annotateLogs("report", json))
         if (config.reportFile !== undefined) {
           const path = config.reportFile
-          yield* Effect.try(() => writeFileSync(path, Report.toJson(snapshot) + "\n")).pipe(
+          yield* Effect.try(() => writeFileSync(path, json + "\n")).pipe(
             Effect.catch((error) => Effect.logWarning(`could not write the shutdown report to ${path}`, String(error)))
           )
         }
       })
 
     const watchdog = Effect.gen(function*() {
-      const fireWatchdog = () => {
-        if (forced) return
-        forced = true
-        const snapshot = report.snapshot({ outcome: "watchdog", exitCode: 1, now: now() })
-        runSync(publish(snapshot))
-        forcedReport = snapshot
-        forcedLatch.openUnsafe()
-        host.exit(1)
-      }
+      const fireWatchdog = () => void endNow("watchdog", 1)
       yield* Effect.scoped(Effect.gen(function*() {
         yield* host.watchdog(remaining() + config.watchdogSlackMs, fireWatchdog)
         yield* escalation.await
@@ -302,8 +292,6 @@ export const make = (config: ShutdownConfig): Effect.Effect<Coordinator> =>
       report.addPhase("cutting", startedAt - t0, now() - startedAt)
     })
 
-    // A forced exit (3rd signal, watchdog) ends the process; when the host
-    // does not (tests), the sequence ends there too, with the forced report.
     const runSequence = (program: Fiber.Fiber<unknown, unknown>) =>
       Effect.raceFirst(
         sequence(program),
@@ -317,12 +305,7 @@ export const make = (config: ShutdownConfig): Effect.Effect<Coordinator> =>
         yield* Effect.logInfo(`shutdown: ${Report.describeTrigger(first)}; budget ${config.timeoutMs} ms`)
         const fast = Report.isFastPath(first)
         if (fast) {
-          if (config.emergencyTimeoutMs === 0) {
-            const snapshot = report.snapshot({ outcome: "defect", exitCode: 1, now: now() })
-            yield* publish(snapshot)
-            host.exit(1)
-            return snapshot
-          }
+          if (config.emergencyTimeoutMs === 0) return endNow("defect", 1)
           escalate()
         }
         const drainDeadline = t0 + config.delayMs + config.drainTimeoutMs
@@ -375,7 +358,7 @@ export const make = (config: ShutdownConfig): Effect.Effect<Coordinator> =>
         const outcome = report.outcomeFor(first)
         const snapshot = report.snapshot({ outcome, exitCode: outcome === "clean" ? 0 : 1, now: now() })
         yield* Metric.update(Metrics.shutdownDuration, snapshot.durationMs)
-        if (!forced) yield* publish(snapshot)
+        if (forcedReport === undefined) yield* publish(snapshot)
         return snapshot
       }).pipe(Effect.withSpan("graceful.shutdown"))
 
@@ -438,17 +421,13 @@ export const make = (config: ShutdownConfig): Effect.Effect<Coordinator> =>
     const health = yield* Health.make(lifecycle)
 
     return {
-      config,
       lifecycle,
-      inFlight,
       onEvent,
-      fire,
       onProgramExit: (exit) => {
         programEnded = true
         const next = triggerFromExit(exit)
         if (!fire(next) && Report.isFastPath(next)) escalate()
       },
-      triggered: Deferred.await(triggerDeferred),
       runSequence,
       context: Context.make(Lifecycle.Lifecycle, lifecycle).pipe(
         Context.add(InFlight.InFlight, inFlight),
