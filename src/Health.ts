@@ -27,6 +27,7 @@ import type * as Scope from "effect/Scope"
 import * as Http from "node:http"
 import { Lifecycle } from "./Lifecycle.ts"
 import type { LifecycleService, Phase } from "./Lifecycle.ts"
+import { millisOr } from "./internal/duration.ts"
 
 /**
  * The state of one readiness check after a probe.
@@ -138,9 +139,7 @@ export const make = (lifecycle: LifecycleService): Effect.Effect<HealthService> 
             const entry: Check = {
               name,
               check,
-              timeoutMs: options?.timeout === undefined
-                ? DEFAULT_CHECK_TIMEOUT_MS
-                : Duration.toMillis(Duration.fromInputUnsafe(options.timeout))
+              timeoutMs: millisOr(options?.timeout, DEFAULT_CHECK_TIMEOUT_MS)
             }
             checks.push(entry)
             return entry

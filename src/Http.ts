@@ -59,6 +59,8 @@ import * as Net from "node:net"
 import * as Health from "./Health.ts"
 import { InFlight } from "./InFlight.ts"
 import * as Lifecycle from "./Lifecycle.ts"
+import { millisOr } from "./internal/duration.ts"
+import { DEFAULT_CLOSE_REASON, REFUSAL_RESPONSE, REFUSED_BODY } from "./internal/refusal.ts"
 import * as Resource from "./Resource.ts"
 
 /**
@@ -88,11 +90,6 @@ export interface GuardOptions {
 
 const noop = () => {}
 
-const REFUSED_BODY = "service shutting down\n"
-
-const refusalHead = (status: number) =>
-  `HTTP/1.1 ${status} Service Unavailable\r\nConnection: close\r\nContent-Type: text/plain\r\n` +
-  `Content-Length: ${REFUSED_BODY.length}\r\nRetry-After: 1\r\n\r\n${REFUSED_BODY}`
 
 /** `ws` keeps its WebSocket on the socket under a symbol described "websocket". */
 interface WsLike {
@@ -163,9 +160,7 @@ export const guard = (
     const inFlight = yield* InFlight
     const health = yield* Health.Health
     const name = options.name ?? "http server"
-    const idleGraceMs = options.idleGrace === undefined
-      ? 100
-      : Duration.toMillis(Duration.fromInputUnsafe(options.idleGrace))
+    const idleGraceMs = millisOr(options.idleGrace, 100)
     const isHttp2 = server.constructor.name.startsWith("Http2")
     const isTls = !isHttp2 && "setSecureContext" in server
     const state: GuardState = {
@@ -173,7 +168,7 @@ export const guard = (
       inFlight,
       isHttp2,
       idleGraceMs,
-      closeReason: options.webSocketCloseReason ?? "server shutting down",
+      closeReason: options.webSocketCloseReason ?? DEFAULT_CLOSE_REASON,
       answerHealth: options.health === false
         ? undefined
         : Health.nodeHandler(health, lifecycle, { ...Health.defaultPaths, ...options.health }),
@@ -184,6 +179,13 @@ export const guard = (
     }
     const connectionEvent = isTls ? "secureConnection" : "connection"
     let listenerClosed = false
+    // net.Server's close: stop accepting, and nothing else (Node's http close
+    // would also destroy idle keep-alive sockets).
+    const closeListener = () => {
+      if (listenerClosed || !server.listening) return
+      listenerClosed = true
+      Net.Server.prototype.close.call(server as Net.Server, noop)
+    }
 
     const originalEmit = server.emit as (this: NodeServer, event: string | symbol, ...args: Array<unknown>) => boolean
     // `arguments` rather than rest parameters: no array per event on the hot path.
@@ -226,11 +228,7 @@ export const guard = (
       `${name}: close listener`,
       "Closing",
       Effect.sync(() => {
-        if (!listenerClosed && server.listening) {
-          listenerClosed = true
-          // net.Server's close: stop accepting, and nothing else.
-          Net.Server.prototype.close.call(server as Net.Server, noop)
-        }
+        closeListener()
         for (const socket of state.connections) {
           const connection = socket[kConnection]!
           if (connection.upgraded) closeUpgraded(state, connection)
@@ -248,10 +246,7 @@ export const guard = (
       name,
       Effect.sync(() => {
         destroyAll(state)
-        if (!listenerClosed && server.listening) {
-          listenerClosed = true
-          Net.Server.prototype.close.call(server as Net.Server, noop)
-        }
+        closeListener()
         ;(server as unknown as { emit: typeof emit }).emit = originalEmit
       })
     )
@@ -521,7 +516,7 @@ function onUpgradedSocketClose(this: Net.Socket & { [kRequest]?: TrackedRequest 
 const onUpgrade = (state: GuardState, request: Http.IncomingMessage, socket: Net.Socket): boolean => {
   socket.on("error", noop)
   if (draining(state)) {
-    socket.end(refusalHead(503))
+    socket.end(REFUSAL_RESPONSE)
     return true
   }
   const connection = connectionOf(state, socket)
@@ -530,7 +525,7 @@ const onUpgrade = (state: GuardState, request: Http.IncomingMessage, socket: Net
   const isWebSocket = request.headers.upgrade?.toLowerCase() === "websocket"
   const tracked = new TrackedRequest(state, isWebSocket ? "websocket" : "upgrade", request, undefined, undefined)
   if (!state.inFlight.addUnsafe(tracked)) {
-    socket.end(refusalHead(503))
+    socket.end(REFUSAL_RESPONSE)
     return true
   }
   ;(socket as Net.Socket & { [kRequest]?: TrackedRequest })[kRequest] = tracked

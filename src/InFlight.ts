@@ -56,7 +56,6 @@ export interface Item {
   interrupt(): void
 }
 
-type Entry = Item
 
 /**
  * The in-flight set.
@@ -176,69 +175,46 @@ export const make = (
       gaugeScheduled = true
       setImmediate(updateGauge)
     }
-    const entries = new Set<Entry>()
+    const entries = new Set<Item>()
     const empty = Latch.makeUnsafe(true)
     let closed = false
 
-    const removeUnsafe = (entry: Entry) => {
-      if (!entries.delete(entry)) return
+    const removeUnsafe = (item: Item) => {
+      if (!entries.delete(item)) return
       if (entries.size === 0) empty.openUnsafe()
       gauge()
     }
-    const added = () => {
-      if (entries.size === 1) empty.closeUnsafe()
-      gauge()
-    }
-    const remove = (entry: Entry) => Effect.sync(() => removeUnsafe(entry))
-
-    const track = <A, E, R>(effect: Effect.Effect<A, E, R>, trackOptions?: TrackOptions): Effect.Effect<A, E, R> =>
-      Effect.withFiber((fiber) => {
-        const kind = trackOptions?.kind ?? "work"
-        const label = trackOptions?.label ?? kind
-        if (closed) {
-          options.onCutOnArrival?.({ kind, label, ageMs: 0 })
-          return Effect.andThen(Metric.update(Metrics.cut, 1), Effect.interrupt)
-        }
-        const entry: Entry = {
-          reportCut: trackOptions?.reportCut ?? true,
-          kind,
-          label,
-          startedAt: clock.currentTimeMillisUnsafe(),
-          interrupt: () => fiber.interruptUnsafe()
-        }
-        entries.add(entry)
-        added()
-        return Effect.onExit(effect, () => remove(entry))
-      })
 
     const addUnsafe = (item: Item): boolean => {
       if (closed) {
-        if (item.reportCut) options.onCutOnArrival?.({ kind: item.kind, label: item.label, ageMs: 0 })
+        // Arrived after the cut: refused, and reported like any other cut.
+        if (item.reportCut) {
+          options.onCutOnArrival?.({ kind: item.kind, label: item.label, ageMs: 0 })
+          Metrics.cut.updateUnsafe(1, context)
+        }
         return false
       }
       item.startedAt = clock.currentTimeMillisUnsafe()
       entries.add(item)
-      added()
+      if (entries.size === 1) empty.closeUnsafe()
+      gauge()
       return true
     }
 
-    const enterUnsafe = (options_: TrackOptions & { readonly onCut: () => void }) => {
-      const kind = options_.kind ?? "work"
-      const label = options_.label ?? kind
-      if (closed) {
-        options.onCutOnArrival?.({ kind, label, ageMs: 0 })
-        return undefined
-      }
-      const entry: Entry = {
-        reportCut: options_.reportCut ?? true,
-        kind,
-        label,
-        startedAt: clock.currentTimeMillisUnsafe(),
-        interrupt: options_.onCut
-      }
-      entries.add(entry)
-      added()
-      return () => removeUnsafe(entry)
+    const itemOf = (trackOptions: TrackOptions | undefined, interrupt: () => void): Item => {
+      const kind = trackOptions?.kind ?? "work"
+      return { kind, label: trackOptions?.label ?? kind, reportCut: trackOptions?.reportCut ?? true, startedAt: 0, interrupt }
+    }
+
+    const track = <A, E, R>(effect: Effect.Effect<A, E, R>, trackOptions?: TrackOptions): Effect.Effect<A, E, R> =>
+      Effect.withFiber((fiber) => {
+        const item = itemOf(trackOptions, () => fiber.interruptUnsafe())
+        return addUnsafe(item) ? Effect.onExit(effect, () => Effect.sync(() => removeUnsafe(item))) : Effect.interrupt
+      })
+
+    const enterUnsafe = (enterOptions: TrackOptions & { readonly onCut: () => void }) => {
+      const item = itemOf(enterOptions, enterOptions.onCut)
+      return addUnsafe(item) ? () => removeUnsafe(item) : undefined
     }
 
     const cut = Effect.sync(() => {

@@ -44,6 +44,7 @@ import * as Logger from "effect/Logger"
 import type * as Scope from "effect/Scope"
 import type { Lifecycle } from "./Lifecycle.ts"
 import * as Resource from "./Resource.ts"
+import { reasonOf } from "./internal/errors.ts"
 
 /**
  * The file could not be opened (or repaired) at acquisition.
@@ -201,8 +202,6 @@ type Item =
   | { readonly _tag: "Line"; readonly data: Buffer; readonly done: Done | undefined }
   | { readonly _tag: "Sync"; readonly done: Done }
 
-const reasonOf = (error: unknown): string =>
-  error instanceof Error ? error.message : String(error)
 
 /** Serialises one value as one line, or says why it cannot. */
 const encode = (value: unknown): Buffer | string => {
@@ -284,14 +283,14 @@ const makeEngine = (fd: number, path: string, initialSize: number, options: Json
     // Whole lines only, in order, up to maxBatch bytes (at least one line).
     const batch: Array<Item & { readonly _tag: "Line" }> = []
     let bytes = 0
-    while (queue.length > 0) {
-      const item = queue[0]!
+    for (const item of queue) {
       if (item._tag !== "Line") break
       if (batch.length > 0 && bytes + item.data.length > maxBatch) break
       batch.push(item)
       bytes += item.data.length
-      queue.shift()
     }
+    // One splice per batch, not a shift per line: a burst queues thousands.
+    queue.splice(0, batch.length)
     const data = batch.length === 1 ? batch[0]!.data : Buffer.concat(batch.map((item) => item.data), bytes)
     const finish = (error: JsonlWriteError | undefined) => {
       busy = false

@@ -22,8 +22,8 @@
  * The slice is the release's `timeout`, bounded by what is left of the
  * shutdown budget. Work that uses the adapter's own `query`, `withClient` or
  * `transaction` is also cancelled on the server when its fiber is
- * interrupted (cut at the drain deadline): its connection is not returned to
- * the pool until Postgres has stopped the query.
+ * interrupted (cut at the drain deadline): the query is cancelled on the
+ * server, then the connection is closed rather than returned to the pool.
  *
  * **`@effect/sql-pg`** ({@link layerManaged}, {@link layerClient}). Its
  * client layer closes its pool when its scope closes, waiting for
@@ -55,6 +55,8 @@ import type * as PgClient from "@effect/sql-pg/PgClient"
 import type * as pg from "pg"
 import { Lifecycle } from "./Lifecycle.ts"
 import * as Resource from "./Resource.ts"
+import { millisOr } from "./internal/duration.ts"
+import { reasonOf } from "./internal/errors.ts"
 
 // -----------------------------------------------------------------------------
 // errors
@@ -233,8 +235,6 @@ export interface ClientQuery {
   ) => Effect.Effect<pg.QueryResult<R>, PgQueryError>
 }
 
-const millisOf = (input: Duration.Input | undefined): number | undefined =>
-  input === undefined ? undefined : Duration.toMillis(Duration.fromInputUnsafe(input))
 
 const errorCode = (error: unknown): string | undefined => {
   if (typeof error === "object" && error !== null && "code" in error && typeof error.code === "string") {
@@ -243,7 +243,6 @@ const errorCode = (error: unknown): string | undefined => {
   return undefined
 }
 
-const reasonOf = (error: unknown): string => error instanceof Error ? error.message : String(error)
 
 /** pg sets `processID` from the server's BackendKeyData; @types/pg does not declare it. */
 const backendPid = (client: pg.ClientBase): number | undefined => {
@@ -309,11 +308,10 @@ const awaitPromise = (promise: Promise<unknown>, millis: number): Effect.Effect<
 const manage = (pool: pg.Pool, options: PoolOptions) =>
   Effect.gen(function*() {
     const name = options.name ?? "postgres"
-    const pingTimeoutMs = millisOf(options.pingTimeout) ?? 1_000
+    const pingTimeoutMs = millisOr(options.pingTimeout, 1_000)
     const context = yield* Effect.context<never>()
     const runFork = Effect.runForkWith(context)
     const checkedOut = new Set<pg.PoolClient>()
-    const settling = new Set<Promise<unknown>>()
     const config: pg.ClientConfig = pool.options
 
     const onAcquire = (client: pg.PoolClient) => void checkedOut.add(client)
@@ -357,7 +355,7 @@ const manage = (pool: pg.Pool, options: PoolOptions) =>
       query: <R extends pg.QueryResultRow>(text: string, values?: ReadonlyArray<unknown>) =>
         Effect.callback<pg.QueryResult<R>, PgQueryError>((resume) => {
           running.count++
-          client.query<R>(text, values === undefined ? undefined : [...values]).then(
+          client.query<R>(text, values as Array<unknown> | undefined).then(
             (result) => {
               running.count--
               resume(Effect.succeed(result))
@@ -380,12 +378,10 @@ const manage = (pool: pg.Pool, options: PoolOptions) =>
     const discard = (loan: Loan) => {
       const { client } = loan
       const pid = backendPid(client)
-      const done = (loan.count > 0 && pid !== undefined
+      void (loan.count > 0 && pid !== undefined
         ? cancelBackends(config, name, [pid]).then(() => undefined, () => undefined)
         : Promise.resolve()
       ).then(() => client.release(new Error(`${name}: connection discarded after an interruption`)))
-      settling.add(done)
-      void done.finally(() => settling.delete(done))
     }
 
     const lend = Effect.map(connect, (client): Loan => ({ client, count: 0, discard: false }))
@@ -446,9 +442,9 @@ const manage = (pool: pg.Pool, options: PoolOptions) =>
     const release = Effect.gen(function*() {
       const lifecycle = yield* Lifecycle
       const remaining = yield* lifecycle.remainingMillis
-      const timeoutMs = millisOf(options.timeout)
+      const timeoutMs = millisOr(options.timeout)
       const sliceMs = Math.min(timeoutMs ?? Number.POSITIVE_INFINITY, remaining)
-      const graceMs = Math.min(millisOf(options.cancelGrace) ?? 1_000, sliceMs / 2)
+      const graceMs = Math.min(millisOr(options.cancelGrace, 1_000), sliceMs / 2)
       const startedAt = Date.now()
       const left = () => sliceMs - (Date.now() - startedAt)
 
@@ -616,7 +612,7 @@ export const ping = (
   options: { readonly name?: string | undefined; readonly timeout?: Duration.Input | undefined } = {}
 ): Effect.Effect<void, PgPingError> => {
   const name = options.name ?? "postgres"
-  const timeoutMs = millisOf(options.timeout) ?? 1_000
+  const timeoutMs = millisOr(options.timeout, 1_000)
   return Effect.tryPromise({
     try: () => pool.query("SELECT 1"),
     catch: (error) => new PgPingError({ name, reason: reasonOf(error) })
@@ -729,7 +725,7 @@ export const sqlPing = (
   options: { readonly name?: string | undefined; readonly timeout?: Duration.Input | undefined } = {}
 ): Effect.Effect<void, PgPingError, SqlClient.SqlClient> => {
   const name = options.name ?? "postgres"
-  const timeoutMs = millisOf(options.timeout) ?? 1_000
+  const timeoutMs = millisOr(options.timeout, 1_000)
   return SqlClient.SqlClient.use((sql) => sql`SELECT 1`).pipe(
     Effect.mapError((error) => new PgPingError({ name, reason: reasonOf(error) })),
     Effect.timeoutOrElse({

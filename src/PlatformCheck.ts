@@ -230,18 +230,20 @@ export const check = (
   })
 
 /**
- * The check as a layer, for a program that does not get it from
- * `Graceful.run`: loads the shutdown configuration (with the same code
- * options as the program's) and runs {@link check} when the layer is built.
+ * The check as a layer, for a program that does not run under
+ * `Graceful.run` (which runs {@link check} itself at start): loads the
+ * shutdown configuration (with the same code options as the program's) and
+ * runs {@link check} when the layer is built.
  *
  * @example
  * ```ts
+ * import { NodeRuntime } from "@effect/platform-node"
  * import { Layer } from "effect"
- * import { Graceful, PlatformCheck } from "effect-graceful"
+ * import { PlatformCheck } from "effect-graceful"
  *
  * declare const AppLive: Layer.Layer<never>
  *
- * Graceful.runMain(Layer.merge(AppLive, PlatformCheck.layer()))
+ * Layer.launch(Layer.merge(AppLive, PlatformCheck.layer())).pipe(NodeRuntime.runMain)
  * ```
  *
  * @since 0.1.0

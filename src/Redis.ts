@@ -44,6 +44,8 @@ import { InFlight } from "./InFlight.ts"
 import * as Lifecycle from "./Lifecycle.ts"
 import * as Resource from "./Resource.ts"
 import * as Worker from "./Worker.ts"
+import { millisOr } from "./internal/duration.ts"
+import { reasonOf } from "./internal/errors.ts"
 
 // -----------------------------------------------------------------------------
 // clients and errors
@@ -159,10 +161,6 @@ export class RedisCommandError extends Data.TaggedError("RedisCommandError")<{
   }
 }
 
-const reasonOf = (error: unknown): string => error instanceof Error ? error.message : String(error)
-
-const millisOf = (input: Duration.Input | undefined, fallback: number): number =>
-  input === undefined ? fallback : Duration.toMillis(Duration.fromInputUnsafe(input))
 
 const command = <A>(name: string, commandName: string, run: () => Promise<A>) =>
   Effect.tryPromise({
@@ -459,12 +457,18 @@ export interface Consumer {
 }
 
 /** Reads node-redis' (RESP2 and RESP3) stream replies into entries; skips deleted ones. */
-const entriesOf = (stream: string, reply: unknown): { entries: Array<StreamEntry>; deleted: Array<string> } => {
+const entriesOf = (
+  stream: string,
+  reply: unknown
+): { entries: Array<StreamEntry>; deleted: Array<string>; last: string | undefined } => {
   const entries: Array<StreamEntry> = []
   const deleted: Array<string> = []
+  // The last id in reply order, live or deleted: where the next page starts.
+  let last: string | undefined
   const add = (message: unknown) => {
     if (typeof message !== "object" || message === null || !("id" in message)) return
     const id = String(message.id)
+    last = id
     const fields = "message" in message ? message.message : null
     if (typeof fields !== "object" || fields === null) {
       deleted.push(id)
@@ -485,7 +489,7 @@ const entriesOf = (stream: string, reply: unknown): { entries: Array<StreamEntry
     // XAUTOCLAIM: { nextId, messages, deletedMessages }
     for (const message of reply.messages) add(message)
   }
-  return { entries, deleted }
+  return { entries, deleted, last }
 }
 
 const nextIdOf = (reply: unknown): string =>
@@ -535,9 +539,9 @@ export const consume = <R>(
     const name = options.name ?? `redis stream ${stream}`
     const consumer = options.consumer ?? `${hostname()}-${process.pid}-${Math.random().toString(36).slice(2, 8)}`
     const concurrency = Math.max(1, Math.floor(options.concurrency ?? 1))
-    const blockMs = Math.max(1, millisOf(options.block, 2_000))
-    const claimIdleMs = millisOf(options.claimIdle, 60_000)
-    const claimEveryMs = Math.max(10, millisOf(options.claimEvery, claimIdleMs / 2))
+    const blockMs = Math.max(1, millisOr(options.block, 2_000))
+    const claimIdleMs = millisOr(options.claimIdle, 60_000)
+    const claimEveryMs = Math.max(10, millisOr(options.claimEvery, claimIdleMs / 2))
     // Released in reverse: the blocking reader first (destroyed: its last
     // read cannot finish), then the connection that acknowledges.
     const commands = yield* managedConnection(`${name} (commands)`, options.client.duplicate(), {
@@ -586,9 +590,8 @@ export const consume = <R>(
     const readOnce = async (): Promise<void> => {
       if (ownCursor !== undefined) {
         const reply = await reader.xReadGroup(group, consumer, { key: stream, id: ownCursor }, { COUNT: concurrency })
-        const { deleted, entries } = entriesOf(stream, reply)
+        const { deleted, entries, last } = entriesOf(stream, reply)
         for (const id of deleted) await acknowledge(id)
-        const last = [...entries.map((e) => e.id), ...deleted].at(-1)
         ownCursor = last
         accept(entries)
         return

@@ -18,6 +18,7 @@ import type * as Exit from "effect/Exit"
 import * as Layer from "effect/Layer"
 import type * as Scope from "effect/Scope"
 import { Lifecycle } from "./Lifecycle.ts"
+import { millisOr } from "./internal/duration.ts"
 
 /**
  * Options for a managed resource.
@@ -29,8 +30,6 @@ export interface ResourceOptions {
   readonly timeout?: Duration.Input | undefined
 }
 
-const timeoutMillis = (options: ResourceOptions | undefined): number | undefined =>
-  options?.timeout === undefined ? undefined : Duration.toMillis(Duration.fromInputUnsafe(options.timeout))
 
 /**
  * Acquires a resource and registers its named, budgeted release in the
@@ -60,7 +59,7 @@ export const make = <A, E, R, R2 = never>(
   Effect.gen(function*() {
     const lifecycle = yield* Lifecycle
     const context = yield* Effect.context<R2>()
-    const timeout = timeoutMillis(options)
+    const timeout = millisOr(options?.timeout)
     return yield* Effect.acquireRelease(
       Effect.flatMap(acquire, (resource) =>
         Effect.map(lifecycle.registerRelease(name, { timeout }), (runRelease) => ({ resource, runRelease }))),

@@ -22,6 +22,7 @@ import type { Duplex } from "node:stream"
 import type { WebSocket, WebSocketServer } from "ws"
 import { pathOf } from "./Health.ts"
 import { InFlight } from "./InFlight.ts"
+import { DEFAULT_CLOSE_REASON, REFUSAL_RESPONSE } from "./internal/refusal.ts"
 import * as Lifecycle from "./Lifecycle.ts"
 import * as Resource from "./Resource.ts"
 
@@ -36,9 +37,6 @@ export interface GuardOptions {
   /** The reason sent with close code 1001. Default `"server shutting down"`. */
   readonly closeReason?: string | undefined
 }
-
-const REFUSAL = "HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Type: text/plain\r\n" +
-  "Content-Length: 22\r\nRetry-After: 1\r\n\r\nservice shutting down\n"
 
 /**
  * Makes a `ws` server graceful for the life of the scope.
@@ -66,14 +64,14 @@ export const guard = (
     const lifecycle = yield* Lifecycle.Lifecycle
     const inFlight = yield* InFlight
     const name = options.name ?? "websocket server"
-    const reason = options.closeReason ?? "server shutting down"
+    const reason = options.closeReason ?? DEFAULT_CLOSE_REASON
     const leaves = new Map<WebSocket, () => void>()
 
     const handleUpgrade = wss.handleUpgrade.bind(wss)
     wss.handleUpgrade = ((request: Http.IncomingMessage, socket: Duplex, head: Buffer, callback) => {
       if (Lifecycle.isAtLeast(lifecycle.phaseUnsafe(), "Draining")) {
         socket.on("error", () => {})
-        socket.end(REFUSAL)
+        socket.end(REFUSAL_RESPONSE)
         return
       }
       handleUpgrade(request, socket, head, callback)

@@ -81,7 +81,8 @@ import * as Fiber from "effect/Fiber"
 import type * as Scope from "effect/Scope"
 import * as Semaphore from "effect/Semaphore"
 import { InFlight } from "./InFlight.ts"
-import { Lifecycle } from "./Lifecycle.ts"
+import * as Lifecycle from "./Lifecycle.ts"
+import { millisOr } from "./internal/duration.ts"
 
 /**
  * Why a job is handed back to the broker:
@@ -194,8 +195,6 @@ export class SettleTimeoutError extends Data.TaggedError("SettleTimeoutError")<{
   }
 }
 
-const millis = (input: Duration.Input | undefined, fallback: number): number =>
-  input === undefined ? fallback : Duration.toMillis(Duration.fromInputUnsafe(input))
 
 /**
  * Starts a worker in the current scope. It takes jobs until the program
@@ -230,13 +229,13 @@ const millis = (input: Duration.Input | undefined, fallback: number): number =>
  */
 export const make = <Job, R>(
   options: WorkerOptions<Job, R>
-): Effect.Effect<Worker, never, R | Lifecycle | InFlight | Scope.Scope> =>
+): Effect.Effect<Worker, never, R | Lifecycle.Lifecycle | InFlight | Scope.Scope> =>
   Effect.gen(function*() {
     const inFlight = yield* InFlight
     const scope = yield* Effect.scope
     const concurrency = Math.max(1, Math.floor(options.concurrency ?? 1))
-    const settleTimeoutMs = millis(options.settleTimeout, 5_000)
-    const maxBackoffMs = millis(options.maxTakeBackoff, 5_000)
+    const settleTimeoutMs = millisOr(options.settleTimeout, 5_000)
+    const maxBackoffMs = millisOr(options.maxTakeBackoff, 5_000)
     const kind = options.kind ?? "job"
     const permits = yield* Semaphore.make(concurrency)
     let counter = 0
@@ -355,7 +354,7 @@ export const make = <Job, R>(
       return Fiber.interrupt(taker)
     }).pipe(Effect.asVoid)
 
-    yield* Lifecycle.use((lifecycle) => lifecycle.addHook(`${options.name}: stop taking jobs`, "Closing", stop))
+    yield* Lifecycle.addHook(`${options.name}: stop taking jobs`, "Closing", stop)
 
     return {
       stats: Effect.sync(() => ({ ...stats })),
