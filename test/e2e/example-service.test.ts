@@ -45,25 +45,9 @@ afterEach(() => {
   running = []
 })
 
-const boot = async (env: Record<string, string> = {}): Promise<Service> => {
-  const dir = mkdtempSync(join(tmpdir(), "effect-graceful-example-"))
-  const logFile = join(dir, "requests.jsonl")
-  const pgliteDir = join(dir, "pglite")
-  const child = spawn(process.execPath, [main], {
-    env: {
-      ...process.env,
-      PORT: "0",
-      HOST: "127.0.0.1",
-      LOG_FILE: logFile,
-      PGLITE_DIR: pgliteDir,
-      SHUTDOWN_REPORT_FILE: join(dir, "report.json"),
-      DATABASE_URL: "",
-      REDIS_URL: "",
-      KUBERNETES_SERVICE_HOST: "",
-      ...env
-    },
-    stdio: ["ignore", "pipe", "pipe"]
-  })
+/** Starts `file` and resolves once it prints `listening on http://127.0.0.1:<port>`. */
+const spawnListening = async (file: string, env: Record<string, string>) => {
+  const child = spawn(process.execPath, [file], { env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] })
   let output = ""
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
     child.on("exit", (code, signal) => resolve({ code, signal }))
@@ -74,9 +58,30 @@ const boot = async (env: Record<string, string> = {}): Promise<Service> => {
       const match = /listening on http:\/\/127\.0\.0\.1:(\d+)/.exec(output)
       if (match) resolve(Number(match[1]))
     }
-    child.stdout!.on("data", onData)
-    child.stderr!.on("data", onData)
-    void exited.then(() => reject(new Error(`the service exited before listening:\n${output}`)))
+    child.stdout.on("data", onData)
+    child.stderr.on("data", onData)
+    void exited.then(() => reject(new Error(`${file} exited before listening:\n${output}`)))
+  })
+  return { child, port, exited, output: () => output }
+}
+
+const boot = async (env: Record<string, string> = {}): Promise<Service> => {
+  const dir = mkdtempSync(join(tmpdir(), "effect-graceful-example-"))
+  const logFile = join(dir, "requests.jsonl")
+  const pgliteDir = join(dir, "pglite")
+  const { child, port, exited, output } = await spawnListening(main, {
+    PORT: "0",
+    HOST: "127.0.0.1",
+    LOG_FILE: logFile,
+    PGLITE_DIR: pgliteDir,
+    SHUTDOWN_REPORT_FILE: join(dir, "report.json"),
+    DATABASE_URL: "",
+    REDIS_URL: "",
+    KUBERNETES_SERVICE_HOST: "",
+    ...env
+  }).catch((error: unknown) => {
+    rmSync(dir, { recursive: true, force: true })
+    throw error
   })
   const service: Service = {
     child,
@@ -84,7 +89,7 @@ const boot = async (env: Record<string, string> = {}): Promise<Service> => {
     dir,
     logFile,
     pgliteDir,
-    output: () => output,
+    output,
     exited,
     report: () => JSON.parse(readFileSync(join(dir, "report.json"), "utf8")) as Report.ShutdownReport
   }
@@ -273,26 +278,13 @@ describe("examples/express: before.ts drops the request in flight at SIGTERM, ma
     })
 
   const startExpress = async (file: "before.ts" | "main.ts") => {
-    const child = spawn(process.execPath, [join(import.meta.dirname, "..", "..", "examples", "express", file)], {
-      env: { ...process.env, PORT: String(await freePort()), HOST: "127.0.0.1", KUBERNETES_SERVICE_HOST: "" },
-      stdio: ["ignore", "pipe", "pipe"]
+    const app = await spawnListening(join(import.meta.dirname, "..", "..", "examples", "express", file), {
+      PORT: String(await freePort()),
+      HOST: "127.0.0.1",
+      KUBERNETES_SERVICE_HOST: ""
     })
-    clients.push({ destroy: () => child.kill("SIGKILL") })
-    let output = ""
-    const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
-      child.on("exit", (code, signal) => resolve({ code, signal }))
-    )
-    const port = await new Promise<number>((resolve, reject) => {
-      const onData = (chunk: Buffer) => {
-        output += String(chunk)
-        const match = /listening on http:\/\/127\.0\.0\.1:(\d+)/.exec(output)
-        if (match) resolve(Number(match[1]))
-      }
-      child.stdout.on("data", onData)
-      child.stderr.on("data", onData)
-      void exited.then(() => reject(new Error(`exited before listening:\n${output}`)))
-    })
-    return { child, port, exited, output: () => output }
+    clients.push({ destroy: () => app.child.kill("SIGKILL") })
+    return app
   }
 
   it("main.ts (graceful): the request completes, health routes answer, exit 0", async () => {
