@@ -1,6 +1,6 @@
 /**
  * The HTTP API: an Effect `HttpRouter` app on the guarded Node server
- * (`Http.layer` from `effect-graceful/http`), which also answers
+ * (`Http.layer` from `effect-graceful/Http`), which also answers
  * `/health/live` and `/health/ready`.
  *
  * - `GET /work?ms=N`: waits N ms (0 to 60000, default 0), writes one row to

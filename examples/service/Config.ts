@@ -8,9 +8,9 @@
  * | `PORT` | port to listen on (`0`: any free port) | `3000` |
  * | `HOST` | address to listen on | `127.0.0.1` |
  * | `LOG_FILE` | the JSONL request log, one line per completed request | `service.jsonl` |
- * | `DATABASE_URL` | a real Postgres (through `effect-graceful/pg`) | unset: in-process PGlite |
+ * | `DATABASE_URL` | a real Postgres (through `effect-graceful/Pg`) | unset: in-process PGlite |
  * | `PGLITE_DIR` | where PGlite keeps its files | unset: in memory |
- * | `REDIS_URL` | a real Redis for pub/sub (through `effect-graceful/redis`) | unset: in-process pub/sub |
+ * | `REDIS_URL` | a real Redis for pub/sub (through `effect-graceful/Redis`) | unset: in-process pub/sub |
  */
 import { Config, Context, Data, Effect, Layer, Option } from "effect"
 

@@ -2,7 +2,7 @@
  * The database: one row per `/work` request.
  *
  * - `DATABASE_URL` set: a real Postgres through a managed `pg.Pool`
- *   (`effect-graceful/pg`): at release it stops handing out connections,
+ *   (`effect-graceful/Pg`): at release it stops handing out connections,
  *   lets running queries finish within its slice, cancels what is left, and
  *   ends the pool.
  * - unset: PGlite, Postgres compiled to WebAssembly, in this process (in
@@ -15,7 +15,7 @@
  */
 import { Context, Data, Effect, Layer, Option } from "effect"
 import * as Health from "../../src/Health.ts"
-import * as Pg from "../../src/Pg.ts"
+import * as Pg from "../../src/adapters/Pg.ts"
 import * as Resource from "../../src/Resource.ts"
 import { ServiceConfig } from "./Config.ts"
 

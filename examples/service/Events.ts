@@ -4,14 +4,14 @@
  * instances would, to invalidate caches or update counters).
  *
  * The subscriber is the library's Redis pub/sub subscriber
- * (`effect-graceful/redis`): each message's handler is tracked work, no
+ * (`effect-graceful/Redis`): each message's handler is tracked work, no
  * handler starts once the service is Closing, and the connection is released
  * in the Releasing phase. With `REDIS_URL` it talks to a real Redis; without,
  * to {@link LocalBroker}, an in-process broker with the same interface.
  */
 import { Context, Effect, Layer, Option } from "effect"
 import { EventEmitter } from "node:events"
-import * as Redis from "../../src/Redis.ts"
+import * as Redis from "../../src/adapters/Redis.ts"
 import * as Resource from "../../src/Resource.ts"
 import { ServiceConfig } from "./Config.ts"
 

@@ -1,11 +1,11 @@
 /**
  * The request log: one JSON line per completed request, through the
- * library's JSONL writer (`effect-graceful/jsonl`). Built first, so it is
+ * library's JSONL writer (`effect-graceful/Jsonl`). Built first, so it is
  * released last: every request that completes during the drain still gets
  * its line, and the file is flushed, fsynced and closed at the very end.
  */
 import { Context, Effect, Layer } from "effect"
-import * as Jsonl from "../../src/Jsonl.ts"
+import * as Jsonl from "../../src/adapters/Jsonl.ts"
 import { ServiceConfig } from "./Config.ts"
 
 /**

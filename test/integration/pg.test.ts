@@ -3,7 +3,7 @@ import { readFileSync } from "node:fs"
 import { join } from "node:path"
 import pg from "pg"
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest"
-import * as Pg from "../../src/Pg.ts"
+import * as Pg from "../../src/adapters/Pg.ts"
 import { type Fixture, start, uniqueName } from "./harness.ts"
 
 const connection = { host: "127.0.0.1", port: 5432, user: "postgres", database: "postgres" }

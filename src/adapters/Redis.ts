@@ -40,12 +40,12 @@ import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as FiberSet from "effect/FiberSet"
 import type * as Scope from "effect/Scope"
-import { InFlight } from "./InFlight.ts"
-import * as Lifecycle from "./Lifecycle.ts"
-import * as Resource from "./Resource.ts"
+import { InFlight } from "../InFlight.ts"
+import * as Lifecycle from "../Lifecycle.ts"
+import * as Resource from "../Resource.ts"
 import * as Worker from "./Worker.ts"
-import { millisOr } from "./internal/duration.ts"
-import { reasonOf } from "./internal/errors.ts"
+import { millisOr } from "../internal/duration.ts"
+import { reasonOf } from "../internal/errors.ts"
 
 // -----------------------------------------------------------------------------
 // clients and errors
@@ -120,7 +120,7 @@ export interface StreamsConnection extends Connection {
  *
  * @example
  * ```ts
- * import * as Redis from "effect-graceful/redis"
+ * import * as Redis from "effect-graceful/Redis"
  *
  * const error = new Redis.RedisConnectError({ name: "orders subscriber", reason: "connect ECONNREFUSED 127.0.0.1:6379" })
  * error.message // "orders subscriber: cannot connect to Redis: connect ECONNREFUSED 127.0.0.1:6379"
@@ -143,7 +143,7 @@ export class RedisConnectError extends Data.TaggedError("RedisConnectError")<{
  *
  * @example
  * ```ts
- * import * as Redis from "effect-graceful/redis"
+ * import * as Redis from "effect-graceful/Redis"
  *
  * const error = new Redis.RedisCommandError({ name: "orders", command: "XREADGROUP", reason: "NOGROUP No such key" })
  * error.message // "orders: XREADGROUP failed: NOGROUP No such key"
@@ -277,7 +277,7 @@ export interface Subscription {
  * ```ts
  * import { Effect } from "effect"
  * import { Graceful } from "effect-graceful"
- * import * as Redis from "effect-graceful/redis"
+ * import * as Redis from "effect-graceful/Redis"
  * import { createClient } from "redis"
  *
  * const client = createClient({ url: process.env.REDIS_URL ?? "redis://localhost:6379" })
@@ -506,7 +506,7 @@ const nextIdOf = (reply: unknown): string =>
  * ```ts
  * import { Effect } from "effect"
  * import { Graceful } from "effect-graceful"
- * import * as Redis from "effect-graceful/redis"
+ * import * as Redis from "effect-graceful/Redis"
  * import { createClient } from "redis"
  *
  * const client = createClient({ url: process.env.REDIS_URL ?? "redis://localhost:6379" })

@@ -34,7 +34,7 @@
  * // pushes; the consume callback feeds a local queue that `take` reads.
  * import { Effect, Queue } from "effect"
  * import { Resource } from "effect-graceful"
- * import * as Worker from "effect-graceful/worker"
+ * import * as Worker from "effect-graceful/Worker"
  * import amqp from "amqplib"
  *
  * const RabbitWorker = Effect.gen(function*() {
@@ -80,9 +80,9 @@ import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
 import type * as Scope from "effect/Scope"
 import * as Semaphore from "effect/Semaphore"
-import { InFlight } from "./InFlight.ts"
-import * as Lifecycle from "./Lifecycle.ts"
-import { millisOr } from "./internal/duration.ts"
+import { InFlight } from "../InFlight.ts"
+import * as Lifecycle from "../Lifecycle.ts"
+import { millisOr } from "../internal/duration.ts"
 
 /**
  * Why a job is handed back to the broker:
@@ -93,7 +93,7 @@ import { millisOr } from "./internal/duration.ts"
  *
  * @example
  * ```ts
- * import * as Worker from "effect-graceful/worker"
+ * import * as Worker from "effect-graceful/Worker"
  *
  * const requeue = (reason: Worker.NackReason) => reason._tag === "Interrupted"
  * ```
@@ -176,7 +176,7 @@ export interface WorkerOptions<Job, R> {
  *
  * @example
  * ```ts
- * import * as Worker from "effect-graceful/worker"
+ * import * as Worker from "effect-graceful/Worker"
  *
  * const error = new Worker.SettleTimeoutError({ worker: "invoices", job: "42", action: "ack", timeoutMs: 5000 })
  * error.message // "invoices: ack of 42 did not finish within 5000 ms"
@@ -207,7 +207,7 @@ export class SettleTimeoutError extends Data.TaggedError("SettleTimeoutError")<{
  * ```ts
  * import { Effect, Queue } from "effect"
  * import { Graceful } from "effect-graceful"
- * import * as Worker from "effect-graceful/worker"
+ * import * as Worker from "effect-graceful/Worker"
  *
  * const program = Effect.gen(function*() {
  *   const jobs = yield* Queue.unbounded<number>()

@@ -1,7 +1,7 @@
 /**
  * Graceful shutdown for a `ws` WebSocket server that has its own port
  * (`new WebSocketServer({ port })`). A `ws` server attached to a server
- * guarded by `effect-graceful/http` needs nothing more: the guard already
+ * guarded by `effect-graceful/Http` needs nothing more: the guard already
  * closes its sockets with 1001.
  *
  * - **Ready**: each connection is in the in-flight set.
@@ -20,11 +20,11 @@ import type * as Scope from "effect/Scope"
 import type * as Http from "node:http"
 import type { Duplex } from "node:stream"
 import type { WebSocket, WebSocketServer } from "ws"
-import { pathOf } from "./Health.ts"
-import { InFlight } from "./InFlight.ts"
-import { DEFAULT_CLOSE_REASON, REFUSAL_RESPONSE } from "./internal/refusal.ts"
-import * as Lifecycle from "./Lifecycle.ts"
-import * as Resource from "./Resource.ts"
+import { pathOf } from "../Health.ts"
+import { InFlight } from "../InFlight.ts"
+import { DEFAULT_CLOSE_REASON, REFUSAL_RESPONSE } from "../internal/refusal.ts"
+import * as Lifecycle from "../Lifecycle.ts"
+import * as Resource from "../Resource.ts"
 
 /**
  * Options of {@link guard}.
@@ -45,7 +45,7 @@ export interface GuardOptions {
  * ```ts
  * import { Effect } from "effect"
  * import { WebSocketServer } from "ws"
- * import * as WebSocket from "effect-graceful/ws"
+ * import * as WebSocket from "effect-graceful/WebSocket"
  *
  * const EchoLive = Effect.gen(function*() {
  *   const wss = new WebSocketServer({ port: 8080 })

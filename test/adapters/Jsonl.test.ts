@@ -3,9 +3,9 @@ import { Effect, Exit, Fiber, Logger, Scope } from "effect"
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
-import { Graceful, Lifecycle } from "../src/index.ts"
-import * as Jsonl from "../src/Jsonl.ts"
-import * as GracefulTest from "../src/testing.ts"
+import { Graceful, Lifecycle } from "../../src/index.ts"
+import * as Jsonl from "../../src/adapters/Jsonl.ts"
+import * as GracefulTest from "../../src/testing.ts"
 
 const dirs: Array<string> = []
 const tempFile = (name = "out.jsonl") => {

@@ -53,10 +53,10 @@ import type { SqlError } from "effect/sql/SqlError"
 import type * as Context from "effect/Context"
 import type * as PgClient from "@effect/sql-pg/PgClient"
 import type * as pg from "pg"
-import { Lifecycle } from "./Lifecycle.ts"
-import * as Resource from "./Resource.ts"
-import { millisOr } from "./internal/duration.ts"
-import { reasonOf } from "./internal/errors.ts"
+import { Lifecycle } from "../Lifecycle.ts"
+import * as Resource from "../Resource.ts"
+import { millisOr } from "../internal/duration.ts"
+import { reasonOf } from "../internal/errors.ts"
 
 // -----------------------------------------------------------------------------
 // errors
@@ -69,7 +69,7 @@ import { reasonOf } from "./internal/errors.ts"
  * @example
  * ```ts
  * import { Effect } from "effect"
- * import * as Pg from "effect-graceful/pg"
+ * import * as Pg from "effect-graceful/Pg"
  *
  * declare const db: Pg.ManagedPool
  * const count = db.query<{ n: string }>("SELECT count(*) AS n FROM users").pipe(
@@ -94,7 +94,7 @@ export class PgQueryError extends Data.TaggedError("PgQueryError")<{
  *
  * @example
  * ```ts
- * import * as Pg from "effect-graceful/pg"
+ * import * as Pg from "effect-graceful/Pg"
  *
  * const error = new Pg.PgPingError({ name: "postgres", reason: "no answer within 2000 ms" })
  * error.message // "postgres: ping failed: no answer within 2000 ms"
@@ -132,7 +132,7 @@ export interface CancelledQuery {
  *
  * @example
  * ```ts
- * import * as Pg from "effect-graceful/pg"
+ * import * as Pg from "effect-graceful/Pg"
  *
  * const error = new Pg.PgPoolReleaseError({
  *   name: "postgres",
@@ -508,7 +508,7 @@ const manage = (pool: pg.Pool, options: PoolOptions) =>
  * ```ts
  * import { Effect } from "effect"
  * import { Graceful } from "effect-graceful"
- * import * as Pg from "effect-graceful/pg"
+ * import * as Pg from "effect-graceful/Pg"
  * import pg from "pg"
  *
  * const pool = new pg.Pool({ connectionString: process.env.DATABASE_URL, application_name: "orders" })
@@ -546,7 +546,7 @@ export const fromPool = (
  * ```ts
  * import { Effect } from "effect"
  * import { Graceful, InFlight } from "effect-graceful"
- * import * as Pg from "effect-graceful/pg"
+ * import * as Pg from "effect-graceful/Pg"
  *
  * const program = Effect.gen(function*() {
  *   const db = yield* Pg.makePool(
@@ -577,7 +577,7 @@ export const makePool = (
  * @example
  * ```ts
  * import { Context } from "effect"
- * import * as Pg from "effect-graceful/pg"
+ * import * as Pg from "effect-graceful/Pg"
  *
  * class Db extends Context.Service<Db, Pg.ManagedPool>()("app/Db") {}
  *
@@ -598,7 +598,7 @@ export const layerPool = <I>(
  *
  * @example
  * ```ts
- * import * as Pg from "effect-graceful/pg"
+ * import * as Pg from "effect-graceful/Pg"
  * import pg from "pg"
  *
  * declare const pool: pg.Pool
@@ -651,7 +651,7 @@ export interface ManagedLayerOptions {
  * ```ts
  * import { PgClient } from "@effect/sql-pg"
  * import { Redacted } from "effect"
- * import * as Pg from "effect-graceful/pg"
+ * import * as Pg from "effect-graceful/Pg"
  *
  * const SqlLive = Pg.layerManaged(
  *   PgClient.layer({ url: Redacted.make(process.env.DATABASE_URL!), applicationName: "orders" }),
@@ -687,7 +687,7 @@ export const layerManaged = <ROut, E, RIn>(
  * @example
  * ```ts
  * import { Redacted } from "effect"
- * import * as Pg from "effect-graceful/pg"
+ * import * as Pg from "effect-graceful/Pg"
  *
  * const SqlLive = Pg.layerClient(
  *   { url: Redacted.make(process.env.DATABASE_URL!), applicationName: "orders" },
@@ -714,7 +714,7 @@ export const layerClient = (
  *
  * @example
  * ```ts
- * import * as Pg from "effect-graceful/pg"
+ * import * as Pg from "effect-graceful/Pg"
  *
  * const readiness = Pg.sqlPing({ timeout: "1 second" })
  * ```

@@ -42,16 +42,16 @@ import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Logger from "effect/Logger"
 import type * as Scope from "effect/Scope"
-import type { Lifecycle } from "./Lifecycle.ts"
-import * as Resource from "./Resource.ts"
-import { reasonOf } from "./internal/errors.ts"
+import type { Lifecycle } from "../Lifecycle.ts"
+import * as Resource from "../Resource.ts"
+import { reasonOf } from "../internal/errors.ts"
 
 /**
  * The file could not be opened (or repaired) at acquisition.
  *
  * @example
  * ```ts
- * import * as Jsonl from "effect-graceful/jsonl"
+ * import * as Jsonl from "effect-graceful/Jsonl"
  *
  * const error = new Jsonl.JsonlOpenError({ path: "/var/log/app.jsonl", reason: "EACCES: permission denied" })
  * error.message // "cannot open /var/log/app.jsonl: EACCES: permission denied"
@@ -74,7 +74,7 @@ export class JsonlOpenError extends Data.TaggedError("JsonlOpenError")<{
  *
  * @example
  * ```ts
- * import * as Jsonl from "effect-graceful/jsonl"
+ * import * as Jsonl from "effect-graceful/Jsonl"
  *
  * const error = new Jsonl.JsonlEncodeError({ path: "app.jsonl", reason: "Do not know how to serialize a BigInt" })
  * ```
@@ -96,7 +96,7 @@ export class JsonlEncodeError extends Data.TaggedError("JsonlEncodeError")<{
  *
  * @example
  * ```ts
- * import * as Jsonl from "effect-graceful/jsonl"
+ * import * as Jsonl from "effect-graceful/Jsonl"
  *
  * const error = new Jsonl.JsonlWriteError({ path: "app.jsonl", operation: "write", reason: "ENOSPC: no space left on device" })
  * error.message // "write to app.jsonl failed: ENOSPC: no space left on device"
@@ -121,7 +121,7 @@ export class JsonlWriteError extends Data.TaggedError("JsonlWriteError")<{
  * @example
  * ```ts
  * import { Effect } from "effect"
- * import * as Jsonl from "effect-graceful/jsonl"
+ * import * as Jsonl from "effect-graceful/Jsonl"
  *
  * declare const writer: Jsonl.JsonlWriter
  * const audit = writer.write({ event: "login" }).pipe(
@@ -351,7 +351,7 @@ const open = (path: string, options: JsonlOptions) =>
  * ```ts
  * import { Effect } from "effect"
  * import { Graceful } from "effect-graceful"
- * import * as Jsonl from "effect-graceful/jsonl"
+ * import * as Jsonl from "effect-graceful/Jsonl"
  *
  * const program = Effect.gen(function*() {
  *   const events = yield* Jsonl.make("events.jsonl", { durability: "fsync" })
@@ -444,7 +444,7 @@ export const make = (
  * @example
  * ```ts
  * import { Context } from "effect"
- * import * as Jsonl from "effect-graceful/jsonl"
+ * import * as Jsonl from "effect-graceful/Jsonl"
  *
  * class AuditLog extends Context.Service<AuditLog, Jsonl.JsonlWriter>()("app/AuditLog") {}
  *
@@ -469,7 +469,7 @@ export const layer = <I>(
  * @example
  * ```ts
  * import { Effect, Layer, Logger } from "effect"
- * import * as Jsonl from "effect-graceful/jsonl"
+ * import * as Jsonl from "effect-graceful/Jsonl"
  *
  * const LoggerLive = Layer.unwrap(
  *   Effect.map(Jsonl.make("app.jsonl"), (writer) => Logger.layer([Jsonl.logger(writer)]))
@@ -494,7 +494,7 @@ export const logger = (writer: JsonlWriter): Logger.Logger<unknown, void> =>
  * ```ts
  * import { Layer } from "effect"
  * import { Graceful } from "effect-graceful"
- * import * as Jsonl from "effect-graceful/jsonl"
+ * import * as Jsonl from "effect-graceful/Jsonl"
  *
  * declare const AppLive: Layer.Layer<never>
  *
