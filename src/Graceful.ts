@@ -57,7 +57,7 @@ import * as Lifecycle from "./Lifecycle.ts"
 import * as PlatformCheck from "./PlatformCheck.ts"
 import type * as Report from "./Report.ts"
 import * as ShutdownConfig from "./ShutdownConfig.ts"
-import { Signals } from "./Signals.ts"
+import { type SignalName, Signals } from "./Signals.ts"
 
 /**
  * Options of {@link run}: the shutdown configuration (each overrides its
@@ -83,7 +83,7 @@ export type Provided = Lifecycle.Lifecycle | InFlight | Health | Scope.Scope
 
 interface Outcome {
   readonly exitCode: number
-  readonly reraise: "SIGTERM" | "SIGINT" | undefined
+  readonly reraise: SignalName | undefined
 }
 
 // The outcome of the last shutdown, for `teardown`. `NodeRuntime.runMain`

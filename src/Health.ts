@@ -18,6 +18,7 @@
  *
  * @since 0.1.0
  */
+import * as Clock from "effect/Clock"
 import * as Context from "effect/Context"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
@@ -25,6 +26,7 @@ import * as Exit from "effect/Exit"
 import * as Option from "effect/Option"
 import type * as Scope from "effect/Scope"
 import * as Http from "node:http"
+import { pathOf } from "./Adapter.ts"
 import { Lifecycle } from "./Lifecycle.ts"
 import type { LifecycleService, Phase } from "./Lifecycle.ts"
 import { millisOr } from "./internal/duration.ts"
@@ -62,12 +64,15 @@ interface Check {
  * @since 0.1.0
  */
 export interface HealthService {
-  /** Register a readiness check for the life of the scope. */
-  readonly addCheck: (
+  /**
+   * Register a readiness check for the life of the scope. The check runs
+   * with the services of the fiber that added it (a database client, say).
+   */
+  readonly addCheck: <R = never>(
     name: string,
-    check: Effect.Effect<unknown, unknown>,
+    check: Effect.Effect<unknown, unknown, R>,
     options?: { readonly timeout?: Duration.Input | undefined }
-  ) => Effect.Effect<void, never, Scope.Scope>
+  ) => Effect.Effect<void, never, Scope.Scope | R>
   /** Run every check (concurrently, each with its timeout) and combine with the phase. */
   readonly readiness: Effect.Effect<Readiness>
 }
@@ -116,9 +121,9 @@ export const make = (lifecycle: LifecycleService): Effect.Effect<HealthService> 
     const checks: Array<Check> = []
     const runCheck = (check: Check) =>
       Effect.gen(function*() {
-        const started = Date.now()
+        const started = yield* Clock.currentTimeMillis
         const result = yield* check.check.pipe(Effect.timeoutOption(check.timeoutMs), Effect.exit)
-        const durationMs = Date.now() - started
+        const durationMs = (yield* Clock.currentTimeMillis) - started
         if (Exit.isFailure(result)) {
           return { name: check.name, status: "fail", durationMs, error: errorText(result.cause) } as const
         }
@@ -133,12 +138,17 @@ export const make = (lifecycle: LifecycleService): Effect.Effect<HealthService> 
         return { name: check.name, status: "pass", durationMs } as const
       })
     return {
-      addCheck: (name, check, options) =>
+      addCheck: <R>(
+        name: string,
+        check: Effect.Effect<unknown, unknown, R>,
+        options?: { readonly timeout?: Duration.Input | undefined }
+      ) =>
         Effect.acquireRelease(
-          Effect.sync(() => {
+          Effect.map(Effect.context<R>(), (checkContext) => {
             const entry: Check = {
               name,
-              check,
+              // Probes arrive long after this fiber: keep its services.
+              check: Effect.provideContext(check, checkContext),
               timeoutMs: millisOr(options?.timeout, DEFAULT_CHECK_TIMEOUT_MS)
             }
             checks.push(entry)
@@ -179,11 +189,11 @@ const errorText = (cause: unknown): string => {
  *
  * @since 0.1.0
  */
-export const addCheck = (
+export const addCheck = <R = never>(
   name: string,
-  check: Effect.Effect<unknown, unknown>,
+  check: Effect.Effect<unknown, unknown, R>,
   options?: { readonly timeout?: Duration.Input | undefined }
-): Effect.Effect<void, never, Health | Scope.Scope> => Health.use((health) => health.addCheck(name, check, options))
+): Effect.Effect<void, never, Health | Scope.Scope | R> => Health.use((health) => health.addCheck(name, check, options))
 
 /**
  * Paths the health routes answer on.
@@ -262,17 +272,6 @@ export const nodeHandler = (
     return true
   }
   return false
-}
-
-/**
- * The path of a request target, without its query.
- *
- * @internal
- */
-export const pathOf = (url: string | undefined): string => {
-  if (url === undefined) return "/"
-  const query = url.indexOf("?")
-  return query === -1 ? url : url.slice(0, query)
 }
 
 /**

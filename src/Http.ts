@@ -57,7 +57,8 @@ import type * as Http2 from "node:http2"
 import type * as Https from "node:https"
 import * as Net from "node:net"
 import * as Health from "./Health.ts"
-import { InFlight } from "./InFlight.ts"
+import { type InFlightRegistryService, inFlightRegistry, type Item, pathOf } from "./Adapter.ts"
+import type { InFlight } from "./InFlight.ts"
 import * as Lifecycle from "./Lifecycle.ts"
 import { millisOr } from "./internal/duration.ts"
 import { DEFAULT_CLOSE_REASON, REFUSAL_RESPONSE, REFUSED_BODY } from "./internal/refusal.ts"
@@ -157,7 +158,7 @@ export const guard = (
 ): Effect.Effect<void, never, Lifecycle.Lifecycle | InFlight | Health.Health | Scope.Scope> =>
   Effect.gen(function*() {
     const lifecycle = yield* Lifecycle.Lifecycle
-    const inFlight = yield* InFlight
+    const inFlight = yield* inFlightRegistry
     const health = yield* Health.Health
     const name = options.name ?? "http server"
     const idleGraceMs = millisOr(options.idleGrace, 100)
@@ -260,7 +261,7 @@ export const guard = (
 
 interface GuardState {
   readonly lifecycle: Lifecycle.LifecycleService
-  readonly inFlight: InFlight["Service"]
+  readonly inFlight: InFlightRegistryService
   readonly isHttp2: boolean
   readonly idleGraceMs: number
   readonly closeReason: string
@@ -326,7 +327,7 @@ class TrackedRequest implements InFlightItem {
     this.connection = connection
   }
   get label(): string {
-    return `${this.request.method} ${Health.pathOf(this.request.url)}`
+    return `${this.request.method} ${pathOf(this.request.url)}`
   }
   interrupt(): void {
     if (this.response !== undefined) {
@@ -357,7 +358,7 @@ class ConnectionsItem implements InFlightItem {
   }
 }
 
-type InFlightItem = import("./InFlight.ts").Item
+type InFlightItem = Item
 
 const draining = (state: GuardState) => Lifecycle.isAtLeast(state.lifecycle.phaseUnsafe(), "Draining")
 const closing = (state: GuardState) => Lifecycle.isAtLeast(state.lifecycle.phaseUnsafe(), "Closing")

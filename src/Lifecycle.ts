@@ -24,6 +24,7 @@
  * @since 0.1.0
  */
 import * as Context from "effect/Context"
+import type * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import type * as Option from "effect/Option"
 import type * as Scope from "effect/Scope"
@@ -74,16 +75,6 @@ const order: Record<Phase, number> = {
 export type HookPhase = "Draining" | "Closing"
 
 /**
- * Options of a managed release.
- *
- * @since 0.1.0
- */
-export interface ReleaseOptions {
-  /** The release's own deadline in milliseconds. It never runs past the global budget. */
-  readonly timeout?: number | undefined
-}
-
-/**
  * @since 0.1.0
  */
 export interface LifecycleService {
@@ -104,29 +95,17 @@ export interface LifecycleService {
   /**
    * Run `effect` when the lifecycle enters `phase`. Hooks run once, in reverse
    * registration order, each bounded by the phase's deadline; a failing hook
-   * is logged and reported and does not stop the others. The hook is removed
-   * when the scope closes.
+   * is logged and reported and does not stop the others. The hook runs with
+   * the services of the fiber that added it, and is removed when the scope
+   * closes.
    */
-  readonly addHook: (
+  readonly addHook: <R = never>(
     name: string,
     phase: HookPhase,
-    effect: Effect.Effect<void, unknown>
-  ) => Effect.Effect<void, never, Scope.Scope>
-  /**
-   * Register a release that is part of the shutdown, at acquisition time;
-   * returns the function to call from the finalizer. When the program shuts
-   * down, that call waits for the Releasing phase, runs the release within
-   * its deadline (its own timeout, never past the budget) and records the
-   * outcome in the report; a release that never got its turn is reported as
-   * skipped. When an inner scope closes while the program runs, the release
-   * simply runs (bounded by its own timeout). `Resource` is built on this.
-   */
-  readonly registerRelease: (
-    name: string,
-    options?: ReleaseOptions
-  ) => Effect.Effect<(release: Effect.Effect<void, unknown>) => Effect.Effect<void>>
-  /** Milliseconds left before the release deadline (the budget), or the budget itself before any trigger. */
-  readonly remainingMillis: Effect.Effect<number>
+    effect: Effect.Effect<void, unknown, R>
+  ) => Effect.Effect<void, never, Scope.Scope | R>
+  /** What is left of the budget before the release deadline; the whole budget before any trigger. */
+  readonly remaining: Effect.Effect<Duration.Duration>
 }
 
 /**
@@ -195,11 +174,11 @@ export const markReady: Effect.Effect<void, never, Lifecycle> = Lifecycle.use((l
  *
  * @since 0.1.0
  */
-export const addHook = (
+export const addHook = <R = never>(
   name: string,
   phase: HookPhase,
-  effect: Effect.Effect<void, unknown>
-): Effect.Effect<void, never, Lifecycle | Scope.Scope> =>
+  effect: Effect.Effect<void, unknown, R>
+): Effect.Effect<void, never, Lifecycle | Scope.Scope | R> =>
   Lifecycle.use((lifecycle) => lifecycle.addHook(name, phase, effect))
 
 /**

@@ -18,6 +18,7 @@
  * @since 0.1.0
  */
 import * as Config from "effect/Config"
+import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
@@ -217,10 +218,10 @@ const readEnvironment: Effect.Effect<Environment> = Effect.gen(function*() {
  * @since 0.1.0
  */
 export const check = (
-  config: Pick<ShutdownConfig.ShutdownConfig, "timeoutMs">
+  config: Pick<ShutdownConfig.ShutdownConfig, "timeout">
 ): Effect.Effect<ReadonlyArray<Finding>> =>
   Effect.gen(function*() {
-    const findings = evaluate(config.timeoutMs, detect(yield* readEnvironment))
+    const findings = evaluate(Duration.toMillis(config.timeout), detect(yield* readEnvironment))
     for (const finding of findings) {
       yield* (finding.fits ? Effect.logDebug(finding.message) : Effect.logWarning(finding.message)).pipe(
         Effect.annotateLogs({ platform: finding.platform, windowMs: finding.windowMs, budgetMs: finding.budgetMs })

@@ -19,7 +19,7 @@ import * as Schema from "effect/Schema"
  * What started the shutdown. The first trigger wins and is recorded; later
  * triggers are counted as escalations (signals) or ignored.
  *
- * - `Signal`: SIGTERM or SIGINT.
+ * - `Signal`: SIGTERM, SIGINT, SIGHUP or SIGUSR2 (see `SHUTDOWN_SIGNALS`).
  * - `Message`: PM2's `shutdown` IPC message.
  * - `Requested`: a programmatic `Lifecycle.shutdown(reason)`.
  * - `Defect`: an uncaught exception, an unhandled rejection, or a defect that
@@ -38,7 +38,7 @@ import * as Schema from "effect/Schema"
  * @since 0.1.0
  */
 export const Trigger = Schema.Union([
-  Schema.TaggedStruct("Signal", { signal: Schema.Literals(["SIGTERM", "SIGINT"]) }),
+  Schema.TaggedStruct("Signal", { signal: Schema.Literals(["SIGTERM", "SIGINT", "SIGHUP", "SIGUSR2"]) }),
   Schema.TaggedStruct("Message", { message: Schema.String }),
   Schema.TaggedStruct("Requested", { reason: Schema.String }),
   Schema.TaggedStruct("Defect", {

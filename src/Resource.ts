@@ -17,8 +17,8 @@ import * as Effect from "effect/Effect"
 import type * as Exit from "effect/Exit"
 import * as Layer from "effect/Layer"
 import type * as Scope from "effect/Scope"
-import { Lifecycle } from "./Lifecycle.ts"
-import { millisOr } from "./internal/duration.ts"
+import { releaseRegistry } from "./Adapter.ts"
+import type { Lifecycle } from "./Lifecycle.ts"
 
 /**
  * Options for a managed resource.
@@ -57,12 +57,11 @@ export const make = <A, E, R, R2 = never>(
   options?: ResourceOptions
 ): Effect.Effect<A, E, R | R2 | Lifecycle | Scope.Scope> =>
   Effect.gen(function*() {
-    const lifecycle = yield* Lifecycle
+    const registry = yield* releaseRegistry
     const context = yield* Effect.context<R2>()
-    const timeout = millisOr(options?.timeout)
     return yield* Effect.acquireRelease(
       Effect.flatMap(acquire, (resource) =>
-        Effect.map(lifecycle.registerRelease(name, { timeout }), (runRelease) => ({ resource, runRelease }))),
+        Effect.map(registry.register(name, { timeout: options?.timeout }), (runRelease) => ({ resource, runRelease }))),
       ({ resource, runRelease }, exit) =>
         runRelease(release(resource, exit).pipe(Effect.asVoid, Effect.provideContext(context)))
     ).pipe(Effect.map(({ resource }) => resource))

@@ -13,6 +13,14 @@
  * | `SHUTDOWN_EMERGENCY_TIMEOUT` | `emergencyTimeout` | release budget on a defect or a 2nd signal | `1 second` |
  * | `SHUTDOWN_REPORT_FILE` | `reportFile` | where to write the report as JSON | unset |
  * | `SHUTDOWN_RERAISE_SIGNAL` | `reraiseSignal` | after a clean signal-triggered shutdown, die by the same signal (exit 143 / 130) instead of exit 0 | `false` |
+ * | `SHUTDOWN_SIGNALS` | `signals` | the signals that trigger a shutdown, comma-separated, from SIGTERM, SIGINT, SIGHUP, SIGUSR2 | `SIGTERM,SIGINT,SIGHUP` |
+ *
+ * Durations are written as Effect writes them (`5 seconds`, `500 millis`) or
+ * as Go, Kubernetes and Spring do (`5s`, `500ms`, `1m30s`). Each is a whole
+ * number of milliseconds from 0 to 24 hours (Node's timers overflow past
+ * about 24.8 days); the budget is at least 1 ms. A drain timeout of zero
+ * means: cut what is in flight as soon as the listeners are closed, then
+ * release normally.
  *
  * Invalid values fail at start-up, before anything is acquired, with a
  * {@link ShutdownConfigError} naming the variable and the value.
@@ -20,11 +28,14 @@
  * @since 0.1.0
  */
 import * as Config from "effect/Config"
+import * as ConfigProvider from "effect/ConfigProvider"
 import * as Data from "effect/Data"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
 import * as Runtime from "effect/Runtime"
+import * as DurationText from "./internal/duration.ts"
+import { defaultSignals, type SignalName, signalNames } from "./Signals.ts"
 
 /**
  * Options given in code. Each one overrides its environment variable.
@@ -40,15 +51,24 @@ import * as Runtime from "effect/Runtime"
  * }
  * ```
  *
+ * @category models
  * @since 0.1.0
  */
 export interface ShutdownOptions {
+  /** The global budget B, trigger to exit (`SHUTDOWN_TIMEOUT`). */
   readonly timeout?: Duration.Input | undefined
+  /** The lame-duck delay before listeners close (`SHUTDOWN_DELAY`). */
   readonly delay?: Duration.Input | undefined
+  /** The longest wait for in-flight work after the delay (`SHUTDOWN_DRAIN_TIMEOUT`). */
   readonly drainTimeout?: Duration.Input | undefined
+  /** The release budget on a defect or a 2nd signal (`SHUTDOWN_EMERGENCY_TIMEOUT`). */
   readonly emergencyTimeout?: Duration.Input | undefined
+  /** Where to write the report as JSON (`SHUTDOWN_REPORT_FILE`). */
   readonly reportFile?: string | undefined
+  /** Die by the triggering signal after a clean shutdown (`SHUTDOWN_RERAISE_SIGNAL`). */
   readonly reraiseSignal?: boolean | undefined
+  /** The signals that trigger a shutdown (`SHUTDOWN_SIGNALS`). */
+  readonly signals?: ReadonlyArray<SignalName> | undefined
   /**
    * How long after the budget the watchdog waits before it ends the process
    * itself. Default 50 ms.
@@ -57,18 +77,20 @@ export interface ShutdownOptions {
 }
 
 /**
- * The resolved, validated configuration, in milliseconds.
+ * The resolved, validated configuration.
  *
+ * @category models
  * @since 0.1.0
  */
 export interface ShutdownConfig {
-  readonly timeoutMs: number
-  readonly delayMs: number
-  readonly drainTimeoutMs: number
-  readonly emergencyTimeoutMs: number
+  readonly timeout: Duration.Duration
+  readonly delay: Duration.Duration
+  readonly drainTimeout: Duration.Duration
+  readonly emergencyTimeout: Duration.Duration
   readonly reportFile: string | undefined
   readonly reraiseSignal: boolean
-  readonly watchdogSlackMs: number
+  readonly signals: ReadonlyArray<SignalName>
+  readonly watchdogSlack: Duration.Duration
 }
 
 /**
@@ -89,6 +111,7 @@ export interface ShutdownConfig {
  * error.message // 'SHUTDOWN_TIMEOUT="-1 seconds": must not be negative'
  * ```
  *
+ * @category errors
  * @since 0.1.0
  */
 export class ShutdownConfigError extends Data.TaggedError("ShutdownConfigError")<{
@@ -102,89 +125,111 @@ export class ShutdownConfigError extends Data.TaggedError("ShutdownConfigError")
   }
 }
 
+/** Where a value came from: an environment variable or a code option. */
 interface Source {
   readonly variable: string
   readonly value: string
 }
 
+interface Picked<A> {
+  readonly source: Source
+  readonly value: A | string
+}
+
 const fromEnv = (variable: string) =>
   Config.option(Config.String(variable)).pipe(
-    Config.map(Option.map((value): Source => ({ variable, value })))
+    Config.map(Option.flatMap((value) => value.trim() === "" ? Option.none() : Option.some<Source>({ variable, value })))
   )
 
-const fromCode = (option: string, value: unknown): Source => ({
-  variable: `option ${option}`,
-  value: typeof value === "string" ? value : String(value)
-})
-
-const pick = <A>(
-  codeName: string,
-  codeValue: A | undefined,
-  env: Option.Option<Source>
-): { readonly source: Source; readonly value: A | string } | undefined => {
-  if (codeValue !== undefined) return { source: fromCode(codeName, codeValue), value: codeValue }
+const pick = <A>(option: string, codeValue: A | undefined, env: Option.Option<Source>): Picked<A> | undefined => {
+  if (codeValue !== undefined) {
+    const value = typeof codeValue === "string" ? codeValue : Array.isArray(codeValue) ? codeValue.join(",") : String(codeValue)
+    return { source: { variable: `option ${option}`, value }, value: codeValue }
+  }
   if (Option.isSome(env)) return { source: env.value, value: env.value.value }
   return undefined
 }
 
+const fail = (source: Source, reason: string) => Effect.fail(new ShutdownConfigError({ ...source, reason }))
+
+/** The longest duration accepted: far below the ~24.8 days where Node's timers overflow. */
+export const MAX_DURATION: Duration.Duration = Duration.hours(24)
+
 const parseDuration = (
-  picked: { readonly source: Source; readonly value: unknown } | undefined,
-  fallbackMs: number
-): Effect.Effect<number, ShutdownConfigError> => {
-  if (picked === undefined) return Effect.succeed(fallbackMs)
-  const { source, value } = picked
-  const fail = (reason: string) => Effect.fail(new ShutdownConfigError({ ...source, reason }))
-  const parsed = Duration.fromInput(value as Duration.Input)
+  picked: Picked<Duration.Input> | undefined,
+  fallback: Duration.Duration
+): Effect.Effect<Duration.Duration, ShutdownConfigError> => {
+  if (picked === undefined) return Effect.succeed(fallback)
+  const parsed = DurationText.parse(picked.value as Duration.Input)
   if (Option.isNone(parsed)) {
-    return fail("not a duration (expected e.g. \"5 seconds\" or \"500 millis\")")
+    return fail(picked.source, "not a duration (expected e.g. \"5 seconds\", \"500 millis\", \"5s\" or \"1m30s\")")
   }
   const duration = parsed.value
-  if (Duration.isNegative(duration)) return fail("must not be negative")
-  if (!Duration.isFinite(duration)) return fail("must be finite")
-  return Effect.succeed(Duration.toMillis(duration))
+  if (Duration.isNegative(duration)) return fail(picked.source, "must not be negative")
+  if (!Duration.isFinite(duration) || Duration.isGreaterThan(duration, MAX_DURATION)) {
+    return fail(picked.source, "must be at most 24 hours")
+  }
+  const millis = Duration.toMillis(duration)
+  if (!Number.isInteger(millis)) return fail(picked.source, "must be a whole number of milliseconds (timers have millisecond resolution)")
+  return Effect.succeed(Duration.millis(millis))
 }
 
-const parseBoolean = (
-  picked: { readonly source: Source; readonly value: unknown } | undefined
-): Effect.Effect<boolean, ShutdownConfigError> => {
+const parseBoolean = (picked: Picked<boolean> | undefined): Effect.Effect<boolean, ShutdownConfigError> => {
   if (picked === undefined) return Effect.succeed(false)
-  const { source, value } = picked
-  if (typeof value === "boolean") return Effect.succeed(value)
-  const text = String(value).trim().toLowerCase()
-  if (["true", "1", "yes", "on"].includes(text)) return Effect.succeed(true)
-  if (["false", "0", "no", "off", ""].includes(text)) return Effect.succeed(false)
-  return Effect.fail(new ShutdownConfigError({ ...source, reason: "not a boolean (expected true or false)" }))
+  if (typeof picked.value === "boolean") return Effect.succeed(picked.value)
+  // What `Config.Boolean` accepts: true/false, yes/no, on/off, 1/0, y/n.
+  const env = { value: picked.value.trim().toLowerCase() }
+  return Config.Boolean("value").parse(ConfigProvider.fromEnv({ env })).pipe(
+    Effect.mapError(() => new ShutdownConfigError({ ...picked.source, reason: "not a boolean (expected true or false)" }))
+  )
+}
+
+const parseSignals = (
+  picked: Picked<ReadonlyArray<SignalName>> | undefined
+): Effect.Effect<ReadonlyArray<SignalName>, ShutdownConfigError> => {
+  if (picked === undefined) return Effect.succeed(defaultSignals)
+  const names = typeof picked.value === "string"
+    ? picked.value.split(",").map((name) => name.trim().toUpperCase()).filter((name) => name !== "")
+    : picked.value
+  const unknown = names.filter((name) => !(signalNames as ReadonlyArray<string>).includes(name))
+  if (unknown.length > 0) return fail(picked.source, `unknown signal ${unknown.join(", ")} (expected some of ${signalNames.join(", ")})`)
+  if (names.length === 0) return fail(picked.source, "name at least one signal, or nothing would trigger a shutdown")
+  return Effect.succeed([...new Set(names as ReadonlyArray<SignalName>)])
 }
 
 /** The default budget: fits Kubernetes' default 30 s grace period with room. */
-export const DEFAULT_TIMEOUT_MS = 25_000
+export const DEFAULT_TIMEOUT: Duration.Duration = Duration.seconds(25)
 /** The lame-duck delay used when `KUBERNETES_SERVICE_HOST` is set. */
-export const DEFAULT_KUBERNETES_DELAY_MS = 5_000
+export const DEFAULT_KUBERNETES_DELAY: Duration.Duration = Duration.seconds(5)
 /** The default emergency budget for a defect or a 2nd signal. */
-export const DEFAULT_EMERGENCY_TIMEOUT_MS = 1_000
+export const DEFAULT_EMERGENCY_TIMEOUT: Duration.Duration = Duration.seconds(1)
 /** The default watchdog slack past the budget. */
-export const DEFAULT_WATCHDOG_SLACK_MS = 50
+export const DEFAULT_WATCHDOG_SLACK: Duration.Duration = Duration.millis(50)
+
+const ms = Duration.toMillis
 
 /**
  * Resolves the configuration from the environment (through the current
  * `ConfigProvider`) and the given code options, and validates it.
  *
  * Fails with {@link ShutdownConfigError} when a value is not a duration, is
- * negative or infinite, when the budget is zero, when the delay or the delay
- * plus the drain timeout does not fit in the budget, or when the emergency
- * budget is longer than the budget.
+ * negative, longer than 24 hours or not whole milliseconds, when the budget
+ * is zero, when the delay or the delay plus the drain timeout does not fit in
+ * the budget, when the emergency budget is longer than the budget, or when a
+ * signal name is unknown.
  *
  * @example
  * ```ts
- * import { Effect } from "effect"
+ * import { Duration, Effect } from "effect"
  * import { ShutdownConfig } from "effect-graceful"
  *
  * const program = Effect.gen(function*() {
- *   const config = yield* ShutdownConfig.load({ timeout: "10 seconds" })
- *   config.timeoutMs // 10000
+ *   const config = yield* ShutdownConfig.load({ timeout: "10s" })
+ *   Duration.toMillis(config.timeout) // 10000
  * })
  * ```
  *
+ * @category constructors
  * @since 0.1.0
  */
 export const load = (options: ShutdownOptions = {}): Effect.Effect<ShutdownConfig, ShutdownConfigError> =>
@@ -196,55 +241,44 @@ export const load = (options: ShutdownOptions = {}): Effect.Effect<ShutdownConfi
       emergencyTimeout: fromEnv("SHUTDOWN_EMERGENCY_TIMEOUT"),
       reportFile: fromEnv("SHUTDOWN_REPORT_FILE"),
       reraiseSignal: fromEnv("SHUTDOWN_RERAISE_SIGNAL"),
+      signals: fromEnv("SHUTDOWN_SIGNALS"),
       kubernetes: fromEnv("KUBERNETES_SERVICE_HOST")
     }).pipe(
-      Effect.mapError((error) =>
-        new ShutdownConfigError({ variable: "environment", value: "", reason: String(error) })
-      )
+      Effect.mapError((error) => new ShutdownConfigError({ variable: "environment", value: "", reason: String(error) }))
     )
-    const timeout = pick("timeout", options.timeout, env.timeout)
-    const timeoutMs = yield* parseDuration(timeout, DEFAULT_TIMEOUT_MS)
-    if (timeoutMs <= 0 && timeout !== undefined) {
-      return yield* new ShutdownConfigError({ ...timeout.source, reason: "the budget must be greater than zero" })
+    const timeoutPick = pick("timeout", options.timeout, env.timeout)
+    const timeout = yield* parseDuration(timeoutPick, DEFAULT_TIMEOUT)
+    if (timeoutPick !== undefined && ms(timeout) < 1) return yield* fail(timeoutPick.source, "the budget must be at least 1 millisecond")
+    const delayPick = pick("delay", options.delay, env.delay)
+    const delay = yield* parseDuration(delayPick, Option.isSome(env.kubernetes) ? DEFAULT_KUBERNETES_DELAY : Duration.zero)
+    if (ms(delay) >= ms(timeout)) {
+      return yield* fail(
+        delayPick?.source ?? { variable: "SHUTDOWN_DELAY", value: `${ms(delay)} millis (Kubernetes default)` },
+        `the lame-duck delay must be shorter than the budget SHUTDOWN_TIMEOUT (${ms(timeout)} ms)`
+      )
     }
-    const onKubernetes = Option.isSome(env.kubernetes) && env.kubernetes.value.value !== ""
-    const delay = pick("delay", options.delay, env.delay)
-    const delayMs = yield* parseDuration(delay, onKubernetes ? DEFAULT_KUBERNETES_DELAY_MS : 0)
-    if (delayMs >= timeoutMs) {
-      return yield* new ShutdownConfigError({
-        ...(delay?.source ?? { variable: "SHUTDOWN_DELAY", value: `${delayMs} millis (Kubernetes default)` }),
-        reason: `the lame-duck delay must be shorter than the budget SHUTDOWN_TIMEOUT (${timeoutMs} ms)`
-      })
+    const drainPick = pick("drainTimeout", options.drainTimeout, env.drainTimeout)
+    const drainTimeout = yield* parseDuration(
+      drainPick,
+      Duration.millis(Math.min(15_000, Math.floor((ms(timeout) - ms(delay)) * 0.6)))
+    )
+    if (drainPick !== undefined && ms(delay) + ms(drainTimeout) >= ms(timeout)) {
+      return yield* fail(
+        drainPick.source,
+        `the delay (${ms(delay)} ms) plus the drain timeout must be shorter than the budget SHUTDOWN_TIMEOUT (${ms(timeout)} ms), leaving time to release`
+      )
     }
-    const drain = pick("drainTimeout", options.drainTimeout, env.drainTimeout)
-    const drainTimeoutMs = yield* parseDuration(drain, Math.min(15_000, Math.floor((timeoutMs - delayMs) * 0.6)))
-    if (drain !== undefined && delayMs + drainTimeoutMs >= timeoutMs) {
-      return yield* new ShutdownConfigError({
-        ...drain.source,
-        reason:
-          `the delay (${delayMs} ms) plus the drain timeout must be shorter than the budget SHUTDOWN_TIMEOUT (${timeoutMs} ms), leaving time to release`
-      })
+    const emergencyPick = pick("emergencyTimeout", options.emergencyTimeout, env.emergencyTimeout)
+    const emergencyTimeout = yield* parseDuration(emergencyPick, Duration.min(DEFAULT_EMERGENCY_TIMEOUT, timeout))
+    if (emergencyPick !== undefined && ms(emergencyTimeout) > ms(timeout)) {
+      return yield* fail(
+        emergencyPick.source,
+        `the emergency budget must not be longer than the budget SHUTDOWN_TIMEOUT (${ms(timeout)} ms)`
+      )
     }
-    const emergency = pick("emergencyTimeout", options.emergencyTimeout, env.emergencyTimeout)
-    const emergencyTimeoutMs = yield* parseDuration(emergency, Math.min(DEFAULT_EMERGENCY_TIMEOUT_MS, timeoutMs))
-    if (emergency !== undefined && emergencyTimeoutMs > timeoutMs) {
-      return yield* new ShutdownConfigError({
-        ...emergency.source,
-        reason: `the emergency budget must not be longer than the budget SHUTDOWN_TIMEOUT (${timeoutMs} ms)`
-      })
-    }
-    const slack = pick("watchdogSlack", options.watchdogSlack, Option.none())
-    const watchdogSlackMs = yield* parseDuration(slack, DEFAULT_WATCHDOG_SLACK_MS)
-    const reportFile = options.reportFile ??
-      (Option.isSome(env.reportFile) && env.reportFile.value.value !== "" ? env.reportFile.value.value : undefined)
+    const watchdogSlack = yield* parseDuration(pick("watchdogSlack", options.watchdogSlack, Option.none()), DEFAULT_WATCHDOG_SLACK)
+    const reportFile = options.reportFile ?? Option.getOrUndefined(Option.map(env.reportFile, (source) => source.value))
     const reraiseSignal = yield* parseBoolean(pick("reraiseSignal", options.reraiseSignal, env.reraiseSignal))
-    return {
-      timeoutMs,
-      delayMs,
-      drainTimeoutMs,
-      emergencyTimeoutMs,
-      reportFile,
-      reraiseSignal,
-      watchdogSlackMs
-    }
+    const signals = yield* parseSignals(pick("signals", options.signals, env.signals))
+    return { timeout, delay, drainTimeout, emergencyTimeout, reportFile, reraiseSignal, signals, watchdogSlack }
   })

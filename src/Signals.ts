@@ -26,7 +26,46 @@ import type * as Scope from "effect/Scope"
  *
  * @since 0.1.0
  */
-export type SignalName = "SIGTERM" | "SIGINT"
+export type SignalName = "SIGTERM" | "SIGINT" | "SIGHUP" | "SIGUSR2"
+
+/**
+ * Every signal that can be a shutdown trigger. `SIGQUIT` is not among them:
+ * it is left to Node's default (a diagnostic stop), as is any signal not
+ * configured through `SHUTDOWN_SIGNALS`.
+ *
+ * @category models
+ * @since 0.2.0
+ */
+export const signalNames: ReadonlyArray<SignalName> = ["SIGTERM", "SIGINT", "SIGHUP", "SIGUSR2"]
+
+/**
+ * The signals that trigger a shutdown unless `SHUTDOWN_SIGNALS` says
+ * otherwise: SIGTERM (supervisors), SIGINT (Ctrl-C) and SIGHUP (the terminal
+ * went away). SIGUSR2 (nodemon's restart) is opt-in, because applications
+ * also use it for heap snapshots and log rotation.
+ *
+ * @category models
+ * @since 0.2.0
+ */
+export const defaultSignals: ReadonlyArray<SignalName> = ["SIGTERM", "SIGINT", "SIGHUP"]
+
+const signalNumbers: Record<SignalName, number> = { SIGHUP: 1, SIGINT: 2, SIGUSR2: 12, SIGTERM: 15 }
+
+/**
+ * The exit code a shell shows for a process ended by `signal`: 128 + its
+ * number (143 for SIGTERM, 130 for SIGINT).
+ *
+ * @example
+ * ```ts
+ * import { Signals } from "effect-graceful"
+ *
+ * Signals.exitCodeOfSignal("SIGTERM") // 143
+ * ```
+ *
+ * @category utils
+ * @since 0.2.0
+ */
+export const exitCodeOfSignal = (signal: SignalName): number => 128 + signalNumbers[signal]
 
 /**
  * One event from a trigger source.
@@ -60,7 +99,10 @@ export type SignalEvent =
  * @since 0.1.0
  */
 export interface SignalSource {
-  readonly listen: (handler: (event: SignalEvent) => void) => Effect.Effect<void, never, Scope.Scope>
+  readonly listen: (
+    handler: (event: SignalEvent) => void,
+    signals?: ReadonlyArray<SignalName>
+  ) => Effect.Effect<void, never, Scope.Scope>
 }
 
 /**
@@ -76,18 +118,16 @@ export interface SignalSource {
  * @since 0.1.0
  */
 export const processSignals = (proc: NodeJS.Process): SignalSource => ({
-  listen: (handler) =>
+  listen: (handler, signals = defaultSignals) =>
     Effect.acquireRelease(
       Effect.sync(() => {
-        const onSigterm = () => handler({ _tag: "Signal", signal: "SIGTERM" })
-        const onSigint = () => handler({ _tag: "Signal", signal: "SIGINT" })
+        const onSignal = signals.map((signal) => [signal, () => handler({ _tag: "Signal", signal })] as const)
         const onMessage = (message: unknown) => {
           if (message === "shutdown") handler({ _tag: "Message", message: "shutdown" })
         }
         const onUncaught = (error: unknown) => handler({ _tag: "Defect", source: "uncaughtException", error })
         const onUnhandled = (error: unknown) => handler({ _tag: "Defect", source: "unhandledRejection", error })
-        proc.prependListener("SIGTERM", onSigterm)
-        proc.prependListener("SIGINT", onSigint)
+        for (const [signal, listener] of onSignal) proc.prependListener(signal, listener)
         // Only listen for IPC messages when there is a channel: a 'message'
         // listener keeps the channel referenced, which is right while the
         // service runs and released with the scope.
@@ -96,8 +136,7 @@ export const processSignals = (proc: NodeJS.Process): SignalSource => ({
         proc.on("uncaughtException", onUncaught)
         proc.on("unhandledRejection", onUnhandled)
         return () => {
-          proc.removeListener("SIGTERM", onSigterm)
-          proc.removeListener("SIGINT", onSigint)
+          for (const [signal, listener] of onSignal) proc.removeListener(signal, listener)
           if (ipc) proc.removeListener("message", onMessage)
           proc.removeListener("uncaughtException", onUncaught)
           proc.removeListener("unhandledRejection", onUnhandled)
@@ -161,14 +200,18 @@ export class TestSignals extends Context.Service<TestSignals, {
  * @since 0.1.0
  */
 export const layerTest: Layer.Layer<TestSignals> = Layer.effectContext(Effect.sync(() => {
-  const handlers = new Set<(event: SignalEvent) => void>()
+  // Each handler with the signals it listens to: a signal nobody listens to
+  // is ignored here (the live process would apply its default action).
+  const handlers = new Map<(event: SignalEvent) => void, ReadonlyArray<SignalName>>()
   const emit = (event: SignalEvent) => {
-    for (const handler of [...handlers]) handler(event)
+    for (const [handler, signals] of [...handlers]) {
+      if (event._tag !== "Signal" || signals.includes(event.signal)) handler(event)
+    }
   }
   const source: SignalSource = {
-    listen: (handler) =>
+    listen: (handler, signals = defaultSignals) =>
       Effect.acquireRelease(
-        Effect.sync(() => handlers.add(handler)),
+        Effect.sync(() => handlers.set(handler, signals)),
         () => Effect.sync(() => handlers.delete(handler))
       ).pipe(Effect.asVoid)
   }

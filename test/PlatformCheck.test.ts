@@ -1,6 +1,9 @@
 import { describe, expect, it } from "@effect/vitest"
 import { ConfigProvider, Effect, Layer, Logger } from "effect"
 import { PlatformCheck, ShutdownConfig } from "../src/index.ts"
+import { Duration as DurationModule } from "effect"
+
+const ms = DurationModule.toMillis
 
 const withEnv = (env: Record<string, string>) => Effect.provide(ConfigProvider.layer(ConfigProvider.fromEnv({ env })))
 
@@ -92,7 +95,7 @@ describe("PlatformCheck.check", () => {
       expect(value).toHaveLength(1)
       expect(warnings).toHaveLength(1)
       expect(warnings[0]).toContain("PM2 sends SIGKILL 1600 ms after its stop signal")
-      expect(warnings[0]).toContain(`SHUTDOWN_TIMEOUT is ${ShutdownConfig.DEFAULT_TIMEOUT_MS} ms`)
+      expect(warnings[0]).toContain(`SHUTDOWN_TIMEOUT is ${ms(ShutdownConfig.DEFAULT_TIMEOUT)} ms`)
       expect(warnings[0]).toContain("set kill_timeout to at least 26000")
       expect(warnings[0]).toContain("SHUTDOWN_TIMEOUT to at most 600 millis")
     }))

@@ -2,6 +2,20 @@ import { describe, expect, it } from "@effect/vitest"
 import { ConfigProvider, Effect, Exit } from "effect"
 import { Graceful, ShutdownConfig } from "../src/index.ts"
 import * as GracefulTest from "../src/testing.ts"
+import { Duration as DurationModule } from "effect"
+
+const ms = DurationModule.toMillis
+
+/** The configuration with each duration in milliseconds, as the assertions read it. */
+const millisOf = (config: ShutdownConfig.ShutdownConfig) => ({
+  timeoutMs: ms(config.timeout),
+  delayMs: ms(config.delay),
+  drainTimeoutMs: ms(config.drainTimeout),
+  emergencyTimeoutMs: ms(config.emergencyTimeout),
+  reportFile: config.reportFile,
+  reraiseSignal: config.reraiseSignal,
+  watchdogSlackMs: ms(config.watchdogSlack)
+})
 
 const withEnv = (env: Record<string, string>) => Effect.provide(ConfigProvider.layer(ConfigProvider.fromEnv({ env })))
 
@@ -12,7 +26,7 @@ describe("ShutdownConfig", () => {
   it.effect("defaults", () =>
     Effect.gen(function*() {
       const config = yield* ShutdownConfig.load().pipe(withEnv({}))
-      expect(config).toEqual({
+      expect(millisOf(config)).toEqual({
         timeoutMs: 25_000,
         delayMs: 0,
         drainTimeoutMs: 15_000,
@@ -33,7 +47,7 @@ describe("ShutdownConfig", () => {
         SHUTDOWN_REPORT_FILE: "/dev/termination-log",
         SHUTDOWN_RERAISE_SIGNAL: "true"
       }))
-      expect(config).toMatchObject({
+      expect(millisOf(config)).toMatchObject({
         timeoutMs: 10_000,
         delayMs: 2_000,
         drainTimeoutMs: 5_000,
@@ -46,22 +60,30 @@ describe("ShutdownConfig", () => {
   it.effect("on Kubernetes the lame-duck delay defaults to 5 seconds", () =>
     Effect.gen(function*() {
       const config = yield* ShutdownConfig.load().pipe(withEnv({ KUBERNETES_SERVICE_HOST: "10.0.0.1" }))
-      expect(config.delayMs).toBe(5_000)
-      expect(config.delayMs + config.drainTimeoutMs).toBeLessThan(config.timeoutMs)
+      expect(ms(config.delay)).toBe(5_000)
+      expect(ms(config.delay) + ms(config.drainTimeout)).toBeLessThan(ms(config.timeout))
     }))
 
   it.effect("code options win over the environment", () =>
     Effect.gen(function*() {
       const config = yield* ShutdownConfig.load({ timeout: "8 seconds" }).pipe(withEnv({ SHUTDOWN_TIMEOUT: "30 seconds" }))
-      expect(config.timeoutMs).toBe(8_000)
+      expect(ms(config.timeout)).toBe(8_000)
     }))
 
   const bad: ReadonlyArray<readonly [string, Record<string, string>, string, string]> = [
-    ["not a duration", { SHUTDOWN_TIMEOUT: "5s" }, "SHUTDOWN_TIMEOUT", "not a duration"],
+    ["not a duration", { SHUTDOWN_TIMEOUT: "5 parsecs" }, "SHUTDOWN_TIMEOUT", "not a duration"],
+    ["a bare number (which unit?)", { SHUTDOWN_TIMEOUT: "5000" }, "SHUTDOWN_TIMEOUT", "not a duration"],
     ["garbage", { SHUTDOWN_DELAY: "soon" }, "SHUTDOWN_DELAY", "not a duration"],
     ["negative", { SHUTDOWN_EMERGENCY_TIMEOUT: "-1 seconds" }, "SHUTDOWN_EMERGENCY_TIMEOUT", "negative"],
-    ["infinite", { SHUTDOWN_TIMEOUT: "Infinity" }, "SHUTDOWN_TIMEOUT", "finite"],
-    ["zero budget", { SHUTDOWN_TIMEOUT: "0 seconds" }, "SHUTDOWN_TIMEOUT", "greater than zero"],
+    ["infinite", { SHUTDOWN_TIMEOUT: "Infinity" }, "SHUTDOWN_TIMEOUT", "at most 24 hours"],
+    // Past ~24.8 days Node's timers overflow and fire at once: every SIGTERM
+    // would end in a watchdog exit within milliseconds.
+    ["a budget Node's timers cannot hold", { SHUTDOWN_TIMEOUT: "25 days" }, "SHUTDOWN_TIMEOUT", "at most 24 hours"],
+    ["a budget far past the timer limit", { SHUTDOWN_TIMEOUT: "1000000000 seconds" }, "SHUTDOWN_TIMEOUT", "at most 24 hours"],
+    ["a sub-millisecond budget", { SHUTDOWN_TIMEOUT: "500 micros" }, "SHUTDOWN_TIMEOUT", "whole number of milliseconds"],
+    ["zero budget", { SHUTDOWN_TIMEOUT: "0 seconds" }, "SHUTDOWN_TIMEOUT", "at least 1 millisecond"],
+    ["zero budget, Go form", { SHUTDOWN_TIMEOUT: "0s" }, "SHUTDOWN_TIMEOUT", "at least 1 millisecond"],
+    ["an unknown signal", { SHUTDOWN_SIGNALS: "SIGTERM,SIGQUIT" }, "SHUTDOWN_SIGNALS", "unknown signal SIGQUIT"],
     ["delay longer than the budget", { SHUTDOWN_TIMEOUT: "10 seconds", SHUTDOWN_DELAY: "30 seconds" }, "SHUTDOWN_DELAY", "shorter than the budget"],
     ["drain longer than the budget", { SHUTDOWN_TIMEOUT: "10 seconds", SHUTDOWN_DRAIN_TIMEOUT: "10 seconds" }, "SHUTDOWN_DRAIN_TIMEOUT", "shorter than the budget"],
     ["emergency longer than the budget", { SHUTDOWN_TIMEOUT: "1 second", SHUTDOWN_EMERGENCY_TIMEOUT: "2 seconds" }, "SHUTDOWN_EMERGENCY_TIMEOUT", "emergency"],
@@ -79,6 +101,33 @@ describe("ShutdownConfig", () => {
         expect(error.reason).toContain(reason)
       }))
   }
+
+  it.effect("accepts durations as Go, Kubernetes and Spring write them", () =>
+    Effect.gen(function*() {
+      const config = yield* ShutdownConfig.load().pipe(withEnv({
+        SHUTDOWN_TIMEOUT: "1m30s",
+        SHUTDOWN_DELAY: "0s",
+        SHUTDOWN_DRAIN_TIMEOUT: "45s",
+        SHUTDOWN_EMERGENCY_TIMEOUT: "500ms"
+      }))
+      expect(millisOf(config)).toMatchObject({ timeoutMs: 90_000, delayMs: 0, drainTimeoutMs: 45_000, emergencyTimeoutMs: 500 })
+      const hours = yield* ShutdownConfig.load().pipe(withEnv({ SHUTDOWN_TIMEOUT: "1.5h" }))
+      expect(ms(hours.timeout)).toBe(5_400_000)
+    }))
+
+  it.effect("the longest accepted budget is 24 hours; a zero drain is accepted", () =>
+    Effect.gen(function*() {
+      const config = yield* ShutdownConfig.load().pipe(withEnv({ SHUTDOWN_TIMEOUT: "24 hours", SHUTDOWN_DRAIN_TIMEOUT: "0 seconds" }))
+      expect(ms(config.timeout)).toBe(86_400_000)
+      expect(ms(config.drainTimeout)).toBe(0)
+    }))
+
+  it.effect("signals: SIGTERM, SIGINT and SIGHUP by default; SHUTDOWN_SIGNALS chooses", () =>
+    Effect.gen(function*() {
+      expect((yield* ShutdownConfig.load().pipe(withEnv({}))).signals).toEqual(["SIGTERM", "SIGINT", "SIGHUP"])
+      const chosen = yield* ShutdownConfig.load().pipe(withEnv({ SHUTDOWN_SIGNALS: "sigterm, SIGUSR2" }))
+      expect(chosen.signals).toEqual(["SIGTERM", "SIGUSR2"])
+    }))
 
   it.effect("a bad code option names the option", () =>
     Effect.gen(function*() {

@@ -18,6 +18,9 @@ import { readFileSync } from "node:fs"
 import { createRequire } from "node:module"
 import { join } from "node:path"
 import { PlatformCheck, ShutdownConfig } from "../src/index.ts"
+import { Duration as DurationModule } from "effect"
+
+const ms = DurationModule.toMillis
 
 const deploy = join(import.meta.dirname, "..", "deploy")
 const read = (file: string) => readFileSync(join(deploy, file), "utf8")
@@ -250,12 +253,12 @@ describe("deploy/kubernetes.yaml", () => {
 
   it("terminationGracePeriodSeconds >= preStop sleep + budget + 2 s (the lame duck is inside the budget)", () => {
     expect(preStopSeconds).toBeGreaterThan(0)
-    expect(config.delayMs).toBeLessThan(config.timeoutMs)
-    expect(grace * 1000).toBeGreaterThanOrEqual(preStopSeconds * 1000 + config.timeoutMs + 2_000)
+    expect(ms(config.delay)).toBeLessThan(ms(config.timeout))
+    expect(grace * 1000).toBeGreaterThanOrEqual(preStopSeconds * 1000 + ms(config.timeout) + 2_000)
   })
 
   it("uses the preStop sleep as the lame duck, not both", () => {
-    expect(config.delayMs).toBe(0)
+    expect(ms(config.delay)).toBe(0)
   })
 
   it("readiness on /health/ready, liveness on /health/live, on the service's port", () => {
@@ -276,7 +279,7 @@ describe("deploy/kubernetes.yaml", () => {
     expect(Number(env.TERMINATION_GRACE_PERIOD_SECONDS)).toBe(grace)
     expect(Number(env.PRE_STOP_SLEEP_SECONDS)).toBe(preStopSeconds)
     const findings = PlatformCheck.evaluate(
-      config.timeoutMs,
+      ms(config.timeout),
       PlatformCheck.detect({ ...env, KUBERNETES_SERVICE_HOST: "10.96.0.1" })
     )
     expect(findings.map((f) => [f.platform, f.fits, f.assumed])).toEqual([["kubernetes", true, false]])
@@ -296,7 +299,7 @@ describe("deploy/ecosystem.config.cjs (PM2)", () => {
 
   it("kill_timeout >= budget + 1 s", () => {
     expect(typeof app.kill_timeout).toBe("number")
-    expect(app.kill_timeout as number).toBeGreaterThanOrEqual(config.timeoutMs + 1_000)
+    expect(app.kill_timeout as number).toBeGreaterThanOrEqual(ms(config.timeout) + 1_000)
   })
 
   it("waits for the library's ready message and stops with a shutdown message", () => {
@@ -312,7 +315,7 @@ describe("deploy/ecosystem.config.cjs (PM2)", () => {
 
   it("passes the start-up check as PM2 would run it (PM2 passes the app's settings as environment variables)", () => {
     const env = { ...app.env, pm_id: "0", kill_timeout: String(app.kill_timeout) }
-    const findings = PlatformCheck.evaluate(config.timeoutMs, PlatformCheck.detect(env))
+    const findings = PlatformCheck.evaluate(ms(config.timeout), PlatformCheck.detect(env))
     expect(findings.map((f) => [f.platform, f.fits])).toEqual([["pm2", true]])
   })
 })
@@ -372,7 +375,7 @@ describe("deploy/effect-graceful-example.service (systemd)", () => {
 
   it("TimeoutStopSec >= budget + 5 s", () => {
     expect(env.SHUTDOWN_TIMEOUT).toBeDefined()
-    expect(systemdSpan(one("TimeoutStopSec"))).toBeGreaterThanOrEqual(config.timeoutMs + 5_000)
+    expect(systemdSpan(one("TimeoutStopSec"))).toBeGreaterThanOrEqual(ms(config.timeout) + 5_000)
   })
 
   it("execs node directly", () => {
@@ -426,7 +429,7 @@ describe("deploy/Dockerfile", () => {
     const config = configOf(env)
     const stopTimeout = /--stop-timeout (\d+)/.exec(read("Dockerfile"))
     expect(stopTimeout).not.toBeNull()
-    expect(Number(stopTimeout![1]) * 1000).toBeGreaterThanOrEqual(config.timeoutMs + 5_000)
+    expect(Number(stopTimeout![1]) * 1000).toBeGreaterThanOrEqual(ms(config.timeout) + 5_000)
   })
 })
 
@@ -440,7 +443,7 @@ describe("deploy/compose.yaml", () => {
     const period = String(get(service, "stop_grace_period"))
     const match = /^(\d+)s$/.exec(period)
     expect(match, period).not.toBeNull()
-    expect(Number(match![1]) * 1000).toBeGreaterThanOrEqual(config.timeoutMs + 5_000)
+    expect(Number(match![1]) * 1000).toBeGreaterThanOrEqual(ms(config.timeout) + 5_000)
     expect(get(service, "stop_signal")).toBe("SIGTERM")
   })
 
@@ -451,7 +454,7 @@ describe("deploy/compose.yaml", () => {
 
 describe("the defaults the recipes are checked against", () => {
   it("are the library's", () => {
-    expect(configOf({}).timeoutMs).toBe(ShutdownConfig.DEFAULT_TIMEOUT_MS)
-    expect(configOf({ KUBERNETES_SERVICE_HOST: "x" }).delayMs).toBe(ShutdownConfig.DEFAULT_KUBERNETES_DELAY_MS)
+    expect(ms(configOf({}).timeout)).toBe(ms(ShutdownConfig.DEFAULT_TIMEOUT))
+    expect(ms(configOf({ KUBERNETES_SERVICE_HOST: "x" }).delay)).toBe(ms(ShutdownConfig.DEFAULT_KUBERNETES_DELAY))
   })
 })

@@ -441,7 +441,7 @@ const manage = (pool: pg.Pool, options: PoolOptions) =>
 
     const release = Effect.gen(function*() {
       const lifecycle = yield* Lifecycle
-      const remaining = yield* lifecycle.remainingMillis
+      const remaining = Duration.toMillis(yield* lifecycle.remaining)
       const timeoutMs = millisOr(options.timeout)
       const sliceMs = Math.min(timeoutMs ?? Number.POSITIVE_INFINITY, remaining)
       const graceMs = Math.min(millisOr(options.cancelGrace, 1_000), sliceMs / 2)

@@ -20,7 +20,7 @@ import type * as Scope from "effect/Scope"
 import type * as Http from "node:http"
 import type { Duplex } from "node:stream"
 import type { WebSocket, WebSocketServer } from "ws"
-import { pathOf } from "../Health.ts"
+import { inFlightRegistry, pathOf } from "../Adapter.ts"
 import { InFlight } from "../InFlight.ts"
 import { DEFAULT_CLOSE_REASON, REFUSAL_RESPONSE } from "../internal/refusal.ts"
 import * as Lifecycle from "../Lifecycle.ts"
@@ -62,7 +62,7 @@ export const guard = (
 ): Effect.Effect<void, never, Lifecycle.Lifecycle | InFlight | Scope.Scope> =>
   Effect.gen(function*() {
     const lifecycle = yield* Lifecycle.Lifecycle
-    const inFlight = yield* InFlight
+    const inFlight = yield* inFlightRegistry
     const name = options.name ?? "websocket server"
     const reason = options.closeReason ?? DEFAULT_CLOSE_REASON
     const leaves = new Map<WebSocket, () => void>()

@@ -1,0 +1,143 @@
+/**
+ * What the shutdown runs besides the program's own finalizers: phase hooks
+ * and managed releases, each bounded by the budget and recorded in the
+ * report.
+ *
+ * @internal
+ */
+import * as Cause from "effect/Cause"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import type { HookPhase } from "../Lifecycle.ts"
+import type { BoundedOutcome, Budget } from "./budget.ts"
+import type { ReleaseTicket, ReportBuilder } from "./reportBuilder.ts"
+
+interface Hook {
+  readonly name: string
+  readonly phase: HookPhase
+  readonly effect: Effect.Effect<void, unknown>
+}
+
+export const renderCause = (cause: Cause.Cause<unknown>): string => {
+  const text = Cause.pretty(cause)
+  return text.length > 500 ? `${text.slice(0, 500)}…` : text
+}
+
+export interface Releases {
+  /** Runs `effect` within `deadlineMs` (clock time) and records the outcome under `ticket`. */
+  readonly run: (effect: Effect.Effect<void, unknown>, deadlineMs: number, ticket: ReleaseTicket) => Effect.Effect<void>
+  /** Runs the hooks of `phase`, latest registered first, each within `deadlineMs`. */
+  readonly runHooks: (phase: HookPhase, deadlineMs: number) => Effect.Effect<void>
+  /**
+   * Registers a release that is part of the shutdown (see
+   * `Lifecycle.registerRelease`); returns the function the finalizer calls.
+   */
+  readonly register: (
+    name: string,
+    timeoutMs: number | undefined
+  ) => (release: Effect.Effect<void, unknown>) => Effect.Effect<void>
+  /** Registers a hook until the returned function is called (a no-op once the shutdown started). */
+  readonly addHook: (name: string, phase: HookPhase, effect: Effect.Effect<void, unknown>) => () => void
+}
+
+export const make = (options: {
+  readonly budget: Budget
+  readonly report: ReportBuilder
+  readonly now: () => number
+  /** Whether the program's own effect has ended (its scope is closing). */
+  readonly programEnded: () => boolean
+  /** Whether the sequence has reached Releasing. */
+  readonly releasing: () => boolean
+  readonly awaitReleasing: Effect.Effect<void>
+}): Releases => {
+  const { budget, now, report } = options
+  const hooks: Array<Hook> = []
+
+  const record = (outcome: BoundedOutcome, ticket: ReleaseTicket) =>
+    Effect.suspend(() => {
+      const name = ticket.name
+      const at = budget.elapsed(outcome.startedAt)
+      if (outcome._tag === "Skipped") {
+        report.addRelease({ name, outcome: "skipped", at, durationMs: 0, deadlineMs: 0 }, ticket)
+        return Effect.logWarning(`${name}: skipped, the shutdown budget is spent`)
+      }
+      const base = { name, at, durationMs: outcome.durationMs, deadlineMs: outcome.deadlineMs }
+      if (outcome._tag === "TimedOut") {
+        report.addRelease({ ...base, outcome: "timedOut" }, ticket)
+        return Effect.logWarning(`${name}: did not finish within ${outcome.deadlineMs} ms; interrupted`)
+      }
+      if (outcome.exit !== undefined && Exit.isFailure(outcome.exit)) {
+        const error = renderCause(outcome.exit.cause)
+        report.addRelease({ ...base, outcome: "failed", error }, ticket)
+        return Effect.logError(`${name}: release failed`, error)
+      }
+      if (outcome.durationMs > outcome.deadlineMs) {
+        // It returned, but only after blocking past its deadline (a
+        // synchronous call holding the event loop): that is a timeout too.
+        report.addRelease({ ...base, outcome: "timedOut", error: "finished after its deadline" }, ticket)
+        return Effect.logWarning(
+          `${name}: finished ${outcome.durationMs} ms after start, past its ${outcome.deadlineMs} ms deadline`
+        )
+      }
+      report.addRelease({ ...base, outcome: "released" }, ticket)
+      return Effect.void
+    })
+
+  const run = (effect: Effect.Effect<void, unknown>, deadlineMs: number, ticket: ReleaseTicket) =>
+    Effect.gen(function*() {
+      const startedAt = now()
+      // Marked started before it runs, so a snapshot taken meanwhile (the
+      // watchdog, a 3rd signal) names it as running, not skipped.
+      report.beginRelease(ticket, budget.elapsed(startedAt), Math.max(0, deadlineMs - startedAt))
+      const outcome = yield* budget.bounded(effect, deadlineMs)
+      yield* record(outcome, ticket)
+    }).pipe(Effect.withSpan(`graceful.release ${ticket.name}`))
+
+  const register = (name: string, timeoutMs: number | undefined) => {
+    const ticket: ReleaseTicket = { name }
+    report.register(ticket)
+    return (effect: Effect.Effect<void, unknown>): Effect.Effect<void> =>
+      Effect.gen(function*() {
+        if (!options.releasing()) {
+          if (!options.programEnded()) {
+            // An inner scope closed while the program runs (or drains): an
+            // ordinary release, not part of the shutdown. Waiting for
+            // Releasing here could deadlock a request that is itself being
+            // drained.
+            report.forget(ticket)
+            const bounded = timeoutMs === undefined ? effect : effect.pipe(Effect.timeout(timeoutMs))
+            yield* bounded.pipe(
+              Effect.catchCause((cause) => Effect.logWarning(`${name}: release failed`, renderCause(cause)))
+            )
+            return
+          }
+          yield* options.awaitReleasing
+        }
+        const deadline = timeoutMs === undefined ? now() + budget.remaining() : now() + timeoutMs
+        yield* run(effect, deadline, ticket)
+      })
+  }
+
+  return {
+    run,
+    register,
+    runHooks: (phase, deadlineMs) =>
+      Effect.suspend(() =>
+        Effect.forEach(
+          hooks.filter((hook) => hook.phase === phase).reverse(),
+          (hook) => run(hook.effect, deadlineMs, { name: hook.name, hook: true }),
+          { discard: true }
+        )
+      ),
+    addHook: (name, phase, effect) => {
+      const hook: Hook = { name, phase, effect }
+      hooks.push(hook)
+      return () => {
+        // Hooks stay registered through the shutdown so they still run once.
+        if (budget.started()) return
+        const index = hooks.indexOf(hook)
+        if (index >= 0) hooks.splice(index, 1)
+      }
+    }
+  }
+}
