@@ -13,6 +13,7 @@
  */
 import * as Context from "effect/Context"
 import type * as Duration from "effect/Duration"
+import type * as Exit from "effect/Exit"
 import * as Effect from "effect/Effect"
 import { InFlight, type InFlightSet, type TrackOptions } from "./InFlight.ts"
 import { Lifecycle } from "./Lifecycle.ts"
@@ -121,7 +122,14 @@ export interface ReleaseRegistryService {
   readonly register: (
     name: string,
     options?: ReleaseOptions
-  ) => Effect.Effect<(release: Effect.Effect<void, unknown>) => Effect.Effect<void>>
+  ) => Effect.Effect<(release: Effect.Effect<void, unknown>, exit?: Exit.Exit<unknown, unknown>) => Effect.Effect<void>>
+  /**
+   * Runs the acquire step of `name`: interruptible (a shutdown during a hung
+   * start-up interrupts it rather than waiting out the budget) and, while it
+   * runs, in the in-flight set as `acquire <name>`, so a report names what
+   * was stuck.
+   */
+  readonly acquire: <A, E, R>(name: string, acquire: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
 }
 
 /**

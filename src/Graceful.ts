@@ -77,9 +77,38 @@ export interface RunOptions extends ShutdownConfig.ShutdownOptions {
 /**
  * The services {@link run} provides to the program.
  *
+ * @category models
  * @since 0.1.0
  */
 export type Provided = Lifecycle.Lifecycle | InFlight | Health | Scope.Scope
+
+/**
+ * The services of {@link run} as a `Layer`, without the shutdown sequence:
+ * for building and testing a layer that uses `Resource.make`,
+ * `Lifecycle.addHook`, `InFlight.track` or `Health.addCheck` outside
+ * {@link run}. Releases then run when the layer's scope closes, each within
+ * its own timeout; nothing listens to signals.
+ *
+ * @example
+ * ```ts
+ * import { Effect, Layer } from "effect"
+ * import { Graceful, Resource } from "effect-graceful"
+ *
+ * const DbLive = Layer.effectDiscard(Resource.addFinalizer("db", Effect.log("pool ended"), { timeout: "1 second" }))
+ *
+ * // Build and release the layer in a test, with no Graceful.run around it.
+ * const test = Layer.build(DbLive).pipe(Effect.scoped, Effect.provide(Graceful.layer()))
+ * ```
+ *
+ * @category layers
+ * @since 0.2.0
+ */
+export const layer = (
+  options?: ShutdownConfig.ShutdownOptions
+): Layer.Layer<Exclude<Provided, Scope.Scope>, ShutdownConfig.ShutdownConfigError> =>
+  Layer.effectContext(
+    Effect.flatMap(ShutdownConfig.load(options), (config) => Effect.map(Coordinator.make(config), (c) => c.context))
+  )
 
 interface Outcome {
   readonly exitCode: number
@@ -149,7 +178,7 @@ export const run: {
       // that `NodeRuntime.runMain` sends on SIGTERM cannot skip the drain.
       const sequence = Effect.gen(function*() {
         const signals = yield* Signals
-        yield* signals.listen(coordinator.onEvent)
+        yield* signals.listen(coordinator.onEvent, config.signals)
         const program_ = program.pipe(
           // Inside the scope: the trigger is recorded before the program's
           // finalizers start, so managed releases know the program is ending.

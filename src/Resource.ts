@@ -60,10 +60,10 @@ export const make = <A, E, R, R2 = never>(
     const registry = yield* releaseRegistry
     const context = yield* Effect.context<R2>()
     return yield* Effect.acquireRelease(
-      Effect.flatMap(acquire, (resource) =>
+      Effect.flatMap(registry.acquire(name, acquire), (resource) =>
         Effect.map(registry.register(name, { timeout: options?.timeout }), (runRelease) => ({ resource, runRelease }))),
       ({ resource, runRelease }, exit) =>
-        runRelease(release(resource, exit).pipe(Effect.asVoid, Effect.provideContext(context)))
+        runRelease(release(resource, exit).pipe(Effect.asVoid, Effect.provideContext(context)), exit)
     ).pipe(Effect.map(({ resource }) => resource))
   })
 

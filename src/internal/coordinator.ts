@@ -89,6 +89,7 @@ export const make = (config: ShutdownConfig): Effect.Effect<Coordinator> =>
       report,
       now,
       programEnded: () => programEnded,
+      starting: () => phases.current() === "Starting" && !budget.started(),
       releasing: () => Lifecycle.isAtLeast(phases.current(), "Releasing"),
       awaitReleasing: phases.await("Releasing")
     })
@@ -154,6 +155,9 @@ export const make = (config: ShutdownConfig): Effect.Effect<Coordinator> =>
         yield* Effect.logInfo(`shutdown: ${Report.describeTrigger(first)}; budget ${timeoutMs} ms`)
         if (first._tag === "Failed") yield* Effect.logError(`the program failed:\n${first.cause}`)
         const t0 = budget.t0()
+        // Triggered before Ready: nothing was served, so no lame duck and no
+        // drain; a start-up step still running (a hung connect) is cut at once.
+        const duringStartUp = phases.current() === "Starting"
         const drainDeadline = t0 + delayMs + drainMs
         // Hooks stop intake (listeners, consumers): bounded by the drain
         // deadline, and with a zero drain still run, within the emergency budget.
@@ -166,7 +170,7 @@ export const make = (config: ShutdownConfig): Effect.Effect<Coordinator> =>
           report.setInFlightAtDrainStart(inFlight.reportableSizeUnsafe())
           report.setInFlightAtDrainEnd(inFlight.reportableSizeUnsafe())
         } else {
-          if (first._tag !== "Completed" && first._tag !== "Interrupted") {
+          if (first._tag !== "Completed" && first._tag !== "Interrupted" && !duringStartUp) {
             // Lame duck: readiness is down, everything else is still served.
             yield* timedPhase("draining", Effect.gen(function*() {
               yield* phases.advance("Draining")
@@ -179,7 +183,7 @@ export const make = (config: ShutdownConfig): Effect.Effect<Coordinator> =>
             yield* phases.advance("Closing")
             yield* releases.runHooks("Closing", hookDeadline())
             report.setInFlightAtDrainStart(inFlight.reportableSizeUnsafe())
-            yield* budget.waitUntil(inFlight.awaitEmpty, drainDeadline)
+            yield* budget.waitUntil(inFlight.awaitEmpty, duringStartUp ? now() : drainDeadline)
             report.setInFlightAtDrainEnd(inFlight.reportableSizeUnsafe())
             yield* Metric.update(Metrics.drainDuration, now() - startedAt)
           }))
@@ -227,7 +231,10 @@ export const make = (config: ShutdownConfig): Effect.Effect<Coordinator> =>
     }
     const releaseRegistry: Adapter.ReleaseRegistryService = {
       register: (name, options) =>
-        Effect.sync(() => releases.register(name, options?.timeout === undefined ? undefined : ms(Duration.fromInputUnsafe(options.timeout))))
+        Effect.sync(() =>
+          releases.register(name, options?.timeout === undefined ? undefined : ms(Duration.fromInputUnsafe(options.timeout)))
+        ),
+      acquire: (name, acquire) => inFlight.track(Effect.interruptible(acquire), { kind: "acquire", label: name })
     }
     const health = yield* Health.make(lifecycle)
 

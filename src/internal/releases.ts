@@ -35,7 +35,7 @@ export interface Releases {
   readonly register: (
     name: string,
     timeoutMs: number | undefined
-  ) => (release: Effect.Effect<void, unknown>) => Effect.Effect<void>
+  ) => (release: Effect.Effect<void, unknown>, exit?: Exit.Exit<unknown, unknown>) => Effect.Effect<void>
   /** Registers a hook until the returned function is called (a no-op once the shutdown started). */
   readonly addHook: (name: string, phase: HookPhase, effect: Effect.Effect<void, unknown>) => () => void
 }
@@ -46,6 +46,8 @@ export const make = (options: {
   readonly now: () => number
   /** Whether the program's own effect has ended (its scope is closing). */
   readonly programEnded: () => boolean
+  /** Whether the program is still starting (not yet Ready, no trigger). */
+  readonly starting: () => boolean
   /** Whether the sequence has reached Releasing. */
   readonly releasing: () => boolean
   readonly awaitReleasing: Effect.Effect<void>
@@ -96,9 +98,16 @@ export const make = (options: {
   const register = (name: string, timeoutMs: number | undefined) => {
     const ticket: ReleaseTicket = { name }
     report.register(ticket)
-    return (effect: Effect.Effect<void, unknown>): Effect.Effect<void> =>
+    return (effect: Effect.Effect<void, unknown>, exit?: Exit.Exit<unknown, unknown>): Effect.Effect<void> =>
       Effect.gen(function*() {
         if (!options.releasing()) {
+          if (options.starting() && exit !== undefined && Exit.isFailure(exit) && !Exit.hasInterrupts(exit)) {
+            // Start-up is failing (a later layer failed): its acquired
+            // resources unwind now, before the program's exit reaches the
+            // sequence. Bound and report them like any release.
+            yield* run(effect, now() + Math.min(timeoutMs ?? Number.POSITIVE_INFINITY, budget.remaining()), ticket)
+            return
+          }
           if (!options.programEnded()) {
             // An inner scope closed while the program runs (or drains): an
             // ordinary release, not part of the shutdown. Waiting for
