@@ -84,12 +84,13 @@ export const make = (config: ShutdownConfig): Effect.Effect<Coordinator> =>
     const phases = yield* Phases.make
     const budget = Budget.make({ now, timeoutMs, emergencyTimeoutMs: emergencyMs })
     let programEnded = false
+    let becameReady = false
     const releases = Releases.make({
       budget,
       report,
       now,
       programEnded: () => programEnded,
-      starting: () => phases.current() === "Starting" && !budget.started(),
+      starting: () => !becameReady,
       releasing: () => Lifecycle.isAtLeast(phases.current(), "Releasing"),
       awaitReleasing: phases.await("Releasing")
     })
@@ -218,7 +219,10 @@ export const make = (config: ShutdownConfig): Effect.Effect<Coordinator> =>
       markReady: Effect.suspend(() =>
         phases.current() !== "Starting" || triggers.current() !== undefined
           ? Effect.void
-          : phases.advance("Ready").pipe(Effect.andThen(host.notifyReady))
+          : phases.advance("Ready").pipe(
+            Effect.andThen(Effect.sync(() => (becameReady = true))),
+            Effect.andThen(host.notifyReady)
+          )
       ),
       shutdown: (reason) => Effect.sync(() => void triggers.fire({ _tag: "Requested", reason })),
       addHook: <R>(name: string, phase: Lifecycle.HookPhase, effect: Effect.Effect<void, unknown, R>) =>

@@ -46,7 +46,7 @@ export const make = (options: {
   readonly now: () => number
   /** Whether the program's own effect has ended (its scope is closing). */
   readonly programEnded: () => boolean
-  /** Whether the program is still starting (not yet Ready, no trigger). */
+  /** Whether the program is still starting (it never became Ready). */
   readonly starting: () => boolean
   /** Whether the sequence has reached Releasing. */
   readonly releasing: () => boolean
@@ -101,10 +101,11 @@ export const make = (options: {
     return (effect: Effect.Effect<void, unknown>, exit?: Exit.Exit<unknown, unknown>): Effect.Effect<void> =>
       Effect.gen(function*() {
         if (!options.releasing()) {
-          if (options.starting() && exit !== undefined && Exit.isFailure(exit) && !Exit.hasInterrupts(exit)) {
-            // Start-up is failing (a later layer failed): its acquired
-            // resources unwind now, before the program's exit reaches the
-            // sequence. Bound and report them like any release.
+          if (options.starting() && exit !== undefined && Exit.isFailure(exit)) {
+            // Start-up is unwinding (a later layer failed, or a shutdown cut
+            // a hung acquire): layers release what they acquired at once,
+            // before the program's exit reaches the sequence. Bound and
+            // report them like any release.
             yield* run(effect, now() + Math.min(timeoutMs ?? Number.POSITIVE_INFINITY, budget.remaining()), ticket)
             return
           }

@@ -251,7 +251,7 @@ describe("example service (examples/service/main.ts)", () => {
     const dir = mkdtempSync(join(tmpdir(), "effect-graceful-example-"))
     try {
       const child = spawn(process.execPath, [main], {
-        env: { ...process.env, PORT: "0", LOG_FILE: join(dir, "x.jsonl"), SHUTDOWN_TIMEOUT: "5s" },
+        env: { ...process.env, PORT: "0", LOG_FILE: join(dir, "x.jsonl"), SHUTDOWN_TIMEOUT: "5 parsecs" },
         stdio: ["ignore", "pipe", "pipe"]
       })
       let output = ""

@@ -226,10 +226,10 @@ describe("exit codes, real processes and real signals", () => {
   })
 
   it("invalid configuration: exit 1 before anything is acquired, naming the variable and value", async () => {
-    const service = run({ SHUTDOWN_TIMEOUT: "5s" })
+    const service = run({ SHUTDOWN_TIMEOUT: "5 parsecs" })
     const exit = await service.exited
     expect(exit.code).toBe(1)
-    expect(service.output()).toContain("SHUTDOWN_TIMEOUT=\"5s\"")
+    expect(service.output()).toContain("SHUTDOWN_TIMEOUT=\"5 parsecs\"")
     expect(service.has("acquire-log")).toBe(false)
   })
 })
