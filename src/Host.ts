@@ -11,7 +11,6 @@
  */
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
-import * as Layer from "effect/Layer"
 import type * as Scope from "effect/Scope"
 
 /**
@@ -67,70 +66,3 @@ export const processHost = (proc: NodeJS.Process): HostService => ({
 export const Host: Context.Reference<HostService> = Context.Reference<HostService>("effect-graceful/Host", {
   defaultValue: () => processHost(process)
 })
-
-/**
- * What a test host has seen.
- *
- * @example
- * ```ts
- * import { Effect } from "effect"
- * import { Host } from "effect-graceful"
- *
- * const exitCodes = Effect.gen(function*() {
- *   const host = yield* Host.TestHost
- *   return host.exits()
- * })
- * ```
- *
- * @since 0.1.0
- */
-export class TestHost extends Context.Service<TestHost, {
-  /** Every exit code asked for, in order. */
-  readonly exits: () => ReadonlyArray<number>
-  /** How many times `ready` was sent. */
-  readonly readyCount: () => number
-  /** How many times a watchdog fired. */
-  readonly watchdogFired: () => number
-}>()("effect-graceful/TestHost") {}
-
-/**
- * Provides {@link TestHost} and a {@link Host} that records instead of
- * exiting, with a watchdog driven by Effect's `Clock` (so by `TestClock`).
- *
- * @example
- * ```ts
- * import { Effect } from "effect"
- * import { Host } from "effect-graceful"
- *
- * const program = Effect.gen(function*() {
- *   const host = yield* Host.TestHost
- *   host.exits()
- * }).pipe(Effect.provide(Host.layerTest))
- * ```
- *
- * @since 0.1.0
- */
-export const layerTest: Layer.Layer<TestHost> = Layer.effectContext(Effect.sync(() => {
-  const exits: Array<number> = []
-  let ready = 0
-  let fired = 0
-  const host: HostService = {
-    exit: (code) => void exits.push(code),
-    watchdog: (delayMs, onFire) =>
-      Effect.sleep(Math.max(0, delayMs)).pipe(
-        Effect.andThen(Effect.sync(() => {
-          fired++
-          onFire()
-        })),
-        Effect.forkScoped,
-        Effect.asVoid
-      ),
-    notifyReady: Effect.sync(() => void ready++)
-  }
-  const test = TestHost.of({
-    exits: () => exits,
-    readyCount: () => ready,
-    watchdogFired: () => fired
-  })
-  return Context.make(TestHost, test).pipe(Context.add(Host, host))
-}))

@@ -18,7 +18,6 @@
  */
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
-import * as Layer from "effect/Layer"
 import type * as Scope from "effect/Scope"
 
 /**
@@ -155,71 +154,3 @@ export const Signals: Context.Reference<SignalSource> = Context.Reference<Signal
   "effect-graceful/Signals",
   { defaultValue: () => processSignals(process) }
 )
-
-/**
- * A source a test drives.
- *
- * @example
- * ```ts
- * import { Effect } from "effect"
- * import { Signals } from "effect-graceful"
- *
- * const sendTerm = Effect.gen(function*() {
- *   const signals = yield* Signals.TestSignals
- *   signals.send("SIGTERM")
- * })
- * ```
- *
- * @since 0.1.0
- */
-export class TestSignals extends Context.Service<TestSignals, {
-  /** Deliver a signal, as the kernel would. */
-  readonly send: (signal: SignalName) => void
-  /** Deliver an IPC message, as PM2 would. */
-  readonly message: (message: string) => void
-  /** Report an uncaught exception or unhandled rejection. */
-  readonly crash: (error: unknown, source?: "uncaughtException" | "unhandledRejection") => void
-  /** How many handlers are installed right now. */
-  readonly listeners: () => number
-}>()("effect-graceful/TestSignals") {}
-
-/**
- * Provides both {@link TestSignals} and a {@link Signals} source fed by it.
- *
- * @example
- * ```ts
- * import { Effect } from "effect"
- * import { Signals } from "effect-graceful"
- *
- * const program = Effect.gen(function*() {
- *   const test = yield* Signals.TestSignals
- *   test.send("SIGTERM")
- * }).pipe(Effect.provide(Signals.layerTest))
- * ```
- *
- * @since 0.1.0
- */
-export const layerTest: Layer.Layer<TestSignals> = Layer.effectContext(Effect.sync(() => {
-  // Each handler with the signals it listens to: a signal nobody listens to
-  // is ignored here (the live process would apply its default action).
-  const handlers = new Map<(event: SignalEvent) => void, ReadonlyArray<SignalName>>()
-  const emit = (event: SignalEvent) => {
-    for (const [handler, signals] of [...handlers]) {
-      if (event._tag !== "Signal" || signals.includes(event.signal)) handler(event)
-    }
-  }
-  const source: SignalSource = {
-    listen: (handler, signals = defaultSignals) =>
-      Effect.acquireRelease(
-        Effect.sync(() => handlers.set(handler, signals)),
-        () => Effect.sync(() => handlers.delete(handler))
-      ).pipe(Effect.asVoid)
-  }
-  const test = TestSignals.of({
-    send: (signal) => emit({ _tag: "Signal", signal }),
-    message: (message) => emit({ _tag: "Message", message }),
-    crash: (error, source = "uncaughtException") => emit({ _tag: "Defect", source, error }),
-    listeners: () => handlers.size
-  })
-  return Context.make(TestSignals, test).pipe(Context.add(Signals, source))
-}))

@@ -4,6 +4,8 @@
  * @since 0.1.0
  */
 
+/** @since 0.2.0 */
+export * as Adapter from "./Adapter.ts"
 /** @since 0.1.0 */
 export * as Graceful from "./Graceful.ts"
 /** @since 0.1.0 */
