@@ -3,7 +3,7 @@
  * watchdog timer that does not keep the process alive, and the PM2 `ready`
  * message.
  *
- * The live host is the default. Tests provide {@link layerTest}: exits are
+ * The live host is the default. Tests provide `GracefulTest.layerHost` (from `effect-graceful/testing`): exits are
  * recorded instead of performed, and the watchdog runs on Effect's `Clock`,
  * so `TestClock.adjust` fires it.
  *

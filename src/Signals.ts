@@ -6,7 +6,7 @@
  * `shutdown_with_message`, and always on Windows), `uncaughtException` and
  * `unhandledRejection`. It is the default: nothing needs to be provided.
  *
- * Tests provide {@link layerTest} and send events themselves with
+ * Tests provide `GracefulTest.layerSignals` (from `effect-graceful/testing`) and send events themselves with
  * {@link TestSignals}, so a SIGTERM is a function call and time is a
  * `TestClock`.
  *

@@ -33,10 +33,10 @@ import { defaultSignals, type SignalEvent, type SignalName, Signals, type Signal
  * @example
  * ```ts
  * import { Effect } from "effect"
- * import { Signals } from "effect-graceful"
+ * import * as GracefulTest from "effect-graceful/testing"
  *
  * const sendTerm = Effect.gen(function*() {
- *   const signals = yield* Signals.TestSignals
+ *   const signals = yield* GracefulTest.TestSignals
  *   signals.send("SIGTERM")
  * })
  * ```
@@ -63,7 +63,7 @@ export class TestSignals extends Context.Service<TestSignals, {
  * import { Signals } from "effect-graceful"
  *
  * const program = Effect.gen(function*() {
- *   const test = yield* Signals.TestSignals
+ *   const test = yield* GracefulTest.TestSignals
  *   test.send("SIGTERM")
  * }).pipe(Effect.provide(GracefulTest.layerSignals))
  * ```
@@ -101,10 +101,10 @@ export const layerSignals: Layer.Layer<TestSignals> = Layer.effectContext(Effect
  * @example
  * ```ts
  * import { Effect } from "effect"
- * import { Host } from "effect-graceful"
+ * import * as GracefulTest from "effect-graceful/testing"
  *
  * const exitCodes = Effect.gen(function*() {
- *   const host = yield* Host.TestHost
+ *   const host = yield* GracefulTest.TestHost
  *   return host.exits()
  * })
  * ```
@@ -130,7 +130,7 @@ export class TestHost extends Context.Service<TestHost, {
  * import { Host } from "effect-graceful"
  *
  * const program = Effect.gen(function*() {
- *   const host = yield* Host.TestHost
+ *   const host = yield* GracefulTest.TestHost
  *   host.exits()
  * }).pipe(Effect.provide(GracefulTest.layerHost))
  * ```
