@@ -224,7 +224,7 @@ const ms = Duration.toMillis
  * import { ShutdownConfig } from "effect-graceful"
  *
  * const program = Effect.gen(function*() {
- *   const config = yield* ShutdownConfig.load({ timeout: "10s" })
+ *   const config = yield* ShutdownConfig.load({ timeout: "10 seconds" })
  *   Duration.toMillis(config.timeout) // 10000
  * })
  * ```

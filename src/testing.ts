@@ -60,7 +60,7 @@ export class TestSignals extends Context.Service<TestSignals, {
  * @example
  * ```ts
  * import { Effect } from "effect"
- * import { Signals } from "effect-graceful"
+ * import * as GracefulTest from "effect-graceful/testing"
  *
  * const program = Effect.gen(function*() {
  *   const test = yield* GracefulTest.TestSignals
@@ -127,7 +127,7 @@ export class TestHost extends Context.Service<TestHost, {
  * @example
  * ```ts
  * import { Effect } from "effect"
- * import { Host } from "effect-graceful"
+ * import * as GracefulTest from "effect-graceful/testing"
  *
  * const program = Effect.gen(function*() {
  *   const host = yield* GracefulTest.TestHost
