@@ -13,14 +13,12 @@ import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
 import * as Latch from "effect/Latch"
-import * as Metric from "effect/Metric"
 import * as Option from "effect/Option"
 import * as Adapter from "../Adapter.ts"
 import * as Health from "../Health.ts"
 import * as Host from "../Host.ts"
 import * as InFlight from "../InFlight.ts"
 import * as Lifecycle from "../Lifecycle.ts"
-import * as Metrics from "../Metrics.ts"
 import * as Report from "../Report.ts"
 import type { ShutdownConfig } from "../ShutdownConfig.ts"
 import type { SignalEvent } from "../Signals.ts"
@@ -29,11 +27,9 @@ import * as InFlightState from "./inFlight.ts"
 import * as Phases from "./phases.ts"
 import { publish } from "./publish.ts"
 import * as Releases from "./releases.ts"
+import * as Sequence from "./sequence.ts"
 import { ReportBuilder } from "./reportBuilder.ts"
 import * as Triggers from "./triggers.ts"
-
-/** Grace given to cut work to run its own finalizers before releases start. */
-const CUT_GRACE_MS = 100
 
 export { DUPLICATE_SIGNAL_MS } from "./triggers.ts"
 
@@ -77,7 +73,7 @@ export const make = (config: ShutdownConfig): Effect.Effect<Coordinator> =>
     const runSync = <A>(effect: Effect.Effect<A>): A => Effect.runSync(Effect.provideContext(effect, services))
     const now = () => clock.currentTimeMillisUnsafe()
     const ms = Duration.toMillis
-    const [timeoutMs, delayMs, drainMs, emergencyMs] = [config.timeout, config.delay, config.drainTimeout, config.emergencyTimeout].map(ms) as [number, number, number, number]
+    const [timeoutMs, emergencyMs] = [config.timeout, config.emergencyTimeout].map(ms) as [number, number]
 
     const report = new ReportBuilder()
     const inFlight = yield* InFlightState.make({ onCutOnArrival: (item) => report.addCut(item) })
@@ -118,128 +114,22 @@ export const make = (config: ShutdownConfig): Effect.Effect<Coordinator> =>
       renderError
     })
 
-    // A timer outside every fiber: ends the process at B + slack whatever
-    // hangs, re-armed when an escalation moves the deadline earlier.
-    const watchdog = Effect.gen(function*() {
-      const fire = () => void endNow("watchdog", 1)
-      const arm = Effect.suspend(() => host.watchdog(budget.remaining() + ms(config.watchdogSlack), fire))
-      yield* Effect.scoped(Effect.andThen(arm, budget.escalated))
-      yield* arm
-      return yield* Effect.never
-    }).pipe(Effect.scoped)
-
-    const cutInFlight = Effect.gen(function*() {
-      const startedAt = now()
-      const items = yield* inFlight.cut
-      if (items.length === 0) return
-      for (const item of items) report.addCut(item)
-      yield* Effect.logWarning(
-        `cut ${items.length} in-flight item(s) at the drain deadline: ${items.map((i) => `${i.kind} ${i.label}`).join(", ")}`
-      )
-      yield* inFlight.awaitCut(Math.min(CUT_GRACE_MS, budget.remaining()))
-      report.addPhase("cutting", budget.elapsed(startedAt), now() - startedAt)
+    const sequence = Sequence.make({
+      config,
+      now,
+      host,
+      budget,
+      phases,
+      releases,
+      report,
+      inFlight,
+      first: triggers.first,
+      endNow,
+      forced: () => forced
     })
 
-    /** Runs `body` as a timed phase of the report, in its own span. */
-    const timedPhase = <A>(name: Report.PhaseName, body: Effect.Effect<A>) =>
-      Effect.gen(function*() {
-        const startedAt = now()
-        const result = yield* body
-        report.addPhase(name, budget.elapsed(startedAt), now() - startedAt)
-        return result
-      }).pipe(Effect.withSpan(`graceful.${name}`))
-
-    const sequence = (program: Fiber.Fiber<unknown, unknown>) =>
-      Effect.gen(function*() {
-        const first = yield* triggers.first
-        yield* Effect.forkScoped(watchdog)
-        yield* Effect.logInfo(`shutdown: ${Report.describeTrigger(first)}; budget ${timeoutMs} ms`)
-        if (first._tag === "Failed") yield* Effect.logError(`the program failed:\n${first.cause}`)
-        const t0 = budget.t0()
-        // Triggered before Ready: nothing was served, so no lame duck and no
-        // drain; a start-up step still running (a hung connect) is cut at once.
-        const duringStartUp = phases.current() === "Starting"
-        const drainDeadline = t0 + delayMs + drainMs
-        // Hooks stop intake (listeners, consumers): bounded by the drain
-        // deadline, and with a zero drain still run, within the emergency budget.
-        const hookDeadline = () => Math.max(drainDeadline, now() + Math.min(emergencyMs, budget.remaining()))
-        if (Report.isFastPath(first)) {
-          if (emergencyMs === 0) return endNow("defect", 1)
-          budget.escalate()
-          // Readiness down at once; no lame duck, no drain.
-          yield* phases.advance("Closing")
-          report.setInFlightAtDrainStart(inFlight.reportableSizeUnsafe())
-          report.setInFlightAtDrainEnd(inFlight.reportableSizeUnsafe())
-        } else {
-          if (first._tag !== "Completed" && first._tag !== "Interrupted" && !duringStartUp) {
-            // Lame duck: readiness is down, everything else is still served.
-            yield* timedPhase("draining", Effect.gen(function*() {
-              yield* phases.advance("Draining")
-              yield* releases.runHooks("Draining", hookDeadline())
-              yield* budget.waitUntil(Effect.never, t0 + delayMs)
-            }))
-          }
-          yield* timedPhase("closing", Effect.gen(function*() {
-            const startedAt = now()
-            yield* phases.advance("Closing")
-            yield* releases.runHooks("Closing", hookDeadline())
-            report.setInFlightAtDrainStart(inFlight.reportableSizeUnsafe())
-            yield* budget.waitUntil(inFlight.awaitEmpty, duringStartUp ? now() : drainDeadline)
-            report.setInFlightAtDrainEnd(inFlight.reportableSizeUnsafe())
-            yield* Metric.update(Metrics.drainDuration, now() - startedAt)
-          }))
-        }
-        yield* cutInFlight.pipe(Effect.withSpan("graceful.cutting"))
-        yield* timedPhase("releasing", Effect.gen(function*() {
-          yield* phases.advance("Releasing")
-          yield* Effect.forkDetach(Fiber.interrupt(program))
-          const finished = yield* Effect.raceFirst(
-            Fiber.await(program).pipe(Effect.as(true)),
-            budget.deadlineReached.pipe(Effect.as(false))
-          )
-          if (!finished) {
-            report.markBudgetExhausted()
-            yield* Effect.logError(`shutdown budget ran out before every release finished`)
-          }
-        }))
-        yield* phases.advance("Stopped")
-        const outcome = report.outcomeFor(first)
-        const snapshot = report.snapshot({ outcome, exitCode: outcome === "clean" ? 0 : 1, now: now() })
-        yield* Metric.update(Metrics.shutdownDuration, snapshot.durationMs)
-        if (forced === undefined) yield* publish(snapshot, config.reportFile)
-        return snapshot
-      }).pipe(Effect.scoped, Effect.withSpan("graceful.shutdown"))
-
-    const lifecycle: Lifecycle.LifecycleService = {
-      phase: Effect.sync(phases.current),
-      phaseUnsafe: phases.current,
-      changes: phases.changes,
-      awaitPhase: phases.await,
-      trigger: Effect.sync(() => Option.fromNullishOr(triggers.current())),
-      markReady: Effect.suspend(() =>
-        phases.current() !== "Starting" || triggers.current() !== undefined
-          ? Effect.void
-          : phases.advance("Ready").pipe(
-            Effect.andThen(Effect.sync(() => (becameReady = true))),
-            Effect.andThen(host.notifyReady)
-          )
-      ),
-      shutdown: (reason) => Effect.sync(() => void triggers.fire({ _tag: "Requested", reason })),
-      addHook: <R>(name: string, phase: Lifecycle.HookPhase, effect: Effect.Effect<void, unknown, R>) =>
-        Effect.acquireRelease(
-          Effect.map(Effect.context<R>(), (context) =>
-            releases.addHook(name, phase, Effect.provideContext(effect, context))),
-          (remove) => Effect.sync(remove)
-        ).pipe(Effect.asVoid),
-      remaining: Effect.sync(() => Duration.millis(budget.remaining()))
-    }
-    const releaseRegistry: Adapter.ReleaseRegistryService = {
-      register: (name, options) =>
-        Effect.sync(() =>
-          releases.register(name, options?.timeout === undefined ? undefined : ms(Duration.fromInputUnsafe(options.timeout)))
-        ),
-      acquire: (name, acquire) => inFlight.track(Effect.interruptible(acquire), { kind: "acquire", label: name })
-    }
+    const lifecycle = makeLifecycle({ phases, triggers, releases, budget, host, onReady: () => (becameReady = true) })
+    const releaseRegistry = makeReleaseRegistry(releases, inFlight)
     const health = yield* Health.make(lifecycle)
 
     return {
@@ -260,3 +150,50 @@ export const make = (config: ShutdownConfig): Effect.Effect<Coordinator> =>
       )
     }
   })
+
+/** The `Lifecycle` service over the coordinator's pieces. */
+const makeLifecycle = (deps: {
+  readonly phases: Phases.Phases
+  readonly triggers: Triggers.Triggers
+  readonly releases: Releases.Releases
+  readonly budget: Budget.Budget
+  readonly host: Host.HostService
+  readonly onReady: () => void
+}): Lifecycle.LifecycleService => {
+  const { budget, host, phases, releases, triggers } = deps
+  return {
+    phase: Effect.sync(phases.current),
+    phaseUnsafe: phases.current,
+    changes: phases.changes,
+    awaitPhase: phases.await,
+    trigger: Effect.sync(() => Option.fromNullishOr(triggers.current())),
+    markReady: Effect.suspend(() =>
+      phases.current() !== "Starting" || triggers.current() !== undefined
+        ? Effect.void
+        : phases.advance("Ready").pipe(Effect.andThen(Effect.sync(deps.onReady)), Effect.andThen(host.notifyReady))
+    ),
+    shutdown: (reason) => Effect.sync(() => void triggers.fire({ _tag: "Requested", reason })),
+    addHook: <R>(name: string, phase: Lifecycle.HookPhase, effect: Effect.Effect<void, unknown, R>) =>
+      Effect.acquireRelease(
+        // The hook runs long after this fiber: keep its services.
+        Effect.map(Effect.context<R>(), (context) => releases.addHook(name, phase, Effect.provideContext(effect, context))),
+        (remove) => Effect.sync(remove)
+      ).pipe(Effect.asVoid),
+    remaining: Effect.sync(() => Duration.millis(budget.remaining()))
+  }
+}
+
+/** The adapters' release registry: managed releases, and acquires a shutdown can cut. */
+const makeReleaseRegistry = (
+  releases: Releases.Releases,
+  inFlight: InFlightState.InFlightState
+): Adapter.ReleaseRegistryService => ({
+  register: (name, options) =>
+    Effect.sync(() =>
+      releases.register(
+        name,
+        options?.timeout === undefined ? undefined : Duration.toMillis(Duration.fromInputUnsafe(options.timeout))
+      )
+    ),
+  acquire: (name, acquire) => inFlight.track(Effect.interruptible(acquire), { kind: "acquire", label: name })
+})

@@ -1,0 +1,158 @@
+/**
+ * The shutdown sequence, from the first trigger to Stopped:
+ *
+ * 1. Draining (lame duck) for the delay: readiness 503, `Draining` hooks.
+ *    Skipped on the fast path (defect, failed program), when the program
+ *    ended by itself, and when the trigger came before Ready.
+ * 2. Closing: `Closing` hooks stop intake; the drain waits for the in-flight
+ *    set until the drain deadline (at once before Ready).
+ * 3. Cutting: what is still in flight is interrupted and recorded.
+ * 4. Releasing: the program is interrupted, its finalizers run, bounded by
+ *    the budget.
+ * 5. Stopped: the report is published; its exit code is the outcome's.
+ *
+ * A watchdog timer outside every fiber ends the process at B + slack.
+ *
+ * @internal
+ */
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Fiber from "effect/Fiber"
+import * as Metric from "effect/Metric"
+import type { HostService } from "../Host.ts"
+import * as Metrics from "../Metrics.ts"
+import * as Report from "../Report.ts"
+import type { ShutdownConfig } from "../ShutdownConfig.ts"
+import type { Budget } from "./budget.ts"
+import type { InFlightState } from "./inFlight.ts"
+import type { Phases } from "./phases.ts"
+import { publish } from "./publish.ts"
+import type { Releases } from "./releases.ts"
+import type { ReportBuilder } from "./reportBuilder.ts"
+
+/** Grace given to cut work to run its own finalizers before releases start. */
+const CUT_GRACE_MS = 100
+
+export interface Dependencies {
+  readonly config: ShutdownConfig
+  readonly now: () => number
+  readonly host: HostService
+  readonly budget: Budget
+  readonly phases: Phases
+  readonly releases: Releases
+  readonly report: ReportBuilder
+  readonly inFlight: InFlightState
+  readonly first: Effect.Effect<Report.Trigger>
+  /** Ends the process now, publishing what is known (see the coordinator). */
+  readonly endNow: (outcome: Report.ShutdownReport["outcome"], exitCode: number) => Report.ShutdownReport
+  /** The report an `endNow` already published, if any. */
+  readonly forced: () => Report.ShutdownReport | undefined
+}
+
+/**
+ * A timer outside every fiber: ends the process at B + slack whatever hangs,
+ * re-armed when an escalation moves the deadline earlier.
+ */
+const makeWatchdog = ({ budget, config, endNow, host }: Dependencies) =>
+  Effect.gen(function*() {
+    const fire = () => void endNow("watchdog", 1)
+    const arm = Effect.suspend(() => host.watchdog(budget.remaining() + Duration.toMillis(config.watchdogSlack), fire))
+    yield* Effect.scoped(Effect.andThen(arm, budget.escalated))
+    yield* arm
+    return yield* Effect.never
+  }).pipe(Effect.scoped)
+
+/** Cuts what is still in flight, records it, and gives it a moment to unwind. */
+const makeCut = ({ budget, inFlight, now, report }: Dependencies) =>
+  Effect.gen(function*() {
+    const startedAt = now()
+    const items = yield* inFlight.cut
+    if (items.length === 0) return
+    for (const item of items) report.addCut(item)
+    yield* Effect.logWarning(
+      `cut ${items.length} in-flight item(s) at the drain deadline: ${items.map((i) => `${i.kind} ${i.label}`).join(", ")}`
+    )
+    yield* inFlight.awaitCut(Math.min(CUT_GRACE_MS, budget.remaining()))
+    report.addPhase("cutting", budget.elapsed(startedAt), now() - startedAt)
+  })
+
+export const make = (deps: Dependencies) => {
+  const { budget, config, endNow, inFlight, now, phases, releases, report } = deps
+  const ms = Duration.toMillis
+  const [timeoutMs, delayMs, drainMs, emergencyMs] = [config.timeout, config.delay, config.drainTimeout, config.emergencyTimeout].map(ms) as [number, number, number, number]
+
+  const watchdog = makeWatchdog(deps)
+  const cutInFlight = makeCut(deps)
+
+  /** Runs `body` as a timed phase of the report, in its own span. */
+  const timedPhase = <A>(name: Report.PhaseName, body: Effect.Effect<A>) =>
+    Effect.gen(function*() {
+      const startedAt = now()
+      const result = yield* body
+      report.addPhase(name, budget.elapsed(startedAt), now() - startedAt)
+      return result
+    }).pipe(Effect.withSpan(`graceful.${name}`))
+
+  const sequence = (program: Fiber.Fiber<unknown, unknown>): Effect.Effect<Report.ShutdownReport> =>
+    Effect.gen(function*() {
+      const first = yield* deps.first
+      yield* Effect.forkScoped(watchdog)
+      yield* Effect.logInfo(`shutdown: ${Report.describeTrigger(first)}; budget ${timeoutMs} ms`)
+      if (first._tag === "Failed") yield* Effect.logError(`the program failed:\n${first.cause}`)
+      const t0 = budget.t0()
+      // Triggered before Ready: nothing was served, so no lame duck and no
+      // drain; a start-up step still running (a hung connect) is cut at once.
+      const duringStartUp = phases.current() === "Starting"
+      const drainDeadline = t0 + delayMs + drainMs
+      // Hooks stop intake (listeners, consumers): bounded by the drain
+      // deadline, and with a zero drain still run, within the emergency budget.
+      const hookDeadline = () => Math.max(drainDeadline, now() + Math.min(emergencyMs, budget.remaining()))
+      if (Report.isFastPath(first)) {
+        if (emergencyMs === 0) return endNow("defect", 1)
+        budget.escalate()
+        // Readiness down at once; no lame duck, no drain.
+        yield* phases.advance("Closing")
+        report.setInFlightAtDrainStart(inFlight.reportableSizeUnsafe())
+        report.setInFlightAtDrainEnd(inFlight.reportableSizeUnsafe())
+      } else {
+        if (first._tag !== "Completed" && first._tag !== "Interrupted" && !duringStartUp) {
+          // Lame duck: readiness is down, everything else is still served.
+          yield* timedPhase("draining", Effect.gen(function*() {
+            yield* phases.advance("Draining")
+            yield* releases.runHooks("Draining", hookDeadline())
+            yield* budget.waitUntil(Effect.never, t0 + delayMs)
+          }))
+        }
+        yield* timedPhase("closing", Effect.gen(function*() {
+          const startedAt = now()
+          yield* phases.advance("Closing")
+          yield* releases.runHooks("Closing", hookDeadline())
+          report.setInFlightAtDrainStart(inFlight.reportableSizeUnsafe())
+          yield* budget.waitUntil(inFlight.awaitEmpty, duringStartUp ? now() : drainDeadline)
+          report.setInFlightAtDrainEnd(inFlight.reportableSizeUnsafe())
+          yield* Metric.update(Metrics.drainDuration, now() - startedAt)
+        }))
+      }
+      yield* cutInFlight.pipe(Effect.withSpan("graceful.cutting"))
+      yield* timedPhase("releasing", Effect.gen(function*() {
+        yield* phases.advance("Releasing")
+        yield* Effect.forkDetach(Fiber.interrupt(program))
+        const finished = yield* Effect.raceFirst(
+          Fiber.await(program).pipe(Effect.as(true)),
+          budget.deadlineReached.pipe(Effect.as(false))
+        )
+        if (!finished) {
+          report.markBudgetExhausted()
+          yield* Effect.logError(`shutdown budget ran out before every release finished`)
+        }
+      }))
+      yield* phases.advance("Stopped")
+      const outcome = report.outcomeFor(first)
+      const snapshot = report.snapshot({ outcome, exitCode: outcome === "clean" ? 0 : 1, now: now() })
+      yield* Metric.update(Metrics.shutdownDuration, snapshot.durationMs)
+      if (deps.forced() === undefined) yield* publish(snapshot, config.reportFile)
+      return snapshot
+    }).pipe(Effect.scoped, Effect.withSpan("graceful.shutdown"))
+
+  return sequence
+}
