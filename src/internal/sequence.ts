@@ -98,7 +98,10 @@ export const make = (deps: Dependencies) => {
       const first = yield* deps.first
       yield* Effect.forkScoped(watchdog)
       yield* Effect.logInfo(`shutdown: ${Report.describeTrigger(first)}; budget ${timeoutMs} ms`)
+      // The cause as readable text at ERROR, as NodeRuntime.runMain prints it;
+      // the report keeps it for machines.
       if (first._tag === "Failed") yield* Effect.logError(`the program failed:\n${first.cause}`)
+      if (first._tag === "Defect" && first.source === "program") yield* Effect.logError(`the program died:\n${first.cause}`)
       const t0 = budget.t0()
       // Triggered before Ready: nothing was served, so no lame duck and no
       // drain; a start-up step still running (a hung connect) is cut at once.
