@@ -5,7 +5,11 @@
  *
  * - `GET /work?ms=N`: waits N ms (0 to 60000, default 0), writes one row to
  *   the database and one line to the request log, announces it on the
- *   subscription channel, answers 200 `{ ok, id, ms, durationMs }`.
+ *   subscription channel, answers 200 `{ ok, id, ms, durationMs }`. The row
+ *   is the commit point: a failure before it answers 500 (nothing was done,
+ *   retry); a failure after it (log line, announcement) still answers 200,
+ *   with `warnings` naming the failed step (the work is done; a retry would
+ *   do it twice).
  * - `GET /ws`: a WebSocket echo; one request-log line when it closes.
  */
 import { Effect, Layer } from "effect"
@@ -45,12 +49,25 @@ const Routes = Layer.unwrap(Effect.gen(function*() {
       const id = randomUUID()
       const startedAt = new Date()
       yield* Effect.sleep(ms)
+      // The row is the commit point: once it is written the work is done,
+      // and an error answer would invite a retry that does it twice. A later
+      // step that fails (the log line, the announcement) is logged at ERROR
+      // and named in `warnings`; the answer stays 200.
       yield* db.recordWork({ id, ms, startedAt })
       const durationMs = Date.now() - startedAt.getTime()
+      const warnings: Array<string> = []
+      const afterCommit = <E extends { readonly _tag: string }>(step: string, effect: Effect.Effect<void, E>) =>
+        effect.pipe(
+          Effect.catch((error) =>
+            Effect.logError(`/work ${id}: ${step} failed after the row was committed`, error).pipe(
+              Effect.andThen(Effect.sync(() => void warnings.push(`${step}: ${error._tag}`)))
+            )
+          )
+        )
       // Acknowledged (handed to the OS) before the response is sent.
-      yield* log.write({ at: new Date().toISOString(), method: "GET", path: "/work", status: 200, durationMs, id })
-      yield* events.publish(JSON.stringify({ id, ms }))
-      return HttpServerResponse.jsonUnsafe({ ok: true, id, ms, durationMs })
+      yield* afterCommit("request log", log.write({ at: new Date().toISOString(), method: "GET", path: "/work", status: 200, durationMs, id }))
+      yield* afterCommit("announcement", events.publish(JSON.stringify({ id, ms })))
+      return HttpServerResponse.jsonUnsafe(warnings.length === 0 ? { ok: true, id, ms, durationMs } : { ok: true, id, ms, durationMs, warnings })
     }).pipe(
       Effect.catch((error) =>
         Effect.logError("/work failed", error).pipe(
