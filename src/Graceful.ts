@@ -63,6 +63,7 @@ import { type SignalName, Signals } from "./Signals.ts"
  * Options of {@link run}: the shutdown configuration (each overrides its
  * environment variable), and when the program counts as Ready.
  *
+ * @category models
  * @since 0.1.0
  */
 export interface RunOptions extends ShutdownConfig.ShutdownOptions {
@@ -149,6 +150,7 @@ const outcomeOf = (report: Report.ShutdownReport, config: ShutdownConfig.Shutdow
  * const main = worker.pipe(Graceful.run({ timeout: "10 seconds" }))
  * ```
  *
+ * @category running
  * @since 0.1.0
  */
 export const run: {
@@ -213,6 +215,7 @@ export const run: {
  * Graceful.launch(AppLive).pipe(NodeRuntime.runMain({ teardown: Graceful.teardown }))
  * ```
  *
+ * @category running
  * @since 0.1.0
  */
 export const launch = <ROut, E, RIn>(
@@ -242,6 +245,7 @@ export const launch = <ROut, E, RIn>(
  * Effect.never.pipe(Graceful.run(), NodeRuntime.runMain({ teardown: Graceful.teardown }))
  * ```
  *
+ * @category running
  * @since 0.1.0
  */
 export const teardown: Runtime.Teardown = (exit, onExit) => {
@@ -276,6 +280,7 @@ export const teardown: Runtime.Teardown = (exit, onExit) => {
  * Graceful.runMain(AppLive, { timeout: "20 seconds" })
  * ```
  *
+ * @category running
  * @since 0.1.0
  */
 export const runMain = <A, E, ROut>(

@@ -34,6 +34,7 @@ import { millisOr } from "./internal/duration.ts"
 /**
  * The state of one readiness check after a probe.
  *
+ * @category models
  * @since 0.1.0
  */
 export interface CheckResult {
@@ -46,6 +47,7 @@ export interface CheckResult {
 /**
  * What `/health/ready` answers.
  *
+ * @category models
  * @since 0.1.0
  */
 export interface Readiness {
@@ -61,6 +63,7 @@ interface Check {
 }
 
 /**
+ * @category models
  * @since 0.1.0
  */
 export interface HealthService {
@@ -91,11 +94,17 @@ export interface HealthService {
  * })
  * ```
  *
+ * @category services
  * @since 0.1.0
  */
 export class Health extends Context.Service<Health, HealthService>()("effect-graceful/Health") {}
 
-/** The timeout of a check that does not say. */
+/**
+ * The timeout of a check that does not say, in milliseconds.
+ *
+ * @category constants
+ * @since 0.1.0
+ */
 export const DEFAULT_CHECK_TIMEOUT_MS = 1_000
 
 /**
@@ -112,6 +121,7 @@ export const DEFAULT_CHECK_TIMEOUT_MS = 1_000
  * })
  * ```
  *
+ * @category constructors
  * @since 0.1.0
  */
 export const make = (lifecycle: LifecycleService): Effect.Effect<HealthService> =>
@@ -187,6 +197,7 @@ const errorText = (cause: unknown): string => {
  * })
  * ```
  *
+ * @category accessors
  * @since 0.1.0
  */
 export const addCheck = <R = never>(
@@ -198,6 +209,7 @@ export const addCheck = <R = never>(
 /**
  * Paths the health routes answer on.
  *
+ * @category models
  * @since 0.1.0
  */
 export interface Paths {
@@ -208,6 +220,7 @@ export interface Paths {
 /**
  * The default paths: `/health/live` and `/health/ready`.
  *
+ * @category constants
  * @since 0.1.0
  */
 export const defaultPaths: Paths = { live: "/health/live", ready: "/health/ready" }
@@ -241,6 +254,7 @@ const send = (response: Http.ServerResponse, status: number, body: unknown, head
  * })
  * ```
  *
+ * @category constructors
  * @since 0.1.0
  */
 export const nodeHandler = (
@@ -289,6 +303,7 @@ export const nodeHandler = (
  * })
  * ```
  *
+ * @category constructors
  * @since 0.1.0
  */
 export const serve = (

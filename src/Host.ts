@@ -14,6 +14,7 @@ import * as Effect from "effect/Effect"
 import type * as Scope from "effect/Scope"
 
 /**
+ * @category models
  * @since 0.1.0
  */
 export interface HostService {
@@ -39,6 +40,7 @@ export interface HostService {
  * const host = Host.processHost(process)
  * ```
  *
+ * @category constructors
  * @since 0.1.0
  */
 export const processHost = (proc: NodeJS.Process): HostService => ({
@@ -61,6 +63,7 @@ export const processHost = (proc: NodeJS.Process): HostService => ({
 /**
  * The host in use. Defaults to the live process.
  *
+ * @category services
  * @since 0.1.0
  */
 export const Host: Context.Reference<HostService> = Context.Reference<HostService>("effect-graceful/Host", {

@@ -69,6 +69,7 @@ export interface InFlightSet {
  *   })
  * ```
  *
+ * @category services
  * @since 0.1.0
  */
 export class InFlight extends Context.Service<InFlight, InFlightSet>()("effect-graceful/InFlight") {}
@@ -87,6 +88,7 @@ export class InFlight extends Context.Service<InFlight, InFlightSet>()("effect-g
  * const sameJob = Effect.sleep("1 second").pipe(InFlight.track({ kind: "job", label: "invoice-42" }))
  * ```
  *
+ * @category combinators
  * @since 0.1.0
  */
 export const track: {

@@ -32,6 +32,7 @@ import type * as Stream from "effect/Stream"
 import type { Trigger } from "./Report.ts"
 
 /**
+ * @category models
  * @since 0.1.0
  */
 export type Phase = "Starting" | "Ready" | "Draining" | "Closing" | "Releasing" | "Stopped"
@@ -39,6 +40,7 @@ export type Phase = "Starting" | "Ready" | "Draining" | "Closing" | "Releasing" 
 /**
  * The phases in order.
  *
+ * @category constants
  * @since 0.1.0
  */
 export const phases: ReadonlyArray<Phase> = ["Starting", "Ready", "Draining", "Closing", "Releasing", "Stopped"]
@@ -53,6 +55,7 @@ export const phases: ReadonlyArray<Phase> = ["Starting", "Ready", "Draining", "C
  * Lifecycle.isAtLeast("Closing", "Draining") // true
  * ```
  *
+ * @category utils
  * @since 0.1.0
  */
 export const isAtLeast = (a: Phase, b: Phase): boolean => order[a] >= order[b]
@@ -70,11 +73,13 @@ const order: Record<Phase, number> = {
  * A phase a hook can run in: `Draining` hooks run when the lame duck starts,
  * `Closing` hooks when it ends (close listeners, stop consumers).
  *
+ * @category models
  * @since 0.1.0
  */
 export type HookPhase = "Draining" | "Closing"
 
 /**
+ * @category models
  * @since 0.1.0
  */
 export interface LifecycleService {
@@ -122,6 +127,7 @@ export interface LifecycleService {
  * })
  * ```
  *
+ * @category services
  * @since 0.1.0
  */
 export class Lifecycle extends Context.Service<Lifecycle, LifecycleService>()("effect-graceful/Lifecycle") {}
@@ -137,6 +143,7 @@ export class Lifecycle extends Context.Service<Lifecycle, LifecycleService>()("e
  * const onFatalConfigChange = Lifecycle.shutdown("config changed")
  * ```
  *
+ * @category accessors
  * @since 0.1.0
  */
 export const shutdown = (reason: string): Effect.Effect<void, never, Lifecycle> =>
@@ -157,6 +164,7 @@ export const shutdown = (reason: string): Effect.Effect<void, never, Lifecycle> 
  * })
  * ```
  *
+ * @category accessors
  * @since 0.1.0
  */
 export const markReady: Effect.Effect<void, never, Lifecycle> = Lifecycle.use((lifecycle) => lifecycle.markReady)
@@ -172,6 +180,7 @@ export const markReady: Effect.Effect<void, never, Lifecycle> = Lifecycle.use((l
  * const stopConsumer = Lifecycle.addHook("consumer", "Closing", Effect.log("stop taking work"))
  * ```
  *
+ * @category accessors
  * @since 0.1.0
  */
 export const addHook = <R = never>(
@@ -194,6 +203,7 @@ export const addHook = <R = never>(
  * })
  * ```
  *
+ * @category accessors
  * @since 0.1.0
  */
 export const phase: Effect.Effect<Phase, never, Lifecycle> = Lifecycle.use((lifecycle) => lifecycle.phase)

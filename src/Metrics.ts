@@ -24,6 +24,7 @@ const durationBoundaries = Metric.exponentialBoundaries({ start: 1, factor: 2, c
 /**
  * Work in flight right now (requests, jobs).
  *
+ * @category metrics
  * @since 0.1.0
  */
 export const inFlight: Metric.Gauge<number> = Metric.gauge("graceful_in_flight", {
@@ -33,6 +34,7 @@ export const inFlight: Metric.Gauge<number> = Metric.gauge("graceful_in_flight",
 /**
  * Work interrupted at the drain deadline, or cut on arrival after it.
  *
+ * @category metrics
  * @since 0.1.0
  */
 export const cut: Metric.Counter<number> = Metric.counter("graceful_cut_total", {
@@ -43,6 +45,7 @@ export const cut: Metric.Counter<number> = Metric.counter("graceful_cut_total", 
 /**
  * How long the drain took, in milliseconds.
  *
+ * @category metrics
  * @since 0.1.0
  */
 export const drainDuration: Metric.Histogram<number> = Metric.histogram("graceful_drain_duration_ms", {
@@ -53,6 +56,7 @@ export const drainDuration: Metric.Histogram<number> = Metric.histogram("gracefu
 /**
  * How long the whole shutdown took, trigger to stop, in milliseconds.
  *
+ * @category metrics
  * @since 0.1.0
  */
 export const shutdownDuration: Metric.Histogram<number> = Metric.histogram("graceful_shutdown_duration_ms", {

@@ -23,6 +23,7 @@ import type { Lifecycle } from "./Lifecycle.ts"
 /**
  * Options for a managed resource.
  *
+ * @category models
  * @since 0.1.0
  */
 export interface ResourceOptions {
@@ -48,6 +49,7 @@ export interface ResourceOptions {
  * )
  * ```
  *
+ * @category constructors
  * @since 0.1.0
  */
 export const make = <A, E, R, R2 = never>(
@@ -80,6 +82,7 @@ export const make = <A, E, R, R2 = never>(
  * })
  * ```
  *
+ * @category constructors
  * @since 0.1.0
  */
 export const addFinalizer = <R = never>(
@@ -107,6 +110,7 @@ export const addFinalizer = <R = never>(
  * })
  * ```
  *
+ * @category layers
  * @since 0.1.0
  */
 export const layer = <I, S, E, R, R2 = never>(

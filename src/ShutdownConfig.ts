@@ -152,7 +152,12 @@ const pick = <A>(option: string, codeValue: A | undefined, env: Option.Option<So
 
 const fail = (source: Source, reason: string) => Effect.fail(new ShutdownConfigError({ ...source, reason }))
 
-/** The longest duration accepted: far below the ~24.8 days where Node's timers overflow. */
+/**
+ * The longest duration accepted: far below the ~24.8 days where Node's timers overflow.
+ *
+ * @category constants
+ * @since 0.2.0
+ */
 export const MAX_DURATION: Duration.Duration = Duration.hours(24)
 
 const parseDuration = (
@@ -197,13 +202,33 @@ const parseSignals = (
   return Effect.succeed([...new Set(names as ReadonlyArray<SignalName>)])
 }
 
-/** The default budget: fits Kubernetes' default 30 s grace period with room. */
+/**
+ * The default budget: fits Kubernetes' default 30 s grace period with room.
+ *
+ * @category constants
+ * @since 0.2.0
+ */
 export const DEFAULT_TIMEOUT: Duration.Duration = Duration.seconds(25)
-/** The lame-duck delay used when `KUBERNETES_SERVICE_HOST` is set. */
+/**
+ * The lame-duck delay used when `KUBERNETES_SERVICE_HOST` is set.
+ *
+ * @category constants
+ * @since 0.2.0
+ */
 export const DEFAULT_KUBERNETES_DELAY: Duration.Duration = Duration.seconds(5)
-/** The default emergency budget for a defect or a 2nd signal. */
+/**
+ * The default emergency budget for a defect or a 2nd signal.
+ *
+ * @category constants
+ * @since 0.2.0
+ */
 export const DEFAULT_EMERGENCY_TIMEOUT: Duration.Duration = Duration.seconds(1)
-/** The default watchdog slack past the budget. */
+/**
+ * The default watchdog slack past the budget.
+ *
+ * @category constants
+ * @since 0.2.0
+ */
 export const DEFAULT_WATCHDOG_SLACK: Duration.Duration = Duration.millis(50)
 
 const ms = Duration.toMillis

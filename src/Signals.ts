@@ -23,6 +23,7 @@ import type * as Scope from "effect/Scope"
 /**
  * A shutdown signal as the process delivers it.
  *
+ * @category models
  * @since 0.1.0
  */
 export type SignalName = "SIGTERM" | "SIGINT" | "SIGHUP" | "SIGUSR2"
@@ -69,6 +70,7 @@ export const exitCodeOfSignal = (signal: SignalName): number => 128 + signalNumb
 /**
  * One event from a trigger source.
  *
+ * @category models
  * @since 0.1.0
  */
 export type SignalEvent =
@@ -95,6 +97,7 @@ export type SignalEvent =
  * }).pipe(Effect.scoped)
  * ```
  *
+ * @category models
  * @since 0.1.0
  */
 export interface SignalSource {
@@ -114,6 +117,7 @@ export interface SignalSource {
  * const source = Signals.processSignals(process)
  * ```
  *
+ * @category constructors
  * @since 0.1.0
  */
 export const processSignals = (proc: NodeJS.Process): SignalSource => ({
@@ -148,6 +152,7 @@ export const processSignals = (proc: NodeJS.Process): SignalSource => ({
 /**
  * The trigger source in use. Defaults to the live process.
  *
+ * @category services
  * @since 0.1.0
  */
 export const Signals: Context.Reference<SignalSource> = Context.Reference<SignalSource>(

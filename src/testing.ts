@@ -41,6 +41,7 @@ import { defaultSignals, type SignalEvent, type SignalName, Signals, type Signal
  * })
  * ```
  *
+ * @category services
  * @since 0.1.0
  */
 export class TestSignals extends Context.Service<TestSignals, {
@@ -68,6 +69,7 @@ export class TestSignals extends Context.Service<TestSignals, {
  * }).pipe(Effect.provide(GracefulTest.layerSignals))
  * ```
  *
+ * @category layers
  * @since 0.1.0
  */
 export const layerSignals: Layer.Layer<TestSignals> = Layer.effectContext(Effect.sync(() => {
@@ -109,6 +111,7 @@ export const layerSignals: Layer.Layer<TestSignals> = Layer.effectContext(Effect
  * })
  * ```
  *
+ * @category services
  * @since 0.1.0
  */
 export class TestHost extends Context.Service<TestHost, {
@@ -135,6 +138,7 @@ export class TestHost extends Context.Service<TestHost, {
  * }).pipe(Effect.provide(GracefulTest.layerHost))
  * ```
  *
+ * @category layers
  * @since 0.1.0
  */
 export const layerHost: Layer.Layer<TestHost> = Layer.effectContext(Effect.sync(() => {
@@ -166,6 +170,7 @@ export const layerHost: Layer.Layer<TestHost> = Layer.effectContext(Effect.sync(
  * {@link TestSignals} and {@link TestHost}, with the `Signals`
  * and `Host` they feed.
  *
+ * @category layers
  * @since 0.1.0
  */
 export const layer: Layer.Layer<TestSignals | TestHost> = Layer.merge(layerSignals, layerHost)
@@ -180,6 +185,7 @@ export const layer: Layer.Layer<TestSignals | TestHost> = Layer.merge(layerSigna
  * const sigterm = GracefulTest.send("SIGTERM")
  * ```
  *
+ * @category test helpers
  * @since 0.1.0
  */
 export const send = (signal: SignalName): Effect.Effect<void, never, TestSignals> =>
@@ -196,6 +202,7 @@ export const send = (signal: SignalName): Effect.Effect<void, never, TestSignals
  * const crash = GracefulTest.crash(new Error("boom"))
  * ```
  *
+ * @category test helpers
  * @since 0.1.0
  */
 export const crash = (
@@ -217,6 +224,7 @@ export const crash = (
  * const codes = GracefulTest.exits
  * ```
  *
+ * @category test helpers
  * @since 0.1.0
  */
 export const exits: Effect.Effect<ReadonlyArray<number>, never, TestHost> = TestHost.use((host) =>

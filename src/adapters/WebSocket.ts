@@ -29,6 +29,7 @@ import * as Resource from "../Resource.ts"
 /**
  * Options of {@link guard}.
  *
+ * @category models
  * @since 0.1.0
  */
 export interface GuardOptions {
@@ -54,6 +55,7 @@ export interface GuardOptions {
  * })
  * ```
  *
+ * @category constructors
  * @since 0.1.0
  */
 export const guard = (

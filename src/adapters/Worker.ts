@@ -98,6 +98,7 @@ import { millisOr } from "../internal/duration.ts"
  * const requeue = (reason: Worker.NackReason) => reason._tag === "Interrupted"
  * ```
  *
+ * @category models
  * @since 0.1.0
  */
 export type NackReason =
@@ -115,6 +116,7 @@ export type NackReason =
  *   deliver those jobs again).
  * - `inProgress`: jobs being processed now.
  *
+ * @category models
  * @since 0.1.0
  */
 export interface WorkerStats {
@@ -129,6 +131,7 @@ export interface WorkerStats {
 /**
  * A running worker.
  *
+ * @category models
  * @since 0.1.0
  */
 export interface Worker {
@@ -146,6 +149,7 @@ export interface Worker {
 /**
  * What {@link make} needs.
  *
+ * @category models
  * @since 0.1.0
  */
 export interface WorkerOptions<Job, R> {
@@ -182,6 +186,7 @@ export interface WorkerOptions<Job, R> {
  * error.message // "invoices: ack of 42 did not finish within 5000 ms"
  * ```
  *
+ * @category errors
  * @since 0.1.0
  */
 export class SettleTimeoutError extends Data.TaggedError("SettleTimeoutError")<{
@@ -225,6 +230,7 @@ export class SettleTimeoutError extends Data.TaggedError("SettleTimeoutError")<{
  * Effect.runFork(Graceful.run(program))
  * ```
  *
+ * @category constructors
  * @since 0.1.0
  */
 export const make = <Job, R>(
