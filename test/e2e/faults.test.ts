@@ -27,6 +27,7 @@ describe("start-up that fails or hangs", () => {
     expect(exit.code, service.output()).toBe(1)
     // Was: the 8 s release ran unbounded before anything else, outside the report.
     expect(exit.at - failedAt).toBeLessThan(4_000)
+    console.log(`[timing] start-up failure, 8 s release, 2 s budget: exit ${exit.code} ${exit.at - failedAt} ms after the failure`)
     const report = service.report()
     expect(report.trigger._tag).toBe("Failed")
     expect(report.releases.map((r) => `${r.name}:${r.outcome}`)).toContain("slow:timedOut")
@@ -42,6 +43,7 @@ describe("start-up that fails or hangs", () => {
     const exit = await service.exited
     // Was: the full 25 s budget, then a watchdog exit.
     expect(exit.at - sent, service.output()).toBeLessThan(2_000)
+    console.log(`[timing] SIGTERM during a hung acquire: exit ${exit.code} after ${exit.at - sent} ms`)
     expect(exit.code).toBe(1)
     const report = service.report()
     expect(report.cut.map((c) => `${c.kind} ${c.label}`)).toEqual(["acquire cache"])
