@@ -130,3 +130,31 @@ describe("ReportBuilder.markHeld", () => {
     expect("heldBy" in builder.snapshot({ outcome: "clean", exitCode: 0, now: 5 })).toBe(false)
   })
 })
+
+describe("ReportBuilder: abandoned releases and overruns", () => {
+  const loop: EventLoop.EventLoopSnapshot = { activeResources: {}, handles: [] }
+
+  it("a release left running at its deadline stays open until its fiber ends", () => {
+    const builder = new ReportBuilder()
+    builder.start({ _tag: "Signal", signal: "SIGTERM" }, 0)
+    const db = { name: "db" }
+    builder.register(db)
+    builder.register({ name: "log" })
+    expect(builder.overran()).toBe(false)
+    builder.addRelease({ name: "stuck", outcome: "timedOut", at: 0, durationMs: 2000, deadlineMs: 2000 })
+    const settled = builder.abandon("stuck")
+    expect(builder.overran()).toBe(true)
+    expect(builder.openReleases()).toEqual(["stuck", "log", "db"])
+    settled()
+    expect(builder.openReleases()).toEqual(["log", "db"])
+    builder.markHeld("budget", 2000, loop)
+    expect(builder.snapshot({ outcome: "degraded", exitCode: 1, now: 2000 }).heldBy?.openReleases).toEqual(["log", "db"])
+  })
+
+  it("a skipped release is an overrun too", () => {
+    const builder = new ReportBuilder()
+    builder.start({ _tag: "Signal", signal: "SIGTERM" }, 0)
+    builder.addRelease({ name: "db", outcome: "skipped", at: 0, durationMs: 0, deadlineMs: 0 })
+    expect(builder.overran()).toBe(true)
+  })
+})

@@ -30,6 +30,8 @@ export class ReportBuilder {
   private budgetExhausted = false
   private budgetMs: number | undefined
   private heldBy: Report.HeldBy | undefined
+  /** Releases interrupted at their deadline whose fiber has not ended yet (it ignored the interrupt). */
+  private readonly abandoned = new Map<object, string>()
 
   start(trigger: Report.Trigger, startedAt: number): void {
     this.trigger = trigger
@@ -84,9 +86,33 @@ export class ReportBuilder {
     this.budgetMs = ms
   }
 
-  /** This library's releases not finished yet, in the order they run (reverse acquisition). */
+  /**
+   * A release (or hook) was left running at its deadline. It stays open, and
+   * is named in `heldBy`, until the returned function is called when its
+   * fiber really ends.
+   */
+  abandon(name: string): () => void {
+    const key = {}
+    this.abandoned.set(key, name)
+    return () => void this.abandoned.delete(key)
+  }
+
+  /**
+   * This library's work not finished yet: releases abandoned at their
+   * deadline and still running, then releases not finished, in the order
+   * they run (reverse acquisition).
+   */
   openReleases(): Array<string> {
-    return [...this.pending].reverse().filter((ticket) => ticket.hook !== true).map((ticket) => ticket.name)
+    return [
+      ...this.abandoned.values(),
+      ...[...this.pending].reverse().filter((ticket) => ticket.hook !== true).map((ticket) => ticket.name)
+    ]
+  }
+
+  /** The budget ran out: the sequence stopped waiting, or a release was cut short or skipped by a deadline. */
+  overran(): boolean {
+    return this.budgetExhausted || this.abandoned.size > 0 ||
+      [...this.releases, ...this.hooks].some((r) => r.outcome === "timedOut" || r.outcome === "skipped")
   }
 
   /**
