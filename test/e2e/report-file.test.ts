@@ -178,7 +178,7 @@ describe("an overrun names what holds the event loop", () => {
     // "stuck" ignored its interrupt and is still running; "db" and "log" come
     // after it, and may not have been skipped yet at that very moment.
     expect(report.heldBy?.openReleases[0]).toBe("stuck")
-    expect(["stuck", "db", "log"]).toEqual(expect.arrayContaining(report.heldBy?.openReleases ?? []))
+    expect(["stuck", "db", "log"]).toEqual(expect.arrayContaining([...(report.heldBy?.openReleases ?? [])]))
     expect(report.heldBy?.at).toBeGreaterThanOrEqual(2000)
     expect(report.heldBy?.activeResources.TCPServerWrap).toBeGreaterThanOrEqual(1)
     expect(report.heldBy?.handles).toContain(`Server 127.0.0.1:${port}`)
