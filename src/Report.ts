@@ -6,7 +6,8 @@
  * drain started and ended, every item cut at the deadline, and the exit code.
  * The report is logged as one structured line plus a short human summary, and
  * written as JSON to `SHUTDOWN_REPORT_FILE` when that is set (Kubernetes reads
- * `/dev/termination-log`).
+ * `/dev/termination-log`, and keeps its first 4096 bytes: see {@link fit}).
+ * The summary fields come first in the JSON, the long lists last.
  *
  * All times are milliseconds. `at` fields are offsets from the first trigger
  * (t = 0), so a report reads as a timeline.
