@@ -51,6 +51,7 @@ import * as Layer from "effect/Layer"
 import * as Runtime from "effect/Runtime"
 import type * as Scope from "effect/Scope"
 import * as Coordinator from "./internal/coordinator.ts"
+import * as ReportFile from "./internal/reportFile.ts"
 import type { Health } from "./Health.ts"
 import type { InFlight } from "./InFlight.ts"
 import * as Lifecycle from "./Lifecycle.ts"
@@ -171,10 +172,14 @@ export const run: {
   ): Effect.Effect<Report.ShutdownReport, ShutdownConfig.ShutdownConfigError, Exclude<R, Provided>> =>
     Effect.uninterruptible(Effect.gen(function*() {
       const config = yield* ShutdownConfig.load(options)
+      // The report file is configuration too: a path that cannot be written
+      // fails here, named with its errno, before anything is acquired.
+      const reportFile = yield* ReportFile.load(options)
+      if (reportFile !== undefined) yield* ReportFile.checkWritable(reportFile)
       // Warn when the budget does not fit PM2's kill_timeout or the
       // Kubernetes grace period. Never fails.
       yield* PlatformCheck.check(config)
-      const coordinator = yield* Coordinator.make(config)
+      const coordinator = yield* Coordinator.make(config, reportFile)
       // The sequence runs in a detached fiber that nothing outside interrupts;
       // this fiber waits for it without being interruptible, so the interrupt
       // that `NodeRuntime.runMain` sends on SIGTERM cannot skip the drain.

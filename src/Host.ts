@@ -12,6 +12,7 @@
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import type * as Scope from "effect/Scope"
+import * as EventLoop from "./internal/eventLoop.ts"
 
 /**
  * @category models
@@ -28,6 +29,12 @@ export interface HostService {
   readonly watchdog: (delayMs: number, onFire: () => void) => Effect.Effect<void, never, Scope.Scope>
   /** Tell a process manager that the service is ready (PM2's `wait_ready`). */
   readonly notifyReady: Effect.Effect<void>
+  /**
+   * Call `onFire` if the process is still alive `delayMs` from now, on an
+   * unref'd timer that never holds the process itself. The test host never
+   * fires it: a test runner is always alive.
+   */
+  readonly whenStillAlive: (delayMs: number, onFire: () => void) => void
 }
 
 /**
@@ -57,7 +64,8 @@ export const processHost = (proc: NodeJS.Process): HostService => ({
   notifyReady: Effect.sync(() => {
     // PM2 (and any parent with an IPC channel) waits for this with `wait_ready`.
     if (typeof proc.send === "function" && proc.connected) proc.send("ready")
-  })
+  }),
+  whenStillAlive: (delayMs, onFire) => void EventLoop.whenStillAlive(delayMs, onFire)
 })
 
 /**

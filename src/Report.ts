@@ -6,7 +6,8 @@
  * drain started and ended, every item cut at the deadline, and the exit code.
  * The report is logged as one structured line plus a short human summary, and
  * written as JSON to `SHUTDOWN_REPORT_FILE` when that is set (Kubernetes reads
- * `/dev/termination-log`).
+ * `/dev/termination-log`, and keeps its first 4096 bytes: see {@link fit}).
+ * The summary fields come first in the JSON, the long lists last.
  *
  * All times are milliseconds. `at` fields are offsets from the first trigger
  * (t = 0), so a report reads as a timeline.
@@ -157,6 +158,73 @@ export const CutItem = Schema.Struct({
 export type CutItem = typeof CutItem.Type
 
 /**
+ * What held the event loop when the shutdown overran: taken when the budget
+ * ran out (`budget`), when the watchdog ended the process (`watchdog`), at a
+ * third signal (`forced`), or when the process was still alive a while after
+ * Stopped (`aliveAfterStop`).
+ *
+ * - `openReleases`: this library's own releases not finished at that moment
+ *   (still running or never started), in release order.
+ * - `activeResources`: `process.getActiveResourcesInfo()` counted by type:
+ *   what keeps Node's event loop alive (`Timeout`, `TCPSocketWrap`,
+ *   `TCPServerWrap`, `FSReqCallback`, ...). Unref'd timers and handles are not
+ *   listed: they do not hold the loop.
+ * - `handles`: a few of those handles described (`Socket
+ *   127.0.0.1:41234 -> 127.0.0.1:5432`, `Server 0.0.0.0:3000`), when Node
+ *   exposes them.
+ *
+ * @example
+ * ```ts
+ * import { Report } from "effect-graceful"
+ *
+ * const held: Report.HeldBy = {
+ *   at: 25000,
+ *   reason: "watchdog",
+ *   openReleases: ["db"],
+ *   activeResources: { TCPSocketWrap: 1, Timeout: 1 },
+ *   handles: ["Socket 127.0.0.1:41234 -> 127.0.0.1:5432"]
+ * }
+ * ```
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export const HeldBy = Schema.Struct({
+  /** When it was taken, ms after the trigger. */
+  at: Schema.Number,
+  reason: Schema.Literals(["budget", "watchdog", "forced", "aliveAfterStop"]),
+  openReleases: Schema.Array(Schema.String),
+  activeResources: Schema.Record(Schema.String, Schema.Number),
+  handles: Schema.optionalKey(Schema.Array(Schema.String))
+})
+
+/**
+ * @category models
+ * @since 0.1.0
+ */
+export type HeldBy = typeof HeldBy.Type
+
+/**
+ * Cut items of one kind, counted: how many, and the age of the oldest. Present
+ * in a report {@link fit} to a size limit, where `cut` keeps only the oldest
+ * few items by name.
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export const CutCount = Schema.Struct({
+  kind: Schema.String,
+  count: Schema.Number,
+  oldestAgeMs: Schema.Number
+})
+
+/**
+ * @category models
+ * @since 0.1.0
+ */
+export type CutCount = typeof CutCount.Type
+
+/**
  * The whole report.
  *
  * `outcome` summarises: `clean` (exit 0), `degraded` (something was cut, a
@@ -164,38 +232,62 @@ export type CutItem = typeof CutItem.Type
  * (exit 1), `forced` (3rd signal: 130 / 143), `watchdog` (the process was
  * ended by the watchdog at the budget: exit 1).
  *
+ * The fields are encoded in the order listed here: the outcome, the exit code
+ * and the duration come first, and the longest lists (`releases`, `cut`)
+ * last, so that a reader that keeps only the start of the text (Kubernetes
+ * keeps 4096 bytes of `/dev/termination-log`) still has the summary.
+ *
  * @example
  * ```ts
  * import { Report } from "effect-graceful"
  * import { Schema } from "effect"
  *
- * const json = '{"trigger":{"_tag":"Signal","signal":"SIGTERM"},"startedAt":0,"signals":1,' +
- *   '"phases":[],"hooks":[],"releases":[],"inFlight":{"atDrainStart":0,"atDrainEnd":0},"cut":[],' +
- *   '"outcome":"clean","exitCode":0,"durationMs":3}'
+ * const json = '{"outcome":"clean","exitCode":0,"durationMs":3,"trigger":{"_tag":"Signal","signal":"SIGTERM"},' +
+ *   '"startedAt":0,"signals":1,"inFlight":{"atDrainStart":0,"atDrainEnd":0},"phases":[],"hooks":[],' +
+ *   '"releases":[],"cut":[]}'
  * const report = Schema.decodeUnknownSync(Report.ShutdownReport)(JSON.parse(json))
  * ```
  *
+ * @category models
  * @since 0.1.0
  */
 export const ShutdownReport = Schema.Struct({
+  outcome: Schema.Literals(["clean", "degraded", "defect", "forced", "watchdog"]),
+  exitCode: Schema.Number,
+  /** Trigger to stop, ms. */
+  durationMs: Schema.Number,
   trigger: Trigger,
   /** Wall-clock time of the trigger, epoch milliseconds. */
   startedAt: Schema.Number,
+  /**
+   * The release deadline in force at the end, ms after the trigger: the
+   * budget B, or less when a 2nd signal or a defect moved it earlier.
+   */
+  budgetMs: Schema.optionalKey(Schema.Number),
   /** How many shutdown signals arrived (2 = escalated). */
   signals: Schema.Number,
+  /**
+   * Present only in a report {@link fit} to a size limit: how many entries
+   * each list lost (`cut`, `releases`, `hooks`, ...). Long texts lost their
+   * end, marked `…`.
+   */
+  omitted: Schema.optionalKey(Schema.Record(Schema.String, Schema.Number)),
+  inFlight: Schema.Struct({ atDrainStart: Schema.Number, atDrainEnd: Schema.Number }),
   phases: Schema.Array(PhaseTiming),
+  /** What held the event loop when the shutdown overran; see {@link HeldBy}. */
+  heldBy: Schema.optionalKey(HeldBy),
   /** Phase hooks (`Lifecycle.addHook`): closing listeners, stopping consumers. */
   hooks: Schema.Array(ReleaseRecord),
   /** Releases, in the order they ran (reverse acquisition order). */
   releases: Schema.Array(ReleaseRecord),
-  inFlight: Schema.Struct({ atDrainStart: Schema.Number, atDrainEnd: Schema.Number }),
-  cut: Schema.Array(CutItem),
-  outcome: Schema.Literals(["clean", "degraded", "defect", "forced", "watchdog"]),
-  exitCode: Schema.Number,
-  durationMs: Schema.Number
+  /** Present only in a report {@link fit} to a size limit: every cut item, counted by kind. */
+  cutByKind: Schema.optionalKey(Schema.Array(CutCount)),
+  /** Each item cut (in a fitted report: the oldest few). */
+  cut: Schema.Array(CutItem)
 })
 
 /**
+ * @category models
  * @since 0.1.0
  */
 export type ShutdownReport = typeof ShutdownReport.Type
@@ -227,11 +319,21 @@ export const summary = (report: ShutdownReport): string => {
       "  " + report.phases.map((p) => `${p.phase} +${Math.round(p.at)} ms ${Math.round(p.durationMs)} ms`).join(" | ")
     )
   }
+  const cutTotal = report.cut.length + (report.omitted?.cut ?? 0)
   lines.push(
-    `  in flight: ${report.inFlight.atDrainStart} at drain start, ${report.inFlight.atDrainEnd} at drain end, ${report.cut.length} cut`
+    `  in flight: ${report.inFlight.atDrainStart} at drain start, ${report.inFlight.atDrainEnd} at drain end, ${cutTotal} cut`
   )
-  for (const item of report.cut) {
+  // A few hundred cut requests must not become a few hundred log lines: the
+  // oldest few by name, the rest counted by kind.
+  const named = oldestFirst(report.cut).slice(0, SUMMARY_CUT_NAMED)
+  for (const item of named) {
     lines.push(`  cut ${item.kind} ${item.label} (age ${Math.round(item.ageMs)} ms)`)
+  }
+  if (cutTotal > named.length) {
+    const counts = report.cutByKind ?? countCutByKind(report.cut)
+    lines.push(
+      `  and ${cutTotal - named.length} more cut (` + counts.map((c) => `${c.count} ${c.kind}`).join(", ") + " in all)"
+    )
   }
   const failedHooks = report.hooks.filter((h) => h.outcome !== "released")
   if (report.hooks.length > 0) {
@@ -247,7 +349,74 @@ export const summary = (report: ShutdownReport): string => {
       ).join(", ")
     )
   }
+  if (report.heldBy !== undefined) lines.push("  " + describeHeldBy(report.heldBy))
   return lines.join("\n")
+}
+
+const SUMMARY_CUT_NAMED = 5
+
+const oldestFirst = (items: ReadonlyArray<CutItem>): Array<CutItem> => [...items].sort((a, b) => b.ageMs - a.ageMs)
+
+/**
+ * Cut items counted by kind, the most frequent kind first.
+ *
+ * @example
+ * ```ts
+ * import { Report } from "effect-graceful"
+ *
+ * Report.countCutByKind([
+ *   { kind: "request", label: "GET /a", ageMs: 900 },
+ *   { kind: "request", label: "GET /b", ageMs: 400 },
+ *   { kind: "job", label: "job-7", ageMs: 2000 }
+ * ])
+ * // [{ kind: "request", count: 2, oldestAgeMs: 900 }, { kind: "job", count: 1, oldestAgeMs: 2000 }]
+ * ```
+ *
+ * @category summaries
+ * @since 0.1.0
+ */
+export const countCutByKind = (items: ReadonlyArray<CutItem>): Array<CutCount> => {
+  const byKind = new Map<string, { count: number; oldestAgeMs: number }>()
+  for (const item of items) {
+    const entry = byKind.get(item.kind)
+    if (entry === undefined) byKind.set(item.kind, { count: 1, oldestAgeMs: item.ageMs })
+    else {
+      entry.count++
+      entry.oldestAgeMs = Math.max(entry.oldestAgeMs, item.ageMs)
+    }
+  }
+  return [...byKind].map(([kind, entry]) => ({ kind, ...entry })).sort((a, b) => b.count - a.count)
+}
+
+/**
+ * One line naming what held the event loop.
+ *
+ * @example
+ * ```ts
+ * import { Report } from "effect-graceful"
+ *
+ * Report.describeHeldBy({
+ *   at: 25000,
+ *   reason: "watchdog",
+ *   openReleases: ["db"],
+ *   activeResources: { TCPSocketWrap: 1, Timeout: 2 }
+ * })
+ * // "event loop held at +25000 ms (watchdog) by: releases db; 2 Timeout, 1 TCPSocketWrap"
+ * ```
+ *
+ * @category summaries
+ * @since 0.1.0
+ */
+export const describeHeldBy = (held: HeldBy): string => {
+  const resources = Object.entries(held.activeResources)
+    .sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0]))
+    .map(([type, count]) => `${count} ${type}`)
+  const parts = [
+    held.openReleases.length > 0 ? `releases ${held.openReleases.join(", ")}` : "no open release",
+    resources.length > 0 ? resources.join(", ") : "no active resource"
+  ]
+  const handles = held.handles !== undefined && held.handles.length > 0 ? ` (${held.handles.join("; ")})` : ""
+  return `event loop held at +${Math.round(held.at)} ms (${held.reason}) by: ${parts.join("; ")}${handles}`
 }
 
 /**
@@ -296,3 +465,198 @@ export const describeTrigger = (trigger: Trigger): string => {
  */
 export const toJson = (report: ShutdownReport): string =>
   JSON.stringify(Schema.encodeSync(ShutdownReport)(report))
+
+/**
+ * Kubernetes keeps the first 4096 bytes of `/dev/termination-log`: the
+ * default size limit of a report written there.
+ *
+ * @category encoding
+ * @since 0.1.0
+ */
+export const TERMINATION_LOG_MAX_BYTES = 4096
+
+/**
+ * The smallest size limit {@link fit} accepts: room for the outcome, the
+ * exit code, the trigger and the counts.
+ *
+ * @category encoding
+ * @since 0.1.0
+ */
+export const MIN_FIT_BYTES = 512
+
+/** How much each step of {@link fit} keeps. */
+interface Level {
+  /** Cut items named; the rest are counted in `cutByKind`. */
+  readonly namedCut: number
+  /** Longest text kept for the trigger's cause, an error, a label. */
+  readonly causeChars: number
+  readonly errorChars: number
+  readonly labelChars: number
+  /** Keep `released` entries of `releases` and `hooks` (failures are kept longer). */
+  readonly keepReleased: boolean
+  /** Entries kept of `releases`/`hooks` that did not release. */
+  readonly problems: number
+  readonly handles: number
+  readonly resourceTypes: number
+  readonly kinds: number
+  readonly phases: boolean
+}
+
+const LEVELS: ReadonlyArray<Level> = [
+  { namedCut: 5, causeChars: 2000, errorChars: 300, labelChars: 200, keepReleased: true, problems: 100, handles: 10, resourceTypes: 20, kinds: 20, phases: true },
+  { namedCut: 5, causeChars: 1000, errorChars: 200, labelChars: 120, keepReleased: false, problems: 20, handles: 5, resourceTypes: 10, kinds: 10, phases: true },
+  { namedCut: 3, causeChars: 400, errorChars: 100, labelChars: 80, keepReleased: false, problems: 10, handles: 2, resourceTypes: 6, kinds: 5, phases: true },
+  { namedCut: 1, causeChars: 200, errorChars: 60, labelChars: 60, keepReleased: false, problems: 5, handles: 0, resourceTypes: 4, kinds: 3, phases: true },
+  { namedCut: 0, causeChars: 100, errorChars: 0, labelChars: 40, keepReleased: false, problems: 2, handles: 0, resourceTypes: 2, kinds: 1, phases: true },
+  { namedCut: 0, causeChars: 0, errorChars: 0, labelChars: 0, keepReleased: false, problems: 0, handles: 0, resourceTypes: 0, kinds: 0, phases: false }
+]
+
+const byteLength = (text: string): number => Buffer.byteLength(text, "utf8")
+
+const shorten = (text: string, chars: number): string => text.length <= chars ? text : `${text.slice(0, chars)}…`
+
+const shortenTrigger = (trigger: Trigger, chars: number): Trigger => {
+  switch (trigger._tag) {
+    case "Defect":
+    case "Failed":
+      return { ...trigger, cause: shorten(trigger.cause, chars) }
+    case "Requested":
+      return { ...trigger, reason: shorten(trigger.reason, Math.max(chars, 40)) }
+    default:
+      return trigger
+  }
+}
+
+const fitAt = (report: ShutdownReport, level: Level): ShutdownReport => {
+  const omitted: Record<string, number> = { ...report.omitted }
+  const drop = (key: string, count: number) => {
+    if (count > 0) omitted[key] = (omitted[key] ?? 0) + count
+  }
+  const shortenRecord = (record: ReleaseRecord): ReleaseRecord => {
+    if (record.error === undefined) return record
+    if (level.errorChars === 0) {
+      const { error: _, ...rest } = record
+      return rest
+    }
+    return { ...record, error: shorten(record.error, level.errorChars) }
+  }
+  const keepRecords = (key: string, records: ReadonlyArray<ReleaseRecord>): Array<ReleaseRecord> => {
+    let kept = level.keepReleased ? [...records] : records.filter((r) => r.outcome !== "released")
+    const problems = kept.filter((r) => r.outcome !== "released")
+    if (problems.length > level.problems) {
+      const keep = new Set(problems.slice(0, level.problems))
+      kept = kept.filter((r) => r.outcome === "released" || keep.has(r))
+    }
+    drop(key, records.length - kept.length)
+    return kept.map(shortenRecord)
+  }
+
+  const allCut = report.cut
+  const cutCounts = report.cutByKind ?? countCutByKind(allCut)
+  const named = oldestFirst(allCut).slice(0, level.namedCut).map((item) => ({
+    ...item,
+    label: shorten(item.label, level.labelChars)
+  }))
+  drop("cut", allCut.length - named.length)
+  const kinds = cutCounts.slice(0, level.kinds)
+  drop("cutKinds", cutCounts.length - kinds.length)
+
+  let heldBy: HeldBy | undefined
+  if (report.heldBy !== undefined) {
+    const held = report.heldBy
+    const types = Object.entries(held.activeResources).sort((a, b) => b[1] - a[1])
+    const keptTypes = types.slice(0, level.resourceTypes)
+    drop("activeResources", types.length - keptTypes.length)
+    const openReleases = held.openReleases.slice(0, Math.max(level.problems, 1))
+    drop("openReleases", held.openReleases.length - openReleases.length)
+    const handles = (held.handles ?? []).slice(0, level.handles).map((h) => shorten(h, 80))
+    drop("handles", (held.handles?.length ?? 0) - handles.length)
+    heldBy = {
+      at: held.at,
+      reason: held.reason,
+      openReleases: openReleases.map((name) => shorten(name, Math.max(level.labelChars, 40))),
+      activeResources: Object.fromEntries(keptTypes),
+      ...(handles.length > 0 ? { handles } : {})
+    }
+  }
+
+  const phases = level.phases ? report.phases : []
+  drop("phases", report.phases.length - phases.length)
+  const hooks = keepRecords("hooks", report.hooks)
+  const releases = keepRecords("releases", report.releases)
+
+  return {
+    outcome: report.outcome,
+    exitCode: report.exitCode,
+    durationMs: report.durationMs,
+    trigger: shortenTrigger(report.trigger, level.causeChars),
+    startedAt: report.startedAt,
+    ...(report.budgetMs !== undefined ? { budgetMs: report.budgetMs } : {}),
+    signals: report.signals,
+    omitted,
+    inFlight: report.inFlight,
+    phases,
+    ...(heldBy !== undefined ? { heldBy } : {}),
+    hooks,
+    releases,
+    ...(allCut.length > 0 || report.cutByKind !== undefined ? { cutByKind: kinds } : {}),
+    cut: named
+  }
+}
+
+/**
+ * The report as one line of JSON of at most `maxBytes` bytes (UTF-8).
+ *
+ * When {@link toJson} fits, that is the answer. Otherwise, step by step until
+ * it fits:
+ *
+ * 1. cut items are counted by kind in `cutByKind` (count and oldest age) and
+ *    only the oldest few stay named in `cut`;
+ * 2. releases and hooks that released are dropped (failures and timeouts
+ *    stay longest), long texts (the trigger's cause, errors, labels) are
+ *    shortened and end with `…`, and `heldBy` keeps its largest entries;
+ * 3. last, the phases go.
+ *
+ * `omitted` counts what each list lost. The outcome, the exit code, the
+ * duration, the trigger and the in-flight counts are always kept, and come
+ * first in the text. The result still decodes as a {@link ShutdownReport}.
+ *
+ * `maxBytes` below {@link MIN_FIT_BYTES} is raised to it.
+ *
+ * @example
+ * ```ts
+ * import { Report } from "effect-graceful"
+ *
+ * declare const report: Report.ShutdownReport
+ * // What Kubernetes keeps of /dev/termination-log:
+ * const text = Report.fit(report, Report.TERMINATION_LOG_MAX_BYTES)
+ * ```
+ *
+ * @category encoding
+ * @since 0.1.0
+ */
+export const fit = (report: ShutdownReport, maxBytes: number): string => {
+  const limit = Math.max(MIN_FIT_BYTES, Math.floor(maxBytes))
+  const full = toJson(report)
+  if (byteLength(full) <= limit) return full
+  let text = full
+  for (const level of LEVELS) {
+    text = toJson(fitAt(report, level))
+    if (byteLength(text) <= limit) return text
+  }
+  // Only a trigger text beyond every bound is left (a huge `Requested`
+  // reason or `Message` name): shorten it until the rest fits.
+  const last = fitAt(report, LEVELS[LEVELS.length - 1]!)
+  const trigger = last.trigger
+  const words = trigger._tag === "Message" ? trigger.message : trigger._tag === "Requested" ? trigger.reason : ""
+  for (let chars = Math.min(words.length, limit); chars >= 0; chars = chars === 0 ? -1 : Math.floor(chars / 2)) {
+    const shortened: Trigger = trigger._tag === "Message"
+      ? { ...trigger, message: shorten(words, chars) }
+      : trigger._tag === "Requested"
+      ? { ...trigger, reason: shorten(words, chars) }
+      : trigger
+    text = toJson({ ...last, trigger: shortened })
+    if (byteLength(text) <= limit) return text
+  }
+  return text
+}

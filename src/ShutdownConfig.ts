@@ -12,6 +12,7 @@
  * | `SHUTDOWN_DRAIN_TIMEOUT` | `drainTimeout` | longest wait for in-flight work after the delay | `min(15 seconds, 60% of (B - delay))` |
  * | `SHUTDOWN_EMERGENCY_TIMEOUT` | `emergencyTimeout` | release budget on a defect or a 2nd signal | `1 second` |
  * | `SHUTDOWN_REPORT_FILE` | `reportFile` | where to write the report as JSON | unset |
+ * | `SHUTDOWN_REPORT_MAX_BYTES` | `reportMaxBytes` | the most bytes written there (see `Report.fit`) | `4096` for `/dev/termination-log`, else no limit |
  * | `SHUTDOWN_RERAISE_SIGNAL` | `reraiseSignal` | after a clean signal-triggered shutdown, die by the same signal (exit 143 / 130) instead of exit 0 | `false` |
  * | `SHUTDOWN_SIGNALS` | `signals` | the signals that trigger a shutdown, comma-separated, from SIGTERM, SIGINT, SIGHUP, SIGUSR2 | `SIGTERM,SIGINT,SIGHUP` |
  *
@@ -65,6 +66,8 @@ export interface ShutdownOptions {
   readonly emergencyTimeout?: Duration.Input | undefined
   /** Where to write the report as JSON (`SHUTDOWN_REPORT_FILE`). */
   readonly reportFile?: string | undefined
+  /** The most bytes the report file gets (`SHUTDOWN_REPORT_MAX_BYTES`). */
+  readonly reportMaxBytes?: number | undefined
   /** Die by the triggering signal after a clean shutdown (`SHUTDOWN_RERAISE_SIGNAL`). */
   readonly reraiseSignal?: boolean | undefined
   /** The signals that trigger a shutdown (`SHUTDOWN_SIGNALS`). */

@@ -30,3 +30,5 @@ export * as Resource from "./Resource.ts"
 export * as ShutdownConfig from "./ShutdownConfig.ts"
 /** @since 0.1.0 */
 export * as Signals from "./Signals.ts"
+/** @since 0.1.0 */
+export * as Telemetry from "./Telemetry.ts"

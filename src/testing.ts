@@ -156,7 +156,8 @@ export const layerHost: Layer.Layer<TestHost> = Layer.effectContext(Effect.sync(
         Effect.forkScoped,
         Effect.asVoid
       ),
-    notifyReady: Effect.sync(() => void ready++)
+    notifyReady: Effect.sync(() => void ready++),
+    whenStillAlive: () => {}
   }
   const test = TestHost.of({
     exits: () => exits,

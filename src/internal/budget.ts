@@ -58,13 +58,20 @@ export interface Budget {
    * the release deadline. A late effect is interrupted and abandoned, so one
    * that ignores interruption cannot hold the caller past its deadline.
    */
-  readonly bounded: (effect: Effect.Effect<void, unknown>, deadlineMs: number) => Effect.Effect<BoundedOutcome>
+  readonly bounded: (
+    effect: Effect.Effect<void, unknown>,
+    deadlineMs: number,
+    /** Called when the effect is abandoned; returns what to call once its fiber really ends. */
+    onAbandon?: () => () => void
+  ) => Effect.Effect<BoundedOutcome>
 }
 
 export const make = (options: {
   readonly now: () => number
   readonly timeoutMs: number
   readonly emergencyTimeoutMs: number
+  /** Told the budget in force (release deadline − t0) when it starts and when an escalation shortens it. */
+  readonly onBudget?: ((budgetMs: number) => void) | undefined
 }): Budget => {
   const { emergencyTimeoutMs, now, timeoutMs } = options
   let state: State = { _tag: "Unset" }
@@ -78,7 +85,11 @@ export const make = (options: {
       : Effect.raceFirst(sleepUntilDeadline, escalation.await.pipe(Effect.andThen(sleepUntilDeadline)))
   )
 
-  const bounded = (effect: Effect.Effect<void, unknown>, deadlineMs: number): Effect.Effect<BoundedOutcome> =>
+  const bounded = (
+    effect: Effect.Effect<void, unknown>,
+    deadlineMs: number,
+    onAbandon?: () => () => void
+  ): Effect.Effect<BoundedOutcome> =>
     Effect.gen(function*() {
       const startedAt = now()
       const deadline = state._tag === "Unset" ? deadlineMs : Math.min(deadlineMs, state.releaseDeadline)
@@ -91,7 +102,10 @@ export const make = (options: {
       )
       const durationMs = now() - startedAt
       if (Option.isNone(exit)) {
-        yield* Effect.forkDetach(Fiber.interrupt(fiber))
+        const settled = onAbandon?.()
+        yield* Effect.forkDetach(
+          settled === undefined ? Fiber.interrupt(fiber) : Fiber.interrupt(fiber).pipe(Effect.ensuring(Effect.sync(settled)))
+        )
         return { _tag: "TimedOut", startedAt, durationMs, deadlineMs: allowed, exit: undefined } as const
       }
       return { _tag: "Finished", startedAt, durationMs, deadlineMs: allowed, exit: exit.value } as const
@@ -102,6 +116,7 @@ export const make = (options: {
       if (state._tag !== "Unset") return false
       const t0 = now()
       state = { _tag: "Running", t0, releaseDeadline: t0 + timeoutMs }
+      options.onBudget?.(timeoutMs)
       return true
     },
     started: () => state._tag === "Running",
@@ -112,6 +127,7 @@ export const make = (options: {
       if (escalation.isOpen()) return false
       if (state._tag === "Running") {
         state = { ...state, releaseDeadline: Math.min(state.releaseDeadline, now() + emergencyTimeoutMs) }
+        options.onBudget?.(state.releaseDeadline - state.t0)
       }
       escalation.openUnsafe()
       return true

@@ -23,12 +23,14 @@ import * as Report from "../Report.ts"
 import type { ShutdownConfig } from "../ShutdownConfig.ts"
 import type { SignalEvent } from "../Signals.ts"
 import * as Budget from "./budget.ts"
+import * as EventLoop from "./eventLoop.ts"
 import * as InFlightState from "./inFlight.ts"
 import * as Phases from "./phases.ts"
 import { publish } from "./publish.ts"
 import * as Releases from "./releases.ts"
 import * as Sequence from "./sequence.ts"
 import { ReportBuilder } from "./reportBuilder.ts"
+import type * as ReportFile from "./reportFile.ts"
 import * as Triggers from "./triggers.ts"
 
 export { DUPLICATE_SIGNAL_MS } from "./triggers.ts"
@@ -63,7 +65,10 @@ export const triggerFromExit = (exit: Exit.Exit<unknown, unknown>): Report.Trigg
 const renderError = (error: unknown): string =>
   error instanceof Error ? (error.stack ?? `${error.name}: ${error.message}`) : String(error)
 
-export const make = (config: ShutdownConfig): Effect.Effect<Coordinator> =>
+export const make = (
+  config: ShutdownConfig,
+  reportFile: ReportFile.ReportFileTarget | undefined = undefined
+): Effect.Effect<Coordinator> =>
   Effect.gen(function*() {
     const clock = yield* Clock.Clock
     const host = yield* Host.Host
@@ -78,7 +83,12 @@ export const make = (config: ShutdownConfig): Effect.Effect<Coordinator> =>
     const report = new ReportBuilder()
     const inFlight = yield* InFlightState.make({ onCutOnArrival: (item) => report.addCut(item) })
     const phases = yield* Phases.make
-    const budget = Budget.make({ now, timeoutMs, emergencyTimeoutMs: emergencyMs })
+    const budget = Budget.make({
+      now,
+      timeoutMs,
+      emergencyTimeoutMs: emergencyMs,
+      onBudget: (budgetMs) => report.setBudget(budgetMs)
+    })
     let programEnded = false
     let becameReady = false
     const releases = Releases.make({
@@ -98,8 +108,9 @@ export const make = (config: ShutdownConfig): Effect.Effect<Coordinator> =>
     const forcedLatch = Latch.makeUnsafe(false)
     const endNow = (outcome: Report.ShutdownReport["outcome"], exitCode: number): Report.ShutdownReport => {
       if (forced !== undefined) return forced
+      if (outcome === "watchdog" || outcome === "forced") report.markHeld(outcome, now(), EventLoop.snapshot())
       forced = report.snapshot({ outcome, exitCode, now: now() })
-      runSync(publish(forced, config.reportFile))
+      runSync(publish(forced, reportFile))
       forcedLatch.openUnsafe()
       host.exit(exitCode)
       return forced
@@ -125,7 +136,9 @@ export const make = (config: ShutdownConfig): Effect.Effect<Coordinator> =>
       inFlight,
       first: triggers.first,
       endNow,
-      forced: () => forced
+      forced: () => forced,
+      reportFile,
+      runSync
     })
 
     const lifecycle = makeLifecycle({ phases, triggers, releases, budget, host, onReady: () => (becameReady = true) })

@@ -1,33 +1,27 @@
 /**
  * Publishing the report: a human summary and one JSON line in the log, and
- * the JSON in `SHUTDOWN_REPORT_FILE` when set.
+ * the JSON in `SHUTDOWN_REPORT_FILE` when set, within its size limit.
  *
  * @internal
  */
-import { writeFileSync } from "node:fs"
 import * as Effect from "effect/Effect"
 import * as Report from "../Report.ts"
+import * as ReportFile from "./reportFile.ts"
 
-export const publish = (snapshot: Report.ShutdownReport, reportFile: string | undefined): Effect.Effect<void> =>
+export const publish = (
+  snapshot: Report.ShutdownReport,
+  reportFile: ReportFile.ReportFileTarget | undefined
+): Effect.Effect<void> =>
   Effect.gen(function*() {
     const level = snapshot.outcome === "clean"
       ? Effect.logInfo
       : snapshot.outcome === "degraded"
       ? Effect.logWarning
       : Effect.logError
-    const json = Report.toJson(snapshot)
     yield* level(Report.summary(snapshot))
-    yield* level("shutdown report").pipe(Effect.annotateLogs("report", json))
+    yield* level("shutdown report").pipe(Effect.annotateLogs("report", Report.toJson(snapshot)))
     if (reportFile !== undefined) {
-      yield* Effect.try({
-        try: () => writeFileSync(reportFile, json + "\n"),
-        catch: (error) => error
-      }).pipe(
-        Effect.catch((error) => {
-          const code = (error as NodeJS.ErrnoException).code
-          const detail = error instanceof Error ? error.message : String(error)
-          return Effect.logWarning(`could not write the shutdown report to ${reportFile}: ${code ?? "error"}: ${detail}`)
-        })
-      )
+      // The errno, not "An error occurred in Effect.try".
+      yield* ReportFile.write(reportFile, snapshot).pipe(Effect.catch((error) => Effect.logWarning(error.message)))
     }
   })

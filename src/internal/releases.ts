@@ -91,7 +91,9 @@ export const make = (options: {
       // Marked started before it runs, so a snapshot taken meanwhile (the
       // watchdog, a 3rd signal) names it as running, not skipped.
       report.beginRelease(ticket, budget.elapsed(startedAt), Math.max(0, deadlineMs - startedAt))
-      const outcome = yield* budget.bounded(effect, deadlineMs)
+      // An abandoned release stays named as open (what holds the event loop)
+      // until its fiber really ends.
+      const outcome = yield* budget.bounded(effect, deadlineMs, () => report.abandon(ticket.name))
       yield* record(outcome, ticket)
     }).pipe(Effect.withSpan(`graceful.release ${ticket.name}`))
 

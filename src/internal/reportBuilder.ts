@@ -5,7 +5,8 @@
  *
  * @internal
  */
-import * as Report from "../Report.ts"
+import type * as Report from "../Report.ts"
+import type { EventLoopSnapshot } from "./eventLoop.ts"
 
 /** A managed release, from its registration at acquisition until it is recorded. */
 export interface ReleaseTicket {
@@ -27,6 +28,10 @@ export class ReportBuilder {
   private atDrainStart = 0
   private atDrainEnd = 0
   private budgetExhausted = false
+  private budgetMs: number | undefined
+  private heldBy: Report.HeldBy | undefined
+  /** Releases interrupted at their deadline whose fiber has not ended yet (it ignored the interrupt). */
+  private readonly abandoned = new Map<object, string>()
 
   start(trigger: Report.Trigger, startedAt: number): void {
     this.trigger = trigger
@@ -76,6 +81,58 @@ export class ReportBuilder {
     this.budgetExhausted = true
   }
 
+  /** The release deadline in force, ms after the trigger (set at the trigger, and again when an escalation moves it). */
+  setBudget(ms: number): void {
+    this.budgetMs = ms
+  }
+
+  /**
+   * A release (or hook) was left running at its deadline. It stays open, and
+   * is named in `heldBy`, until the returned function is called when its
+   * fiber really ends.
+   */
+  abandon(name: string): () => void {
+    const key = {}
+    this.abandoned.set(key, name)
+    return () => void this.abandoned.delete(key)
+  }
+
+  /**
+   * This library's work not finished yet: releases abandoned at their
+   * deadline and still running, then releases not finished, in the order
+   * they run (reverse acquisition).
+   */
+  openReleases(): Array<string> {
+    return [
+      ...this.abandoned.values(),
+      ...[...this.pending].reverse().filter((ticket) => ticket.hook !== true).map((ticket) => ticket.name)
+    ]
+  }
+
+  /** The budget ran out: the sequence stopped waiting, or a release was cut short or skipped by a deadline. */
+  overran(): boolean {
+    return this.budgetExhausted || this.abandoned.size > 0 ||
+      [...this.releases, ...this.hooks].some((r) => r.outcome === "timedOut" || r.outcome === "skipped")
+  }
+
+  /**
+   * Records what holds the event loop now: the releases still open and the
+   * process's active resources (`EventLoop.snapshot()`). The first record
+   * wins, except that a later `aliveAfterStop` replaces it: it is the newer
+   * answer to "why is this process still here".
+   */
+  markHeld(reason: Report.HeldBy["reason"], now: number, loop: EventLoopSnapshot): Report.HeldBy {
+    if (this.heldBy !== undefined && reason !== "aliveAfterStop") return this.heldBy
+    this.heldBy = {
+      at: now - this.startedAt,
+      reason,
+      openReleases: this.openReleases(),
+      activeResources: loop.activeResources,
+      ...(loop.handles.length > 0 ? { handles: loop.handles } : {})
+    }
+    return this.heldBy
+  }
+
   /** `clean` only when nothing was cut, every release finished and the budget held. */
   outcomeFor(trigger: Report.Trigger): Report.ShutdownReport["outcome"] {
     if (trigger._tag === "Defect") return "defect"
@@ -110,17 +167,19 @@ export class ReportBuilder {
       )
     }
     return {
-      trigger: this.trigger,
-      startedAt: this.startedAt,
-      signals: this.signals,
-      phases: [...this.phases],
-      hooks: [...this.hooks],
-      releases: [...this.releases, ...unfinished],
-      inFlight: { atDrainStart: this.atDrainStart, atDrainEnd: this.atDrainEnd },
-      cut: [...this.cut],
       outcome: options.outcome,
       exitCode: options.exitCode,
-      durationMs: offset
+      durationMs: offset,
+      trigger: this.trigger,
+      startedAt: this.startedAt,
+      ...(this.budgetMs !== undefined ? { budgetMs: this.budgetMs } : {}),
+      signals: this.signals,
+      inFlight: { atDrainStart: this.atDrainStart, atDrainEnd: this.atDrainEnd },
+      phases: [...this.phases],
+      ...(this.heldBy !== undefined ? { heldBy: this.heldBy } : {}),
+      hooks: [...this.hooks],
+      releases: [...this.releases, ...unfinished],
+      cut: [...this.cut]
     }
   }
 }

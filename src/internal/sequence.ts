@@ -26,9 +26,11 @@ import type { ShutdownConfig } from "../ShutdownConfig.ts"
 import type { Budget } from "./budget.ts"
 import type { InFlightState } from "./inFlight.ts"
 import type { Phases } from "./phases.ts"
+import * as EventLoop from "./eventLoop.ts"
 import { publish } from "./publish.ts"
 import type { Releases } from "./releases.ts"
 import type { ReportBuilder } from "./reportBuilder.ts"
+import * as ReportFile from "./reportFile.ts"
 
 /** Grace given to cut work to run its own finalizers before releases start. */
 const CUT_GRACE_MS = 100
@@ -47,6 +49,9 @@ export interface Dependencies {
   readonly endNow: (outcome: Report.ShutdownReport["outcome"], exitCode: number) => Report.ShutdownReport
   /** The report an `endNow` already published, if any. */
   readonly forced: () => Report.ShutdownReport | undefined
+  readonly reportFile: ReportFile.ReportFileTarget | undefined
+  /** Runs an effect from a timer callback, with the program's services. */
+  readonly runSync: (effect: Effect.Effect<void>) => void
 }
 
 /**
@@ -146,14 +151,34 @@ export const make = (deps: Dependencies) => {
         )
         if (!finished) {
           report.markBudgetExhausted()
-          yield* Effect.logError(`shutdown budget ran out before every release finished`)
+          const held = report.markHeld("budget", now(), EventLoop.snapshot())
+          yield* Effect.logError(`shutdown budget ran out before every release finished; ${Report.describeHeldBy(held)}`)
         }
       }))
       yield* phases.advance("Stopped")
+      // A release cut short or skipped by the budget: say what still holds the loop.
+      if (report.overran()) report.markHeld("budget", now(), EventLoop.snapshot())
       const outcome = report.outcomeFor(first)
       const snapshot = report.snapshot({ outcome, exitCode: outcome === "clean" ? 0 : 1, now: now() })
       yield* Metric.update(Metrics.shutdownDuration, snapshot.durationMs)
-      if (deps.forced() === undefined) yield* publish(snapshot, config.reportFile)
+      if (deps.forced() === undefined) {
+        yield* publish(snapshot, deps.reportFile)
+        // Nothing should hold the process now; if something does, name it
+        // and write the report again.
+        deps.host.whenStillAlive(EventLoop.ALIVE_AFTER_STOP_MS, () => {
+          const held = report.markHeld("aliveAfterStop", now(), EventLoop.snapshot())
+          deps.runSync(Effect.gen(function*() {
+            yield* Effect.logWarning(
+              `process still alive ${EventLoop.ALIVE_AFTER_STOP_MS} ms after Stopped; ${Report.describeHeldBy(held)}`
+            )
+            if (deps.reportFile !== undefined) {
+              yield* ReportFile.write(deps.reportFile, { ...snapshot, heldBy: held }).pipe(
+                Effect.catch((error) => Effect.logWarning(error.message))
+              )
+            }
+          }))
+        })
+      }
       return snapshot
     }).pipe(Effect.scoped, Effect.withSpan("graceful.shutdown"))
 
