@@ -278,9 +278,11 @@ const tsconfig = {
   include: ["*.ts"]
 }
 
-/** One export of a module to use: a function if it has one, else any value. */
+/** One export of a module to use: a function named like one (not a class) if it has one, else any value. */
 const pickExport = (exports: ReadonlyArray<readonly [string, string]>) =>
-  (exports.find(([, type]) => type === "function") ?? exports[0])?.[0]
+  (exports.find(([name, type]) => type === "function" && /^[a-z]/.test(name)) ??
+    exports.find(([, type]) => type === "function") ??
+    exports[0])?.[0]
 
 /**
  * `subpaths.ts`: imports each subpath and uses one of its exports (named
