@@ -389,9 +389,10 @@ const runMain = (label: string, dir: string): Promise<void> =>
     })
     let output = ""
     let answer: Promise<string> | undefined
+    let timedOut = false
     const deadline = setTimeout(() => {
+      timedOut = true
       child.kill("SIGKILL")
-      problem(`${label}: main.ts did not start and stop within 30 s\n${indent(tail(output, 30))}`)
     }, 30_000)
     const onData = (chunk: Buffer) => {
       output += String(chunk)
@@ -406,7 +407,9 @@ const runMain = (label: string, dir: string): Promise<void> =>
     child.on("exit", async (code, signal) => {
       clearTimeout(deadline)
       const body = answer === undefined ? "(no request sent)" : await answer
-      if (code !== 0 || body !== "done after 400 ms\n") {
+      if (timedOut) {
+        problem(`${label}: main.ts did not start and stop within 30 s\n${indent(tail(output, 30))}`)
+      } else if (code !== 0 || body !== "done after 400 ms\n") {
         problem(`${label}: main.ts: exit ${code ?? signal}, in-flight request answered ${JSON.stringify(body)}\n${indent(tail(output, 30))}`)
       } else {
         console.log(`  ok   ${label}: main.ts served a request in flight at SIGTERM and exited 0`)
@@ -421,126 +424,133 @@ const runMain = (label: string, dir: string): Promise<void> =>
 const work = mkdtempSync(join(tmpdir(), "effect-graceful-consumer-"))
 console.log(`consumer check in ${work}`)
 
-const packed = await step("npm pack", "npm", ["pack", "--json", "--pack-destination", work], root, 300_000)
-if (packed === undefined) finish()
-// stdout also carries the banners of the prepack scripts; the JSON starts on a line of its own.
-const [tarball] = JSON.parse(packed!.slice(packed!.search(/^\[/m))) as Array<
-  { filename: string; files: Array<{ path: string }> }
->
-const tarballPath = join(work, tarball!.filename)
-const packedFiles = new Set(tarball!.files.map((file) => file.path))
-for (const subpath of subpaths) {
-  for (const file of subpath.files) {
-    if (!packedFiles.has(file.replace(/^\.\//, ""))) problem(`${subpath.specifier}: ${file} is not in the tarball`)
-  }
-}
-console.log(`  ok   packed ${tarball!.filename} (${packedFiles.size} files; ${subpaths.length} subpaths) at ${elapsed()}`)
-
-const testSpecs = [devSpec("@types/node"), devSpec("vitest"), devSpec("@effect/vitest")]
-
-interface Variant {
-  readonly label: string
-  readonly versions: Record<string, string>
-}
-const variants: Array<Variant> = [
-  { label: "lowest", versions: Object.fromEntries(requiredPeers.map((name) => [name, lowest(peers[name]!)])) },
-  { label: "highest", versions: Object.fromEntries(requiredPeers.map((name) => [name, peers[name]!])) }
-]
-
-const fullApp = async (variant: Variant) => {
-  const dir = join(work, variant.label)
-  writeApp(dir)
-  const pins = variant.label === "lowest" ? await lowestPins(variant.versions) : []
-  const installed = await npmInstall(variant.label, dir, [
-    tarballPath,
-    ...requiredPeers.map((name) => `${name}@${variant.versions[name]}`),
-    ...pins,
-    ...peerSpecs(optionalPeers),
-    ...testSpecs
-  ])
-  if (installed === undefined) return undefined
-  await checkTree(variant.label, dir)
-  const found = requiredPeers.map((name) => {
-    const copies = copiesOf(dir, name)
-    if (copies.length !== 1) problem(`${variant.label}: ${copies.length} copies of ${name}: ${copies.join(", ")}`)
-    return `${name} ${copies[0]?.split(" ")[0]}`
-  })
-  const pinned = pins.length === 0 ? "" : ` (pinned ${pins.join(", ")})`
-  console.log(`  ok   ${variant.label}: installed ${found.join(", ")}${pinned} at ${elapsed()}`)
-  return dir
-}
-
-const checkFullApp = async (variant: Variant, dir: string) => {
-  const exportsOf = await readExports(variant.label, dir, subpaths)
-  writeFileSync(join(dir, "subpaths.ts"), subpathsModule(subpaths, exportsOf))
-  writeFileSync(join(dir, "main.ts"), readFileSync(join(appTemplate, "main.ts"), "utf8"))
-  writeFileSync(join(dir, "readme.test.ts"), readmeTest())
-  if (await typecheck(variant.label, dir) !== undefined) {
-    console.log(`  ok   ${variant.label}: ${subpaths.length} subpaths, main.ts and the README test type-check at ${elapsed()}`)
-  }
-  await runMain(variant.label, dir)
-  const vitest = await step(`${variant.label}: the README's TestClock test (vitest)`, process.execPath, [
-    join(dir, "node_modules", "vitest", "vitest.mjs"),
-    "run",
-    "readme.test.ts"
-  ], dir, 120_000)
-  if (vitest !== undefined) {
-    const versions = ["vitest", "@effect/vitest"].map((name) => `${name} ${copiesOf(dir, name)[0]?.split(" ")[0]}`)
-    console.log(`  ok   ${variant.label}: the README's TestClock test passes (${versions.join(", ")}) at ${elapsed()}`)
-  }
-  return exportsOf
-}
-
-const [lowestDir, highestDir] = await Promise.all(variants.map(fullApp))
-const [, highestExports] = await Promise.all([
-  lowestDir === undefined ? undefined : checkFullApp(variants[0]!, lowestDir),
-  highestDir === undefined ? undefined : checkFullApp(variants[1]!, highestDir)
-])
-
-// Each subpath with only its own optional peers.
-if (highestDir !== undefined && highestExports !== undefined) {
-  const packageDir = join(highestDir, "node_modules", pkg.name)
-  const known = new Set([pkg.name, ...Object.keys(peers), ...Object.keys(pkg.dependencies ?? {})])
-  const groups = new Map<string, Array<Subpath>>()
+const check = async () => {
+  const packed = await step("npm pack", "npm", ["pack", "--json", "--pack-destination", work], root, 300_000)
+  if (packed === undefined) return
+  // stdout also carries the banners of the prepack scripts; the JSON starts on a line of its own.
+  const [tarball] = JSON.parse(packed.slice(packed.search(/^\[/m))) as Array<
+    { filename: string; files: Array<{ path: string }> }
+  >
+  const tarballPath = join(work, tarball!.filename)
+  const packedFiles = new Set(tarball!.files.map((file) => file.path))
   for (const subpath of subpaths) {
-    const imported = [...importedPackages(packageDir, subpath)]
-    for (const name of imported.filter((name) => !known.has(name))) {
-      problem(`${subpath.specifier} imports "${name}", which is neither a dependency nor a peer dependency`)
+    for (const file of subpath.files) {
+      if (!packedFiles.has(file.replace(/^\.\//, ""))) problem(`${subpath.specifier}: ${file} is not in the tarball`)
     }
-    const own = imported.filter((name) => optionalPeers.includes(name)).sort()
-    if (own.length > 1) {
-      problem(
-        `${subpath.specifier} needs ${own.join(" and ")}: a user of one client must not need another's package or types (split the subpath)`
-      )
-    }
-    const key = own.join(" ")
-    groups.set(key, [...(groups.get(key) ?? []), subpath])
   }
-  console.log("  subpaths by the optional peers they import:")
-  for (const [key, list] of groups) console.log(`       ${key || "(none)"}: ${list.map((s) => s.specifier).join(", ")}`)
+  console.log(`  ok   packed ${tarball!.filename} (${packedFiles.size} files; ${subpaths.length} subpaths) at ${elapsed()}`)
 
-  await pool([...groups], 2, async ([key, list]) => {
-    const label = `only ${key || "required peers"}`
-    const dir = join(work, `only-${key.replace(/[@/ ]+/g, "_") || "none"}`)
+  const testSpecs = [devSpec("@types/node"), devSpec("vitest"), devSpec("@effect/vitest")]
+
+  interface Variant {
+    readonly label: string
+    readonly versions: Record<string, string>
+  }
+  const variants: Array<Variant> = [
+    { label: "lowest", versions: Object.fromEntries(requiredPeers.map((name) => [name, lowest(peers[name]!)])) },
+    { label: "highest", versions: Object.fromEntries(requiredPeers.map((name) => [name, peers[name]!])) }
+  ]
+
+  const fullApp = async (variant: Variant) => {
+    const dir = join(work, variant.label)
     writeApp(dir)
-    const own = key === "" ? [] : key.split(" ")
-    const installed = await npmInstall(label, dir, [
+    const pins = variant.label === "lowest" ? await lowestPins(variant.versions) : []
+    const installed = await npmInstall(variant.label, dir, [
       tarballPath,
-      ...requiredPeers.map((name) => `${name}@${peers[name]}`),
-      ...peerSpecs(own),
-      devSpec("@types/node")
+      ...requiredPeers.map((name) => `${name}@${variant.versions[name]}`),
+      ...pins,
+      ...peerSpecs(optionalPeers),
+      ...testSpecs
     ])
-    if (installed === undefined) return
-    await checkTree(label, dir)
-    writeFileSync(join(dir, "subpaths.ts"), subpathsModule(list, highestExports))
-    const checked = await typecheck(label, dir)
-    const loaded = await step(`${label}: load`, process.execPath, ["subpaths.ts"], dir, 60_000)
-    if (checked !== undefined && loaded !== undefined) {
-      console.log(`  ok   ${label}: ${list.map((s) => s.specifier).join(", ")} type-check and load at ${elapsed()}`)
+    if (installed === undefined) return undefined
+    await checkTree(variant.label, dir)
+    const found = requiredPeers.map((name) => {
+      const copies = copiesOf(dir, name)
+      if (copies.length !== 1) problem(`${variant.label}: ${copies.length} copies of ${name}: ${copies.join(", ")}`)
+      return `${name} ${copies[0]?.split(" ")[0]}`
+    })
+    const pinned = pins.length === 0 ? "" : ` (pinned ${pins.join(", ")})`
+    console.log(`  ok   ${variant.label}: installed ${found.join(", ")}${pinned} at ${elapsed()}`)
+    return dir
+  }
+
+  const checkFullApp = async (variant: Variant, dir: string) => {
+    const exportsOf = await readExports(variant.label, dir, subpaths)
+    writeFileSync(join(dir, "subpaths.ts"), subpathsModule(subpaths, exportsOf))
+    writeFileSync(join(dir, "main.ts"), readFileSync(join(appTemplate, "main.ts"), "utf8"))
+    writeFileSync(join(dir, "readme.test.ts"), readmeTest())
+    if (await typecheck(variant.label, dir) !== undefined) {
+      console.log(`  ok   ${variant.label}: ${subpaths.length} subpaths, main.ts and the README test type-check at ${elapsed()}`)
     }
-  })
+    await runMain(variant.label, dir)
+    const vitest = await step(`${variant.label}: the README's TestClock test (vitest)`, process.execPath, [
+      join(dir, "node_modules", "vitest", "vitest.mjs"),
+      "run",
+      "readme.test.ts"
+    ], dir, 120_000)
+    if (vitest !== undefined) {
+      const versions = ["vitest", "@effect/vitest"].map((name) => `${name} ${copiesOf(dir, name)[0]?.split(" ")[0]}`)
+      console.log(`  ok   ${variant.label}: the README's TestClock test passes (${versions.join(", ")}) at ${elapsed()}`)
+    }
+    return exportsOf
+  }
+
+  const [lowestDir, highestDir] = await Promise.all(variants.map(fullApp))
+  const [, highestExports] = await Promise.all([
+    lowestDir === undefined ? undefined : checkFullApp(variants[0]!, lowestDir),
+    highestDir === undefined ? undefined : checkFullApp(variants[1]!, highestDir)
+  ])
+
+  // Each subpath with only its own optional peers.
+  if (highestDir !== undefined && highestExports !== undefined) {
+    const packageDir = join(highestDir, "node_modules", pkg.name)
+    const known = new Set([pkg.name, ...Object.keys(peers), ...Object.keys(pkg.dependencies ?? {})])
+    const groups = new Map<string, Array<Subpath>>()
+    for (const subpath of subpaths) {
+      const imported = [...importedPackages(packageDir, subpath)]
+      for (const name of imported.filter((name) => !known.has(name))) {
+        problem(`${subpath.specifier} imports "${name}", which is neither a dependency nor a peer dependency`)
+      }
+      const own = imported.filter((name) => optionalPeers.includes(name)).sort()
+      if (own.length > 1) {
+        problem(
+          `${subpath.specifier} needs ${own.join(" and ")}: a user of one client must not need another's package or types (split the subpath)`
+        )
+      }
+      const key = own.join(" ")
+      groups.set(key, [...(groups.get(key) ?? []), subpath])
+    }
+    console.log("  subpaths by the optional peers they import:")
+    for (const [key, list] of groups) console.log(`       ${key || "(none)"}: ${list.map((s) => s.specifier).join(", ")}`)
+
+    await pool([...groups], 2, async ([key, list]) => {
+      const label = `only ${key || "required peers"}`
+      const dir = join(work, `only-${key.replace(/[@/ ]+/g, "_") || "none"}`)
+      writeApp(dir)
+      const own = key === "" ? [] : key.split(" ")
+      const installed = await npmInstall(label, dir, [
+        tarballPath,
+        ...requiredPeers.map((name) => `${name}@${peers[name]}`),
+        ...peerSpecs(own),
+        devSpec("@types/node")
+      ])
+      if (installed === undefined) return
+      await checkTree(label, dir)
+      writeFileSync(join(dir, "subpaths.ts"), subpathsModule(list, highestExports))
+      const checked = await typecheck(label, dir)
+      const loaded = await step(`${label}: load`, process.execPath, ["subpaths.ts"], dir, 60_000)
+      if (checked !== undefined && loaded !== undefined) {
+        console.log(`  ok   ${label}: ${list.map((s) => s.specifier).join(", ")} type-check and load at ${elapsed()}`)
+      }
+    })
+  }
 }
 
+try {
+  await check()
+} catch (error) {
+  problem(error instanceof Error ? error.stack ?? error.message : String(error))
+}
 finish()
 
 function finish(): never {
