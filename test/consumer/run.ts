@@ -14,7 +14,8 @@
  *    - `tsc` (`module: nodenext`, `strict`, `skipLibCheck: false`) over a
  *      program that imports every subpath (generated from "exports", so a new
  *      subpath is covered without editing this file) and uses one export of
- *      each, plus `app/main.ts` and the README's TestClock test;
+ *      each, plus `app/main.ts`, `examples/quickstart.ts` (the README's
+ *      first example) and the README's TestClock test;
  *    - `app/main.ts` runs: it starts, a request is in flight, SIGTERM, the
  *      request is answered, exit 0;
  *    - the README's TestClock test passes under vitest.
@@ -479,8 +480,12 @@ const check = async () => {
     writeFileSync(join(dir, "subpaths.ts"), subpathsModule(subpaths, exportsOf))
     writeFileSync(join(dir, "main.ts"), readFileSync(join(appTemplate, "main.ts"), "utf8"))
     writeFileSync(join(dir, "readme.test.ts"), readmeTest())
+    // The README's first example (type-checked only: it listens on port 3000).
+    writeFileSync(join(dir, "quickstart.ts"), readFileSync(join(root, "examples", "quickstart.ts"), "utf8"))
     if (await typecheck(variant.label, dir) !== undefined) {
-      console.log(`  ok   ${variant.label}: ${subpaths.length} subpaths, main.ts and the README test type-check at ${elapsed()}`)
+      console.log(
+        `  ok   ${variant.label}: ${subpaths.length} subpaths, main.ts, the README's quickstart and test type-check at ${elapsed()}`
+      )
     }
     await runMain(variant.label, dir)
     const vitest = await step(`${variant.label}: the README's TestClock test (vitest)`, process.execPath, [
