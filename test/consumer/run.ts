@@ -228,7 +228,8 @@ const subpaths: Array<Subpath> = Object.entries(pkg.exports)
 
 /**
  * The packages a subpath's emitted files import (static, dynamic and
- * `import("x")` types), following its relative imports.
+ * `import("x")` types, and `/// <reference types>`), following its relative
+ * imports.
  */
 const importedPackages = (packageDir: string, subpath: Subpath): Set<string> => {
   const seen = new Set<string>()
@@ -249,6 +250,10 @@ const importedPackages = (packageDir: string, subpath: Subpath): Set<string> => 
       } else if (!isBuiltin(fileName)) {
         packages.add(packageName(fileName))
       }
+    }
+    // `/// <reference types="x" />` needs x (or @types/x) as much as an import does.
+    for (const { fileName } of info.typeReferenceDirectives) {
+      if (fileName !== "node") packages.add(packageName(fileName.replace(/^@types\/(?:(.+)__)?/, (_, scope?: string) => scope === undefined ? "" : `@${scope}/`)))
     }
   }
   for (const file of subpath.files) visit(join(packageDir, file))
