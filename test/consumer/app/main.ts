@@ -12,15 +12,13 @@ import { Effect, Layer, Queue } from "effect"
 import { Graceful, Health, Http, InFlight, Lifecycle, Resource } from "effect-graceful"
 import * as Jsonl from "effect-graceful/Jsonl"
 import * as Worker from "effect-graceful/Worker"
-import { mkdtempSync } from "node:fs"
 import * as NodeHttp from "node:http"
-import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { subpaths } from "./subpaths.ts"
 
 const Main = Layer.effectDiscard(Effect.gen(function*() {
-  const dir = mkdtempSync(join(tmpdir(), "effect-graceful-consumer-app-"))
-  const audit = yield* Jsonl.make(join(dir, "audit.jsonl"), { timeout: "1 second" })
+  // In the scratch app's directory, which the check removes.
+  const audit = yield* Jsonl.make(join(import.meta.dirname, "audit.jsonl"), { timeout: "1 second" })
   const db = yield* Resource.make(
     "db",
     Effect.succeed({ ping: Effect.void }),
