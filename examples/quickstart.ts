@@ -1,10 +1,10 @@
 // The README's 20-line example, kept compiling (`npm run typecheck`) and runnable:
-// node examples/quickstart.ts, then curl localhost:3000/work and Ctrl-C.
+// node --conditions=@effect-graceful/source examples/quickstart.ts, then curl localhost:3000/work and Ctrl-C.
 import { NodeRuntime } from "@effect/platform-node"
 import { Effect, Layer } from "effect"
 import { HttpRouter, HttpServerResponse } from "effect/http"
 import { createServer } from "node:http"
-import { Graceful, Health, Http, Resource } from "../src/index.ts"
+import { Graceful, Health, Http, Resource } from "effect-graceful"
 
 const openDb = Effect.sync(() => ({ ping: async () => {}, close: async () => {} })) // your client here
 

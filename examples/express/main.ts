@@ -6,7 +6,7 @@
 import express from "express"
 import * as http from "node:http"
 import { Effect, Layer } from "effect"
-import { Graceful, Http } from "../../src/index.ts"
+import { Graceful, Http } from "effect-graceful"
 
 const port = Number(process.env.PORT ?? 3000)
 const host = process.env.HOST ?? "127.0.0.1"

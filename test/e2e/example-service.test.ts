@@ -47,7 +47,11 @@ afterEach(() => {
 
 /** Starts `file` and resolves once it prints `listening on http://127.0.0.1:<port>`. */
 const spawnListening = async (file: string, env: Record<string, string>) => {
-  const child = spawn(process.execPath, [file], { env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] })
+  // The examples import `effect-graceful` by name; the condition resolves it to src (package.json "exports").
+  const child = spawn(process.execPath, ["--conditions=@effect-graceful/source", file], {
+    env: { ...process.env, ...env },
+    stdio: ["ignore", "pipe", "pipe"]
+  })
   let output = ""
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
     child.on("exit", (code, signal) => resolve({ code, signal }))
