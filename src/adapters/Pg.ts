@@ -389,19 +389,33 @@ const connectingClients = (pool: pg.Pool): ReadonlyArray<pg.ClientBase> => {
 
 const loadPg = Effect.promise(() => import("pg")).pipe(Effect.map((module) => module.default))
 
+/** The client class a pool makes its connections with (pg-pool's `Client`, undeclared by @types/pg). */
+type ClientClass = new(config: pg.ClientConfig) => pg.Client
+
+const clientClassOf = (pool: pg.Pool): Promise<ClientClass> => {
+  const own = (pool as unknown as { readonly Client?: unknown }).Client
+  return typeof own === "function"
+    ? Promise.resolve(own as ClientClass)
+    : import("pg").then((module) => module.default.Client)
+}
+
 /**
- * Opens a connection of its own with the pool's configuration, runs
- * `SELECT 1` and closes it. Interruptible: the socket is destroyed at once.
- * Not through the pool, so that an attempt abandoned at start-up leaves
- * nothing for the pool's release to wait for.
+ * Opens a connection of its own, with the pool's client class and
+ * configuration, runs `SELECT 1` and closes it. Interruptible: the socket
+ * is destroyed at once. Not through the pool, so that an attempt abandoned
+ * at start-up leaves nothing for the pool's release to wait for.
  */
-const probe = (config: pg.ClientConfig, onError: (error: unknown) => PgQueryError): Effect.Effect<void, PgQueryError> =>
+const probe = (
+  pool: pg.Pool,
+  config: pg.ClientConfig,
+  onError: (error: unknown) => PgQueryError
+): Effect.Effect<void, PgQueryError> =>
   Effect.callback<void, PgQueryError>((resume) => {
     let client: pg.Client | undefined
     let abandoned = false
-    import("pg").then(async ({ default: pgModule }) => {
+    clientClassOf(pool).then(async (Client) => {
       if (abandoned) return
-      client = new pgModule.Client(config)
+      client = new Client(config)
       client.on("error", () => {
         // errors reach the caller through connect and query
       })
@@ -697,7 +711,7 @@ const manage = (pool: pg.Pool, options: PoolOptions) =>
     let lastReason = "the server did not answer"
     const attempt = Effect.suspend(() => {
       attempts++
-      return probe({ ...config, connectionTimeoutMillis: connectTimeoutMs }, queryError)
+      return probe(pool, { ...config, connectionTimeoutMillis: connectTimeoutMs }, queryError)
     })
     const checkConnection = attempt.pipe(
       Effect.tapError((error) =>
