@@ -349,13 +349,13 @@ const open = (path: string, options: JsonlOptions) =>
  *
  * @example
  * ```ts
- * import { Effect } from "effect"
+ * import { Clock, Effect } from "effect"
  * import { Graceful } from "effect-graceful"
  * import * as Jsonl from "effect-graceful/Jsonl"
  *
  * const program = Effect.gen(function*() {
  *   const events = yield* Jsonl.make("events.jsonl", { durability: "fsync" })
- *   yield* events.write({ type: "started", at: Date.now() })
+ *   yield* events.write({ type: "started", at: yield* Clock.currentTimeMillis })
  *   return yield* Effect.never
  * })
  *
