@@ -94,12 +94,13 @@ import { PgPingError } from "./internal/pgPing.ts"
  * @since 0.1.0
  */
 export class PgQueryError extends Data.TaggedError("PgQueryError")<{
-  readonly name: string
+  /** The resource's name, as in logs and in the report (not `Error.name`, which stays the tag). */
+  readonly resource: string
   readonly reason: string
   readonly code: string | undefined
 }> {
   override get message(): string {
-    return `${this.name}: ${this.reason}${this.code === undefined ? "" : ` (SQLSTATE ${this.code})`}`
+    return `${this.resource}: ${this.reason}${this.code === undefined ? "" : ` (SQLSTATE ${this.code})`}`
   }
 }
 
@@ -114,7 +115,7 @@ export class PgQueryError extends Data.TaggedError("PgQueryError")<{
  * import * as Pg from "effect-graceful/Pg"
  *
  * const error = new Pg.PgConnectError({
- *   name: "postgres",
+ *   resource: "postgres",
  *   endpoint: "db.internal:5432",
  *   attempts: 7,
  *   timeoutMs: 10000,
@@ -128,7 +129,8 @@ export class PgQueryError extends Data.TaggedError("PgQueryError")<{
  * @since 0.2.0
  */
 export class PgConnectError extends Data.TaggedError("PgConnectError")<{
-  readonly name: string
+  /** The resource's name, as in logs and in the report (not `Error.name`, which stays the tag). */
+  readonly resource: string
   /** `host:port` (or the socket path) of the server. */
   readonly endpoint: string
   readonly attempts: number
@@ -139,8 +141,8 @@ export class PgConnectError extends Data.TaggedError("PgConnectError")<{
 }> {
   override get message(): string {
     return this.timeoutMs === undefined
-      ? `${this.name}: cannot connect to Postgres at ${this.endpoint}: ${this.reason}`
-      : `${this.name}: cannot connect to Postgres at ${this.endpoint} within ${this.timeoutMs} ms (${this.attempts} ${
+      ? `${this.resource}: cannot connect to Postgres at ${this.endpoint}: ${this.reason}`
+      : `${this.resource}: cannot connect to Postgres at ${this.endpoint} within ${this.timeoutMs} ms (${this.attempts} ${
         this.attempts === 1 ? "attempt" : "attempts"
       }; last error: ${this.reason})`
   }
@@ -187,7 +189,7 @@ export interface UncancelledQuery {
  * import * as Pg from "effect-graceful/Pg"
  *
  * const error = new Pg.PgPoolReleaseError({
- *   name: "postgres",
+ *   resource: "postgres",
  *   cancelled: [{ pid: 4242, query: "SELECT pg_sleep(60)", runningMs: 2100 }],
  *   uncancelled: [],
  *   forced: 0,
@@ -202,7 +204,8 @@ export interface UncancelledQuery {
  * @since 0.1.0
  */
 export class PgPoolReleaseError extends Data.TaggedError("PgPoolReleaseError")<{
-  readonly name: string
+  /** The resource's name, as in logs and in the report (not `Error.name`, which stays the tag). */
+  readonly resource: string
   readonly cancelled: ReadonlyArray<CancelledQuery>
   /** Queries of interrupted work the server was not reached to cancel. */
   readonly uncancelled: ReadonlyArray<UncancelledQuery>
@@ -235,7 +238,7 @@ export class PgPoolReleaseError extends Data.TaggedError("PgPoolReleaseError")<{
       parts.push(`abandoned ${this.abandonedConnects} connection attempt(s) the server did not answer`)
     }
     if (!this.ended) parts.push("the pool did not end within its slice")
-    return `${this.name}: ${parts.join("; ")}`
+    return `${this.resource}: ${parts.join("; ")}`
   }
 }
 
@@ -575,7 +578,7 @@ const manage = (pool: pg.Pool, options: PoolOptions) =>
     pool.on("remove", onRemove)
     pool.on("error", onError)
 
-    const queryError = (error: unknown) => new PgQueryError({ name, reason: reasonOf(error), code: errorCode(error) })
+    const queryError = (error: unknown) => new PgQueryError({ resource: name, reason: reasonOf(error), code: errorCode(error) })
 
     /**
      * A pooled connection, within `connectTimeout`. Interruptible: if the
@@ -598,7 +601,7 @@ const manage = (pool: pg.Pool, options: PoolOptions) =>
         duration: connectTimeoutMs,
         orElse: () =>
           Effect.fail(
-            new PgQueryError({ name, reason: `no connection within ${connectTimeoutMs} ms`, code: undefined })
+            new PgQueryError({ resource: name, reason: `no connection within ${connectTimeoutMs} ms`, code: undefined })
           )
       })
     )
@@ -735,11 +738,11 @@ const manage = (pool: pg.Pool, options: PoolOptions) =>
         duration: connectTimeoutMs,
         orElse: () =>
           Effect.fail(
-            new PgConnectError({ name, endpoint, attempts, timeoutMs: connectTimeoutMs, reason: lastReason })
+            new PgConnectError({ resource: name, endpoint, attempts, timeoutMs: connectTimeoutMs, reason: lastReason })
           )
       }),
       Effect.catchTag("PgQueryError", (error) =>
-        Effect.fail(new PgConnectError({ name, endpoint, attempts, timeoutMs: undefined, reason: error.reason }))),
+        Effect.fail(new PgConnectError({ resource: name, endpoint, attempts, timeoutMs: undefined, reason: error.reason }))),
       Effect.asVoid
     )
 
@@ -815,7 +818,7 @@ const manage = (pool: pg.Pool, options: PoolOptions) =>
       }
       if (cancelled.length > 0 || uncancelled.length > 0 || forced > 0 || abandonedConnects > 0 || !endedInTime) {
         return yield* new PgPoolReleaseError({
-          name,
+          resource: name,
           cancelled,
           uncancelled: [...uncancelled],
           forced,
@@ -960,11 +963,11 @@ export const ping = (
   const timeoutMs = millisOr(options.timeout, 1_000)
   return Effect.tryPromise({
     try: () => pool.query("SELECT 1"),
-    catch: (error) => new PgPingError({ name, reason: reasonOf(error) })
+    catch: (error) => new PgPingError({ resource: name, reason: reasonOf(error) })
   }).pipe(
     Effect.timeoutOrElse({
       duration: timeoutMs,
-      orElse: () => Effect.fail(new PgPingError({ name, reason: `no answer within ${timeoutMs} ms` }))
+      orElse: () => Effect.fail(new PgPingError({ resource: name, reason: `no answer within ${timeoutMs} ms` }))
     }),
     Effect.asVoid
   )

@@ -124,18 +124,19 @@ export interface StreamsConnection extends Connection {
  * ```ts
  * import * as Redis from "effect-graceful/Redis"
  *
- * const error = new Redis.RedisConnectError({ name: "orders subscriber", reason: "connect ECONNREFUSED 127.0.0.1:6379" })
+ * const error = new Redis.RedisConnectError({ resource: "orders subscriber", reason: "connect ECONNREFUSED 127.0.0.1:6379" })
  * error.message // "orders subscriber: cannot connect to Redis: connect ECONNREFUSED 127.0.0.1:6379"
  * ```
  *
  * @since 0.1.0
  */
 export class RedisConnectError extends Data.TaggedError("RedisConnectError")<{
-  readonly name: string
+  /** The resource's name, as in logs and in the report (not `Error.name`, which stays the tag). */
+  readonly resource: string
   readonly reason: string
 }> {
   override get message(): string {
-    return `${this.name}: cannot connect to Redis: ${this.reason}`
+    return `${this.resource}: cannot connect to Redis: ${this.reason}`
   }
 }
 
@@ -147,19 +148,20 @@ export class RedisConnectError extends Data.TaggedError("RedisConnectError")<{
  * ```ts
  * import * as Redis from "effect-graceful/Redis"
  *
- * const error = new Redis.RedisCommandError({ name: "orders", command: "XREADGROUP", reason: "NOGROUP No such key" })
+ * const error = new Redis.RedisCommandError({ resource: "orders", command: "XREADGROUP", reason: "NOGROUP No such key" })
  * error.message // "orders: XREADGROUP failed: NOGROUP No such key"
  * ```
  *
  * @since 0.1.0
  */
 export class RedisCommandError extends Data.TaggedError("RedisCommandError")<{
-  readonly name: string
+  /** The resource's name, as in logs and in the report (not `Error.name`, which stays the tag). */
+  readonly resource: string
   readonly command: string
   readonly reason: string
 }> {
   override get message(): string {
-    return `${this.name}: ${this.command} failed: ${this.reason}`
+    return `${this.resource}: ${this.command} failed: ${this.reason}`
   }
 }
 
@@ -167,7 +169,7 @@ export class RedisCommandError extends Data.TaggedError("RedisCommandError")<{
 const command = <A>(name: string, commandName: string, run: () => Promise<A>) =>
   Effect.tryPromise({
     try: run,
-    catch: (error) => new RedisCommandError({ name, command: commandName, reason: reasonOf(error) })
+    catch: (error) => new RedisCommandError({ resource: name, command: commandName, reason: reasonOf(error) })
   })
 
 /** node-redis 5 throws when destroying a client that is not open. */
@@ -270,7 +272,7 @@ export const connect = <C extends Connection>(
           if (!abandoned) resume(Effect.void)
         },
         (error: unknown) => {
-          if (!abandoned) resume(Effect.fail(new RedisConnectError({ name, reason: reasonOf(error) })))
+          if (!abandoned) resume(Effect.fail(new RedisConnectError({ resource: name, reason: reasonOf(error) })))
         }
       )
       return Effect.sync(() => {
@@ -282,7 +284,7 @@ export const connect = <C extends Connection>(
         orElse: () =>
           Effect.fail(
             new RedisConnectError({
-              name,
+              resource: name,
               reason: `no connection within ${connectTimeoutMs} ms` +
                 (lastError === undefined ? "" : ` (${attempts} failed attempts; last error: ${lastError})`)
             })
@@ -744,7 +746,7 @@ export const consume = <R>(
         startRead().then(
           () => resume(Effect.void),
           (error: unknown) =>
-            resume(Effect.fail(new RedisCommandError({ name, command: "XREADGROUP", reason: reasonOf(error) })))
+            resume(Effect.fail(new RedisCommandError({ resource: name, command: "XREADGROUP", reason: reasonOf(error) })))
         )
       }).pipe(
         Effect.tapError((error) => error.reason.startsWith("NOGROUP") ? ensureGroup.pipe(Effect.ignore) : Effect.void),

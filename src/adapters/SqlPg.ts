@@ -144,10 +144,10 @@ export const sqlPing = (
   const name = options.name ?? "postgres"
   const timeoutMs = millisOr(options.timeout, 1_000)
   return SqlClient.SqlClient.use((sql) => sql`SELECT 1`).pipe(
-    Effect.mapError((error) => new PgPingError({ name, reason: reasonOf(error) })),
+    Effect.mapError((error) => new PgPingError({ resource: name, reason: reasonOf(error) })),
     Effect.timeoutOrElse({
       duration: timeoutMs,
-      orElse: () => Effect.fail(new PgPingError({ name, reason: `no answer within ${timeoutMs} ms` }))
+      orElse: () => Effect.fail(new PgPingError({ resource: name, reason: `no answer within ${timeoutMs} ms` }))
     }),
     Effect.asVoid
   )

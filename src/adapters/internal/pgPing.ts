@@ -14,7 +14,7 @@ import * as Data from "effect/Data"
  * ```ts
  * import * as Pg from "effect-graceful/Pg"
  *
- * const error = new Pg.PgPingError({ name: "postgres", reason: "no answer within 2000 ms" })
+ * const error = new Pg.PgPingError({ resource: "postgres", reason: "no answer within 2000 ms" })
  * error.message // "postgres: ping failed: no answer within 2000 ms"
  * ```
  *
@@ -22,10 +22,11 @@ import * as Data from "effect/Data"
  * @since 0.1.0
  */
 export class PgPingError extends Data.TaggedError("PgPingError")<{
-  readonly name: string
+  /** The resource's name, as in logs and in the report (not `Error.name`, which stays the tag). */
+  readonly resource: string
   readonly reason: string
 }> {
   override get message(): string {
-    return `${this.name}: ping failed: ${this.reason}`
+    return `${this.resource}: ping failed: ${this.reason}`
   }
 }
