@@ -273,7 +273,9 @@ export interface PoolOptions {
    *   connection (a new one, or a free one) before they fail with
    *   {@link PgQueryError}.
    * - A pool whose `connectionTimeoutMillis` is not set gets this value, so
-   *   `pg` itself abandons a connection attempt the server never answers.
+   *   `pg` itself abandons a connection attempt the server never answers,
+   *   and `pool.query` / `pool.connect` called directly (an Express
+   *   handler) stop waiting for a free connection after it too.
    */
   readonly connectTimeout?: Duration.Input | undefined
 }

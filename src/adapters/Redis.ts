@@ -28,6 +28,14 @@
  * `claimEvery`. Delivery is at least once; each successful run is
  * acknowledged exactly once. It is built on the generic `Worker`.
  *
+ * **Connecting** ({@link connect}; `subscribe` and `consume` connect the same
+ * way). node-redis retries a refused or dropped connection forever and
+ * reports each failure only as an `error` event. Here each failed attempt is
+ * logged, connecting is bounded by `connectTimeout` (default 10 seconds;
+ * at the deadline the connection is destroyed and the acquisition fails with
+ * a {@link RedisConnectError} carrying the last error), and a signal during
+ * the retries stops the start-up at once.
+ *
  * `redis` is an optional peer dependency: this module uses only the client
  * you pass in.
  *
@@ -58,6 +66,7 @@ import { reasonOf } from "../internal/errors.ts"
  * `createClient()` (connected or not) fits; the module only uses its
  * `duplicate()`s, never the client itself.
  *
+ * @category clients
  * @since 0.1.0
  */
 export interface Connection {
@@ -70,6 +79,7 @@ export interface Connection {
 /**
  * A node-redis client that pub/sub connections can be duplicated from.
  *
+ * @category clients
  * @since 0.1.0
  */
 export interface PubSubClient {
@@ -77,6 +87,7 @@ export interface PubSubClient {
 }
 
 /**
+ * @category clients
  * @since 0.1.0
  */
 export interface PubSubConnection extends Connection {
@@ -89,6 +100,7 @@ export interface PubSubConnection extends Connection {
 /**
  * A node-redis client that Streams connections can be duplicated from.
  *
+ * @category clients
  * @since 0.1.0
  */
 export interface StreamsClient {
@@ -96,6 +108,7 @@ export interface StreamsClient {
 }
 
 /**
+ * @category clients
  * @since 0.1.0
  */
 export interface StreamsConnection extends Connection {
@@ -128,6 +141,7 @@ export interface StreamsConnection extends Connection {
  * error.message // "orders subscriber: cannot connect to Redis: connect ECONNREFUSED 127.0.0.1:6379"
  * ```
  *
+ * @category errors
  * @since 0.1.0
  */
 export class RedisConnectError extends Data.TaggedError("RedisConnectError")<{
@@ -152,6 +166,7 @@ export class RedisConnectError extends Data.TaggedError("RedisConnectError")<{
  * error.message // "orders: XREADGROUP failed: NOGROUP No such key"
  * ```
  *
+ * @category errors
  * @since 0.1.0
  */
 export class RedisCommandError extends Data.TaggedError("RedisCommandError")<{
@@ -322,6 +337,7 @@ export const connect = <C extends Connection>(
  * One pub/sub message: the channel it came on, its payload, and the pattern
  * that matched it (for pattern subscriptions).
  *
+ * @category models
  * @since 0.1.0
  */
 export interface Message {
@@ -333,6 +349,7 @@ export interface Message {
 /**
  * Options of {@link subscribe}.
  *
+ * @category models
  * @since 0.1.0
  */
 export interface SubscribeOptions<R> {
@@ -354,6 +371,7 @@ export interface SubscribeOptions<R> {
  * Counters of a subscription: messages received, handled (successfully),
  * failed, and dropped (arrived after Closing).
  *
+ * @category models
  * @since 0.1.0
  */
 export interface SubscriptionStats {
@@ -367,6 +385,7 @@ export interface SubscriptionStats {
 /**
  * A running subscription.
  *
+ * @category models
  * @since 0.1.0
  */
 export interface Subscription {
@@ -403,6 +422,7 @@ export interface Subscription {
  * Effect.runFork(Graceful.run(program))
  * ```
  *
+ * @category constructors
  * @since 0.1.0
  */
 export const subscribe = <R>(
@@ -488,6 +508,7 @@ export const subscribe = <R>(
 /**
  * One stream entry: its stream, its id and its fields.
  *
+ * @category models
  * @since 0.1.0
  */
 export interface StreamEntry {
@@ -499,6 +520,7 @@ export interface StreamEntry {
 /**
  * Options of {@link consume}.
  *
+ * @category models
  * @since 0.1.0
  */
 export interface ConsumeOptions<R> {
@@ -551,6 +573,7 @@ export interface ConsumeOptions<R> {
  * other consumers and acknowledgements that found the entry already
  * acknowledged.
  *
+ * @category models
  * @since 0.1.0
  */
 export interface ConsumerStats extends Worker.WorkerStats {
@@ -561,6 +584,7 @@ export interface ConsumerStats extends Worker.WorkerStats {
 /**
  * A running Streams consumer.
  *
+ * @category models
  * @since 0.1.0
  */
 export interface Consumer {
@@ -644,6 +668,7 @@ const nextIdOf = (reply: unknown): string =>
  * Effect.runFork(Graceful.run(program))
  * ```
  *
+ * @category constructors
  * @since 0.1.0
  */
 export const consume = <R>(
