@@ -531,186 +531,201 @@ interface Loan {
   discard: boolean
 }
 
-const manage = (pool: pg.Pool, options: PoolOptions) =>
-  Effect.gen(function*() {
-    const name = options.name ?? "postgres"
-    const pingTimeoutMs = millisOr(options.pingTimeout, 1_000)
-    const connectTimeoutMs = Math.max(1, millisOr(options.connectTimeout, 10_000))
-    const lifecycle = yield* Lifecycle.Lifecycle
-    const context = yield* Effect.context<never>()
-    const runFork = Effect.runForkWith(context)
-    const checkedOut = new Set<pg.PoolClient>()
-    // Cancel requests for interrupted work that did not reach the server
-    // during the shutdown: the release reports them.
-    const uncancelled: Array<UncancelledQuery> = []
-    // pg reads the pool's options at each new connection: without a
-    // connection timeout, an attempt the server never answers (a frozen
-    // server, a port that is not Postgres) would hang forever, and with it
-    // `pool.end()`.
-    if (!pool.options.connectionTimeoutMillis) pool.options.connectionTimeoutMillis = connectTimeoutMs
-    const config: pg.ClientConfig = pool.options
+/** What the parts of a managed pool share. */
+interface PoolState {
+  readonly name: string
+  readonly pool: pg.Pool
+  readonly config: pg.ClientConfig
+  readonly connectTimeoutMs: number
+  readonly lifecycle: Lifecycle.LifecycleService
+  readonly runFork: <A, E>(effect: Effect.Effect<A, E>) => unknown
+  /** Connections lent now (by the adapter or by code using the pool directly). */
+  readonly checkedOut: Set<pg.PoolClient>
+  /** Cancel requests for interrupted work that did not reach the server during the shutdown. */
+  readonly uncancelled: Array<UncancelledQuery>
+  readonly queryError: (error: unknown) => PgQueryError
+}
 
-    // A lent connection that fails (a reset mid-query, the server going
-    // away) makes pg fail the query running on it and then emit `error` on
-    // the client; the pool listens only to idle clients, so without this
-    // listener that `error` would be an uncaught exception. The pool discards
-    // the client when it comes back (`_queryable` is false by then).
-    const failed = new WeakSet<pg.PoolClient>()
-    const onLentError = function(this: pg.PoolClient, error: Error) {
-      if (failed.has(this)) return
-      failed.add(this)
-      runFork(Effect.logWarning(`${name}: a connection in use failed; its query fails and it is discarded`, reasonOf(error)))
-    }
-    const onAcquire = (client: pg.PoolClient) => {
-      checkedOut.add(client)
-      client.on("error", onLentError)
-    }
-    const onRelease = (_error: Error | undefined, client: pg.PoolClient) => {
-      checkedOut.delete(client)
-      client.off("error", onLentError)
-    }
-    const onRemove = (client: pg.PoolClient) => void checkedOut.delete(client)
-    // An idle connection that dies emits `error` on the pool; with no
-    // listener that would crash the process.
-    const onError = (error: Error) => {
-      runFork(Effect.logWarning(`${name}: an idle connection failed and was removed`, reasonOf(error)))
-    }
-    pool.on("acquire", onAcquire)
-    pool.on("release", onRelease)
-    pool.on("remove", onRemove)
-    pool.on("error", onError)
+/**
+ * Follows the pool's connections: which are lent, and errors on idle and
+ * lent ones. Returns what undoes it (the pool's `error` listener stays:
+ * an idle connection can still fail after the release).
+ */
+const watchPool = (state: PoolState): () => void => {
+  const { checkedOut, name, pool, runFork } = state
+  // A lent connection that fails (a reset mid-query, the server going
+  // away) makes pg fail the query running on it and then emit `error` on
+  // the client; the pool listens only to idle clients, so without this
+  // listener that `error` would be an uncaught exception. The pool discards
+  // the client when it comes back (`_queryable` is false by then).
+  const failed = new WeakSet<pg.PoolClient>()
+  const onLentError = function(this: pg.PoolClient, error: Error) {
+    if (failed.has(this)) return
+    failed.add(this)
+    runFork(Effect.logWarning(`${name}: a connection in use failed; its query fails and it is discarded`, reasonOf(error)))
+  }
+  const onAcquire = (client: pg.PoolClient) => {
+    checkedOut.add(client)
+    client.on("error", onLentError)
+  }
+  const onRelease = (_error: Error | undefined, client: pg.PoolClient) => {
+    checkedOut.delete(client)
+    client.off("error", onLentError)
+  }
+  const onRemove = (client: pg.PoolClient) => void checkedOut.delete(client)
+  // An idle connection that dies emits `error` on the pool; with no
+  // listener that would crash the process.
+  const onError = (error: Error) => {
+    runFork(Effect.logWarning(`${name}: an idle connection failed and was removed`, reasonOf(error)))
+  }
+  pool.on("acquire", onAcquire)
+  pool.on("release", onRelease)
+  pool.on("remove", onRemove)
+  pool.on("error", onError)
+  return () => {
+    pool.off("acquire", onAcquire)
+    pool.off("release", onRelease)
+    pool.off("remove", onRemove)
+  }
+}
 
-    const queryError = (error: unknown) => new PgQueryError({ resource: name, reason: reasonOf(error), code: errorCode(error) })
+/** `withClient` and `transaction`: connections lent to Effects, given back however they end. */
+const makeLending = (state: PoolState) => {
+  const { config, connectTimeoutMs, lifecycle, name, pool, queryError, runFork, uncancelled } = state
 
-    /**
-     * A pooled connection, within `connectTimeout`. Interruptible: if the
-     * caller stops waiting (interrupted, timed out), the connection is
-     * returned on arrival.
-     */
-    const connect = Effect.callback<pg.PoolClient, PgQueryError>((resume) => {
-      let abandoned = false
-      pool.connect().then(
-        (client) => abandoned ? client.release() : resume(Effect.succeed(client)),
-        (error) => {
-          if (!abandoned) resume(Effect.fail(queryError(error)))
+  /**
+   * A pooled connection, within `connectTimeout`. Interruptible: if the
+   * caller stops waiting (interrupted, timed out), the connection is
+   * returned on arrival.
+   */
+  const connect = Effect.callback<pg.PoolClient, PgQueryError>((resume) => {
+    let abandoned = false
+    pool.connect().then(
+      (client) => abandoned ? client.release() : resume(Effect.succeed(client)),
+      (error) => {
+        if (!abandoned) resume(Effect.fail(queryError(error)))
+      }
+    )
+    return Effect.sync(() => {
+      abandoned = true
+    })
+  }).pipe(
+    Effect.timeoutOrElse({
+      duration: connectTimeoutMs,
+      orElse: () =>
+        Effect.fail(
+          new PgQueryError({ resource: name, reason: `no connection within ${connectTimeoutMs} ms`, code: undefined })
+        )
+    })
+  )
+
+  const makeClientQuery = (client: pg.PoolClient, running: Loan): ClientQuery => ({
+    client,
+    query: <R extends pg.QueryResultRow>(text: string, values?: ReadonlyArray<unknown>) =>
+      Effect.callback<pg.QueryResult<R>, PgQueryError>((resume) => {
+        running.count++
+        client.query<R>(text, values as Array<unknown> | undefined).then(
+          (result) => {
+            running.count--
+            resume(Effect.succeed(result))
+          },
+          (error: unknown) => {
+            running.count--
+            resume(Effect.fail(queryError(error)))
+          }
+        )
+      })
+  })
+
+  /**
+   * Gets rid of a connection whose state is unknown (interrupted, or a
+   * failed ROLLBACK): a query may still run on it, so cancel it on the
+   * server first (within {@link CANCEL_TIMEOUT_MS}), then close the
+   * connection (a transaction left open is rolled back). Until then it
+   * stays checked out, so the pool's release waits for it.
+   */
+  const discard = (loan: Loan) => {
+    const { client } = loan
+    const pid = backendPid(client)
+    void (loan.count > 0 && pid !== undefined
+      ? cancelBackends(config, name, [pid], CANCEL_TIMEOUT_MS).then(
+        () => undefined,
+        (error: unknown) => {
+          const reason = reasonOf(error)
+          if (Lifecycle.isAtLeast(lifecycle.phaseUnsafe(), "Draining")) uncancelled.push({ pid, reason })
+          runFork(Effect.logWarning(`${name}: could not cancel the query of interrupted work (pid ${pid})`, reason))
         }
       )
-      return Effect.sync(() => {
-        abandoned = true
-      })
-    }).pipe(
-      Effect.timeoutOrElse({
-        duration: connectTimeoutMs,
-        orElse: () =>
-          Effect.fail(
-            new PgQueryError({ resource: name, reason: `no connection within ${connectTimeoutMs} ms`, code: undefined })
-          )
+      : Promise.resolve()
+    ).then(() => {
+      // A query still running on a server that does not answer: close the
+      // socket itself, so nothing waits for the server's side of the close.
+      if (loan.count > 0) destroySocket(client)
+      client.release(new Error(`${name}: connection discarded after an interruption`))
+    })
+  }
+
+  const giveBack = (loan: Loan, exit: Exit.Exit<unknown, unknown>) =>
+    Effect.sync(() => {
+      if (loan.discard || loan.count > 0 || (Exit.isFailure(exit) && Exit.hasInterrupts(exit))) discard(loan)
+      else loan.client.release()
+    })
+
+  /**
+   * Lends a connection to `use`, and gives it back however `use` ends.
+   * Unlike `acquireUseRelease`, waiting for the connection stays
+   * interruptible: a cut must not wait for a server that does not answer.
+   */
+  const lend = <A, E, R>(use: (loan: Loan) => Effect.Effect<A, E, R>): Effect.Effect<A, E | PgQueryError, R> =>
+    Effect.uninterruptibleMask((restore) =>
+      Effect.flatMap(restore(connect), (client) => {
+        const loan: Loan = { client, count: 0, discard: false }
+        return Effect.exit(restore(use(loan))).pipe(
+          Effect.tap((exit) => giveBack(loan, exit)),
+          Effect.flatten
+        )
       })
     )
 
-    const makeClientQuery = (client: pg.PoolClient, running: Loan): ClientQuery => ({
-      client,
-      query: <R extends pg.QueryResultRow>(text: string, values?: ReadonlyArray<unknown>) =>
-        Effect.callback<pg.QueryResult<R>, PgQueryError>((resume) => {
-          running.count++
-          client.query<R>(text, values as Array<unknown> | undefined).then(
-            (result) => {
-              running.count--
-              resume(Effect.succeed(result))
-            },
-            (error: unknown) => {
-              running.count--
-              resume(Effect.fail(queryError(error)))
-            }
-          )
-        })
-    })
+  const withClient = <A, E, R>(
+    f: (client: ClientQuery) => Effect.Effect<A, E, R>
+  ): Effect.Effect<A, E | PgQueryError, R> => lend((loan) => f(makeClientQuery(loan.client, loan)))
 
-    /**
-     * Gets rid of a connection whose state is unknown (interrupted, or a
-     * failed ROLLBACK): a query may still run on it, so cancel it on the
-     * server first (within {@link CANCEL_TIMEOUT_MS}), then close the
-     * connection (a transaction left open is rolled back). Until then it
-     * stays checked out, so the pool's release waits for it.
-     */
-    const discard = (loan: Loan) => {
-      const { client } = loan
-      const pid = backendPid(client)
-      void (loan.count > 0 && pid !== undefined
-        ? cancelBackends(config, name, [pid], CANCEL_TIMEOUT_MS).then(
-          () => undefined,
-          (error: unknown) => {
-            const reason = reasonOf(error)
-            if (Lifecycle.isAtLeast(lifecycle.phaseUnsafe(), "Draining")) uncancelled.push({ pid, reason })
-            runFork(
-              Effect.logWarning(`${name}: could not cancel the query of interrupted work (pid ${pid})`, reason)
-            )
-          }
-        )
-        : Promise.resolve()
-      ).then(() => {
-        // A query still running on a server that does not answer: close the
-        // socket itself, so nothing waits for the server's side of the close.
-        if (loan.count > 0) destroySocket(client)
-        client.release(new Error(`${name}: connection discarded after an interruption`))
-      })
-    }
-
-    const giveBack = (loan: Loan, exit: Exit.Exit<unknown, unknown>) =>
-      Effect.sync(() => {
-        if (loan.discard || loan.count > 0 || (Exit.isFailure(exit) && Exit.hasInterrupts(exit))) discard(loan)
-        else loan.client.release()
-      })
-
-    /**
-     * Lends a connection to `use`, and gives it back however `use` ends.
-     * Unlike `acquireUseRelease`, waiting for the connection stays
-     * interruptible: a cut must not wait for a server that does not answer.
-     */
-    const lend = <A, E, R>(use: (loan: Loan) => Effect.Effect<A, E, R>): Effect.Effect<A, E | PgQueryError, R> =>
+  const transaction = <A, E, R>(
+    f: (client: ClientQuery) => Effect.Effect<A, E, R>
+  ): Effect.Effect<A, E | PgQueryError, R> =>
+    lend((loan) =>
       Effect.uninterruptibleMask((restore) =>
-        Effect.flatMap(restore(connect), (client) => {
-          const loan: Loan = { client, count: 0, discard: false }
-          return Effect.exit(restore(use(loan))).pipe(
-            Effect.tap((exit) => giveBack(loan, exit)),
-            Effect.flatten
-          )
+        Effect.gen(function*() {
+          const client = makeClientQuery(loan.client, loan)
+          yield* restore(client.query("BEGIN"))
+          const exit = yield* Effect.exit(restore(f(client)))
+          if (Exit.isSuccess(exit)) {
+            // Once the work is done, COMMIT is not interrupted: a cut at
+            // this point must not turn finished work into a rollback.
+            yield* client.query("COMMIT")
+            return exit.value
+          }
+          // Interrupted: the connection is discarded (so the server rolls
+          // back) rather than made to wait for a ROLLBACK.
+          if (Exit.hasInterrupts(exit)) loan.discard = true
+          else yield* client.query("ROLLBACK").pipe(Effect.catch(() => Effect.sync(() => void (loan.discard = true))))
+          return yield* exit
         })
       )
+    )
 
-    const withClient = <A, E, R>(
-      f: (client: ClientQuery) => Effect.Effect<A, E, R>
-    ): Effect.Effect<A, E | PgQueryError, R> => lend((loan) => f(makeClientQuery(loan.client, loan)))
+  return { withClient, transaction }
+}
 
-    const transaction = <A, E, R>(
-      f: (client: ClientQuery) => Effect.Effect<A, E, R>
-    ): Effect.Effect<A, E | PgQueryError, R> =>
-      lend((loan) =>
-        Effect.uninterruptibleMask((restore) =>
-          Effect.gen(function*() {
-            const client = makeClientQuery(loan.client, loan)
-            yield* restore(client.query("BEGIN"))
-            const exit = yield* Effect.exit(restore(f(client)))
-            if (Exit.isSuccess(exit)) {
-              // Once the work is done, COMMIT is not interrupted: a cut at
-              // this point must not turn finished work into a rollback.
-              yield* client.query("COMMIT")
-              return exit.value
-            }
-            // Interrupted: the connection is discarded (so the server rolls
-            // back) rather than made to wait for a ROLLBACK.
-            if (Exit.hasInterrupts(exit)) loan.discard = true
-            else yield* client.query("ROLLBACK").pipe(Effect.catch(() => Effect.sync(() => void (loan.discard = true))))
-            return yield* exit
-          })
-        )
-      )
-
-    /**
-     * The first connection, at acquisition: connection failures are retried
-     * with a backoff (each logged) until `connectTimeout`; a refusal a retry
-     * does not fix fails at once.
-     */
+/**
+ * The first connection, at acquisition: connection failures are retried
+ * with a backoff (each logged) until `connectTimeout`; a refusal a retry
+ * does not fix fails at once.
+ */
+const checkConnection = (state: PoolState): Effect.Effect<void, PgConnectError> =>
+  Effect.suspend(() => {
+    const { config, connectTimeoutMs, name, pool, queryError } = state
     const endpoint = endpointOf(config)
     let attempts = 0
     let lastReason = "the server did not answer"
@@ -718,7 +733,7 @@ const manage = (pool: pg.Pool, options: PoolOptions) =>
       attempts++
       return probe(pool, { ...config, connectionTimeoutMillis: connectTimeoutMs }, queryError)
     })
-    const checkConnection = attempt.pipe(
+    return attempt.pipe(
       Effect.tapError((error) =>
         Effect.sync(() => {
           lastReason = error.reason
@@ -744,10 +759,111 @@ const manage = (pool: pg.Pool, options: PoolOptions) =>
           )
       }),
       Effect.catchTag("PgQueryError", (error) =>
-        Effect.fail(new PgConnectError({ resource: name, endpoint, attempts, timeoutMs: undefined, reason: error.reason }))),
+        Effect.fail(
+          new PgConnectError({ resource: name, endpoint, attempts, timeoutMs: undefined, reason: error.reason })
+        )),
       Effect.asVoid
     )
+  })
 
+/**
+ * The pool's release (see the module docs): end, give running queries the
+ * slice minus the grace, cancel, force, report. Time is read through
+ * Effect's `Clock`.
+ */
+const releasePool = (state: PoolState, options: PoolOptions): Effect.Effect<void, PgPoolReleaseError> =>
+  Effect.gen(function*() {
+    const { checkedOut, config, lifecycle, name, pool, uncancelled } = state
+    const remaining = yield* lifecycle.remainingMillis
+    const sliceMs = Math.min(millisOr(options.timeout) ?? Number.POSITIVE_INFINITY, remaining)
+    const graceMs = Math.min(millisOr(options.cancelGrace, 1_000), sliceMs / 2)
+    const clock = yield* Clock.Clock
+    const startedAt = clock.currentTimeMillisUnsafe()
+    const left = () => sliceMs - (clock.currentTimeMillisUnsafe() - startedAt)
+
+    // 1. Stop handing out connections; idle ones close now.
+    const ended = pool.ending ? Promise.resolve() : pool.end()
+    // 2. Queries in flight get the slice, minus the grace.
+    let endedInTime = yield* awaitPromise(ended, sliceMs - graceMs)
+    let cancelled: Array<CancelledQuery> = []
+    let forced = 0
+    let abandonedConnects = 0
+    if (!endedInTime) {
+      // 3. Cancel what is still running, from a separate connection.
+      const pids = [...checkedOut].map(backendPid).filter((pid): pid is number => pid !== undefined)
+      const activity = yield* Effect.tryPromise(() =>
+        cancelBackends(config, name, pids, Math.min(CANCEL_TIMEOUT_MS, Math.max(1, left() / 2)))
+      ).pipe(
+        Effect.catch((error) =>
+          Effect.logError(`${name}: could not cancel running queries`, reasonOf(error)).pipe(Effect.as([]))
+        )
+      )
+      cancelled = activity
+        .filter((row) => row.cancelled)
+        .map((row) => ({ pid: row.pid, query: row.query ?? "", runningMs: Number(row.running_ms ?? 0) }))
+      for (const query of cancelled) {
+        yield* Effect.logWarning(
+          `${name}: cancelled a query still running at the end of the release slice (pid ${query.pid}, running ${query.runningMs} ms)`,
+          query.query
+        )
+      }
+      endedInTime = yield* awaitPromise(ended, left() - Math.min(100, graceMs / 4))
+      if (!endedInTime) {
+        // 4. Whatever is still checked out (a leaked client, an open
+        //    transaction, a query on a server that does not answer) is
+        //    closed by force, so the pool can end; connections still being
+        //    opened (the server does not answer) are abandoned.
+        for (const client of [...checkedOut]) {
+          forced++
+          checkedOut.delete(client)
+          destroySocket(client)
+          try {
+            client.release(new Error(`${name}: closed by force at the end of the release slice`))
+          } catch {
+            // already released in the meantime
+          }
+        }
+        for (const client of connectingClients(pool)) {
+          abandonedConnects++
+          destroySocket(client)
+        }
+        endedInTime = yield* awaitPromise(ended, left())
+      }
+    }
+    if (cancelled.length > 0 || uncancelled.length > 0 || forced > 0 || abandonedConnects > 0 || !endedInTime) {
+      return yield* new PgPoolReleaseError({
+        resource: name,
+        cancelled,
+        uncancelled: [...uncancelled],
+        forced,
+        abandonedConnects,
+        ended: endedInTime
+      })
+    }
+  })
+
+const manage = (pool: pg.Pool, options: PoolOptions) =>
+  Effect.gen(function*() {
+    const name = options.name ?? "postgres"
+    const connectTimeoutMs = Math.max(1, millisOr(options.connectTimeout, 10_000))
+    // pg reads the pool's options at each new connection: without a
+    // connection timeout, an attempt the server never answers (a frozen
+    // server, a port that is not Postgres) would hang forever, and with it
+    // `pool.end()`.
+    if (!pool.options.connectionTimeoutMillis) pool.options.connectionTimeoutMillis = connectTimeoutMs
+    const state: PoolState = {
+      name,
+      pool,
+      config: pool.options,
+      connectTimeoutMs,
+      lifecycle: yield* Lifecycle.Lifecycle,
+      runFork: Effect.runForkWith(yield* Effect.context<never>()),
+      checkedOut: new Set(),
+      uncancelled: [],
+      queryError: (error) => new PgQueryError({ resource: name, reason: reasonOf(error), code: errorCode(error) })
+    }
+    const unwatch = watchPool(state)
+    const { transaction, withClient } = makeLending(state)
     const managed: ManagedPool = {
       name,
       pool,
@@ -755,88 +871,14 @@ const manage = (pool: pg.Pool, options: PoolOptions) =>
         withClient((client) => client.query<R>(text, values)),
       withClient,
       transaction,
-      ping: ping(pool, { name, timeout: pingTimeoutMs }),
-      checkedOut: () => checkedOut.size
+      ping: ping(pool, { name, timeout: millisOr(options.pingTimeout, 1_000) }),
+      checkedOut: () => state.checkedOut.size
     }
-
-    const release = Effect.gen(function*() {
-      const remaining = yield* lifecycle.remainingMillis
-      const timeoutMs = millisOr(options.timeout)
-      const sliceMs = Math.min(timeoutMs ?? Number.POSITIVE_INFINITY, remaining)
-      const graceMs = Math.min(millisOr(options.cancelGrace, 1_000), sliceMs / 2)
-      const clock = yield* Clock.Clock
-      const startedAt = clock.currentTimeMillisUnsafe()
-      const left = () => sliceMs - (clock.currentTimeMillisUnsafe() - startedAt)
-
-      // 1. Stop handing out connections; idle ones close now.
-      const ended = pool.ending ? Promise.resolve() : pool.end()
-      // 2. Queries in flight get the slice, minus the grace.
-      let endedInTime = yield* awaitPromise(ended, sliceMs - graceMs)
-      let cancelled: Array<CancelledQuery> = []
-      let forced = 0
-      let abandonedConnects = 0
-      if (!endedInTime) {
-        // 3. Cancel what is still running, from a separate connection.
-        const pids = [...checkedOut].map(backendPid).filter((pid): pid is number => pid !== undefined)
-        const activity = yield* Effect.tryPromise(() =>
-          cancelBackends(config, name, pids, Math.min(CANCEL_TIMEOUT_MS, Math.max(1, left() / 2)))
-        ).pipe(
-          Effect.catch((error) =>
-            Effect.logError(`${name}: could not cancel running queries`, reasonOf(error)).pipe(Effect.as([]))
-          )
-        )
-        cancelled = activity
-          .filter((row) => row.cancelled)
-          .map((row) => ({ pid: row.pid, query: row.query ?? "", runningMs: Number(row.running_ms ?? 0) }))
-        for (const query of cancelled) {
-          yield* Effect.logWarning(
-            `${name}: cancelled a query still running at the end of the release slice (pid ${query.pid}, running ${query.runningMs} ms)`,
-            query.query
-          )
-        }
-        endedInTime = yield* awaitPromise(ended, left() - Math.min(100, graceMs / 4))
-        // 4. Whatever is still checked out (a leaked client, an open
-        //    transaction, a query on a server that does not answer) is
-        //    closed by force, so the pool can end.
-        if (!endedInTime) {
-          for (const client of [...checkedOut]) {
-            forced++
-            checkedOut.delete(client)
-            destroySocket(client)
-            try {
-              client.release(new Error(`${name}: closed by force at the end of the release slice`))
-            } catch {
-              // already released in the meantime
-            }
-          }
-          // Connections still being opened (the server does not answer):
-          // nobody can use them any more, and the pool waits for them.
-          for (const client of connectingClients(pool)) {
-            abandonedConnects++
-            destroySocket(client)
-          }
-          endedInTime = yield* awaitPromise(ended, left())
-        }
-      }
-      if (cancelled.length > 0 || uncancelled.length > 0 || forced > 0 || abandonedConnects > 0 || !endedInTime) {
-        return yield* new PgPoolReleaseError({
-          resource: name,
-          cancelled,
-          uncancelled: [...uncancelled],
-          forced,
-          abandonedConnects,
-          ended: endedInTime
-        })
-      }
-    }).pipe(
-      Effect.ensuring(Effect.sync(() => {
-        pool.off("acquire", onAcquire)
-        pool.off("release", onRelease)
-        pool.off("remove", onRemove)
-      }))
-    )
-
-    return { managed, release, checkConnection }
+    return {
+      managed,
+      release: releasePool(state, options).pipe(Effect.ensuring(Effect.sync(unwatch))),
+      checkConnection: checkConnection(state)
+    }
   })
 
 /**
