@@ -15,6 +15,7 @@ import { join } from "node:path"
 import { afterEach, describe, expect, it } from "vitest"
 import type { Report } from "../../src/index.ts"
 import { type FaultProxy, startFaultProxy } from "../support/faultProxy.ts"
+import { start, uniqueName } from "./harness.ts"
 
 const main = join(import.meta.dirname, "..", "..", "examples", "service", "main.ts")
 const pgUrl = (port: number) => `postgres://postgres@127.0.0.1:${port}/test`
@@ -210,6 +211,35 @@ describe("Postgres faults under the example service", () => {
     // The database is what was stuck, and the report says so.
     expect(database?.outcome).toMatch(/failed|timedOut/)
     expect(database?.error ?? "").toMatch(/database \(postgres\)/)
+  })
+})
+
+describe("Postgres faults under a small app on the library (test/integration/fixtures/pg-service.ts)", () => {
+  it("tracked work waiting for a connection of a full pool is cut at the drain deadline; the releases run; exit before the budget", async () => {
+    const fixture = start("pg-service.ts", {
+      PG_MODE: "waiting",
+      PG_APP: uniqueName("it_waiting"),
+      PG_TABLE: "unused",
+      PG_MAX: "1",
+      PG_RELEASE_TIMEOUT: "2 seconds",
+      SHUTDOWN_TIMEOUT: "8 seconds",
+      SHUTDOWN_DRAIN_TIMEOUT: "1 second"
+    })
+    cleanups.push(() => fixture.cleanup())
+    await fixture.waitFor("query-waiting", 30_000)
+    const sentAt = fixture.kill("SIGTERM")
+    const exit = await fixture.exited
+    const report = fixture.report()
+    const exitMs = exit.at - sentAt
+    note(`pg-service waiting for a connection: exit ${exit.code} in ${exitMs} ms (budget 8000), outcome ${report.outcome}, cut ${JSON.stringify(report.cut.map((c) => c.label))}, releases ${JSON.stringify(report.releases.map((r) => `${r.name}:${r.outcome}`))}`)
+    expect(fixture.has("query-interrupted"), fixture.output()).toBe(true)
+    expect(report.outcome).not.toBe("watchdog")
+    expect(report.cut.map((c) => c.label)).toEqual(["waits for a connection"])
+    expect(report.releases.map((r) => r.name)).toEqual(["postgres", "events"])
+    expect(report.releases.find((r) => r.name === "events")?.outcome).toBe("released")
+    // The held connection is closed by force at the end of the pool's slice, and said so.
+    expect(report.releases.find((r) => r.name === "postgres")?.error ?? "").toContain("closed 1 checked-out connection(s) by force")
+    expect(exitMs).toBeLessThan(6_000)
   })
 })
 
