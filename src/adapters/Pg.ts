@@ -59,6 +59,7 @@ import * as Lifecycle from "../Lifecycle.ts"
 import * as Resource from "../Resource.ts"
 import { millisOr } from "../internal/duration.ts"
 import { reasonOf } from "../internal/errors.ts"
+import { PgPingError } from "./internal/pgPing.ts"
 
 export {
   /**
@@ -69,7 +70,6 @@ export {
    */
   PgPingError
 } from "./internal/pgPing.ts"
-import { PgPingError } from "./internal/pgPing.ts"
 
 // -----------------------------------------------------------------------------
 // errors
