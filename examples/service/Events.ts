@@ -98,6 +98,7 @@ const local = Effect.sync(() => {
   const broker = new LocalBroker()
   return {
     client: broker as Redis.PubSubClient,
+    connectTimeout: undefined,
     publish: (message: string) => Effect.sync(() => void broker.publish(channel, message))
   }
 })
@@ -147,7 +148,7 @@ export const EventsLive = Layer.effect(
     let received = 0
     yield* Redis.subscribe({
       client: broker.client,
-      connectTimeout: "connectTimeout" in broker ? broker.connectTimeout : undefined,
+      connectTimeout: broker.connectTimeout,
       channels: [channel],
       name: "subscription",
       timeout: "2 seconds",
