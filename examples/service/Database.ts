@@ -4,7 +4,10 @@
  * - `DATABASE_URL` set: a real Postgres through a managed `pg.Pool`
  *   (`effect-graceful/Pg`): at release it stops handing out connections,
  *   lets running queries finish within its slice, cancels what is left, and
- *   ends the pool.
+ *   ends the pool. `DATABASE_CONNECT_TIMEOUT` (default `10 seconds`) bounds
+ *   getting a connection: at start-up, retries included (each logged; a
+ *   signal stops them at once), and for every query after. A connection
+ *   reset under a query fails that request (500) and nothing else.
  * - unset: PGlite, Postgres compiled to WebAssembly, in this process (in
  *   memory, or in `PGLITE_DIR`), released by closing it (which also flushes
  *   it to disk).
@@ -13,7 +16,7 @@
  * `Health.addCheck`: `/health/ready` answers 503 while the database does not
  * answer `SELECT 1` within 1 s.
  */
-import { Context, Data, Effect, Layer, Option } from "effect"
+import { Config, Context, Data, Duration, Effect, Layer, Option } from "effect"
 import * as Health from "../../src/Health.ts"
 import * as Pg from "../../src/adapters/Pg.ts"
 import * as Resource from "../../src/Resource.ts"
@@ -29,7 +32,11 @@ import { ServiceConfig } from "./Config.ts"
  * const error = new DatabaseError({ reason: "connection refused" })
  * ```
  */
-export class DatabaseError extends Data.TaggedError("DatabaseError")<{ readonly reason: string }> {}
+export class DatabaseError extends Data.TaggedError("DatabaseError")<{ readonly reason: string }> {
+  override get message(): string {
+    return this.reason
+  }
+}
 
 /**
  * What the service needs of its database.
@@ -97,9 +104,15 @@ const pglite = (dir: string | undefined) =>
 
 const postgres = (url: string) =>
   Effect.gen(function*() {
+    // How long getting a connection may take: at start-up, retries included
+    // (each logged; a database that stays unreachable fails the start-up
+    // with the reason), and for each query after that.
+    const connectTimeout = yield* Config.Duration("DATABASE_CONNECT_TIMEOUT").pipe(
+      Config.withDefault(Duration.seconds(10))
+    )
     const pool = yield* Pg.makePool(
       { connectionString: url, application_name: "effect-graceful-example", max: 10 },
-      { name: "database (postgres)", timeout: "5 seconds" }
+      { name: "database (postgres)", timeout: "5 seconds", connectTimeout }
     )
     const run = <R extends object>(text: string, values?: Array<unknown>) =>
       pool.query<R>(text, values).pipe(Effect.mapError((error) => new DatabaseError({ reason: error.message })))

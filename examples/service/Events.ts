@@ -9,10 +9,9 @@
  * in the Releasing phase. With `REDIS_URL` it talks to a real Redis; without,
  * to {@link LocalBroker}, an in-process broker with the same interface.
  */
-import { Context, Effect, Layer, Option } from "effect"
+import { Config, Context, Duration, Effect, Layer, Option } from "effect"
 import { EventEmitter } from "node:events"
 import * as Redis from "../../src/adapters/Redis.ts"
-import * as Resource from "../../src/Resource.ts"
 import { ServiceConfig } from "./Config.ts"
 
 /** The channel completed work is announced on. */
@@ -99,6 +98,7 @@ const local = Effect.sync(() => {
   const broker = new LocalBroker()
   return {
     client: broker as Redis.PubSubClient,
+    connectTimeout: undefined,
     publish: (message: string) => Effect.sync(() => void broker.publish(channel, message))
   }
 })
@@ -106,20 +106,19 @@ const local = Effect.sync(() => {
 const redis = (url: string) =>
   Effect.gen(function*() {
     const { createClient } = yield* Effect.promise(() => import("redis"))
-    const client = createClient({ url })
-    client.on("error", () => {}) // reported by the commands that fail
+    // How long connecting may take at start-up, retries included: a Redis
+    // that is down (node-redis retries forever) fails the start-up with the
+    // reason instead of hanging it; each retry is logged.
+    const connectTimeout = yield* Config.Duration("REDIS_CONNECT_TIMEOUT").pipe(Config.withDefault(Duration.seconds(10)))
     // The publisher connection, released after the subscriber (acquired first).
-    yield* Resource.make(
-      "redis publisher",
-      Effect.tryPromise({
-        try: () => client.connect(),
-        catch: (error) => new Redis.RedisConnectError({ name: "redis publisher", reason: String(error) })
-      }),
-      () => Effect.promise(() => client.close()),
-      { timeout: "2 seconds" }
-    )
+    const client = yield* Redis.connect(createClient({ url }), {
+      name: "redis publisher",
+      connectTimeout,
+      timeout: "2 seconds"
+    })
     return {
       client: client as unknown as Redis.PubSubClient,
+      connectTimeout,
       publish: (message: string) =>
         Effect.tryPromise(() => client.publish(channel, message)).pipe(
           Effect.asVoid,
@@ -149,6 +148,7 @@ export const EventsLive = Layer.effect(
     let received = 0
     yield* Redis.subscribe({
       client: broker.client,
+      connectTimeout: broker.connectTimeout,
       channels: [channel],
       name: "subscription",
       timeout: "2 seconds",

@@ -57,6 +57,7 @@ import { reasonOf } from "../internal/errors.ts"
  * error.message // "cannot open /var/log/app.jsonl: EACCES: permission denied"
  * ```
  *
+ * @category errors
  * @since 0.1.0
  */
 export class JsonlOpenError extends Data.TaggedError("JsonlOpenError")<{
@@ -79,6 +80,7 @@ export class JsonlOpenError extends Data.TaggedError("JsonlOpenError")<{
  * const error = new Jsonl.JsonlEncodeError({ path: "app.jsonl", reason: "Do not know how to serialize a BigInt" })
  * ```
  *
+ * @category errors
  * @since 0.1.0
  */
 export class JsonlEncodeError extends Data.TaggedError("JsonlEncodeError")<{
@@ -102,6 +104,7 @@ export class JsonlEncodeError extends Data.TaggedError("JsonlEncodeError")<{
  * error.message // "write to app.jsonl failed: ENOSPC: no space left on device"
  * ```
  *
+ * @category errors
  * @since 0.1.0
  */
 export class JsonlWriteError extends Data.TaggedError("JsonlWriteError")<{
@@ -129,6 +132,7 @@ export class JsonlWriteError extends Data.TaggedError("JsonlWriteError")<{
  * )
  * ```
  *
+ * @category errors
  * @since 0.1.0
  */
 export class JsonlClosedError extends Data.TaggedError("JsonlClosedError")<{
@@ -143,6 +147,7 @@ export class JsonlClosedError extends Data.TaggedError("JsonlClosedError")<{
  * Counters of a writer: lines accepted and written, `write(2)` and
  * `fsync(2)` calls made, bytes written, and lines queued now.
  *
+ * @category models
  * @since 0.1.0
  */
 export interface JsonlStats {
@@ -157,6 +162,7 @@ export interface JsonlStats {
 /**
  * An open JSON Lines writer.
  *
+ * @category models
  * @since 0.1.0
  */
 export interface JsonlWriter {
@@ -179,6 +185,7 @@ export interface JsonlWriter {
 /**
  * Options of {@link make}.
  *
+ * @category models
  * @since 0.1.0
  */
 export interface JsonlOptions {
@@ -349,19 +356,20 @@ const open = (path: string, options: JsonlOptions) =>
  *
  * @example
  * ```ts
- * import { Effect } from "effect"
+ * import { Clock, Effect } from "effect"
  * import { Graceful } from "effect-graceful"
  * import * as Jsonl from "effect-graceful/Jsonl"
  *
  * const program = Effect.gen(function*() {
  *   const events = yield* Jsonl.make("events.jsonl", { durability: "fsync" })
- *   yield* events.write({ type: "started", at: Date.now() })
+ *   yield* events.write({ type: "started", at: yield* Clock.currentTimeMillis })
  *   return yield* Effect.never
  * })
  *
  * Effect.runFork(Graceful.run(program))
  * ```
  *
+ * @category constructors
  * @since 0.1.0
  */
 export const make = (
@@ -451,6 +459,7 @@ export const make = (
  * const AuditLogLive = Jsonl.layer(AuditLog, "audit.jsonl", { durability: "fsync" })
  * ```
  *
+ * @category layers
  * @since 0.1.0
  */
 export const layer = <I>(
@@ -476,6 +485,7 @@ export const layer = <I>(
  * )
  * ```
  *
+ * @category logging
  * @since 0.1.0
  */
 export const logger = (writer: JsonlWriter): Logger.Logger<unknown, void> =>
@@ -501,6 +511,7 @@ export const logger = (writer: JsonlWriter): Logger.Logger<unknown, void> =>
  * Graceful.runMain(AppLive.pipe(Layer.provide(Jsonl.layerLogger("app.jsonl"))))
  * ```
  *
+ * @category layers
  * @since 0.1.0
  */
 export const layerLogger = (

@@ -28,6 +28,14 @@
  * `claimEvery`. Delivery is at least once; each successful run is
  * acknowledged exactly once. It is built on the generic `Worker`.
  *
+ * **Connecting** ({@link connect}; `subscribe` and `consume` connect the same
+ * way). node-redis retries a refused or dropped connection forever and
+ * reports each failure only as an `error` event. Here each failed attempt is
+ * logged, connecting is bounded by `connectTimeout` (default 10 seconds;
+ * at the deadline the connection is destroyed and the acquisition fails with
+ * a {@link RedisConnectError} carrying the last error), and a signal during
+ * the retries stops the start-up at once.
+ *
  * `redis` is an optional peer dependency: this module uses only the client
  * you pass in.
  *
@@ -35,9 +43,11 @@
  */
 import { hostname } from "node:os"
 import * as Cause from "effect/Cause"
+import * as Clock from "effect/Clock"
 import * as Data from "effect/Data"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
 import * as FiberSet from "effect/FiberSet"
 import type * as Scope from "effect/Scope"
 import { InFlight } from "../InFlight.ts"
@@ -56,6 +66,7 @@ import { reasonOf } from "../internal/errors.ts"
  * `createClient()` (connected or not) fits; the module only uses its
  * `duplicate()`s, never the client itself.
  *
+ * @category clients
  * @since 0.1.0
  */
 export interface Connection {
@@ -68,6 +79,7 @@ export interface Connection {
 /**
  * A node-redis client that pub/sub connections can be duplicated from.
  *
+ * @category clients
  * @since 0.1.0
  */
 export interface PubSubClient {
@@ -75,6 +87,7 @@ export interface PubSubClient {
 }
 
 /**
+ * @category clients
  * @since 0.1.0
  */
 export interface PubSubConnection extends Connection {
@@ -87,6 +100,7 @@ export interface PubSubConnection extends Connection {
 /**
  * A node-redis client that Streams connections can be duplicated from.
  *
+ * @category clients
  * @since 0.1.0
  */
 export interface StreamsClient {
@@ -94,6 +108,7 @@ export interface StreamsClient {
 }
 
 /**
+ * @category clients
  * @since 0.1.0
  */
 export interface StreamsConnection extends Connection {
@@ -122,18 +137,20 @@ export interface StreamsConnection extends Connection {
  * ```ts
  * import * as Redis from "effect-graceful/Redis"
  *
- * const error = new Redis.RedisConnectError({ name: "orders subscriber", reason: "connect ECONNREFUSED 127.0.0.1:6379" })
+ * const error = new Redis.RedisConnectError({ resource: "orders subscriber", reason: "connect ECONNREFUSED 127.0.0.1:6379" })
  * error.message // "orders subscriber: cannot connect to Redis: connect ECONNREFUSED 127.0.0.1:6379"
  * ```
  *
+ * @category errors
  * @since 0.1.0
  */
 export class RedisConnectError extends Data.TaggedError("RedisConnectError")<{
-  readonly name: string
+  /** The resource's name, as in logs and in the report (not `Error.name`, which stays the tag). */
+  readonly resource: string
   readonly reason: string
 }> {
   override get message(): string {
-    return `${this.name}: cannot connect to Redis: ${this.reason}`
+    return `${this.resource}: cannot connect to Redis: ${this.reason}`
   }
 }
 
@@ -145,19 +162,21 @@ export class RedisConnectError extends Data.TaggedError("RedisConnectError")<{
  * ```ts
  * import * as Redis from "effect-graceful/Redis"
  *
- * const error = new Redis.RedisCommandError({ name: "orders", command: "XREADGROUP", reason: "NOGROUP No such key" })
+ * const error = new Redis.RedisCommandError({ resource: "orders", command: "XREADGROUP", reason: "NOGROUP No such key" })
  * error.message // "orders: XREADGROUP failed: NOGROUP No such key"
  * ```
  *
+ * @category errors
  * @since 0.1.0
  */
 export class RedisCommandError extends Data.TaggedError("RedisCommandError")<{
-  readonly name: string
+  /** The resource's name, as in logs and in the report (not `Error.name`, which stays the tag). */
+  readonly resource: string
   readonly command: string
   readonly reason: string
 }> {
   override get message(): string {
-    return `${this.name}: ${this.command} failed: ${this.reason}`
+    return `${this.resource}: ${this.command} failed: ${this.reason}`
   }
 }
 
@@ -165,45 +184,148 @@ export class RedisCommandError extends Data.TaggedError("RedisCommandError")<{
 const command = <A>(name: string, commandName: string, run: () => Promise<A>) =>
   Effect.tryPromise({
     try: run,
-    catch: (error) => new RedisCommandError({ name, command: commandName, reason: reasonOf(error) })
+    catch: (error) => new RedisCommandError({ resource: name, command: commandName, reason: reasonOf(error) })
   })
+
+/** node-redis 5 throws when destroying a client that is not open. */
+const destroyQuietly = (connection: Connection): void => {
+  try {
+    connection.destroy()
+  } catch {
+    // already closed
+  }
+}
+
+/**
+ * Options of {@link connect}.
+ *
+ * @category models
+ * @since 0.2.0
+ */
+export interface ConnectOptions {
+  /** Names the connection in logs, errors and the report. Default `redis`. */
+  readonly name?: string | undefined
+  /**
+   * How long connecting may take, retries included. Default 10 seconds.
+   * node-redis retries a refused or dropped connection forever; each failed
+   * attempt is logged, and at this deadline the connection is destroyed and
+   * the acquisition fails with a {@link RedisConnectError} that carries the
+   * last error.
+   */
+  readonly connectTimeout?: Duration.Input | undefined
+  /** Deadline of the connection's release. */
+  readonly timeout?: Duration.Input | undefined
+  /**
+   * Destroy the connection at release instead of closing it gracefully (a
+   * connection blocked in a read cannot finish its last command). Default
+   * `false`: `close()`, destroyed if it does not finish within 2 seconds.
+   */
+  readonly destroy?: boolean | undefined
+}
 
 /**
  * Opens `connection` as a managed resource: connected now, closed at
- * Releasing (gracefully, or destroyed when `destroy` is set: a connection
- * blocked in a read cannot finish its last command).
+ * Releasing, in reverse acquisition order with everything else.
+ *
+ * Connecting is bounded by `connectTimeout`, logs each failed attempt
+ * (node-redis keeps retrying by itself), and can be interrupted at any
+ * moment: a signal during start-up stops it at once (the connection is
+ * destroyed). Errors after the connection is up are logged too: a client
+ * with no `error` listener would crash the process on the first one.
+ *
+ * @example
+ * ```ts
+ * import { Effect } from "effect"
+ * import { Graceful } from "effect-graceful"
+ * import * as Redis from "effect-graceful/Redis"
+ * import { createClient } from "redis"
+ *
+ * const program = Effect.gen(function*() {
+ *   const client = yield* Redis.connect(createClient({ url: process.env.REDIS_URL }), {
+ *     name: "cache",
+ *     connectTimeout: "5 seconds",
+ *     timeout: "2 seconds"
+ *   })
+ *   yield* Effect.promise(() => client.set("started", String(process.pid)))
+ *   return yield* Effect.never
+ * })
+ *
+ * Effect.runFork(Graceful.run(program))
+ * ```
+ *
+ * @category constructors
+ * @since 0.2.0
  */
-const managedConnection = <C extends Connection>(
-  name: string,
+export const connect = <C extends Connection>(
   connection: C,
-  options: { readonly destroy?: boolean | undefined; readonly timeout?: Duration.Input | undefined }
-) =>
+  options: ConnectOptions = {}
+): Effect.Effect<C, RedisConnectError, Lifecycle.Lifecycle | Scope.Scope> =>
   Effect.gen(function*() {
+    const name = options.name ?? "redis"
+    const connectTimeoutMs = Math.max(1, millisOr(options.connectTimeout, 10_000))
     const context = yield* Effect.context<never>()
     const runFork = Effect.runForkWith(context)
-    // Without an `error` listener, a dropped connection would crash the
-    // process. node-redis reconnects by itself; say so once per error.
+    let connected = false
+    let attempts = 0
+    let lastError: string | undefined
     connection.on("error", (error) => {
-      runFork(Effect.logWarning(`${name}: Redis connection error`, reasonOf(error)))
+      const reason = reasonOf(error)
+      if (connected) {
+        // node-redis reconnects by itself; say so once per error.
+        runFork(Effect.logWarning(`${name}: Redis connection error`, reason))
+        return
+      }
+      attempts++
+      lastError = reason
+      runFork(Effect.logWarning(`${name}: cannot connect to Redis (attempt ${attempts}): ${reason}; retrying`))
     })
-    return yield* Resource.make(
-      name,
-      Effect.tryPromise({
-        try: () => connection.connect(),
-        catch: (error) => new RedisConnectError({ name, reason: reasonOf(error) })
-      }).pipe(
-        Effect.tapError(() => Effect.sync(() => connection.destroy())),
-        Effect.as(connection)
-      ),
-      (connection) =>
-        options.destroy === true
-          ? Effect.sync(() => connection.destroy())
-          : Effect.tryPromise(() => connection.close()).pipe(
-            // a close that cannot finish (the server is gone) must not hang the release
-            Effect.timeoutOrElse({ duration: "2 seconds", orElse: () => Effect.sync(() => connection.destroy()) }),
-            Effect.catch(() => Effect.sync(() => connection.destroy()))
-          ),
-      { timeout: options.timeout }
+    const opened = Effect.callback<void, RedisConnectError>((resume) => {
+      let abandoned = false
+      connection.connect().then(
+        () => {
+          connected = true
+          if (!abandoned) resume(Effect.void)
+        },
+        (error: unknown) => {
+          if (!abandoned) resume(Effect.fail(new RedisConnectError({ resource: name, reason: reasonOf(error) })))
+        }
+      )
+      return Effect.sync(() => {
+        abandoned = true
+      })
+    }).pipe(
+      Effect.timeoutOrElse({
+        duration: connectTimeoutMs,
+        orElse: () =>
+          Effect.fail(
+            new RedisConnectError({
+              resource: name,
+              reason: `no connection within ${connectTimeoutMs} ms` +
+                (lastError === undefined ? "" : ` (${attempts} failed attempts; last error: ${lastError})`)
+            })
+          )
+      }),
+      // Failed, timed out or interrupted: stop node-redis' retries.
+      Effect.onExit((exit) => Exit.isSuccess(exit) ? Effect.void : Effect.sync(() => destroyQuietly(connection)))
+    )
+    // Connected outside the resource's acquisition, which is not
+    // interruptible; registered as a resource the moment it is up.
+    return yield* Effect.uninterruptibleMask((restore) =>
+      restore(opened).pipe(
+        Effect.andThen(Resource.make(
+          name,
+          Effect.succeed(connection),
+          (connection) =>
+            options.destroy === true
+              ? Effect.sync(() => connection.destroy())
+              : Effect.tryPromise(() => connection.close()).pipe(
+                // a close that cannot finish (the server is gone) must not hang the release
+                Effect.timeoutOrElse({ duration: "2 seconds", orElse: () => Effect.sync(() => connection.destroy()) }),
+                Effect.catch(() => Effect.sync(() => connection.destroy()))
+              ),
+          { timeout: options.timeout }
+        ))
+      )
     )
   })
 
@@ -215,6 +337,7 @@ const managedConnection = <C extends Connection>(
  * One pub/sub message: the channel it came on, its payload, and the pattern
  * that matched it (for pattern subscriptions).
  *
+ * @category models
  * @since 0.1.0
  */
 export interface Message {
@@ -226,6 +349,7 @@ export interface Message {
 /**
  * Options of {@link subscribe}.
  *
+ * @category models
  * @since 0.1.0
  */
 export interface SubscribeOptions<R> {
@@ -239,12 +363,15 @@ export interface SubscribeOptions<R> {
   readonly name?: string | undefined
   /** Deadline of the connection's release. */
   readonly timeout?: Duration.Input | undefined
+  /** How long connecting may take, retries included (see {@link connect}). Default 10 seconds. */
+  readonly connectTimeout?: Duration.Input | undefined
 }
 
 /**
  * Counters of a subscription: messages received, handled (successfully),
  * failed, and dropped (arrived after Closing).
  *
+ * @category models
  * @since 0.1.0
  */
 export interface SubscriptionStats {
@@ -258,6 +385,7 @@ export interface SubscriptionStats {
 /**
  * A running subscription.
  *
+ * @category models
  * @since 0.1.0
  */
 export interface Subscription {
@@ -294,6 +422,7 @@ export interface Subscription {
  * Effect.runFork(Graceful.run(program))
  * ```
  *
+ * @category constructors
  * @since 0.1.0
  */
 export const subscribe = <R>(
@@ -303,7 +432,11 @@ export const subscribe = <R>(
     const name = options.name ?? "redis subscriber"
     const lifecycle = yield* Lifecycle.Lifecycle
     const inFlight = yield* InFlight
-    const connection = yield* managedConnection(name, options.client.duplicate(), { timeout: options.timeout })
+    const connection = yield* connect(options.client.duplicate(), {
+      name,
+      timeout: options.timeout,
+      connectTimeout: options.connectTimeout
+    })
     // Handlers run in fibers of this scope; by the time it closes, the drain
     // has waited for them (or cut them).
     const run = yield* FiberSet.makeRuntime<R>()
@@ -375,6 +508,7 @@ export const subscribe = <R>(
 /**
  * One stream entry: its stream, its id and its fields.
  *
+ * @category models
  * @since 0.1.0
  */
 export interface StreamEntry {
@@ -386,6 +520,7 @@ export interface StreamEntry {
 /**
  * Options of {@link consume}.
  *
+ * @category models
  * @since 0.1.0
  */
 export interface ConsumeOptions<R> {
@@ -429,6 +564,8 @@ export interface ConsumeOptions<R> {
   readonly onAck?: ((entry: StreamEntry, acknowledged: boolean) => Effect.Effect<void, never, R>) | undefined
   /** Deadline of each connection's release. */
   readonly timeout?: Duration.Input | undefined
+  /** How long connecting may take, retries included (see {@link connect}). Default 10 seconds. */
+  readonly connectTimeout?: Duration.Input | undefined
 }
 
 /**
@@ -436,6 +573,7 @@ export interface ConsumeOptions<R> {
  * other consumers and acknowledgements that found the entry already
  * acknowledged.
  *
+ * @category models
  * @since 0.1.0
  */
 export interface ConsumerStats extends Worker.WorkerStats {
@@ -446,6 +584,7 @@ export interface ConsumerStats extends Worker.WorkerStats {
 /**
  * A running Streams consumer.
  *
+ * @category models
  * @since 0.1.0
  */
 export interface Consumer {
@@ -529,6 +668,7 @@ const nextIdOf = (reply: unknown): string =>
  * Effect.runFork(Graceful.run(program))
  * ```
  *
+ * @category constructors
  * @since 0.1.0
  */
 export const consume = <R>(
@@ -544,13 +684,19 @@ export const consume = <R>(
     const claimEveryMs = Math.max(10, millisOr(options.claimEvery, claimIdleMs / 2))
     // Released in reverse: the blocking reader first (destroyed: its last
     // read cannot finish), then the connection that acknowledges.
-    const commands = yield* managedConnection(`${name} (commands)`, options.client.duplicate(), {
-      timeout: options.timeout
+    const commands = yield* connect(options.client.duplicate(), {
+      name: `${name} (commands)`,
+      timeout: options.timeout,
+      connectTimeout: options.connectTimeout
     })
-    const reader = yield* managedConnection(`${name} (reader)`, options.client.duplicate(), {
+    const reader = yield* connect(options.client.duplicate(), {
+      name: `${name} (reader)`,
       destroy: true,
-      timeout: options.timeout
+      timeout: options.timeout,
+      connectTimeout: options.connectTimeout
     })
+    // Read through Effect's clock, so TestClock drives the reclaim schedule.
+    const clock = yield* Clock.Clock
 
     const createAt = options.createGroup ?? "0"
     const ensureGroup = createAt === false ? Effect.void : command(
@@ -596,14 +742,14 @@ export const consume = <R>(
         accept(entries)
         return
       }
-      if (Date.now() >= nextClaimAt) {
+      if (clock.currentTimeMillisUnsafe() >= nextClaimAt) {
         const reply = await commands.xAutoClaim(stream, group, consumer, claimIdleMs, claimCursor, { COUNT: concurrency })
         claimCursor = nextIdOf(reply)
-        if (claimCursor === "0-0") nextClaimAt = Date.now() + claimEveryMs
+        if (claimCursor === "0-0") nextClaimAt = clock.currentTimeMillisUnsafe() + claimEveryMs
         counters.reclaimed += accept(entriesOf(stream, reply).entries)
         return
       }
-      const block = Math.max(1, Math.min(blockMs, nextClaimAt - Date.now()))
+      const block = Math.max(1, Math.min(blockMs, nextClaimAt - clock.currentTimeMillisUnsafe()))
       const reply = await reader.xReadGroup(group, consumer, { key: stream, id: ">" }, { COUNT: concurrency, BLOCK: block })
       accept(entriesOf(stream, reply).entries)
     }
@@ -625,7 +771,7 @@ export const consume = <R>(
         startRead().then(
           () => resume(Effect.void),
           (error: unknown) =>
-            resume(Effect.fail(new RedisCommandError({ name, command: "XREADGROUP", reason: reasonOf(error) })))
+            resume(Effect.fail(new RedisCommandError({ resource: name, command: "XREADGROUP", reason: reasonOf(error) })))
         )
       }).pipe(
         Effect.tapError((error) => error.reason.startsWith("NOGROUP") ? ensureGroup.pipe(Effect.ignore) : Effect.void),
