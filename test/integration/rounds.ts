@@ -1,0 +1,121 @@
+/**
+ * The shared shape of the broker tests: 1,000 jobs, a consumer SIGTERMed
+ * mid-flight ten times and restarted, then a last consumer that finishes the
+ * rest. Fixtures print `START <id> <redelivered>` when a handler starts and
+ * `DONE <id>` when it finished, and `STATS {...}` once at the end; this
+ * module counts those lines across every process.
+ */
+import { expect } from "vitest"
+import type { Fixture } from "./harness.ts"
+
+export const TOTAL = 1000
+
+/** Most jobs are short; every 20th takes 700 ms, longer than the 250 ms drain: those in flight at SIGTERM are cut. */
+export const jobs = (): ReadonlyArray<{ readonly id: number; readonly ms: number }> =>
+  Array.from({ length: TOTAL }, (_, id) => ({ id, ms: id % 20 === 0 ? 700 : 5 + (id % 7) * 4 }))
+
+export const shutdownEnv = {
+  SHUTDOWN_DRAIN_TIMEOUT: "250 millis",
+  SHUTDOWN_TIMEOUT: "5 seconds"
+}
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
+
+export interface RoundsResult {
+  /** How often each job's handler finished, over all processes. */
+  readonly done: Map<number, number>
+  /** Handler starts on a delivery the broker marked as redelivered. */
+  readonly redeliveries: number
+  /** Handler starts in all. */
+  readonly starts: number
+  readonly cuts: ReadonlyArray<string>
+  readonly inFlightAtSigterm: number
+  readonly stats: ReadonlyArray<Record<string, number>>
+  readonly lost: ReadonlyArray<number>
+  readonly handledTwice: ReadonlyArray<number>
+  readonly ms: number
+}
+
+/**
+ * Runs the ten SIGTERMed rounds and the final run. `beforeRound` runs before
+ * each consumer starts (MQTT publishes its share there); `afterExit` after
+ * each consumer exited (connection checks); `drained` says when the broker
+ * holds nothing more for the consumer.
+ */
+export const runRounds = async (options: {
+  readonly start: (round: number) => Fixture
+  readonly beforeRound?: ((round: number) => Promise<void>) | undefined
+  readonly afterExit?: ((fixture: Fixture, round: number) => Promise<void>) | undefined
+  readonly drained: () => Promise<boolean>
+  readonly rounds?: number | undefined
+}): Promise<RoundsResult> => {
+  const startedAt = Date.now()
+  const done = new Map<number, number>()
+  const cuts: Array<string> = []
+  const stats: Array<Record<string, number>> = []
+  let redeliveries = 0
+  let starts = 0
+  let inFlightAtSigterm = 0
+  const collect = (fixture: Fixture) => {
+    for (const line of fixture.lines()) {
+      const [word, id, flag] = line.split(" ")
+      if (word === "DONE") done.set(Number(id), (done.get(Number(id)) ?? 0) + 1)
+      else if (word === "START") {
+        starts++
+        if (flag === "1") redeliveries++
+      } else if (word === "STATS") stats.push(JSON.parse(line.slice("STATS ".length)) as Record<string, number>)
+    }
+  }
+  const rounds = options.rounds ?? 10
+  for (let round = 0; round < rounds; round++) {
+    await options.beforeRound?.(round)
+    const consumer = options.start(round)
+    await consumer.waitFor("ready")
+    // wait until it is busy, then a little more: SIGTERM lands mid-flight
+    while (!consumer.lines().some((line) => line.startsWith("START "))) await sleep(10)
+    await sleep(200 + (round % 3) * 100)
+    consumer.kill("SIGTERM")
+    const exit = await consumer.exited
+    const report = consumer.report()
+    // 0 when every job in flight finished within the drain, 1 when one was cut
+    expect(exit.code, consumer.output()).toBe(report.cut.length === 0 ? 0 : 1)
+    expect(report.trigger).toEqual({ _tag: "Signal", signal: "SIGTERM" })
+    expect(report.releases.map((r) => `${r.name}:${r.outcome}`).filter((r) => !r.endsWith(":released")), consumer.output())
+      .toEqual([])
+    inFlightAtSigterm += report.inFlight.atDrainStart
+    cuts.push(...report.cut.map((c) => `${c.kind} ${c.label}`))
+    collect(consumer)
+    await options.afterExit?.(consumer, round)
+  }
+  await options.beforeRound?.(rounds)
+  const last = options.start(rounds)
+  await last.waitFor("ready")
+  const deadline = Date.now() + 30_000
+  while (Date.now() < deadline) {
+    const finished = new Set(last.lines().filter((l) => l.startsWith("DONE ")).map((l) => Number(l.split(" ")[1])))
+    if ([...Array(TOTAL).keys()].every((id) => finished.has(id) || done.has(id)) && await options.drained()) break
+    await sleep(100)
+  }
+  last.kill("SIGTERM")
+  expect((await last.exited).code, last.output()).toBe(0)
+  collect(last)
+  await options.afterExit?.(last, rounds)
+  const lost = [...Array(TOTAL).keys()].filter((id) => (done.get(id) ?? 0) < 1)
+  const handledTwice = [...done].filter(([, n]) => n > 1).map(([id]) => id)
+  return {
+    done,
+    redeliveries,
+    starts,
+    cuts,
+    inFlightAtSigterm,
+    stats,
+    lost,
+    handledTwice,
+    ms: Date.now() - startedAt
+  }
+}
+
+export const describeResult = (broker: string, result: RoundsResult, extra = ""): string =>
+  `${broker}: ${TOTAL} jobs, 10 SIGTERMs + final run; ${result.inFlightAtSigterm} in flight at the SIGTERMs, ` +
+  `${result.cuts.length} cut and handed back, ${result.redeliveries} redeliveries, lost ${result.lost.length}, ` +
+  `handled twice ${result.handledTwice.length}${extra}, ${result.ms} ms`
