@@ -12,16 +12,20 @@
  * buffer while its `ack_wait` runs out. Each message runs `handler` as a
  * tracked job (the generic `Worker`). In order:
  *
- * 1. **Closing**: no more fetching; the pull request in progress is closed;
- *    a message that still arrives, or that was fetched and not started, is
- *    `nak`ed, so the server redelivers it at once (to another consumer, or
- *    to the next process).
+ * 1. **Closing**: no new pull request; a message fetched and not started,
+ *    or one that the last request still brings, is `nak`ed, so the server
+ *    redelivers it at once (to another consumer, or to the next process).
+ *    That last request is not closed early: the server cannot withdraw it,
+ *    and would deliver to an inbox nobody reads (those messages would wait
+ *    out their `ack_wait`); it is awaited at Releasing (it ends within
+ *    `expires`).
  * 2. **Drain**: jobs in progress finish; each success is acknowledged with a
  *    confirmed ack (`ackAck`): the server has recorded it before the job
  *    counts as done.
  * 3. **Cut**: a job still running at the drain deadline is interrupted and
  *    `nak`ed (must-retry); the report lists it.
- * 4. **Releasing**: the connection (see {@link connect}) drains and closes.
+ * 4. **Releasing**: the last pull request has ended, then the connection
+ *    (see {@link connect}) drains and closes.
  *
  * A failed handler's message is `nak`ed too, after `nakDelay` when given.
  * Delivery is at least once: a message whose ack was lost comes back after
@@ -223,8 +227,14 @@ export interface ConsumeOptions<R> {
   readonly handler: (message: JsMsg) => Effect.Effect<unknown, unknown, R>
   /** How many messages are processed at once (and fetched at most). Default 1. */
   readonly concurrency?: number | undefined
-  /** Longest wait of one pull request. Default 5 seconds. */
+  /**
+   * Longest wait of one pull request. At shutdown the last request is left to
+   * end by itself, so this also bounds how long the release waits. Default 2
+   * seconds (at least 1 second).
+   */
   readonly expires?: Duration.Input | undefined
+  /** Deadline of the release that waits for the last pull request. */
+  readonly timeout?: Duration.Input | undefined
   /** How long the server waits before redelivering a failed message. Default: at once. */
   readonly nakDelay?: Duration.Input | undefined
   /** Names the hook and the jobs. Default `nats <stream>/<consumer>`. */
@@ -298,7 +308,7 @@ export const consume = <R>(
   Effect.gen(function*() {
     const name = options.name ?? `nats ${options.stream}/${options.consumer}`
     const concurrency = Math.max(1, Math.floor(options.concurrency ?? 1))
-    const expiresMs = Math.max(1_000, millisOr(options.expires, 5_000))
+    const expiresMs = Math.max(1_000, millisOr(options.expires, 2_000))
     const nakDelayMs = millisOr(options.nakDelay)
     const ackTimeoutMs = millisOr(options.ackTimeout, 5_000)
     const consumer: JsConsumer = yield* Effect.tryPromise({
@@ -404,27 +414,30 @@ export const consume = <R>(
       stopped = true
       wake?.()
       yield* worker.stop
-      // End the pull request in progress; what still arrives is nak'ed by the loop.
-      const batch = current
-      if (batch !== undefined) {
-        yield* Effect.tryPromise(() => batch.close()).pipe(
-          Effect.timeoutOption(1_000),
-          Effect.catchCause((cause) => Effect.logWarning(`${name}: closing the pull request failed`, Cause.pretty(cause)))
-        )
-      }
-      yield* settledWithin(fetching, 1_000)
       const unstarted = yield* Queue.clear(inbox)
       for (const message of unstarted) nak(message)
       counters.handedBack += unstarted.length
     })
 
     yield* Lifecycle.addHook(`${name}: stop fetching`, "Closing", stop)
-    // A scope closed while the program runs (not a shutdown) stops the loop too.
-    yield* Effect.addFinalizer(() => Effect.sync(() => {
-      stopped = true
-      wake?.()
-      current?.stop()
-    }))
+
+    // A pull request cannot be withdrawn: the server delivers to it until it
+    // is filled or expires, and a message sent to an inbox nobody listens to
+    // any more would wait out its `ack_wait`. So the last request is left to
+    // end by itself (within `expires`), and whatever it still brings is
+    // nak'ed; only when the release's slice runs out is it dropped.
+    yield* Resource.addFinalizer(
+      `${name} (pull request)`,
+      Effect.gen(function*() {
+        stopped = true
+        wake?.()
+        const sliceMs = yield* releaseSliceMillis(options.timeout)
+        if (yield* settledWithin(fetching, sliceMs - Math.min(100, sliceMs / 4))) return
+        current?.stop()
+        return yield* new NatsError({ name, operation: "release", reason: "the last pull request did not end within the release slice" })
+      }),
+      { timeout: options.timeout }
+    )
 
     return {
       stats: Effect.map(worker.stats, (stats) => ({ ...stats, ...counters })),

@@ -34,20 +34,28 @@ export interface RoundsResult {
   readonly lost: ReadonlyArray<number>
   readonly handledTwice: ReadonlyArray<number>
   readonly ms: number
+  /** What each process printed about a job: for failure messages. */
+  readonly trace: (id: number) => string
 }
 
 /**
  * Runs the ten SIGTERMed rounds and the final run. `beforeRound` runs before
  * each consumer starts (MQTT publishes its share there); `afterExit` after
- * each consumer exited (connection checks); `drained` says when the broker
+ * each consumer exited, with how many consumers still run (connection checks); `drained` says when the broker
  * holds nothing more for the consumer.
  */
 export const runRounds = async (options: {
   readonly start: (round: number) => Fixture
   readonly beforeRound?: ((round: number) => Promise<void>) | undefined
-  readonly afterExit?: ((fixture: Fixture, round: number) => Promise<void>) | undefined
+  readonly afterExit?: ((fixture: Fixture, othersRunning: number) => Promise<void>) | undefined
   readonly drained: () => Promise<boolean>
   readonly rounds?: number | undefined
+  /**
+   * Start the next consumer while the current one still works (a rolling
+   * restart: the two compete for messages). Saves a process start per round.
+   * Not for brokers where two clients may not share an identity (MQTT).
+   */
+  readonly overlap?: boolean | undefined
 }): Promise<RoundsResult> => {
   const startedAt = Date.now()
   const done = new Map<number, number>()
@@ -56,7 +64,9 @@ export const runRounds = async (options: {
   let redeliveries = 0
   let starts = 0
   let inFlightAtSigterm = 0
+  const outputs: Array<string> = []
   const collect = (fixture: Fixture) => {
+    outputs.push(fixture.output())
     for (const line of fixture.lines()) {
       const [word, id, flag] = line.split(" ")
       if (word === "DONE") done.set(Number(id), (done.get(Number(id)) ?? 0) + 1)
@@ -67,10 +77,13 @@ export const runRounds = async (options: {
     }
   }
   const rounds = options.rounds ?? 10
+  let next: Fixture | undefined
   for (let round = 0; round < rounds; round++) {
     await options.beforeRound?.(round)
-    const consumer = options.start(round)
+    const consumer = next ?? options.start(round)
+    next = undefined
     await consumer.waitFor("ready")
+    if (options.overlap === true && round + 1 <= rounds) next = options.start(round + 1)
     // wait until it is busy, then a little more: SIGTERM lands mid-flight
     while (!consumer.lines().some((line) => line.startsWith("START "))) await sleep(10)
     await sleep(200 + (round % 3) * 100)
@@ -85,10 +98,10 @@ export const runRounds = async (options: {
     inFlightAtSigterm += report.inFlight.atDrainStart
     cuts.push(...report.cut.map((c) => `${c.kind} ${c.label}`))
     collect(consumer)
-    await options.afterExit?.(consumer, round)
+    await options.afterExit?.(consumer, next === undefined ? 0 : 1)
   }
   await options.beforeRound?.(rounds)
-  const last = options.start(rounds)
+  const last = next ?? options.start(rounds)
   await last.waitFor("ready")
   const deadline = Date.now() + 30_000
   while (Date.now() < deadline) {
@@ -99,7 +112,7 @@ export const runRounds = async (options: {
   last.kill("SIGTERM")
   expect((await last.exited).code, last.output()).toBe(0)
   collect(last)
-  await options.afterExit?.(last, rounds)
+  await options.afterExit?.(last, 0)
   const lost = [...Array(TOTAL).keys()].filter((id) => (done.get(id) ?? 0) < 1)
   const handledTwice = [...done].filter(([, n]) => n > 1).map(([id]) => id)
   return {
@@ -111,7 +124,11 @@ export const runRounds = async (options: {
     stats,
     lost,
     handledTwice,
-    ms: Date.now() - startedAt
+    ms: Date.now() - startedAt,
+    trace: (id) =>
+      outputs.map((output, n) =>
+        `process ${n}: ` + output.split("\n").filter((line) => new RegExp(`\\b${id}\\b`).test(line)).join(" | ")
+      ).join("\n")
   }
 }
 
