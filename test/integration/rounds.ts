@@ -10,9 +10,20 @@ import type { Fixture } from "./harness.ts"
 
 export const TOTAL = 1000
 
-/** Most jobs are short; every 20th takes 700 ms, longer than the 250 ms drain: those in flight at SIGTERM are cut. */
-export const jobs = (): ReadonlyArray<{ readonly id: number; readonly ms: number }> =>
-  Array.from({ length: TOTAL }, (_, id) => ({ id, ms: id % 20 === 0 ? 700 : 5 + (id % 7) * 4 }))
+/**
+ * Most jobs are short; every 20th takes 700 ms, longer than the 250 ms
+ * drain: those in flight at SIGTERM are cut. A consumer that handles one
+ * message at a time (MQTT) gets fewer and shorter long jobs (every 50th,
+ * 400 ms), or the suite would take minutes.
+ */
+export const jobs = (
+  shape: { readonly longEvery: number; readonly longMs: number; readonly shortMs: (id: number) => number } = {
+    longEvery: 20,
+    longMs: 700,
+    shortMs: (id) => 5 + (id % 7) * 4
+  }
+): ReadonlyArray<{ readonly id: number; readonly ms: number }> =>
+  Array.from({ length: TOTAL }, (_, id) => ({ id, ms: id % shape.longEvery === 0 ? shape.longMs : shape.shortMs(id) }))
 
 export const shutdownEnv = {
   SHUTDOWN_DRAIN_TIMEOUT: "250 millis",
