@@ -71,12 +71,11 @@ describe("MQTT subscriber, real Mosquitto, real signals", () => {
     expect(result.handledTwice.length).toBeLessThanOrEqual(ackFailures)
     expect(result.handledTwice, result.handledTwice.map(result.trace).join("\n")).toEqual([])
     expect(result.cuts.length).toBeGreaterThan(0)
-    // every cut message came back with `dup` set
+    // every cut message came back
     expect(result.redeliveries).toBeGreaterThanOrEqual(result.cuts.length)
     // eleven clean DISCONNECTs: the broker published no will
     expect(will.received).toEqual([])
     await will.close()
-    console.log(`per process: ${JSON.stringify(result.stats)}`)
     console.log(`[measured] ${describeResult("mqtt", result, `, left unacknowledged at Closing ${handedBack}, wills published 0 of 11 stops`)}`)
     expect(TOTAL).toBe(1000)
   })
