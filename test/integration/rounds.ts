@@ -39,8 +39,9 @@ export interface RoundsResult {
   readonly redeliveries: number
   /**
    * Handler starts on a delivery the broker flagged (`redelivered`, `dup`).
-   * Brokers differ in when they set it (Mosquitto flags every message it
-   * resends to a reconnected session), so the count above is the one to read.
+   * Brokers differ in when they set it (in this suite Mosquitto flags most
+   * messages it delivers to a reconnected persistent session), so the count
+   * above is the one to read.
    */
   readonly flagged: number
   /** Handler starts in all. */
