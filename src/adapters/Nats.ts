@@ -195,7 +195,42 @@ export const connect = (
   )
 }
 
-const release = (name: string, nc: NatsConnection, timeout: Duration.Input | undefined) =>
+/**
+ * What the release needs of a connection.
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export type DrainableConnection = Pick<NatsConnection, "drain" | "close" | "closed" | "isClosed" | "isDraining">
+
+/**
+ * Takes charge of a connection you opened yourself: it is released at
+ * Releasing with `drain()` within its slice, like {@link connect}'s.
+ *
+ * @example
+ * ```ts
+ * import { Effect } from "effect"
+ * import * as Nats from "effect-graceful/Nats"
+ * import { connect } from "@nats-io/transport-node"
+ *
+ * const program = Effect.gen(function*() {
+ *   const nc = yield* Effect.promise(() => connect({ servers: "127.0.0.1:4222", user: "app", pass: "secret" }))
+ *   yield* Nats.fromConnection(nc, { name: "nats", timeout: "3 seconds" })
+ * })
+ * ```
+ *
+ * @category constructors
+ * @since 0.1.0
+ */
+export const fromConnection = <C extends DrainableConnection>(
+  nc: C,
+  options: ConnectOptions = {}
+): Effect.Effect<C, never, Lifecycle.Lifecycle | Scope.Scope> => {
+  const name = options.name ?? "nats"
+  return Resource.make(name, Effect.succeed(nc), (nc) => release(name, nc, options.timeout), { timeout: options.timeout })
+}
+
+const release = (name: string, nc: DrainableConnection, timeout: Duration.Input | undefined) =>
   Effect.gen(function*() {
     if (nc.isClosed()) return
     const sliceMs = yield* releaseSliceMillis(timeout)
