@@ -19,7 +19,8 @@
  *    kept, so the broker queues what is published meanwhile for the next
  *    process; a message that arrives now is left unacknowledged, and the
  *    broker delivers it again when the session reconnects (`dup` set); no
- *    further packet is read, so what follows stays queued for the session.
+ *    further packet is read until the release, so what follows stays queued
+ *    for the session.
  * 2. **Drain**: the message in progress finishes and is acknowledged.
  * 3. **Cut**: a message still running at the drain deadline is interrupted
  *    and left unacknowledged (must-retry, with a persistent session); the
@@ -149,14 +150,14 @@ const open = (
     const { default: mqtt } = yield* Effect.promise(() => import("mqtt"))
     const client = mqtt.connect(url, { ...clientOptions, manualConnect: true })
     prepare(client)
-    return yield* Effect.callback<MqttClient, MqttError>((resume) => {
-      const onConnect = () => {
+    return yield* Effect.callback<{ readonly client: MqttClient; readonly sessionPresent: boolean }, MqttError>((resume) => {
+      const onConnect = (connack: { readonly sessionPresent?: boolean }) => {
         client.off("error", onFirstError)
         // MQTT.js reconnects by itself; errors after the first CONNACK are logged.
         client.on("error", (error) => {
           runFork(Effect.logWarning(`${name}: MQTT error`, reasonOf(error)))
         })
-        resume(Effect.succeed(client))
+        resume(Effect.succeed({ client, sessionPresent: connack.sessionPresent === true }))
       }
       const onFirstError = (error: Error) => {
         client.off("connect", onConnect)
@@ -199,9 +200,12 @@ export const connect = (
   options: ConnectOptions = {}
 ): Effect.Effect<MqttClient, MqttError, Lifecycle.Lifecycle | Scope.Scope> => {
   const name = options.name ?? "mqtt"
-  return Resource.make(name, open(name, url, clientOptions, () => {}), (client) => end(name, client, options.timeout), {
-    timeout: options.timeout
-  })
+  return Resource.make(
+    name,
+    Effect.map(open(name, url, clientOptions, () => {}), ({ client }) => client),
+    (client) => end(name, client, options.timeout),
+    { timeout: options.timeout }
+  )
 }
 
 // -----------------------------------------------------------------------------
@@ -332,8 +336,10 @@ export const consume = <R>(
     const inbox = yield* Queue.unbounded<Delivery>()
     const counters = { received: 0, redelivered: 0, handedBack: 0 }
     let taking = true
+    let releasing = false
+    const held: Array<(error?: Error) => void> = []
 
-    const client = yield* Resource.make(
+    const { client, sessionPresent } = yield* Resource.make(
       name,
       open(name, options.url, clientOptions, (client) => {
         client.handleMessage = (packet, done) => {
@@ -343,17 +349,26 @@ export const consume = <R>(
             // Arrived after Closing: no PUBACK, the broker delivers it again.
             counters.handedBack++
             // With the subscriptions kept, MQTT.js is left waiting on this
-            // one: it reads no further packet, so what the broker sends next
-            // stays queued for the session instead of bouncing back. After
-            // an UNSUBSCRIBE the UNSUBACK must still be read.
-            if (unsubscribeAtClosing) done(notHandled)
+            // one until the release: it reads no further packet during the
+            // drain, so what the broker sends next stays queued for the
+            // session instead of bouncing back. After an UNSUBSCRIBE the
+            // UNSUBACK must still be read.
+            if (unsubscribeAtClosing || releasing) done(notHandled)
+            else held.push(done)
             return
           }
           const payload = typeof packet.payload === "string" ? Buffer.from(packet.payload) : Buffer.from(packet.payload)
           Queue.offerUnsafe(inbox, { message: { topic: packet.topic, payload, packet }, done })
         }
       }),
-      (client) => end(name, client, options.timeout),
+      ({ client }) =>
+        Effect.suspend(() => {
+          // `end()` waits for the replies to what is in flight (a SUBACK,
+          // PUBACKs of publishes): let MQTT.js read again.
+          releasing = true
+          for (const done of held.splice(0)) done(notHandled)
+          return end(name, client, options.timeout)
+        }),
       { timeout: options.timeout }
     )
 
@@ -372,12 +387,26 @@ export const consume = <R>(
         Effect.sync(() => done(reason._tag === "Failed" && dropFailed ? undefined : notHandled))
     })
 
-    // After the worker runs: a persistent session's queued messages arrive
-    // before the SUBACK, which MQTT.js reads only once they are handled.
-    yield* Effect.tryPromise({
+    // After the worker runs: a resumed session's queued messages come before
+    // the SUBACK, and MQTT.js reads it only once they are handled. Such a
+    // session has its subscriptions already, so its SUBACK is not waited
+    // for (a refusal is logged); a new session's SUBACK comes at once.
+    const subscribe = Effect.tryPromise({
       try: () => client.subscribeAsync(topics),
       catch: (error) => new MqttError({ name, operation: "subscribe", reason: reasonOf(error) })
-    })
+    }).pipe(
+      Effect.flatMap((granted) => {
+        const refused = granted.filter((grant) => grant.qos === 128).map((grant) => grant.topic)
+        return refused.length === 0
+          ? Effect.void
+          : Effect.fail(new MqttError({ name, operation: "subscribe", reason: `refused for ${refused.join(", ")}` }))
+      })
+    )
+    if (sessionPresent) {
+      yield* Effect.forkScoped(subscribe.pipe(Effect.catch((error) => Effect.logError(error.message))))
+    } else {
+      yield* subscribe
+    }
 
     const stop = Effect.gen(function*() {
       if (!taking) return

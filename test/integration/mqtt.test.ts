@@ -51,8 +51,10 @@ describe("MQTT subscriber, real Mosquitto, real signals", () => {
     const first = await mqtt.connectAsync("mqtt://127.0.0.1:1883", { clientId, clean: false })
     await first.subscribeAsync(topic, { qos: 1 })
     await first.endAsync()
-    // One message at a time (MQTT acknowledges in order): fewer and shorter long jobs.
-    const all = jobs({ longEvery: 50, longMs: 400, shortMs: (id) => 2 + (id % 4) * 2 })
+    // One message at a time (MQTT acknowledges in order): fewer long jobs (every 100th, 700 ms).
+    // Odd rounds are stopped 100 ms into a long job (cut, and carried to the next round), even
+    // rounds 1.5 s after their first job started.
+    const all = jobs({ longEvery: 100, longMs: 700, shortMs: (id) => 2 + (id % 4) * 2 })
     const result = await runRounds({
       start: () => run({ ...shutdownEnv, MQTT_TOPIC: topic, MQTT_CLIENT_ID: clientId, MQTT_WILL_TOPIC: willTopic }),
       // a tenth of the messages before each of the ten processes: the broker queues them for the session
@@ -62,6 +64,8 @@ describe("MQTT subscriber, real Mosquitto, real signals", () => {
           await publisher.publishAsync(topic, JSON.stringify(job), { qos: 1 })
         }
       },
+      sigtermAfterStartOf: (round, id) => round % 2 === 0 || id % 100 === 0,
+      sigtermAfter: (round) => round % 2 === 1 ? 100 : 1500,
       drained: async () => true
     })
     await sleep(200)
@@ -70,7 +74,7 @@ describe("MQTT subscriber, real Mosquitto, real signals", () => {
     expect(result.lost, result.lost.map(result.trace).join("\n")).toEqual([])
     expect(result.handledTwice.length).toBeLessThanOrEqual(ackFailures)
     expect(result.handledTwice, result.handledTwice.map(result.trace).join("\n")).toEqual([])
-    expect(result.cuts.length).toBeGreaterThan(0)
+    expect(result.cuts.length, `${result.inFlightAtSigterm} in flight; ${JSON.stringify(result.stats)}; ${result.trace(100)}`).toBeGreaterThan(0)
     // every cut message came back
     expect(result.redeliveries).toBeGreaterThanOrEqual(result.cuts.length)
     // eleven clean DISCONNECTs: the broker published no will

@@ -74,6 +74,10 @@ export const runRounds = async (options: {
    * Not for brokers where two clients may not share an identity (MQTT).
    */
   readonly overlap?: boolean | undefined
+  /** Which handler start the SIGTERM waits for. Default: the first. */
+  readonly sigtermAfterStartOf?: ((round: number, id: number) => boolean) | undefined
+  /** How long after that start the consumer gets SIGTERM. Default 200, 300 or 400 ms. */
+  readonly sigtermAfter?: ((round: number) => number) | undefined
 }): Promise<RoundsResult> => {
   const startedAt = Date.now()
   const done = new Map<number, number>()
@@ -107,8 +111,11 @@ export const runRounds = async (options: {
     await consumer.waitFor("ready")
     if (options.overlap === true && round + 1 <= rounds) next = options.start(round + 1)
     // wait until it is busy, then a little more: SIGTERM lands mid-flight
-    while (!consumer.lines().some((line) => line.startsWith("START "))) await sleep(10)
-    await sleep(200 + (round % 3) * 100)
+    const awaited = options.sigtermAfterStartOf ?? (() => true)
+    while (!consumer.lines().some((line) => line.startsWith("START ") && awaited(round, Number(line.split(" ")[1])))) {
+      await sleep(10)
+    }
+    await sleep(options.sigtermAfter?.(round) ?? 200 + (round % 3) * 100)
     consumer.kill("SIGTERM")
     const exit = await consumer.exited
     const report = consumer.report()
