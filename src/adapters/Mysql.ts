@@ -510,7 +510,7 @@ const manage = (pool: mysql.Pool, options: PoolOptions) =>
  * import * as Mysql from "effect-graceful/Mysql"
  * import mysql from "mysql2/promise"
  *
- * const pool = mysql.createPool({ uri: process.env.DATABASE_URL, connectionLimit: 10 })
+ * const pool = mysql.createPool({ uri: process.env.DATABASE_URL!, connectionLimit: 10 })
  *
  * const program = Effect.gen(function*() {
  *   const db = yield* Mysql.fromPool(pool, { timeout: "5 seconds" })
