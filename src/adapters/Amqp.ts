@@ -165,7 +165,7 @@ export interface ConnectOptions {
   /** The close's deadline. Default: what is left of the budget. */
   readonly timeout?: Duration.Input | undefined
   /** Passed to `amqp.connect` (heartbeat, TLS, client properties). */
-  readonly socketOptions?: amqp.Options.Connect | Record<string, unknown> | undefined
+  readonly socketOptions?: amqp.SocketOptions | undefined
 }
 
 /**

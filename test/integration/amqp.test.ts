@@ -75,3 +75,33 @@ describe("RabbitMQ consumer, real broker, real signals", () => {
     console.log(`[measured] ${describeResult("rabbitmq", result, `, handed back unstarted at Closing ${handedBack}, ack failures ${ackFailures}, connections left ${left}`)}`)
   })
 })
+
+describe("RabbitMQ publisher, real broker, real signals", () => {
+  it("confirms outstanding at SIGTERM are awaited before the channel closes: every message published is in the queue", async () => {
+    const queue = uniqueName("it.events")
+    queues.push(queue)
+    await channel.assertQueue(queue, { durable: false })
+    const count = 20_000
+    const publisher = run("amqp-worker.ts", {
+      AMQP_MODE: "publish",
+      AMQP_QUEUE: queue,
+      AMQP_PUBLISH_COUNT: String(count),
+      AMQP_CONNECTION_NAME: uniqueName("it-amqp-pub")
+    })
+    await publisher.waitFor("publishing")
+    const sent = publisher.kill("SIGTERM")
+    const exit = await publisher.exited
+    expect(exit.code, publisher.output()).toBe(0)
+    const outstanding = Number(publisher.lines().find((l) => l.startsWith("OUTSTANDING "))!.split(" ")[1])
+    // the shutdown began with confirms outstanding ...
+    expect(outstanding).toBeGreaterThan(0)
+    const release = publisher.report().releases.find((r) => r.name === "events")!
+    // ... the release waited for them, then closed the channel
+    expect(release.outcome).toBe("released")
+    expect((await channel.checkQueue(queue)).messageCount).toBe(count)
+    console.log(
+      `[measured] rabbitmq publisher: ${count} messages published at once, ${outstanding} confirms outstanding at SIGTERM, ` +
+        `awaited in ${Math.round(release.durationMs)} ms of release; ${count} in the queue; exit ${exit.code} after ${exit.at - sent} ms`
+    )
+  })
+})
