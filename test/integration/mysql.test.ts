@@ -76,6 +76,25 @@ describe("MySQL/MariaDB, real server, real signals", () => {
     console.log(`[measured] mysql: transaction in flight at SIGTERM committed, exit ${exit.code} after ${exit.at - sent} ms, connections left ${left}`)
   })
 
+  it("an untracked transaction open at SIGTERM (a connection taken straight from the pool) commits: the pool ends only after it", async () => {
+    const service = run({ MYSQL_MODE: "untracked" })
+    await service.waitFor("tx-began")
+    const sent = service.kill("SIGTERM")
+    const exit = await service.exited
+    expect(exit.code, service.output()).toBe(0)
+    expect(service.has("tx-committed"), service.output()).toBe(true)
+    expect(await steps()).toEqual(["first", "second"])
+    const report = service.report()
+    // nothing tracked: the release, not the drain, waited for it
+    expect(report.inFlight).toEqual({ atDrainStart: 0, atDrainEnd: 0 })
+    const release = report.releases.find((r) => r.name === "mysql")!
+    expect(release.outcome).toBe("released")
+    expect(release.durationMs).toBeGreaterThan(1000)
+    const left = await settledConnectionsLeft()
+    expect(left).toBe(0)
+    console.log(`[measured] mysql: untracked transaction open at SIGTERM committed; the release waited ${Math.round(release.durationMs)} ms for it; exit ${exit.code} after ${exit.at - sent} ms, connections left ${left}`)
+  })
+
   it("a query still running at the end of the release slice is killed with KILL QUERY and reported; exit 1; no connection is left", async () => {
     const service = run({ MYSQL_MODE: "stuck", MYSQL_RELEASE_TIMEOUT: "2 seconds", MYSQL_KILL_GRACE: "500 millis", SHUTDOWN_TIMEOUT: "6 seconds" })
     await service.waitFor("query-started")
