@@ -104,3 +104,45 @@ describe("MQTT subscriber, real Mosquitto, real signals", () => {
     console.log(`[measured] mqtt will: SIGTERM published none; SIGKILL published it ${will.received[0]!.at - killedAt} ms after the kill`)
   })
 })
+
+describe("MQTT subscriber with a clean session, real Mosquitto, real signals", () => {
+  it("unsubscribes at Closing: the message in flight finishes, none starts after, a clean DISCONNECT (no will)", async () => {
+    const topic = uniqueName("it/events")
+    const willTopic = uniqueName("it/will")
+    const will = await watch(willTopic)
+    const subscriber = run({ MQTT_CLEAN: "1", MQTT_TOPIC: topic, MQTT_CLIENT_ID: uniqueName("it-mqtt-clean"), MQTT_WILL_TOPIC: willTopic })
+    await subscriber.waitFor("ready")
+    let id = 0
+    let publishing = true
+    const published = (async () => {
+      while (publishing) {
+        await publisher.publishAsync(topic, JSON.stringify({ id: id++, ms: 300 }), { qos: 1 })
+        await sleep(25)
+      }
+    })()
+    while (subscriber.lines().filter((l) => l.startsWith("START ")).length < 3) await sleep(10)
+    const sent = subscriber.kill("SIGTERM")
+    const exit = await subscriber.exited
+    publishing = false
+    await published
+    expect(exit.code, subscriber.output()).toBe(0)
+    const lines = subscriber.lines()
+    const started = lines.filter((l) => l.startsWith("START ")).map((l) => l.split(" "))
+    const done = new Set(lines.filter((l) => l.startsWith("DONE ")).map((l) => l.split(" ")[1]))
+    // no message started once the program was Closing; every one that started finished
+    expect(started.map((s) => s[3]).filter((phase) => phase !== "Ready" && phase !== "Draining")).toEqual([])
+    expect(started.map((s) => s[1]).filter((n) => !done.has(n))).toEqual([])
+    const report = subscriber.report()
+    expect(report.inFlight).toEqual({ atDrainStart: 1, atDrainEnd: 0 })
+    expect(report.cut).toEqual([])
+    // end(): the UNSUBACK was read, then DISCONNECT: released in time, and no will
+    expect(report.releases.map((r) => `${r.name}:${r.outcome}`)).toEqual(["jobs:released"])
+    await sleep(300)
+    expect(will.received).toEqual([])
+    await will.close()
+    console.log(
+      `[measured] mqtt clean session: ${started.length} messages started, all finished; ${id - started.length} published meanwhile ` +
+        `not started; exit ${exit.code} after ${exit.at - sent} ms; no will`
+    )
+  })
+})
