@@ -1,7 +1,7 @@
 import mqtt from "mqtt"
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest"
 import { type Fixture, start, uniqueName } from "./harness.ts"
-import { describeResult, jobs, runRounds, shutdownEnv, TOTAL } from "./rounds.ts"
+import { describeResult, jobs, fixtureConnectionsToPort, runRounds, shutdownEnv, TOTAL } from "./rounds.ts"
 
 let publisher: mqtt.MqttClient
 let running: Array<Fixture> = []
@@ -80,7 +80,9 @@ describe("MQTT subscriber, real Mosquitto, real signals", () => {
     // eleven clean DISCONNECTs: the broker published no will
     expect(will.received).toEqual([])
     await will.close()
-    console.log(`[measured] ${describeResult("mqtt", result, `, left unacknowledged at Closing ${handedBack}, wills published 0 of 11 stops`)}`)
+    const left = fixtureConnectionsToPort(1883)
+    expect(left).toBe(0)
+    console.log(`[measured] ${describeResult("mqtt", result, `, left unacknowledged at Closing ${handedBack}, wills published 0 of 11 stops, connections left ${left}`)}`)
     expect(TOTAL).toBe(1000)
   })
 

@@ -1,9 +1,8 @@
 import { AckPolicy, jetstream, jetstreamManager, type JetStreamManager } from "@nats-io/jetstream"
 import { connect, type NatsConnection } from "@nats-io/transport-node"
-import { execFileSync } from "node:child_process"
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest"
 import { type Fixture, start, uniqueName } from "./harness.ts"
-import { describeResult, jobs, runRounds, shutdownEnv, TOTAL } from "./rounds.ts"
+import { describeResult, jobs, fixtureConnectionsToPort, runRounds, shutdownEnv, TOTAL } from "./rounds.ts"
 
 let nc: NatsConnection
 let jsm: JetStreamManager
@@ -15,16 +14,6 @@ const run = (env: Record<string, string>) => {
   return child
 }
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
-
-/**
- * TCP connections to the server from processes other than this one (the
- * server runs without its monitoring port, so the kernel is asked instead).
- */
-const otherConnectionsToServer = (): number => {
-  const lines = execFileSync("ss", ["-Htnp", "state", "established", "( dport = :4222 )"], { encoding: "utf8" })
-    .split("\n").filter((line) => line.trim() !== "")
-  return lines.filter((line) => !line.includes(`pid=${process.pid},`)).length
-}
 
 beforeAll(async () => {
   nc = await connect({ servers: "127.0.0.1:4222", name: "effect-graceful-it-admin" })
@@ -77,7 +66,7 @@ describe("NATS JetStream pull consumer, real server, real signals", () => {
     expect(result.inFlightAtSigterm).toBeGreaterThan(10)
     expect(result.cuts.length).toBeGreaterThan(0)
     expect(result.redeliveries).toBeGreaterThanOrEqual(result.cuts.length)
-    const left = otherConnectionsToServer()
+    const left = fixtureConnectionsToPort(4222)
     expect(left).toBe(0)
     console.log(`[measured] ${describeResult("nats jetstream", result, `, handed back unstarted at Closing ${handedBack}, ack failures ${ackFailures}, connections left ${left}`)}`)
   })
@@ -121,7 +110,7 @@ describe("NATS core subscription, real server, real signals", () => {
     expect(report.cut).toEqual([])
     expect(report.hooks.map((h) => `${h.name}:${h.outcome}`)).toEqual(["events: unsubscribe:released", "mark unsubscribed:released"])
     expect(report.releases.map((r) => `${r.name}:${r.outcome}`)).toEqual(["nats:released"])
-    const left = otherConnectionsToServer()
+    const left = fixtureConnectionsToPort(4222)
     expect(left).toBe(0)
     console.log(
       `[measured] nats core: ${started.length} handlers started, all finished; ${report.inFlight.atDrainStart} in flight at SIGTERM; ` +

@@ -5,6 +5,8 @@
  * `DONE <id>` when it finished, and `STATS {...}` once at the end; this
  * module counts those lines across every process.
  */
+import { execFileSync } from "node:child_process"
+import { readFileSync } from "node:fs"
 import { expect } from "vitest"
 import type { Fixture } from "./harness.ts"
 
@@ -166,3 +168,23 @@ export const describeResult = (broker: string, result: RoundsResult, extra = "")
   `${broker}: ${TOTAL} jobs, 10 SIGTERMs + final run; ${result.inFlightAtSigterm} in flight at the SIGTERMs, ` +
   `${result.cuts.length} cut and handed back, ${result.redeliveries} redeliveries (${result.flagged} flagged by the broker), lost ${result.lost.length}, ` +
   `handled twice ${result.handledTwice.length}${extra}, ${result.ms} ms`
+
+/**
+ * Established TCP connections to a local server port held by fixture
+ * processes (a consumer that lingers, or one of its children), as the
+ * kernel sees them: for servers without a way to list their clients (NATS
+ * without its monitoring port, Mosquitto). Other processes on the machine
+ * are not counted.
+ */
+export const fixtureConnectionsToPort = (port: number): number =>
+  execFileSync("ss", ["-Htnp", "state", "established", `( dport = :${port} )`], { encoding: "utf8" })
+    .split("\n")
+    .filter((line) => {
+      const pid = /pid=(\d+),/.exec(line)?.[1]
+      if (pid === undefined) return false
+      try {
+        return readFileSync(`/proc/${pid}/cmdline`, "utf8").includes("test/integration/fixtures/")
+      } catch {
+        return false
+      }
+    }).length
