@@ -1,0 +1,29 @@
+/**
+ * @internal
+ */
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import { Lifecycle } from "../Lifecycle.ts"
+import { millisOr } from "./duration.ts"
+
+/**
+ * The milliseconds a release may take: its own `timeout` when given, never
+ * more than what is left of the shutdown budget.
+ */
+export const releaseSliceMillis = (timeout: Duration.Input | undefined): Effect.Effect<number, never, Lifecycle> =>
+  Effect.map(
+    Lifecycle.use((lifecycle) => Effect.map(lifecycle.remaining, Duration.toMillis)),
+    (remaining) => Math.max(0, Math.min(millisOr(timeout) ?? Number.POSITIVE_INFINITY, remaining))
+  )
+
+/**
+ * Waits for `promise` at most `millis`; `true` when it settled (either way)
+ * in time. The promise is left running when the wait gives up.
+ */
+export const settledWithin = (promise: Promise<unknown>, millis: number): Effect.Effect<boolean> =>
+  millis <= 0
+    ? Effect.sync(() => false)
+    : Effect.promise(() => promise.then(() => true, () => true)).pipe(
+      Effect.timeoutOption(millis),
+      Effect.map((option) => option._tag === "Some")
+    )
