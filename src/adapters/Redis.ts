@@ -241,7 +241,7 @@ export interface ConnectOptions {
  * import { createClient } from "redis"
  *
  * const program = Effect.gen(function*() {
- *   const client = yield* Redis.connect(createClient({ url: process.env.REDIS_URL }), {
+ *   const client = yield* Redis.connect(createClient({ url: process.env.REDIS_URL ?? "redis://127.0.0.1:6379" }), {
  *     name: "cache",
  *     connectTimeout: "5 seconds",
  *     timeout: "2 seconds"
