@@ -28,3 +28,5 @@ export * as Resource from "./Resource.ts"
 export * as ShutdownConfig from "./ShutdownConfig.ts"
 /** @since 0.1.0 */
 export * as Signals from "./Signals.ts"
+/** @since 0.1.0 */
+export * as Sse from "./Sse.ts"

@@ -23,7 +23,7 @@
  *
  * Results: bench/results/sse.json. Loopback only, bounded in rounds and
  * time, kills every child on the way out. Environment (optional):
- * SSE_STREAMS (100), SSE_ROUNDS (6: 12 restarts), SSE_SECONDS (time cap, 240).
+ * SSE_STREAMS (100), SSE_ROUNDS (6: 12 restarts), SSE_SECONDS (time cap, 420).
  */
 import { type ChildProcess, spawn, spawnSync } from "node:child_process"
 import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, writeFileSync } from "node:fs"
@@ -44,7 +44,7 @@ const haproxySettings = Haproxy.defaultSettings
 const settings = {
   streams: num("SSE_STREAMS", 100),
   rounds: num("SSE_ROUNDS", 6),
-  seconds: num("SSE_SECONDS", 240),
+  seconds: num("SSE_SECONDS", 420),
   // The rolling bench's rule: the lame duck covers HAProxy's detection (fall × inter), twice over.
   shutdownDelayMs: 2 * haproxySettings.fall * haproxySettings.interMs,
   pauseBetweenRestartsMs: 1_000,

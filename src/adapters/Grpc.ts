@@ -299,6 +299,8 @@ class HealthRegistry {
 interface ServerState {
   readonly inFlight: InFlightSet
   readonly calls: Set<TrackedCall>
+  /** Set at the cut: called when the last call has ended (its status written). */
+  onIdle: (() => void) | undefined
 }
 
 /**
@@ -341,6 +343,7 @@ class TrackedCall extends grpc.ServerInterceptingCall implements Item {
     this.ended = true
     this.state.calls.delete(this)
     this.state.inFlight.removeUnsafe(this)
+    if (this.state.calls.size === 0) this.state.onIdle?.()
   }
 
   /** Ends the call with UNAVAILABLE: a status the client retries elsewhere, not a broken stream. */
@@ -355,6 +358,13 @@ class TrackedCall extends grpc.ServerInterceptingCall implements Item {
   }
 }
 
+/**
+ * How long the cut waits for the statuses it sent to be written before
+ * `forceShutdown`. A status after response messages goes out as trailers,
+ * asynchronously; closing the connection first would turn it into a reset.
+ */
+const STATUS_FLUSH_MS = 250
+
 /** The server from Closing on: one entry, so the drain waits for `tryShutdown` to finish. */
 class ShutdownEntry implements Item {
   readonly kind = "grpc server"
@@ -362,13 +372,25 @@ class ShutdownEntry implements Item {
   startedAt = 0
   readonly label: string
   readonly server: grpc.Server
-  constructor(label: string, server: grpc.Server) {
+  readonly state: ServerState
+  constructor(label: string, server: grpc.Server, state: ServerState) {
     this.label = label
     this.server = server
+    this.state = state
   }
   interrupt(): void {
-    // After the calls cut with it have had their statuses written.
-    setImmediate(() => this.server.forceShutdown())
+    // The calls cut with this entry are sending their UNAVAILABLE statuses:
+    // close the connections once those are out (or after a short grace).
+    let timer: NodeJS.Timeout | undefined
+    const force = () => {
+      clearTimeout(timer)
+      this.state.onIdle = undefined
+      this.server.forceShutdown()
+    }
+    if (this.state.calls.size === 0) return void setImmediate(force)
+    this.state.onIdle = () => setImmediate(force)
+    timer = setTimeout(force, STATUS_FLUSH_MS)
+    timer.unref()
   }
 }
 
@@ -416,7 +438,7 @@ export const serve = (
     const inFlight = yield* InFlight
     const name = options.name ?? "grpc server"
     const endStreams = (options.streams ?? "end") === "end"
-    const state: ServerState = { inFlight, calls: new Set() }
+    const state: ServerState = { inFlight, calls: new Set(), onIdle: undefined }
     const health = new HealthRegistry()
 
     const track: grpc.ServerInterceptor = (descriptor, next) => {
@@ -463,7 +485,7 @@ export const serve = (
       Effect.sync(() => {
         health.drain()
         if (endStreams) for (const call of [...state.calls]) if (call.streaming) call.unavailable(SHUTTING_DOWN)
-        const entry = new ShutdownEntry(`${name} shutdown`, server)
+        const entry = new ShutdownEntry(`${name} shutdown`, server, state)
         const waiting = inFlight.addUnsafe(entry)
         server.tryShutdown(() => {
           if (waiting) inFlight.removeUnsafe(entry)
