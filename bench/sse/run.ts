@@ -23,7 +23,7 @@
  *
  * Results: bench/results/sse.json. Loopback only, bounded in rounds and
  * time, kills every child on the way out. Environment (optional):
- * SSE_STREAMS (100), SSE_ROUNDS (6: 12 restarts), SSE_SECONDS (time cap, 420).
+ * SSE_STREAMS (100), SSE_ROUNDS (6: 12 restarts), SSE_SECONDS (time cap, 900).
  */
 import { type ChildProcess, spawn, spawnSync } from "node:child_process"
 import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, writeFileSync } from "node:fs"
@@ -44,7 +44,7 @@ const haproxySettings = Haproxy.defaultSettings
 const settings = {
   streams: num("SSE_STREAMS", 100),
   rounds: num("SSE_ROUNDS", 6),
-  seconds: num("SSE_SECONDS", 420),
+  seconds: num("SSE_SECONDS", 900),
   // The rolling bench's rule: the lame duck covers HAProxy's detection (fall × inter), twice over.
   shutdownDelayMs: 2 * haproxySettings.fall * haproxySettings.interMs,
   pauseBetweenRestartsMs: 1_000,
@@ -72,11 +72,16 @@ const median = (values: ReadonlyArray<number>) => {
   return sorted[Math.floor(sorted.length / 2)]!
 }
 
-/** A free loopback port in 45000-45999 (this bench's fixed range). */
+/**
+ * A free loopback port below Linux's ephemeral range (32768+), as the
+ * rolling bench picks them: an instance restarts on its port, and an
+ * outgoing connection (HAProxy's, the clients') could otherwise take it
+ * meanwhile.
+ */
 const usedPorts = new Set<number>()
 const freePort = async (): Promise<number> => {
   for (let attempt = 0; attempt < 200; attempt++) {
-    const port = 45_000 + Math.floor(Math.random() * 1_000)
+    const port = 20_000 + Math.floor(Math.random() * 12_000)
     if (usedPorts.has(port)) continue
     const free = await new Promise<boolean>((resolve) => {
       const server = Net.createServer()
@@ -88,7 +93,7 @@ const freePort = async (): Promise<number> => {
       return port
     }
   }
-  throw new Error("no free port in 45000-45999")
+  throw new Error("no free port")
 }
 
 const probe = (port: number, path: string): Promise<number> =>
@@ -255,7 +260,7 @@ const main = async () => {
   }
   const instances = new Map<string, Instance>()
   for (const { name, port } of ports.servers) instances.set(name, startInstance(dir, name, port, 0))
-  await Promise.all([...instances.values()].map((instance) => waitReady(instance, 60_000)))
+  await Promise.all([...instances.values()].map((instance) => waitReady(instance, 180_000)))
 
   const configFile = join(dir, "haproxy.cfg")
   writeFileSync(configFile, Haproxy.config(ports, haproxySettings))
@@ -291,7 +296,7 @@ const main = async () => {
         clearTimeout(killer)
         const next = startInstance(dir, name, port, old.generation + 1)
         instances.set(name, next)
-        await waitReady(next, 60_000)
+        await waitReady(next, 180_000)
         await waitHaproxyUp(ports.stats, name, 15_000)
         restarts.push({
           round,
