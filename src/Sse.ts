@@ -133,6 +133,8 @@ export interface SseStreams {
 
 const encoder = new TextEncoder()
 
+const noop = () => {}
+
 const millisOf = (input: Duration.Input): number => Duration.toMillis(Duration.fromInputUnsafe(input))
 
 /**
@@ -264,16 +266,14 @@ export const make = (
         // Registered when the server starts writing the body, on the fiber
         // that writes it: a cut interrupts that fiber.
         const body = Stream.unwrap(Effect.withFiber((fiber) => {
-          let finishedByClosing = false
           const entry: Entry = {
             kind: "sse",
             label,
             // The HTTP guard reports the request itself if it is cut.
             reportCut: false,
             startedAt: 0,
-            finish: () => {
-              finishedByClosing = true
-            },
+            // Ended through the `closing` latch, which the hook opens.
+            finish: noop,
             interrupt: () => fiber.interruptUnsafe()
           }
           if (!register(entry)) return Effect.succeed(Stream.empty)
@@ -292,11 +292,9 @@ export const make = (
             source.pipe(
               Stream.interruptWhen(closing.await),
               Stream.prepend([opening]),
-              Stream.concat(Stream.suspend(() => {
-                // Ended by Closing (the hook set the flag before opening the latch).
-                if (finishedByClosing || ended) return Stream.succeed(last)
-                return Stream.empty
-              })),
+              // Ended by Closing: the last event. (A stream that ended by
+              // itself before gets none: its client reconnects anyway.)
+              Stream.concat(Stream.suspend(() => ended ? Stream.succeed(last) : Stream.empty)),
               Stream.map((text) => encoder.encode(text)),
               Stream.provideContext(context),
               Stream.ensuring(Effect.sync(() => unregister(entry)))
@@ -350,8 +348,6 @@ export const make = (
 
     return { response, open, size: () => entries.size }
   })
-
-const noop = () => {}
 
 /** A stream on a plain Node response: its registry entry and its handle. */
 class NodeEventStream implements Entry, NodeStream {
