@@ -33,7 +33,7 @@ import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as HttpServerRequest from "effect/http/HttpServerRequest"
 import * as HttpServerResponse from "effect/http/HttpServerResponse"
-import * as Latch from "effect/Latch"
+import * as Queue from "effect/Queue"
 import type * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import type * as Http from "node:http"
@@ -237,8 +237,6 @@ export const make = (
     // has no data, so EventSource dispatches nothing: only `retry` applies.
     const last = `: server shutting down, reconnect\nretry: ${retryMs}\n\n`
     const entries = new Set<Entry>()
-    // Opened by the Closing hook: Effect streams end on it.
-    const closing = Latch.makeUnsafe(false)
     let ended = false
 
     const refusing = () => ended || Lifecycle.isAtLeast(lifecycle.phaseUnsafe(), "Draining")
@@ -263,44 +261,40 @@ export const make = (
         const context = yield* Effect.context<R>()
         const label = `${request.method} ${pathOf(request.url)}`
         const lastEventId = request.headers["last-event-id"]
-        // Registered when the server starts writing the body, on the fiber
-        // that writes it: a cut interrupts that fiber.
-        const body = Stream.unwrap(Effect.withFiber((fiber) => {
-          const entry: Entry = {
-            kind: "sse",
-            label,
-            // The HTTP guard reports the request itself if it is cut.
-            reportCut: false,
-            startedAt: 0,
-            // Ended through the `closing` latch, which the hook opens.
-            finish: noop,
-            interrupt: () => fiber.interruptUnsafe()
-          }
-          if (!register(entry)) return Effect.succeed(Stream.empty)
-          let source: Stream.Stream<string, never, R> = events({ lastEventId }).pipe(
-            Stream.map(encode),
-            Stream.catchCause((cause) =>
-              Stream.fromEffectDrain(Effect.logWarning(`${name}: ${label} failed`, cause))
+        // The body is a queue the registry can end: at Closing it appends the
+        // last event and ends the queue, and the server writes out what is
+        // buffered, the last event, and the chunked terminator. The events
+        // are pulled into the queue by a fiber of the body's own scope.
+        const body = Stream.callback<string>((queue) =>
+          Effect.gen(function*() {
+            const entry: Entry = {
+              kind: "sse",
+              label,
+              // The HTTP guard reports the request itself if it is cut.
+              reportCut: false,
+              startedAt: 0,
+              finish: () => {
+                Queue.offerUnsafe(queue, last)
+                Queue.endUnsafe(queue)
+              },
+              interrupt: () => void Queue.endUnsafe(queue)
+            }
+            yield* Queue.offer(queue, opening)
+            // Closing came between the handler and the first write: end at once.
+            if (ended || !register(entry)) return entry.finish()
+            yield* Effect.addFinalizer(() => Effect.sync(() => unregister(entry)))
+            if (heartbeatMs > 0) {
+              yield* Queue.offer(queue, ":\n\n").pipe(Effect.delay(heartbeatMs), Effect.forever, Effect.forkScoped)
+            }
+            yield* events({ lastEventId }).pipe(
+              Stream.runForEach((event) => Queue.offer(queue, encode(event))),
+              Effect.catchCause((cause) => Effect.logWarning(`${name}: ${label} failed`, cause)),
+              Effect.provideContext(context)
             )
-          )
-          if (heartbeatMs > 0) {
-            source = Stream.merge(source, Stream.tick(heartbeatMs).pipe(Stream.drop(1), Stream.as(":\n\n")), {
-              haltStrategy: "left"
-            })
-          }
-          return Effect.succeed(
-            source.pipe(
-              Stream.interruptWhen(closing.await),
-              Stream.prepend([opening]),
-              // Ended by Closing: the last event. (A stream that ended by
-              // itself before gets none: its client reconnects anyway.)
-              Stream.concat(Stream.suspend(() => ended ? Stream.succeed(last) : Stream.empty)),
-              Stream.map((text) => encoder.encode(text)),
-              Stream.provideContext(context),
-              Stream.ensuring(Effect.sync(() => unregister(entry)))
-            )
-          )
-        }))
+            // The events ended by themselves: so does the response.
+            yield* Queue.end(queue)
+          })
+        ).pipe(Stream.map((text) => encoder.encode(text)))
         return HttpServerResponse.stream(body, { headers: HEADERS })
       })
 
@@ -331,14 +325,12 @@ export const make = (
       Effect.sync(() => {
         ended = true
         for (const entry of entries) entry.finish()
-        closing.openUnsafe()
       })
     )
     yield* Resource.addFinalizer(
       name,
       Effect.sync(() => {
         ended = true
-        closing.openUnsafe()
         for (const entry of entries) {
           entry.interrupt()
           unregister(entry)
