@@ -7,8 +7,12 @@
  *    `SHUTDOWN_DELAY=2 seconds` so that the lame duck is visible).
  * 2. Drives it like production traffic: keep-alive HTTP clients calling
  *    `/work?ms=N` behind a simulated load balancer that polls `/health/ready`
- *    and stops routing new requests once it answers 503, and WebSocket
- *    clients echoing a message every 200 ms.
+ *    and stops routing new requests once it answers 503, WebSocket
+ *    clients echoing a message every 200 ms, and `EventSource` clients on
+ *    `/events` behind a connection balancer that also knows a successor
+ *    instance (started beside the first): at Closing each stream gets its
+ *    last event, and its client resumes on the successor with
+ *    `Last-Event-ID`.
  * 3. Sends SIGTERM while requests are in flight and prints each phase as the
  *    service enters it, then the phase timings from the service's shutdown
  *    report.
@@ -20,7 +24,9 @@
 import { PGlite } from "@electric-sql/pglite"
 import { spawn } from "node:child_process"
 import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs"
+import { EventSource } from "eventsource"
 import * as Http from "node:http"
+import * as Net from "node:net"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { createInterface } from "node:readline"
@@ -31,6 +37,7 @@ const HTTP_CLIENTS = 8
 /** Of the clients, how many call /work?ms=2500..3000, so that work is still in flight when the listener closes. */
 const SLOW_CLIENTS = 2
 const WEBSOCKETS = 4
+const EVENT_STREAMS = 4
 const LOAD_BEFORE_SIGTERM_MS = 3_000
 const LAME_DUCK = "2 seconds"
 const BALANCER_POLL_MS = 250
@@ -54,6 +61,7 @@ const logFile = join(dir, "requests.jsonl")
 const pgliteDir = join(dir, "pglite")
 const reportFile = join(dir, "report.json")
 const serviceMain = join(import.meta.dirname, "service", "main.ts")
+const successorLog = join(dir, "successor.jsonl")
 
 const demoStart = Date.now()
 let sigtermAt: number | undefined
@@ -81,6 +89,32 @@ const child = spawn(process.execPath, [serviceMain], {
   },
   stdio: ["ignore", "pipe", "pipe"]
 })
+// The successor: a second instance (in-memory database), for the event streams to move to.
+const successor = spawn(process.execPath, [serviceMain], {
+  env: {
+    ...process.env,
+    PORT: "0",
+    HOST: "127.0.0.1",
+    LOG_FILE: successorLog,
+    PGLITE_DIR: "",
+    SHUTDOWN_REPORT_FILE: "",
+    DATABASE_URL: "",
+    REDIS_URL: "",
+    KUBERNETES_SERVICE_HOST: ""
+  },
+  stdio: ["ignore", "pipe", "pipe"]
+})
+const successorExited = new Promise<number | null>((resolve) => successor.on("exit", (code) => resolve(code)))
+let successorOutput = ""
+const successorPort = new Promise<number>((resolve, reject) => {
+  createInterface({ input: successor.stdout! }).on("line", (line) => {
+    successorOutput += line + "\n"
+    const listening = /listening on http:\/\/127\.0\.0\.1:(\d+)/.exec(line)
+    if (listening) resolve(Number(listening[1]))
+  })
+  successor.stderr!.on("data", (chunk) => (successorOutput += String(chunk)))
+  void successorExited.then(() => reject(new Error(`the successor exited before listening:\n${successorOutput}`)))
+})
 let serviceOutput = ""
 const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null; at: number }>((resolve) =>
   child.on("exit", (code, signal) => resolve({ code, signal, at: Date.now() }))
@@ -98,8 +132,8 @@ const onPhase = (phase: string) => {
     say(`${yellow("Draining")}   readiness 503, liveness 200, every request still served, with Connection: close`)
   } else if (phase === "Closing") {
     say(
-      `${yellow("Closing")}    listener closed, idle keep-alive sockets ended, WebSockets sent 1001; ` +
-        `${inFlight.size} request(s) in flight`
+      `${yellow("Closing")}    listener closed, idle keep-alive sockets ended, WebSockets sent 1001, ` +
+        `event streams ended with a last retry: event; ${inFlight.size} request(s) in flight`
     )
   } else if (phase === "Releasing") {
     say(`${yellow("Releasing")}  in flight empty: resources released in reverse order`)
@@ -120,6 +154,7 @@ const port = await new Promise<number>((resolve, reject) => {
   void exited.then(() => reject(new Error(`the service exited before listening:\n${serviceOutput}`)))
 })
 
+const nextPort = await successorPort
 console.log(`  service    pid ${child.pid}, http://127.0.0.1:${port} (started in ${Date.now() - demoStart} ms)`)
 console.log(`             PGlite in ${pgliteDir}, request log ${logFile}`)
 console.log(`             SHUTDOWN_DELAY=${LAME_DUCK} (lame duck), SHUTDOWN_TIMEOUT default (25 s)`)
@@ -131,7 +166,12 @@ console.log(
   `             behind a load balancer that probes /health/ready every ${BALANCER_POLL_MS} ms ` +
     `and stops routing after ${BALANCER_FAILURES} failures`
 )
-console.log(`             ${WEBSOCKETS} WebSocket clients on /ws, one echo every 200 ms\n`)
+console.log(`             ${WEBSOCKETS} WebSocket clients on /ws, one echo every 200 ms`)
+console.log(
+  `  streams    ${EVENT_STREAMS} EventSource clients on /events (an event every 100 ms) through a connection balancer\n` +
+    `             that sends each connection to the first instance that accepts it: this one, then its\n` +
+    `             successor (pid ${successor.pid}, http://127.0.0.1:${nextPort})\n`
+)
 
 // -----------------------------------------------------------------------------
 // The load balancer and the clients
@@ -215,6 +255,41 @@ for (let i = 0; i < WEBSOCKETS; i++) {
   ws.on("error", () => {})
 }
 
+// Event streams: a connection balancer in front of [service, successor].
+const balancerForStreams = Net.createServer((client) => {
+  client.on("error", () => client.destroy())
+  const attempt = (backends: ReadonlyArray<number>) => {
+    const [first, ...rest] = backends
+    if (first === undefined) return client.destroy()
+    const upstream = Net.connect({ port: first, host: "127.0.0.1" })
+    let connected = false
+    upstream.once("connect", () => {
+      connected = true
+      client.pipe(upstream).pipe(client)
+    })
+    upstream.on("error", () => (connected ? client.destroy() : attempt(rest)))
+  }
+  attempt([port, nextPort])
+})
+await new Promise<void>((resolve) => balancerForStreams.listen(0, "127.0.0.1", resolve))
+const streamsPort = (balancerForStreams.address() as Net.AddressInfo).port
+const streams = Array.from({ length: EVENT_STREAMS }, () => {
+  const source = new EventSource(`http://127.0.0.1:${streamsPort}/events`)
+  const entry = { source, ids: [] as Array<number>, opens: 0, failures: [] as Array<string> }
+  source.onopen = () => {
+    entry.opens++
+    if (entry.opens === 2) {
+      say(`${cyan("stream")}     resumed on the successor after Last-Event-ID ${entry.ids.at(-1) ?? "(none)"}`)
+    }
+  }
+  source.onmessage = (event) => entry.ids.push(Number(event.lastEventId))
+  // A clean end carries no message; a broken stream or a failed connect does.
+  source.onerror = (event) => {
+    if (event.message !== undefined) entry.failures.push(event.message)
+  }
+  return entry
+})
+
 // -----------------------------------------------------------------------------
 // SIGTERM in the middle
 // -----------------------------------------------------------------------------
@@ -224,7 +299,8 @@ const progress = setInterval(() => {
   console.log(
     dim(
       `  ${pad("", 9)} Ready      ${counts.completed} requests completed, ${inFlight.size} in flight, ` +
-        `${sockets.filter((s) => s.ws.readyState === WebSocket.OPEN).length} WebSockets open`
+        `${sockets.filter((s) => s.ws.readyState === WebSocket.OPEN).length} WebSockets open, ` +
+        `${streams.reduce((sum, s) => sum + s.ids.length, 0)} events streamed`
     )
   )
 }, 1_000)
@@ -241,6 +317,14 @@ say(`${yellow("Stopped")}    process exited with code ${exit.code}${exit.signal 
 await Promise.all(clients)
 await balancer
 agent.destroy()
+// Let the streams show they go on from the successor, then stop it too.
+const resumedBy = Date.now() + 5_000
+while (streams.some((s) => s.opens < 2) && Date.now() < resumedBy) await sleep(50)
+await sleep(500)
+for (const stream of streams) stream.source.close()
+balancerForStreams.close()
+successor.kill("SIGTERM")
+const successorCode = await successorExited
 
 // -----------------------------------------------------------------------------
 // The service's own report, and what it left behind
@@ -276,6 +360,13 @@ try {
   failures.push(`could not open the database: ${String(error)}`)
 }
 const closed1001 = sockets.filter((s) => s.close?.code === 1001).length
+const moved = streams.filter((s) => s.opens === 2 && s.failures.length === 0).length
+// Every id from 1 to the last, once and in order, across the move.
+const lostOrRepeated = streams.reduce(
+  (sum, s) => sum + s.ids.reduce((bad, id, i) => bad + (id === i + 1 ? 0 : 1), 0),
+  0
+)
+const streamed = streams.reduce((sum, s) => sum + s.ids.length, 0)
 const echoes = sockets.reduce((sum, s) => sum + s.echoes, 0)
 
 const check = (ok: boolean) => ok ? green("✓") : red("✗")
@@ -285,7 +376,10 @@ const checks = {
   lines: workLines === counts.completed,
   rows: rows === counts.completed,
   exit: exit.code === 0,
-  started: counts.started === counts.completed + counts.failed
+  started: counts.started === counts.completed + counts.failed,
+  moved: moved === EVENT_STREAMS,
+  events: lostOrRepeated === 0 && streamed > 0,
+  successor: successorCode === 0
 }
 const row = (label: string, value: string | number, note = "") =>
   console.log(`    ${pad(label, 30)} ${String(value).padStart(6)}  ${note}`)
@@ -298,7 +392,10 @@ row("  of which Connection: close", counts.connectionClose, dim("(served while d
 row("WebSockets closed with 1001", `${closed1001}/${WEBSOCKETS}`, `${check(checks.ws)} ${dim(`(${echoes} echoes before)`)}`)
 row("JSONL lines for /work", workLines, `${check(checks.lines)} ${dim("= requests completed")}`)
 row("database rows", rows, `${check(checks.rows)} ${dim("= requests completed")}`)
+row("event streams moved", `${moved}/${EVENT_STREAMS}`, `${check(checks.moved)} ${dim("(to the successor, resumed with Last-Event-ID, none broken)")}`)
+row("events lost or repeated", lostOrRepeated, `${check(checks.events)} ${dim(`(of ${streamed} streamed)`)}`)
 row("exit code", String(exit.code), check(checks.exit))
+row("successor exit code", String(successorCode), check(checks.successor))
 for (const failure of failures.slice(0, 5)) console.log(red(`    failure: ${failure}`))
 
 const allOk = Object.values(checks).every(Boolean)

@@ -31,4 +31,6 @@ export * as ShutdownConfig from "./ShutdownConfig.ts"
 /** @since 0.1.0 */
 export * as Signals from "./Signals.ts"
 /** @since 0.1.0 */
+export * as Sse from "./Sse.ts"
+/** @since 0.2.0 */
 export * as Telemetry from "./Telemetry.ts"

@@ -11,17 +11,30 @@
  *   with `warnings` naming the failed step (the work is done; a retry would
  *   do it twice).
  * - `GET /ws`: a WebSocket echo; one request-log line when it closes.
+ * - `GET /events`: server-sent events (`effect-graceful/Sse`), one every
+ *   100 ms, ids 1, 2, 3, ...; with `Last-Event-ID: n` the stream resumes at
+ *   n + 1, so a client moved to another instance at shutdown loses nothing.
  */
-import { Effect, Layer } from "effect"
+import { Effect, Layer, Schedule, Stream } from "effect"
 import { HttpRouter, HttpServer, HttpServerResponse } from "effect/http"
 import type { HttpServerRequest } from "effect/http"
 import { randomUUID } from "node:crypto"
 import * as NodeHttp from "node:http"
 import * as Http from "../../src/Http.ts"
+import * as Sse from "../../src/Sse.ts"
 import { ServiceConfig } from "./Config.ts"
 import { Database } from "./Database.ts"
 import { Events } from "./Events.ts"
 import { RequestLog } from "./RequestLog.ts"
+
+/** How often `/events` sends an event, in ms. */
+export const EVENT_INTERVAL_MS = 100
+
+/** The first id after `Last-Event-ID` (1 without one, or when it is not a count). */
+const resumeAfter = (lastEventId: string | undefined): number => {
+  const last = Number(lastEventId)
+  return lastEventId !== undefined && Number.isSafeInteger(last) && last >= 0 ? last + 1 : 1
+}
 
 /** The longest `/work` the API accepts, in ms. */
 export const MAX_WORK_MS = 60_000
@@ -37,6 +50,7 @@ const Routes = Layer.unwrap(Effect.gen(function*() {
   const db = yield* Database
   const log = yield* RequestLog
   const events = yield* Events
+  const sse = yield* Sse.make({ retry: "500 millis" })
 
   const work = (request: HttpServerRequest.HttpServerRequest) =>
     Effect.gen(function*() {
@@ -103,7 +117,20 @@ const Routes = Layer.unwrap(Effect.gen(function*() {
       return HttpServerResponse.empty()
     })
 
-  return Layer.mergeAll(HttpRouter.add("GET", "/work", work), HttpRouter.add("GET", "/ws", echo))
+  // Event n is the same on every instance: a client resumed elsewhere
+  // continues the same sequence.
+  const ticks = sse.response(({ lastEventId }) =>
+    Stream.iterate(resumeAfter(lastEventId), (n) => n + 1).pipe(
+      Stream.schedule(Schedule.spaced(EVENT_INTERVAL_MS)),
+      Stream.map((n) => ({ id: n, data: JSON.stringify({ n }) }))
+    )
+  )
+
+  return Layer.mergeAll(
+    HttpRouter.add("GET", "/work", work),
+    HttpRouter.add("GET", "/ws", echo),
+    HttpRouter.add("GET", "/events", ticks)
+  )
 }))
 
 const AnnounceAddress = (host: string) =>

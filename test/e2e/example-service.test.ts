@@ -212,7 +212,7 @@ describe("example service (examples/service/main.ts)", () => {
     expect(report.inFlight.atDrainStart).toBeGreaterThanOrEqual(1)
     // Released in reverse order of acquisition: API first, request log last.
     const releases = report.releases.map((r) => r.name)
-    expect(releases).toEqual(["http server", "subscription", "database (pglite)", "request log"])
+    expect(releases).toEqual(["sse streams", "http server", "subscription", "database (pglite)", "request log"])
     expect(report.releases.every((r) => r.outcome === "released")).toBe(true)
 
     const lines = readLines(service.logFile)
