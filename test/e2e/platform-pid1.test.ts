@@ -78,7 +78,7 @@ const note = (line: string) => {
   console.log(`[measured] ${line}`)
 }
 
-describe.skipIf(noNamespace !== undefined)("node as PID 1 of a PID namespace, no init", () => {
+describe.skipIf(noNamespace !== undefined)("node as PID 1 of a PID namespace, no init", { timeout: 60_000 }, () => {
   it("SIGTERM from outside: the in-flight request is answered, exit 0, the report says clean", async () => {
     const { service, init } = await boot()
     expect(nsPids(init).at(-1), "node is PID 1 in its namespace").toBe(1)
@@ -118,7 +118,7 @@ describe.skipIf(noNamespace !== undefined)("node as PID 1 of a PID namespace, no
   })
 })
 
-describe.skipIf(noNamespace !== undefined || tini === undefined)("tini as PID 1, node as its child", () => {
+describe.skipIf(noNamespace !== undefined || tini === undefined)("tini as PID 1, node as its child", { timeout: 60_000 }, () => {
   it("SIGTERM to tini reaches node: drained, exit 0; the check stays quiet about PID 1", async () => {
     const { service, init } = await boot({ init: tini! })
     const node = childrenOf(init)[0]!
