@@ -323,8 +323,8 @@ export const inspectProcess = (info: ProcessInfo): ReadonlyArray<ProcessWarning>
       warnings.push({
         _tag: "ShellParent",
         startedBy: "init",
-        message: `this process was started by ${shell} under ${
-          parent!.pid === 1 ? "PID 1" : "an init"
+        message: `this process was started by ${shell}${
+          parent!.pid === 1 ? ", which is PID 1" : ", under an init"
         } (a shell-form CMD or ENTRYPOINT): the container's SIGTERM goes to the shell, which ignores it as PID 1 or ` +
           "dies of it under an init; either way this process is killed without draining. Use the exec form: " +
           "`CMD [\"node\", \"main.js\"]`."

@@ -190,7 +190,7 @@ describe("PlatformCheck.inspectProcess", () => {
 
   it("a shell-form CMD: sh as PID 1, or sh under tini", () => {
     expect(PlatformCheck.inspectProcess({ pid: 7, ancestors: [{ pid: 1, argv: ["/bin/sh", "-c", "node main.ts"] }] }))
-      .toMatchObject([{ _tag: "ShellParent", startedBy: "init", message: expect.stringContaining("under PID 1") }])
+      .toMatchObject([{ _tag: "ShellParent", startedBy: "init", message: expect.stringContaining("which is PID 1") }])
     expect(
       PlatformCheck.inspectProcess({
         pid: 8,
