@@ -26,6 +26,8 @@ export interface LoadOptions {
   /** Most keep-alive connections open at once. */
   readonly maxSockets: number
   readonly bucketMs: number
+  /** Reuse connections (default); `false`: one connection per request, as a client without keep-alive. */
+  readonly keepAlive?: boolean | undefined
 }
 
 export interface Bucket {
@@ -102,7 +104,12 @@ export class Load {
     this.options = options
     // LIFO keeps the busy connections busy and lets the agent close the rest
     // (idle > 30 s) before HAProxy's keep-alive timeout could race a request.
-    this.agent = new Http.Agent({ keepAlive: true, maxSockets: options.maxSockets, scheduling: "lifo", timeout: 30_000 })
+    this.agent = new Http.Agent({
+      keepAlive: options.keepAlive ?? true,
+      maxSockets: options.maxSockets,
+      scheduling: "lifo",
+      timeout: 30_000
+    })
   }
 
   /** ms since the load started. */
