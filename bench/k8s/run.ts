@@ -33,8 +33,7 @@
  * Environment (all optional): K8S_RESTARTS (5 per scenario), K8S_RATE
  * (requests/s, 150: a third on a new connection each), K8S_SEED (1),
  * K8S_MAX_PROPAGATION_MS (3000), K8S_SCENARIO_SECONDS (time cap per
- * scenario, 180), K8S_ONLY (a scenario name, e.g. `recipe`), K8S_BASE_PORT
- * (43100: frontend, stats, then three pod slots).
+ * scenario, 180), K8S_ONLY (a scenario name, e.g. `recipe`).
  */
 import { spawn, spawnSync } from "node:child_process"
 import { closeSync, mkdirSync, mkdtempSync, openSync, writeFileSync } from "node:fs"
@@ -45,6 +44,7 @@ import { Load } from "../rolling/load.ts"
 import {
   ensureDebianPackage,
   exampleMain,
+  freePort,
   type Instance,
   killAll,
   median,
@@ -71,8 +71,6 @@ const settings = {
   // The recipe's numbers (deploy/kubernetes.yaml).
   terminationGracePeriodMs: 32_000,
   shutdownTimeout: "25 seconds",
-  // Fixed loopback ports in the range given to this bench: frontend, stats, three pod slots.
-  basePort: num("K8S_BASE_PORT", 43_100)
 }
 
 interface Scenario {
@@ -164,9 +162,9 @@ const runScenario = async (scenario: Scenario, dir: string) => {
   )
   const started = performance.now()
   const random = seeded(settings.seed)
-  const frontend = settings.basePort
-  const stats = settings.basePort + 1
-  const ports: Record<Slot, number> = { s1: settings.basePort + 2, s2: settings.basePort + 3, s3: settings.basePort + 4 }
+  const frontend = await freePort()
+  const stats = await freePort()
+  const ports: Record<Slot, number> = { s1: await freePort(), s2: await freePort(), s3: await freePort() }
   // Two clients: one keeps its connections (most of the rate), one opens a
   // connection per request. Both through the Service, as pods' clients are.
   const load = new Load({

@@ -28,6 +28,9 @@ export interface LoadOptions {
   readonly bucketMs: number
   /** Reuse connections (default); `false`: one connection per request, as a client without keep-alive. */
   readonly keepAlive?: boolean | undefined
+  /** `GET` (default) or another method, e.g. `POST`, sent with `body` (JSON). */
+  readonly method?: string | undefined
+  readonly body?: string | undefined
 }
 
 export interface Bucket {
@@ -174,7 +177,16 @@ export class Load {
       this.outstanding--
       if (this.outstanding === 0) this.onIdle?.()
     }
-    const request = Http.get({ port: this.options.port, host: "127.0.0.1", path: this.options.path, agent: this.agent })
+    const { body, method = "GET" } = this.options
+    const request = Http.request({
+      port: this.options.port,
+      host: "127.0.0.1",
+      path: this.options.path,
+      agent: this.agent,
+      method,
+      headers: body === undefined ? {} : { "content-type": "application/json", "content-length": Buffer.byteLength(body) }
+    })
+    request.end(body)
     const timer = setTimeout(() => {
       request.destroy(new Error("timeout"))
     }, this.options.timeoutMs)

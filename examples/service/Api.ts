@@ -6,6 +6,8 @@
  * - `GET /work?ms=N`: waits N ms (0 to 60000, default 0), writes one row to
  *   the database and one line to the request log, announces it on the
  *   subscription channel, answers 200 `{ ok, id, ms, durationMs }`.
+ * - `POST /work?ms=N`: the same, as a request a proxy must not retry once
+ *   sent (non-idempotent); its body is read and ignored.
  * - `GET /ws`: a WebSocket echo; one request-log line when it closes.
  */
 import { Effect, Layer } from "effect"
@@ -42,13 +44,14 @@ const Routes = Layer.unwrap(Effect.gen(function*() {
           status: 400
         })
       }
+      if (request.method === "POST") yield* Effect.ignore(request.text)
       const id = randomUUID()
       const startedAt = new Date()
       yield* Effect.sleep(ms)
       yield* db.recordWork({ id, ms, startedAt })
       const durationMs = Date.now() - startedAt.getTime()
       // Acknowledged (handed to the OS) before the response is sent.
-      yield* log.write({ at: new Date().toISOString(), method: "GET", path: "/work", status: 200, durationMs, id })
+      yield* log.write({ at: new Date().toISOString(), method: request.method, path: "/work", status: 200, durationMs, id })
       yield* events.publish(JSON.stringify({ id, ms }))
       return HttpServerResponse.jsonUnsafe({ ok: true, id, ms, durationMs })
     }).pipe(
@@ -86,7 +89,11 @@ const Routes = Layer.unwrap(Effect.gen(function*() {
       return HttpServerResponse.empty()
     })
 
-  return Layer.mergeAll(HttpRouter.add("GET", "/work", work), HttpRouter.add("GET", "/ws", echo))
+  return Layer.mergeAll(
+    HttpRouter.add("GET", "/work", work),
+    HttpRouter.add("POST", "/work", work),
+    HttpRouter.add("GET", "/ws", echo)
+  )
 }))
 
 const AnnounceAddress = (host: string) =>
