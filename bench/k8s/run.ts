@@ -221,7 +221,7 @@ const runScenario = async (scenario: Scenario, dir: string) => {
   const pods = new Map<Slot, Instance>()
   for (const slot of ["s1", "s2"] as const) pods.set(slot, startPod(slot))
   for (const [slot, pod] of pods) {
-    await waitReady(pod, 60_000)
+    await waitReady(pod, 120_000)
     await api(`set server service/${slot} state ready`)
   }
 
@@ -238,7 +238,7 @@ const runScenario = async (scenario: Scenario, dir: string) => {
       // maxSurge 1: the new pod first, its endpoint added once it is ready.
       const free = slots.find((slot) => !pods.has(slot))!
       const next = startPod(free)
-      await waitReady(next, 60_000)
+      await waitReady(next, 120_000)
       await api(`set server service/${free} state ready`)
       // maxUnavailable 0: then the oldest pod goes.
       const [slot, old] = pods.entries().next().value!

@@ -205,8 +205,12 @@ export const unavailable = (argv: ReadonlyArray<string>): string | undefined => 
   return undefined
 }
 
-/** `unshare --fork --pid --mount-proc`: a new PID namespace (root, or a user namespace). */
-export const unshareArgv = ["unshare", "--fork", "--pid", "--mount-proc"] as const
+/**
+ * `unshare --fork --pid --mount-proc`: a new PID namespace (root, or a user
+ * namespace). `--kill-child`: the namespace dies with unshare, so a test that
+ * SIGKILLs unshare on cleanup leaves nothing behind.
+ */
+export const unshareArgv = ["unshare", "--fork", "--pid", "--mount-proc", "--kill-child"] as const
 
 /** Why a PID namespace cannot be made here, if it cannot. */
 export const namespaceUnavailable = (): string | undefined => unavailable([...unshareArgv, "true"])
