@@ -33,7 +33,7 @@
  * Environment (all optional): K8S_RESTARTS (5 per scenario), K8S_RATE
  * (requests/s, 150: a third on a new connection each), K8S_SEED (1),
  * K8S_MAX_PROPAGATION_MS (3000), K8S_SCENARIO_SECONDS (time cap per
- * scenario, 180), K8S_ONLY (a scenario name, e.g. `recipe`).
+ * scenario, 240), K8S_ONLY (a scenario name, e.g. `recipe`).
  */
 import { spawn, spawnSync } from "node:child_process"
 import { closeSync, mkdirSync, mkdtempSync, openSync, writeFileSync } from "node:fs"
@@ -62,7 +62,7 @@ const settings = {
   rate: num("K8S_RATE", 150),
   seed: num("K8S_SEED", 1),
   maxPropagationMs: num("K8S_MAX_PROPAGATION_MS", 3_000),
-  scenarioSeconds: num("K8S_SCENARIO_SECONDS", 180),
+  scenarioSeconds: num("K8S_SCENARIO_SECONDS", 240),
   workMs: 5,
   timeoutMs: 5_000,
   maxSockets: 64,

@@ -169,6 +169,8 @@ class WsClient {
     socket.on("error", () => {})
     socket.on("close", (code) => {
       clearInterval(this.timer)
+      // The client's own close at the end of the run is not counted.
+      if (this.stopped) return
       if (!opened) {
         this.failedAttempts++
       } else {
@@ -178,7 +180,7 @@ class WsClient {
         this.lost += this.pending.size
       }
       this.pending.clear()
-      if (!this.stopped) setTimeout(() => this.start(), 100 + Math.random() * 200)
+      setTimeout(() => this.start(), 100 + Math.random() * 200)
     })
   }
   async stop(): Promise<void> {
@@ -323,9 +325,11 @@ const runVariant = async (variant: Variant, dir: string) => {
     }
     await sleep(settings.tailMs)
   } finally {
-    await Promise.all([loads.get.stop(), loads.post.stop(), ...clients.map((client) => client.stop())])
+    await Promise.all([loads.get.stop(), loads.post.stop()])
   }
+  // Every client reconnected after its last close: connected when the load stops.
   const connectedAtEnd = clients.filter((client) => client.open).length
+  await Promise.all(clients.map((client) => client.stop()))
   nginx.kill("SIGQUIT")
   await sleep(200)
   for (const instance of instances.values()) instance.child.kill("SIGKILL")
