@@ -94,6 +94,29 @@ export const freePort = async (): Promise<number> => {
   throw new Error("no free port")
 }
 
+/**
+ * The database the example service's instances use: `BENCH_DATABASE_URL`;
+ * else the local Postgres (127.0.0.1:5432, database `test`) when it accepts
+ * a connection; else none, and each instance opens PGlite in process. On a
+ * busy machine PGlite's start-up (compiling its WebAssembly) takes a CPU for
+ * seconds to a minute per instance, and a restart waits for it; the benches
+ * measure the shutdown, not that.
+ */
+export const databaseUrl = async (): Promise<string | undefined> => {
+  const explicit = process.env.BENCH_DATABASE_URL
+  if (explicit !== undefined) return explicit === "" ? undefined : explicit
+  const reachable = await new Promise<boolean>((resolve) => {
+    const socket = Net.createConnection({ host: "127.0.0.1", port: 5432 })
+    socket.setTimeout(1_000, () => socket.destroy(new Error("timeout")))
+    socket.once("connect", () => {
+      socket.destroy()
+      resolve(true)
+    })
+    socket.once("error", () => resolve(false))
+  })
+  return reachable ? "postgres://postgres@127.0.0.1:5432/test" : undefined
+}
+
 // -----------------------------------------------------------------------------
 // Instances
 // -----------------------------------------------------------------------------
@@ -114,9 +137,10 @@ export interface Instance {
 }
 
 /**
- * Starts `file` on 127.0.0.1:`port` with the hermetic example settings (no
- * database or Redis URL, no Kubernetes variables) plus `env`; its output goes
- * to `<dir>/<name>.log`.
+ * Starts `file` on 127.0.0.1:`port` with the example's settings for a bench
+ * (no database or Redis URL, no Kubernetes variables) plus `env` (which may
+ * set `DATABASE_URL`, see {@link databaseUrl}); its output goes to
+ * `<dir>/<name>.log`.
  */
 export const startInstance = (
   file: string,

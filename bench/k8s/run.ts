@@ -42,6 +42,7 @@ import { cpus, tmpdir } from "node:os"
 import { join } from "node:path"
 import { Load } from "../rolling/load.ts"
 import {
+  databaseUrl,
   ensureDebianPackage,
   exampleMain,
   freePort,
@@ -155,7 +156,7 @@ interface Termination {
   readonly report: ReturnType<typeof readReport>
 }
 
-const runScenario = async (scenario: Scenario, dir: string) => {
+const runScenario = async (scenario: Scenario, dir: string, database: string | undefined) => {
   console.log(
     `\n${scenario.name}: SHUTDOWN_DELAY ${scenario.shutdownDelayMs} ms, preStop sleep ${scenario.preStopMs} ms, ` +
       `grace ${settings.terminationGracePeriodMs} ms`
@@ -192,7 +193,8 @@ const runScenario = async (scenario: Scenario, dir: string) => {
     // What the recipe's manifest sets, so that the start-up check sees Kubernetes.
     KUBERNETES_SERVICE_HOST: "127.0.0.1",
     TERMINATION_GRACE_PERIOD_SECONDS: String(settings.terminationGracePeriodMs / 1000),
-    PRE_STOP_SLEEP_SECONDS: String(scenario.preStopMs / 1000)
+    PRE_STOP_SLEEP_SECONDS: String(scenario.preStopMs / 1000),
+    ...(database === undefined ? {} : { DATABASE_URL: database })
   }
   let generation = 0
   const startPod = (slot: Slot) =>
@@ -340,10 +342,12 @@ const main = async () => {
   )
   const haproxyVersion = ensureDebianPackage("haproxy", "haproxy", ["-v"])
   console.log(`  ${haproxyVersion}`)
+  const database = await databaseUrl()
+  console.log(`  database: ${database ?? "PGlite in each pod (no Postgres on 127.0.0.1:5432)"}`)
   const dir = mkdtempSync(join(tmpdir(), "k8s-"))
   console.log(`  logs, configs and shutdown reports in ${dir}`)
   const results = []
-  for (const scenario of selected) results.push(await runScenario(scenario, dir))
+  for (const scenario of selected) results.push(await runScenario(scenario, dir, database))
 
   console.log("\nSummary")
   console.log("  scenario    SHUTDOWN_DELAY  preStop  restarts  requests  failed  restarts with failures")
@@ -359,6 +363,7 @@ const main = async () => {
     node: process.version,
     cpus: cpus().length,
     haproxy: haproxyVersion,
+    database: database === undefined ? "pglite" : "postgres",
     durationSeconds: Math.round((performance.now() - started) / 1000),
     settings,
     haproxyConfig: haproxyConfig("<dir>", 0, 0, { s1: 0, s2: 0, s3: 0 }),

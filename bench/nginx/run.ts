@@ -39,6 +39,7 @@ import { cpus, tmpdir } from "node:os"
 import { join } from "node:path"
 import WebSocket from "ws"
 import {
+  databaseUrl,
   ensureDebianPackage,
   exampleMain,
   freePort,
@@ -218,7 +219,7 @@ const summarizeAccessLog = (file: string) => {
   return { requests, passedToTheOtherInstance: retried, abnormal, samples }
 }
 
-const runVariant = async (variant: Variant, dir: string) => {
+const runVariant = async (variant: Variant, dir: string, database: string | undefined) => {
   console.log(`\n${variant.name}: ${variant.file.replace(root + "/", "")}`)
   const started = performance.now()
   const ports = { frontend: await freePort(), a: await freePort(), b: await freePort() }
@@ -246,8 +247,8 @@ const runVariant = async (variant: Variant, dir: string) => {
   }
   const clock = () => (loads.get.startedAt === 0 ? 0 : loads.get.now())
   let generation = 0
-  const start = (name: "a" | "b") =>
-    startInstance(variant.file, `${name}-${generation++}`, ports[name], vdir, variant.env, clock)
+  const env = { ...variant.env, ...(database === undefined ? {} : { DATABASE_URL: database }) }
+  const start = (name: "a" | "b") => startInstance(variant.file, `${name}-${generation++}`, ports[name], vdir, env, clock)
 
   const instances = new Map<"a" | "b", Instance>([["a", start("a")], ["b", start("b")]])
   await Promise.all([...instances.values()].map((instance) => waitReady(instance, 120_000)))
@@ -398,10 +399,12 @@ const main = async () => {
   )
   const nginxVersion = ensureDebianPackage("nginx", "nginx", ["-v"])
   console.log(`  ${nginxVersion}`)
+  const database = await databaseUrl()
+  console.log(`  database for effect-graceful: ${database ?? "PGlite in each instance (no Postgres on 127.0.0.1:5432)"}`)
   const dir = mkdtempSync(join(tmpdir(), "nginx-bench-"))
   console.log(`  configs, logs and shutdown reports in ${dir}`)
   const results = []
-  for (const variant of selected) results.push(await runVariant(variant, dir))
+  for (const variant of selected) results.push(await runVariant(variant, dir, database))
 
   console.log("\nSummary")
   console.log("  variant          restarts  requests  failed (GET/POST)  WS closes  reconnected  lost msgs  connected at end")
@@ -419,6 +422,7 @@ const main = async () => {
     node: process.version,
     cpus: cpus().length,
     nginx: nginxVersion,
+    database: database === undefined ? "pglite" : "postgres",
     durationSeconds: Math.round((performance.now() - started) / 1000),
     settings,
     recipe: "deploy/nginx.conf",
