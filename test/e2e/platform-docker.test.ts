@@ -164,7 +164,7 @@ const dockerStop = async (argv: ReadonlyArray<string>): Promise<Stopped> => {
 
 const note = (line: string) => console.log(`[measured] ${line}`)
 
-describe.skipIf(skipReason !== undefined)("docker stop on deploy/Dockerfile's command, as PID 1", { timeout: 90_000 }, () => {
+describe.skipIf(skipReason !== undefined)("docker stop on deploy/Dockerfile's command, as PID 1", { timeout: 240_000 }, () => {
   it("the recipe: exec-form CMD under tini; a SIGTERM stop signal and a 30 s stop timeout", () => {
     expect(commandOf(entrypoint, cmd)).toEqual(["/usr/bin/tini", "--", "node", "examples/service/main.ts"])
     expect(stopSignal).toBe("SIGTERM")
@@ -209,5 +209,5 @@ describe.skipIf(skipReason !== undefined)("docker stop on deploy/Dockerfile's co
     expect(stopped.outcome).toBeUndefined()
     expect(stopped.output).toContain("a shell-form CMD or ENTRYPOINT")
     note(`shell-form CMD, sh as PID 1: SIGTERM ignored, SIGKILL at ${stopped.stopMs} ms`)
-  }, 120_000)
+  }, 300_000)
 })

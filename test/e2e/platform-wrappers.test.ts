@@ -65,7 +65,7 @@ const packageWithStart = (script: string) => {
 
 const note = (line: string) => console.log(`[measured] ${line}`)
 
-describe.skipIf(noNpm !== undefined)("npm start as shipped (exec node ...), SIGTERM to npm's PID only", { timeout: 60_000 }, () => {
+describe.skipIf(noNpm !== undefined)("npm start as shipped (exec node ...), SIGTERM to npm's PID only", { timeout: 240_000 }, () => {
   it("npm forwards it: the in-flight request is answered, node drains, npm exits 0", async () => {
     const { service, node } = await boot(["npm", "start"], { cwd: root })
     // `exec` replaced the shell: node is npm's own child.
@@ -108,7 +108,7 @@ describe.skipIf(noNpm !== undefined)("npm start as shipped (exec node ...), SIGT
   })
 })
 
-describe.skipIf(noNpm !== undefined)("npm through a shell, SIGTERM to npm's PID only: node is orphaned, never drained", { timeout: 60_000 }, () => {
+describe.skipIf(noNpm !== undefined)("npm through a shell, SIGTERM to npm's PID only: node is orphaned, never drained", { timeout: 240_000 }, () => {
   const orphaned = async (argv: ReadonlyArray<string>, cwd: string, label: string) => {
     const { service, node } = await boot(argv, { cwd })
     const [npm, shell] = treeOf(service.child.pid!)

@@ -54,7 +54,9 @@ export const serviceEnv = (dir: string): Record<string, string> => ({
 /**
  * Spawns `argv` (the first element is the program) and resolves once the
  * example service prints `listening on http://127.0.0.1:<port>`. `env` goes
- * on top of this process's environment and {@link serviceEnv}.
+ * on top of this process's environment and {@link serviceEnv}. The start-up
+ * wait is long (120 s): PGlite compiles its WebAssembly at start, which takes
+ * seconds on an idle machine and a minute on a loaded one.
  */
 export const startService = async (
   argv: ReadonlyArray<string>,
@@ -84,8 +86,8 @@ export const startService = async (
   }
   const port = await new Promise<number>((resolve, reject) => {
     const timer = setTimeout(
-      () => reject(new Error(`${argv.join(" ")}: not listening after ${options.timeoutMs ?? 25_000} ms:\n${output}`)),
-      options.timeoutMs ?? 25_000
+      () => reject(new Error(`${argv.join(" ")}: not listening after ${options.timeoutMs ?? 120_000} ms:\n${output}`)),
+      options.timeoutMs ?? 120_000
     )
     const onData = (chunk: Buffer) => {
       output += String(chunk)
