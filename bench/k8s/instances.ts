@@ -8,6 +8,7 @@ import { type ChildProcess, spawn, spawnSync } from "node:child_process"
 import { closeSync, existsSync, openSync, readFileSync } from "node:fs"
 import * as Http from "node:http"
 import * as Net from "node:net"
+import Pg from "pg"
 import { join } from "node:path"
 
 export const root = join(import.meta.dirname, "..", "..")
@@ -94,27 +95,31 @@ export const freePort = async (): Promise<number> => {
   throw new Error("no free port")
 }
 
+/** The benches' own database: no other test's locks on the `work` table can stall them. */
+const BENCH_DATABASE = "effect_graceful_platform_bench"
+
 /**
  * The database the example service's instances use: `BENCH_DATABASE_URL`;
- * else the local Postgres (127.0.0.1:5432, database `test`) when it accepts
- * a connection; else none, and each instance opens PGlite in process. On a
- * busy machine PGlite's start-up (compiling its WebAssembly) takes a CPU for
- * seconds to a minute per instance, and a restart waits for it; the benches
- * measure the shutdown, not that.
+ * else a database of their own on the local Postgres (127.0.0.1:5432, user
+ * postgres), created when missing; else none, and each instance opens PGlite
+ * in process. On a busy machine PGlite's start-up (compiling its
+ * WebAssembly) takes a CPU for seconds to a minute per instance, and a
+ * restart waits for it; the benches measure the shutdown, not that.
  */
 export const databaseUrl = async (): Promise<string | undefined> => {
   const explicit = process.env.BENCH_DATABASE_URL
   if (explicit !== undefined) return explicit === "" ? undefined : explicit
-  const reachable = await new Promise<boolean>((resolve) => {
-    const socket = Net.createConnection({ host: "127.0.0.1", port: 5432 })
-    socket.setTimeout(1_000, () => socket.destroy(new Error("timeout")))
-    socket.once("connect", () => {
-      socket.destroy()
-      resolve(true)
-    })
-    socket.once("error", () => resolve(false))
-  })
-  return reachable ? "postgres://postgres@127.0.0.1:5432/test" : undefined
+  const client = new Pg.Client({ host: "127.0.0.1", port: 5432, user: "postgres", database: "postgres", connectionTimeoutMillis: 2_000 })
+  try {
+    await client.connect()
+    const found = await client.query("SELECT 1 FROM pg_database WHERE datname = $1", [BENCH_DATABASE])
+    if (found.rowCount === 0) await client.query(`CREATE DATABASE ${BENCH_DATABASE}`)
+    return `postgres://postgres@127.0.0.1:5432/${BENCH_DATABASE}`
+  } catch {
+    return undefined
+  } finally {
+    await client.end().catch(() => undefined)
+  }
 }
 
 // -----------------------------------------------------------------------------
