@@ -358,6 +358,17 @@ const main = async () => {
         `${r.restartsWithFailures}`
     )
   }
+  for (const r of results) {
+    // An overloaded machine fails requests for reasons that have nothing to
+    // do with shutdown: say so rather than let the numbers speak alone.
+    const timeouts = r.requests.failureKinds["timeout"] ?? 0
+    if (timeouts > 0 || r.latencyMs.keepAlive.p99 > 1_000) {
+      console.log(
+        `  warning: ${r.scenario} shows ${timeouts} timeouts, p99 ${r.latencyMs.keepAlive.p99} ms: the machine may not ` +
+          "sustain the rate; lower K8S_RATE"
+      )
+    }
+  }
   const output = {
     date: new Date().toISOString(),
     node: process.version,
