@@ -303,7 +303,7 @@ export const inspectProcess = (info: ProcessInfo): ReadonlyArray<ProcessWarning>
       manager,
       message: `this process was started by ${manager} (PID ${parent!.pid}): a supervisor's SIGTERM reaches ` +
         `${manager}, not this process, and the shutdown works only if ${manager} forwards it and passes the exit ` +
-        `code on (npm 10 and 11 do, for a script that starts with \`exec\`). Fine for development; in production ` +
+        `code on (npm 11 does, measured, for a script that starts with \`exec\`). Fine for development; in production ` +
         "run node directly (an exec-form CMD, ExecStart=node ...)."
     })
   }

@@ -49,7 +49,10 @@ const boot = async (argv: ReadonlyArray<string>, options: { cwd?: string; env?: 
   const service = await startService(argv, options)
   started.push(service)
   // The node process running the example, wherever it sits under the wrapper.
-  const node = treeOf(service.child.pid!).find((pid) => commandLine(pid)?.includes("examples/service/main.ts") && commandLine(pid)?.split(" ")[0]?.endsWith("node"))
+  const node = treeOf(service.child.pid!).find((pid) => {
+    const argv = commandLine(pid)?.split(" ") ?? []
+    return argv[0]?.endsWith("node") === true && argv.some((arg) => arg.endsWith("examples/service/main.ts"))
+  })
   expect(node, `the example's node process under ${argv.join(" ")}`).toBeDefined()
   leftovers.push(node!)
   return { service, node: node! }
