@@ -209,6 +209,7 @@ export const evaluate = (budgetMs: number, windows: ReadonlyArray<KillWindow>): 
 /**
  * A process above this one, as the kernel shows it.
  *
+ * @category models
  * @since 0.1.0
  */
 export interface Ancestor {
@@ -220,6 +221,7 @@ export interface Ancestor {
 /**
  * How this process was started, as far as it can see.
  *
+ * @category models
  * @since 0.1.0
  */
 export interface ProcessInfo {
@@ -231,6 +233,7 @@ export interface ProcessInfo {
 /**
  * A way of starting the process that keeps its shutdown from working.
  *
+ * @category models
  * @since 0.1.0
  */
 export type ProcessWarning =
@@ -282,6 +285,7 @@ const isInit = (ancestor: Ancestor | undefined): boolean =>
  * // [{ _tag: "PackageManagerParent", manager: "npm", message: "..." }]
  * ```
  *
+ * @category process check
  * @since 0.1.0
  */
 export const inspectProcess = (info: ProcessInfo): ReadonlyArray<ProcessWarning> => {
@@ -366,6 +370,7 @@ const readAncestor = (pid: number): { readonly ancestor: Ancestor; readonly ppid
  * PlatformCheck.inspectProcess(info).forEach((warning) => console.warn(warning.message))
  * ```
  *
+ * @category process check
  * @since 0.1.0
  */
 export const readProcessInfo = (): ProcessInfo => {
@@ -417,6 +422,7 @@ export const CurrentProcess: Context.Reference<ProcessInfo> = Context.Reference<
  * })
  * ```
  *
+ * @category process check
  * @since 0.1.0
  */
 export const checkProcess: Effect.Effect<ReadonlyArray<ProcessWarning>> = Effect.gen(function*() {
