@@ -50,6 +50,7 @@ import { dual } from "effect/Function"
 import * as Layer from "effect/Layer"
 import * as Runtime from "effect/Runtime"
 import type * as Scope from "effect/Scope"
+import * as OS from "node:os"
 import * as Coordinator from "./internal/coordinator.ts"
 import * as ReportFile from "./internal/reportFile.ts"
 import type { Health } from "./Health.ts"
@@ -239,7 +240,9 @@ export const launch = <ROut, E, RIn>(
  * under {@link run}, it falls back to Effect's default teardown.
  *
  * With `reraiseSignal`, a clean shutdown caused by SIGTERM or SIGINT ends by
- * re-raising that signal, so a shell or supervisor sees 143 / 130.
+ * re-raising that signal, so a shell or supervisor sees 143 / 130. As PID 1
+ * of a PID namespace (a container without an init), where the kernel ignores
+ * the re-raised signal, it exits with 128 + the signal's number instead.
  *
  * @example
  * ```ts
@@ -259,9 +262,15 @@ export const teardown: Runtime.Teardown = (exit, onExit) => {
   if (outcome === undefined) return Runtime.defaultTeardown(exit, onExit)
   if (outcome.reraise !== undefined) {
     // Our listeners are gone by now (and runMain removed its own before the
-    // teardown), so the default action applies: the process dies by the signal.
+    // teardown), so the default action applies: the process dies by the signal
+    // before `kill` returns.
     process.kill(process.pid, outcome.reraise)
-    return
+    // Still alive: the kernel ignored it. PID 1 of a PID namespace (node as a
+    // container's init) gets no default action for a signal it does not
+    // handle. Exit with the status a shell reports for death by that signal.
+    const code = 128 + OS.constants.signals[outcome.reraise]
+    onExit(code)
+    process.exit(code)
   }
   onExit(outcome.exitCode)
   // runMain exits by itself only after a signal or a non-zero code; after a

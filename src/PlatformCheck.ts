@@ -1,5 +1,7 @@
 /**
- * The start-up budget check: does the shutdown budget fit in the time the
+ * The start-up checks: does the process run where its shutdown can work?
+ *
+ * **The budget check.** Does the shutdown budget fit in the time the
  * platform gives the process between its stop signal and SIGKILL?
  *
  * A budget longer than that window is worse than a short one: the platform
@@ -15,13 +17,27 @@
  * `SHUTDOWN_DELAY` is not added: the lame-duck delay is part of the budget.
  * When the window is not visible and a default is assumed, the warning says so.
  *
+ * **The process check.** Does the stop signal reach this process, and is
+ * there an init? Read from the process's PID and its parent and grandparent
+ * (Linux: `/proc`; elsewhere only the PID is known). Each case below was
+ * measured (test/e2e/platform-*.test.ts):
+ *
+ * | seen | what goes wrong | warning |
+ * |---|---|---|
+ * | PID 1 (a container without an init) | orphans' zombies are never reaped; the kernel ignores a re-raised signal, so `SHUTDOWN_RERAISE_SIGNAL` exits 128 + n instead | `Pid1WithoutInit` |
+ * | the parent is npm, npx, yarn, pnpm or bun | a supervisor signals the wrapper, not node; npm forwards SIGTERM and passes the exit code on, other wrappers and versions may not | `PackageManagerParent` |
+ * | the parent is `sh -c` | a shell does not forward signals (dash does not even `exec` the last command): SIGTERM to the shell's PID (npm's forward to a script without `exec`, `npm exec`, a shell-form `CMD` under PID 1 or tini) never reaches node, which is killed or orphaned without draining | `ShellParent` |
+ *
  * @since 0.1.0
  */
 import * as Config from "effect/Config"
+import * as Context from "effect/Context"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
+import { readFileSync } from "node:fs"
+import { basename } from "node:path"
 import * as ShutdownConfig from "./ShutdownConfig.ts"
 
 /**
@@ -187,6 +203,237 @@ export const evaluate = (budgetMs: number, windows: ReadonlyArray<KillWindow>): 
     }
   })
 
+// -----------------------------------------------------------------------------
+// The process check
+// -----------------------------------------------------------------------------
+
+/**
+ * A process above this one, as the kernel shows it.
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export interface Ancestor {
+  readonly pid: number
+  /** Its command line; for a program that sets its title (npm does: `npm start`), the title. */
+  readonly argv: ReadonlyArray<string>
+}
+
+/**
+ * How this process was started, as far as it can see.
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export interface ProcessInfo {
+  readonly pid: number
+  /** The parent first, then the grandparent; empty where `/proc` is not available. */
+  readonly ancestors: ReadonlyArray<Ancestor>
+}
+
+/**
+ * A way of starting the process that keeps its shutdown from working.
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export type ProcessWarning =
+  | { readonly _tag: "Pid1WithoutInit"; readonly message: string }
+  | { readonly _tag: "PackageManagerParent"; readonly manager: string; readonly message: string }
+  | {
+    readonly _tag: "ShellParent"
+    /** What started the shell: a package manager's script, an init or PID 1 (a shell-form `CMD`), or something else. */
+    readonly startedBy: "package-manager" | "init" | "other"
+    readonly message: string
+  }
+
+const PACKAGE_MANAGER = /^(npm|npx|yarn|yarnpkg|pnpm|pnpx|bun|bunx)(-cli)?(\.c?js)?$/
+const SHELL = /^(sh|bash|dash|ash|zsh|ksh|mksh|busybox)$/
+const INIT = /^(tini|tini-static|docker-init|dumb-init|catatonit|init|systemd|s6-svscan)$/
+
+/** The first words of a command line: `node /usr/bin/npm start` and a title `npm start` both give npm. */
+const words = (ancestor: Ancestor): ReadonlyArray<string> =>
+  ancestor.argv.slice(0, 2).flatMap((arg) => arg.split(/\s+/)).filter((word) => word !== "").map((word) =>
+    basename(word)
+  )
+
+const packageManagerOf = (ancestor: Ancestor | undefined): string | undefined => {
+  if (ancestor === undefined) return undefined
+  const [first, second] = words(ancestor)
+  if (first !== undefined && PACKAGE_MANAGER.test(first)) return first.replace(/(-cli)?(\.c?js)?$/, "")
+  // `node /usr/lib/node_modules/npm/bin/npm-cli.js start`
+  if (first !== undefined && /^node(js)?$/.test(first) && second !== undefined && PACKAGE_MANAGER.test(second)) {
+    return second.replace(/(-cli)?(\.c?js)?$/, "")
+  }
+  return undefined
+}
+
+const isShellRunningCommand = (ancestor: Ancestor | undefined): boolean =>
+  ancestor !== undefined && SHELL.test(basename(ancestor.argv[0] ?? "")) && ancestor.argv.includes("-c")
+
+const isInit = (ancestor: Ancestor | undefined): boolean =>
+  ancestor !== undefined && (ancestor.pid === 1 || INIT.test(basename(ancestor.argv[0] ?? "")))
+
+/**
+ * The warnings for a process started as `info` says. Pure: give it
+ * {@link readProcessInfo}'s answer or a test's record.
+ *
+ * @example
+ * ```ts
+ * import { PlatformCheck } from "effect-graceful"
+ *
+ * PlatformCheck.inspectProcess({ pid: 4242, ancestors: [{ pid: 4200, argv: ["npm exec node main.ts"] }] })
+ * // [{ _tag: "PackageManagerParent", manager: "npm", message: "..." }]
+ * ```
+ *
+ * @category process check
+ * @since 0.1.0
+ */
+export const inspectProcess = (info: ProcessInfo): ReadonlyArray<ProcessWarning> => {
+  const warnings: Array<ProcessWarning> = []
+  const [parent, grandparent] = info.ancestors
+  if (info.pid === 1) {
+    warnings.push({
+      _tag: "Pid1WithoutInit",
+      message: "this process is PID 1 (a container started without an init): it does not reap the zombies of " +
+        "orphaned processes, and the kernel ignores a signal it re-raises, so SHUTDOWN_RERAISE_SIGNAL exits " +
+        "128 + n instead of dying by the signal. Run it under an init: `docker run --init`, tini as the ENTRYPOINT, " +
+        "or Kubernetes' shareProcessNamespace."
+    })
+  }
+  const manager = packageManagerOf(parent)
+  if (manager !== undefined) {
+    warnings.push({
+      _tag: "PackageManagerParent",
+      manager,
+      message: `this process was started by ${manager} (PID ${parent!.pid}): a supervisor's SIGTERM reaches ` +
+        `${manager}, not this process, and the shutdown works only if ${manager} forwards it and passes the exit ` +
+        `code on (npm 11 does, measured, for a script that starts with \`exec\`). Fine for development; in production ` +
+        "run node directly (an exec-form CMD, ExecStart=node ...)."
+    })
+  }
+  if (isShellRunningCommand(parent)) {
+    const shell = `\`${parent!.argv.join(" ")}\` (PID ${parent!.pid})`
+    const byManager = packageManagerOf(grandparent)
+    if (byManager !== undefined) {
+      warnings.push({
+        _tag: "ShellParent",
+        startedBy: "package-manager",
+        message: `this process was started by ${byManager} through ${shell}: ${byManager} forwards SIGTERM to the ` +
+          "shell only, which dies and leaves this process running, never signalled, never drained. Start the " +
+          "script with `exec` (`\"start\": \"exec node main.js\"`; `npm exec` always goes through a shell), or run " +
+          "node directly."
+      })
+    } else if (parent!.pid === 1 || isInit(grandparent)) {
+      warnings.push({
+        _tag: "ShellParent",
+        startedBy: "init",
+        message: `this process was started by ${shell}${
+          parent!.pid === 1 ? ", which is PID 1" : ", under an init"
+        } (a shell-form CMD or ENTRYPOINT): the container's SIGTERM goes to the shell, which ignores it as PID 1 or ` +
+          "dies of it under an init; either way this process is killed without draining. Use the exec form: " +
+          "`CMD [\"node\", \"main.js\"]`."
+      })
+    } else {
+      warnings.push({
+        _tag: "ShellParent",
+        startedBy: "other",
+        message: `this process was started by ${shell}: a SIGTERM sent to the shell's PID alone does not reach ` +
+          "this process (a shell does not forward signals). Start it with `exec node ...`, or have the supervisor " +
+          "signal the whole process group (systemd's default KillMode does)."
+      })
+    }
+  }
+  return warnings
+}
+
+const readAncestor = (pid: number): { readonly ancestor: Ancestor; readonly ppid: number } | undefined => {
+  try {
+    const argv = readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0").filter((arg) => arg !== "")
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8")
+    // `pid (comm) state ppid ...`: comm may hold spaces and parentheses.
+    const ppid = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1])
+    return { ancestor: { pid, argv }, ppid }
+  } catch {
+    return undefined
+  }
+}
+
+/**
+ * This process's PID and its parent and grandparent, read from `/proc`
+ * (on other systems, the PID alone). Never throws.
+ *
+ * @example
+ * ```ts
+ * import { PlatformCheck } from "effect-graceful"
+ *
+ * const info = PlatformCheck.readProcessInfo()
+ * PlatformCheck.inspectProcess(info).forEach((warning) => console.warn(warning.message))
+ * ```
+ *
+ * @category process check
+ * @since 0.1.0
+ */
+export const readProcessInfo = (): ProcessInfo => {
+  const ancestors: Array<Ancestor> = []
+  let pid = process.ppid
+  while (ancestors.length < 2 && pid > 0) {
+    const found = readAncestor(pid)
+    if (found === undefined) break
+    ancestors.push(found.ancestor)
+    pid = found.ppid
+  }
+  return { pid: process.pid, ancestors }
+}
+
+/**
+ * Where {@link checkProcess} reads how the process was started: by default
+ * {@link readProcessInfo}; a test provides its own.
+ *
+ * @example
+ * ```ts
+ * import { Effect } from "effect"
+ * import { PlatformCheck } from "effect-graceful"
+ *
+ * PlatformCheck.checkProcess.pipe(
+ *   Effect.provideService(PlatformCheck.CurrentProcess, { pid: 1, ancestors: [] })
+ * )
+ * ```
+ *
+ * @category services
+ * @since 0.1.0
+ */
+export const CurrentProcess: Context.Reference<ProcessInfo> = Context.Reference<ProcessInfo>(
+  "effect-graceful/PlatformCheck/CurrentProcess",
+  { defaultValue: readProcessInfo }
+)
+
+/**
+ * Inspects how the process was started ({@link inspectProcess} on
+ * {@link CurrentProcess}), logs a warning for each problem, and returns them.
+ * Never fails. {@link check} runs it.
+ *
+ * @example
+ * ```ts
+ * import { Effect } from "effect"
+ * import { PlatformCheck } from "effect-graceful"
+ *
+ * const program = Effect.gen(function*() {
+ *   const warnings = yield* PlatformCheck.checkProcess
+ * })
+ * ```
+ *
+ * @category process check
+ * @since 0.1.0
+ */
+export const checkProcess: Effect.Effect<ReadonlyArray<ProcessWarning>> = Effect.gen(function*() {
+  const warnings = inspectProcess(yield* CurrentProcess)
+  for (const warning of warnings) {
+    yield* Effect.logWarning(warning.message).pipe(Effect.annotateLogs({ check: warning._tag }))
+  }
+  return warnings
+})
+
 const readEnvironment: Effect.Effect<Environment> = Effect.gen(function*() {
   const env: Record<string, string | undefined> = {}
   for (const name of variables) {
@@ -202,7 +449,7 @@ const readEnvironment: Effect.Effect<Environment> = Effect.gen(function*() {
  * Reads the environment (through the current `ConfigProvider`), compares
  * each detected platform's kill window with `config`'s budget, logs a
  * warning for each that does not fit (and a debug line for each that does),
- * and returns the findings. Never fails.
+ * runs {@link checkProcess}, and returns the budget findings. Never fails.
  *
  * @example
  * ```ts
@@ -227,6 +474,7 @@ export const check = (
         Effect.annotateLogs({ platform: finding.platform, windowMs: finding.windowMs, budgetMs: finding.budgetMs })
       )
     }
+    yield* checkProcess
     return findings
   })
 

@@ -5,7 +5,15 @@ import { Duration as DurationModule } from "effect"
 
 const ms = DurationModule.toMillis
 
-const withEnv = (env: Record<string, string>) => Effect.provide(ConfigProvider.layer(ConfigProvider.fromEnv({ env })))
+// A process started plainly (by a terminal's shell, not `sh -c`): the process check has nothing to say.
+const plainProcess: PlatformCheck.ProcessInfo = { pid: 4242, ancestors: [{ pid: 4000, argv: ["-bash"] }] }
+
+const withEnv = (env: Record<string, string>, process: PlatformCheck.ProcessInfo = plainProcess) =>
+  <A, E, R>(effect: Effect.Effect<A, E, R>) =>
+    effect.pipe(
+      Effect.provide(ConfigProvider.layer(ConfigProvider.fromEnv({ env }))),
+      Effect.provideService(PlatformCheck.CurrentProcess, process)
+    )
 
 /** Runs `effect` with a logger that records warnings (and worse). */
 const captureWarnings = <A, E>(effect: Effect.Effect<A, E>) =>
@@ -133,5 +141,90 @@ describe("PlatformCheck.check", () => {
       )
       expect(warnings).toHaveLength(1)
       expect(warnings[0]).toContain("set kill_timeout to at least 21000")
+    }))
+})
+
+describe("PlatformCheck.inspectProcess", () => {
+  const tags = (info: PlatformCheck.ProcessInfo) => PlatformCheck.inspectProcess(info).map((w) => w._tag)
+  const npmStart = { pid: 200, argv: ["npm start"] }
+
+  it("says nothing for node started by a terminal, systemd, tini or a supervisor", () => {
+    expect(tags(plainProcess)).toEqual([])
+    expect(tags({ pid: 900, ancestors: [{ pid: 1, argv: ["/sbin/init"] }] })).toEqual([])
+    expect(tags({ pid: 7, ancestors: [{ pid: 1, argv: ["/usr/bin/tini", "--", "node", "main.js"] }] })).toEqual([])
+    expect(tags({ pid: 300, ancestors: [{ pid: 250, argv: ["PM2 v6.0.8: God Daemon (/root/.pm2)"] }] })).toEqual([])
+    expect(tags({ pid: 300, ancestors: [] })).toEqual([])
+  })
+
+  it("PID 1: no init, so no reaping and no re-raised signal", () => {
+    const [warning] = PlatformCheck.inspectProcess({ pid: 1, ancestors: [] })
+    expect(warning?._tag).toBe("Pid1WithoutInit")
+    expect(warning?.message).toContain("is PID 1")
+    expect(warning?.message).toContain("SHUTDOWN_RERAISE_SIGNAL exits 128 + n")
+    expect(warning?.message).toContain("docker run --init")
+  })
+
+  it("a package manager as the parent: npm's title, npm-cli.js, yarn, pnpm, bun", () => {
+    const managerOf = (argv: ReadonlyArray<string>) => {
+      const [warning] = PlatformCheck.inspectProcess({ pid: 300, ancestors: [{ pid: 200, argv }] })
+      return warning?._tag === "PackageManagerParent" ? warning.manager : undefined
+    }
+    expect(managerOf(["npm start"])).toBe("npm")
+    expect(managerOf(["npm exec node main.ts"])).toBe("npm")
+    expect(managerOf(["node", "/usr/lib/node_modules/npm/bin/npm-cli.js", "start"])).toBe("npm")
+    expect(managerOf(["node", "/usr/local/bin/yarn", "start"])).toBe("yarn")
+    expect(managerOf(["/usr/local/bin/pnpm", "start"])).toBe("pnpm")
+    expect(managerOf(["bun", "run", "start"])).toBe("bun")
+    expect(managerOf(["node", "server.js"])).toBeUndefined()
+    expect(PlatformCheck.inspectProcess({ pid: 300, ancestors: [npmStart] })[0]?.message).toContain(
+      "run node directly"
+    )
+  })
+
+  it("a shell between npm and node (a script without exec, npm exec): the SIGTERM never reaches node", () => {
+    const warnings = PlatformCheck.inspectProcess({
+      pid: 301,
+      ancestors: [{ pid: 300, argv: ["sh", "-c", "node main.ts"] }, npmStart]
+    })
+    expect(warnings).toMatchObject([{ _tag: "ShellParent", startedBy: "package-manager" }])
+    expect(warnings[0]!.message).toContain("never signalled, never drained")
+    expect(warnings[0]!.message).toContain("exec")
+  })
+
+  it("a shell-form CMD: sh as PID 1, or sh under tini", () => {
+    expect(PlatformCheck.inspectProcess({ pid: 7, ancestors: [{ pid: 1, argv: ["/bin/sh", "-c", "node main.ts"] }] }))
+      .toMatchObject([{ _tag: "ShellParent", startedBy: "init", message: expect.stringContaining("which is PID 1") }])
+    expect(
+      PlatformCheck.inspectProcess({
+        pid: 8,
+        ancestors: [{ pid: 7, argv: ["/bin/sh", "-c", "node main.ts"] }, { pid: 1, argv: ["/usr/bin/tini", "--"] }]
+      })
+    ).toMatchObject([{ _tag: "ShellParent", startedBy: "init", message: expect.stringContaining("exec form") }])
+  })
+
+  it("any other `sh -c` parent; an interactive shell is not one", () => {
+    expect(tags({ pid: 9, ancestors: [{ pid: 8, argv: ["bash", "-c", "node main.ts"] }, { pid: 5, argv: ["cron"] }] }))
+      .toEqual(["ShellParent"])
+    expect(tags({ pid: 9, ancestors: [{ pid: 8, argv: ["bash"] }] })).toEqual([])
+  })
+
+  it("readProcessInfo reads this process and its parent from /proc", () => {
+    const info = PlatformCheck.readProcessInfo()
+    expect(info.pid).toBe(process.pid)
+    if (process.platform === "linux") expect(info.ancestors[0]?.pid).toBe(process.ppid)
+  })
+})
+
+describe("PlatformCheck.check: the process check", () => {
+  it.effect("logs a warning for each problem, besides the budget findings", () =>
+    Effect.gen(function*() {
+      const { value, warnings } = yield* captureWarnings(
+        Effect.flatMap(ShutdownConfig.load(), PlatformCheck.check).pipe(
+          withEnv({}, { pid: 1, ancestors: [] })
+        )
+      )
+      expect(value).toEqual([])
+      expect(warnings).toHaveLength(1)
+      expect(warnings[0]).toContain("is PID 1")
     }))
 })

@@ -26,6 +26,11 @@ export interface LoadOptions {
   /** Most keep-alive connections open at once. */
   readonly maxSockets: number
   readonly bucketMs: number
+  /** Reuse connections (default); `false`: one connection per request, as a client without keep-alive. */
+  readonly keepAlive?: boolean | undefined
+  /** `GET` (default) or another method, e.g. `POST`, sent with `body` (JSON). */
+  readonly method?: string | undefined
+  readonly body?: string | undefined
 }
 
 export interface Bucket {
@@ -102,7 +107,12 @@ export class Load {
     this.options = options
     // LIFO keeps the busy connections busy and lets the agent close the rest
     // (idle > 30 s) before HAProxy's keep-alive timeout could race a request.
-    this.agent = new Http.Agent({ keepAlive: true, maxSockets: options.maxSockets, scheduling: "lifo", timeout: 30_000 })
+    this.agent = new Http.Agent({
+      keepAlive: options.keepAlive ?? true,
+      maxSockets: options.maxSockets,
+      scheduling: "lifo",
+      timeout: 30_000
+    })
   }
 
   /** ms since the load started. */
@@ -167,7 +177,16 @@ export class Load {
       this.outstanding--
       if (this.outstanding === 0) this.onIdle?.()
     }
-    const request = Http.get({ port: this.options.port, host: "127.0.0.1", path: this.options.path, agent: this.agent })
+    const { body, method = "GET" } = this.options
+    const request = Http.request({
+      port: this.options.port,
+      host: "127.0.0.1",
+      path: this.options.path,
+      agent: this.agent,
+      method,
+      headers: body === undefined ? {} : { "content-type": "application/json", "content-length": Buffer.byteLength(body) }
+    })
+    request.end(body)
     const timer = setTimeout(() => {
       request.destroy(new Error("timeout"))
     }, this.options.timeoutMs)

@@ -10,8 +10,9 @@
  *   Node's `server.close()`: the listener closes and idle keep-alive
  *   connections are destroyed at once, then the process exits.
  *
- * Routes: `GET /health/live`, `GET /health/ready`, `GET /work?ms=N` (sleeps
- * N ms, answers 200 JSON). Honours `PORT` (default 3000) and `HOST` (default
+ * Routes: `GET /health/live`, `GET /health/ready`, `GET /work?ms=N` and
+ * `POST /work?ms=N` (sleeps N ms, answers 200 JSON), `GET /ws` (a WebSocket
+ * echo, for bench/nginx). Honours `PORT` (default 3000) and `HOST` (default
  * 127.0.0.1). The server keeps Node's defaults (`keepAliveTimeout` 5 s).
  */
 import { NodeHttpServer, NodeRuntime } from "@effect/platform-node"
@@ -33,7 +34,23 @@ const Routes = Layer.mergeAll(
   HttpRouter.add("GET", "/work", (request) => {
     const ms = msOf(request.url)
     return Effect.sleep(ms).pipe(Effect.as(HttpServerResponse.jsonUnsafe({ ok: true, ms })))
-  })
+  }),
+  HttpRouter.add("POST", "/work", (request) => {
+    const ms = msOf(request.url)
+    return Effect.ignore(request.text).pipe(
+      Effect.andThen(Effect.sleep(ms)),
+      Effect.as(HttpServerResponse.jsonUnsafe({ ok: true, ms }))
+    )
+  }),
+  HttpRouter.add("GET", "/ws", (request) =>
+    Effect.gen(function*() {
+      const socket = yield* request.upgrade
+      const writer = yield* socket.writer
+      const reader = yield* socket.reader
+      while (true) {
+        for (const chunk of yield* reader.pull) yield* writer.write(chunk)
+      }
+    }).pipe(Effect.scoped, Effect.ignore, Effect.as(HttpServerResponse.empty())))
 )
 
 const App = HttpRouter.serve(Routes, { disableLogger: true }).pipe(

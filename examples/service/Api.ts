@@ -10,6 +10,8 @@
  *   retry); a failure after it (log line, announcement) still answers 200,
  *   with `warnings` naming the failed step (the work is done; a retry would
  *   do it twice).
+ * - `POST /work?ms=N`: the same, as a request a proxy must not retry once
+ *   sent (non-idempotent); its body is read and ignored.
  * - `GET /ws`: a WebSocket echo; one request-log line when it closes.
  * - `GET /events`: server-sent events (`effect-graceful/Sse`), one every
  *   100 ms, ids 1, 2, 3, ...; with `Last-Event-ID: n` the stream resumes at
@@ -60,6 +62,7 @@ const Routes = Layer.unwrap(Effect.gen(function*() {
           status: 400
         })
       }
+      if (request.method === "POST") yield* Effect.ignore(request.text)
       const id = randomUUID()
       const startedAt = new Date()
       yield* Effect.sleep(ms)
@@ -79,7 +82,7 @@ const Routes = Layer.unwrap(Effect.gen(function*() {
           )
         )
       // Acknowledged (handed to the OS) before the response is sent.
-      yield* afterCommit("request log", log.write({ at: new Date().toISOString(), method: "GET", path: "/work", status: 200, durationMs, id }))
+      yield* afterCommit("request log", log.write({ at: new Date().toISOString(), method: request.method, path: "/work", status: 200, durationMs, id }))
       yield* afterCommit("announcement", events.publish(JSON.stringify({ id, ms })))
       return HttpServerResponse.jsonUnsafe(warnings.length === 0 ? { ok: true, id, ms, durationMs } : { ok: true, id, ms, durationMs, warnings })
     }).pipe(
@@ -128,6 +131,7 @@ const Routes = Layer.unwrap(Effect.gen(function*() {
 
   return Layer.mergeAll(
     HttpRouter.add("GET", "/work", work),
+    HttpRouter.add("POST", "/work", work),
     HttpRouter.add("GET", "/ws", echo),
     HttpRouter.add("GET", "/events", ticks)
   )
