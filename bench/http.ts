@@ -10,13 +10,18 @@
  *    process exit.
  * 3. Memory: heap per in-flight request with 10,000 concurrent slow requests,
  *    ours minus the bare server's.
+ * 4. Instructions per request: each variant under `valgrind --tool=callgrind`
+ *    (instrumentation switched on after a warm-up), over a fixed number of
+ *    requests. Unlike time, the count barely moves when other processes
+ *    share the machine, so a 1 % difference shows. Skipped without valgrind.
  *
  * Loopback only, bounded in count and time; stops by itself.
  */
 // @ts-expect-error autocannon ships no types
 import autocannon from "autocannon"
 import { type ChildProcess, spawn, spawnSync } from "node:child_process"
-import { existsSync, mkdirSync, writeFileSync } from "node:fs"
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs"
+import { tmpdir } from "node:os"
 import { cpus } from "node:os"
 import * as Net from "node:net"
 import { join } from "node:path"
@@ -27,7 +32,10 @@ const seconds = Number(process.env.BENCH_SECONDS ?? 2)
 const shutdownRuns = Number(process.env.BENCH_SHUTDOWN_RUNS ?? 5)
 const idleSockets = Number(process.env.BENCH_IDLE_SOCKETS ?? 1000)
 const slowRequests = Number(process.env.BENCH_SLOW_REQUESTS ?? 10_000)
-const serverFile = join(import.meta.dirname, "server.ts")
+const callgrindRequests = Number(process.env.BENCH_CALLGRIND_REQUESTS ?? 4000)
+const callgrindRuns = Number(process.env.BENCH_CALLGRIND_RUNS ?? 2)
+// BENCH_SERVER_FILE points at another tree's bench/server.ts (before/after runs).
+const serverFile = process.env.BENCH_SERVER_FILE ?? join(import.meta.dirname, "server.ts")
 
 interface Server {
   readonly child: ChildProcess
@@ -40,10 +48,15 @@ interface Server {
 const pin = cpus().length >= 2 && existsSync("/usr/bin/taskset")
 if (pin) spawnSync("taskset", ["-pc", `1-${cpus().length - 1}`, String(process.pid)])
 
-const startServer = (variant: string): Promise<Server> =>
+const startServer = (
+  variant: string,
+  wrapper: ReadonlyArray<string> = [],
+  nodeFlags: ReadonlyArray<string> = []
+): Promise<Server> =>
   new Promise((resolve, reject) => {
-    const command = pin ? "taskset" : process.execPath
-    const args = pin ? ["-c", "0", process.execPath, "--expose-gc", serverFile] : ["--expose-gc", serverFile]
+    const node = [...wrapper, process.execPath, "--expose-gc", ...nodeFlags, serverFile]
+    const command = pin ? "taskset" : node[0]!
+    const args = pin ? ["-c", "0", ...node] : node.slice(1)
     const child = spawn(command, args, {
       env: { ...process.env, BENCH_VARIANT: variant, SHUTDOWN_DELAY: "0 seconds" },
       stdio: ["ignore", "pipe", "inherit"]
@@ -227,6 +240,81 @@ const memory = async () => {
   return { rows }
 }
 
+const hasValgrind = spawnSync("valgrind", ["--version"]).status === 0
+
+const callgrindControl = (pid: number, ...args: Array<string>) => {
+  const result = spawnSync("callgrind_control", [...args, String(pid)], { encoding: "utf8" })
+  if (result.status !== 0) throw new Error(`callgrind_control ${args.join(" ")}: ${result.stderr}`)
+}
+
+/** Guest instructions per request of one variant, from one callgrind run. */
+const instructionsPerRequest = async (variant: string) => {
+  const out = join(tmpdir(), `effect-graceful-callgrind-${process.pid}-${variant}.out`)
+  // --single-threaded: V8 compiles and collects on the main thread, so the
+  // count does not depend on how background threads were scheduled.
+  const server = await startServer(variant, [
+    "valgrind",
+    "-q",
+    "--tool=callgrind",
+    "--instr-atstart=no",
+    `--callgrind-out-file=${out}`,
+    "--dump-instr=no"
+  ], ["--single-threaded"])
+  try {
+    const url = `http://127.0.0.1:${server.port}/`
+    await autocannon({ url, connections: 8, amount: callgrindRequests })
+    callgrindControl(server.child.pid!, "--instr=on")
+    const result = await autocannon({ url, connections: 8, amount: callgrindRequests })
+    callgrindControl(server.child.pid!, "--dump")
+    // A dump on request goes to `<file>.1`.
+    const text = readFileSync(`${out}.1`, "utf8")
+    const totals = /^(?:totals|summary): (\d+)/m.exec(text)
+    if (totals === null) throw new Error(`no totals in ${out}`)
+    return Number(totals[1]) / result.requests.total
+  } finally {
+    await stop(server)
+    rmSync(out, { force: true })
+    rmSync(`${out}.1`, { force: true })
+  }
+}
+
+const instructions = async () => {
+  if (!hasValgrind) {
+    console.log("  valgrind not found: skipped")
+    return undefined
+  }
+  const groups = [
+    { baseline: "effect-bare", variants: ["effect-bare", "effect-graceful"] },
+    { baseline: "node-bare", variants: ["node-bare", "node-graceful", "node-terminator", "node-terminus"] }
+  ]
+  const selected = process.env.BENCH_GROUPS
+  const chosen = selected === undefined ? groups : groups.filter((g) => g.baseline.startsWith(selected))
+  const counts: Record<string, Array<number>> = {}
+  for (let run = 0; run < callgrindRuns; run++) {
+    for (const group of chosen) {
+      for (const variant of group.variants) {
+        const count = await instructionsPerRequest(variant)
+        ;(counts[variant] ??= []).push(count)
+        console.log(`  run ${run + 1} ${variant.padEnd(16)} ${Math.round(count)} instructions/request`)
+      }
+    }
+  }
+  const rows = chosen.flatMap((group) =>
+    group.variants.map((variant) => {
+      const own = median(counts[variant]!)
+      const base = median(counts[group.baseline]!)
+      return {
+        variant,
+        baseline: group.baseline,
+        instructionsPerRequest: Math.round(own),
+        runs: counts[variant]!.map(Math.round),
+        instructionsRatio: Number((own / base).toFixed(3))
+      }
+    })
+  )
+  return { requests: callgrindRequests, runs: callgrindRuns, rows }
+}
+
 const only = process.env.BENCH_ONLY
 const section = async <A>(name: string, title: string, run: () => Promise<A>): Promise<A | undefined> => {
   if (only !== undefined && only !== name) return undefined
@@ -239,6 +327,11 @@ const main = async () => {
   const overheadResult = await section("overhead", `HTTP overhead (${rounds} rounds × ${seconds} s, 32 connections)`, overhead)
   const shutdownResult = await section("shutdown", `Shutdown latency (${shutdownRuns} runs)`, shutdownLatency)
   const memoryResult = await section("memory", `Memory (${slowRequests} concurrent slow requests)`, memory)
+  const instructionsResult = await section(
+    "instructions",
+    `Instructions per request (callgrind, ${callgrindRequests} requests after as many to warm up, ${callgrindRuns} runs)`,
+    instructions
+  )
 
   console.log("\nSummary")
   for (const row of overheadResult?.rows ?? []) {
@@ -256,7 +349,8 @@ const main = async () => {
     targets: { throughputRatio: ">= 0.97", p99Ratio: "<= 1.10", shutdownMedianMs: "<= 50", overheadBytesPerRequest: "<= 1024" },
     overhead: overheadResult,
     shutdown: shutdownResult,
-    memory: memoryResult
+    memory: memoryResult,
+    instructions: instructionsResult
   }
   mkdirSync(join(import.meta.dirname, "results"), { recursive: true })
   const file = only === undefined ? "http.json" : `http-${only}.json`

@@ -186,7 +186,6 @@ const guardWith = (
     server.on("close", onClose)
 
     const originalEmit = server.emit as (this: NodeServer, event: string | symbol, ...args: Array<unknown>) => boolean
-    const connectionEvent = isTls ? "secureConnection" : "connection"
     // Requests take the first branch with no rest array; every other event
     // goes through `arguments` untouched.
     const emit = function(this: NodeServer, event: string | symbol, a: unknown, b: unknown): boolean {
@@ -201,12 +200,13 @@ const guardWith = (
         case "upgrade":
           if (guard.onUpgrade(a as Http.IncomingMessage, b as Net.Socket)) return true
           break
-        case connectionEvent:
-          if (!isHttp2) guard.onConnection(a as Net.Socket)
-          break
         case "connection":
-          // TLS: the raw socket, before its handshake; destroyed at release if still there.
+          guard.onAccept()
           if (isTls) guard.onRawConnection(a as Net.Socket)
+          else if (!isHttp2) guard.onConnection(a as Net.Socket)
+          break
+        case "secureConnection":
+          if (isTls) guard.onConnection(a as Net.Socket)
           break
         case "session":
           guard.onSession(a as Http2.ServerHttp2Session)

@@ -59,6 +59,9 @@ const DRAINING = 1
 const CLOSING = 2
 type Mode = typeof READY | typeof DRAINING | typeof CLOSING
 
+/** At most this many turns of the loop to accept what the kernel queued before the listener closes. */
+const MAX_ACCEPT_TURNS = 1024
+
 const kConnection = Symbol.for("effect-graceful/http/connection")
 const kRequest = Symbol.for("effect-graceful/http/request")
 
@@ -125,6 +128,37 @@ const closeFrame = (code: number, reason: string): Buffer => {
   return frame
 }
 
+/** Node's fields of a response whose head is written but not yet on the wire. */
+interface QueuedResponse {
+  _header: string | null
+  _last: boolean
+  shouldKeepAlive: boolean
+  outputData: Array<{ data: unknown }>
+  socket: Net.Socket | null
+}
+
+const KEEP_ALIVE_HEAD = /\r\nconnection: keep-alive\r\n(?:keep-alive: [^\r]*\r\n)?/i
+
+/**
+ * A pipelined response whose handler finished before the shutdown started:
+ * its head is written, but it waits in Node's queue behind the response
+ * being sent. Rewrites `Connection: keep-alive` to `close` in the queued
+ * head, and tells Node to close the connection after it.
+ */
+const closeQueuedHead = (response: Http.ServerResponse): void => {
+  const queued = response as unknown as QueuedResponse
+  const head = queued._header
+  const first = queued.outputData?.[0]
+  if (queued.socket != null || head == null || first === undefined || typeof first.data !== "string") return
+  if (!first.data.startsWith(head)) return
+  const closing = head.replace(KEEP_ALIVE_HEAD, "\r\nConnection: close\r\n")
+  if (closing === head) return
+  first.data = closing + first.data.slice(head.length)
+  queued._header = closing
+  queued._last = true
+  queued.shouldKeepAlive = false
+}
+
 /** After a cut, the application may still try to answer: let it, into the void. */
 const neuter = (response: Http.ServerResponse) => {
   response.on("error", noop)
@@ -148,6 +182,8 @@ class Connection {
   queued: Array<Http.ServerResponse> | undefined = undefined
   /** From the drain on: responses not yet closed. */
   pending = 0
+  /** From the drain on: the requests followed on this connection, until their responses close. */
+  followed: Set<TrackedRequest> | undefined = undefined
   /** A response marked `Connection: close` before a newer one arrived. */
   marked: Http.ServerResponse | undefined = undefined
   upgraded = false
@@ -219,6 +255,14 @@ function onSocketClose(this: TrackedSocket): void {
   const connection = this[kConnection]
   if (connection === undefined) return
   connection.cancelEnd?.()
+  // Responses still queued when the connection closed (pipelined behind one
+  // that said close) are never sent, and Node does not close them: done.
+  if (connection.followed !== undefined) {
+    for (const tracked of connection.followed) {
+      neuter(tracked.response!)
+      onResponseClose.call(tracked.response!)
+    }
+  }
   connection.guard.connections.delete(this)
   connection.guard.settle()
 }
@@ -231,6 +275,7 @@ function onResponseClose(this: TrackedResponse): void {
   if (tracked.tracked) guard.inFlight.removeUnsafe(tracked)
   const connection = tracked.connection
   if (connection === undefined) return
+  connection.followed?.delete(tracked)
   connection.pending--
   if (connection.last === this) connection.last = undefined
   if (connection.marked === this) connection.marked = undefined
@@ -266,7 +311,10 @@ export class HttpGuard {
   /** The listener is closed (or closing has been scheduled and has run). */
   listenerClosed = false
   private closeScheduled = false
-  private readonly connectionsList: ConnectionsList | undefined
+  /** Connections accepted so far (raw TCP accepts). */
+  accepted = 0
+  /** Node's connections list: set up when the server starts listening. */
+  private connectionsList: ConnectionsList | undefined = undefined
   /** Ready only: health probes answered, so the drain never waits for one. */
   private readonly probes = new WeakSet<Http.ServerResponse>()
 
@@ -276,7 +324,6 @@ export class HttpGuard {
     this.name = settings.name
     this.inFlight = settings.inFlight
     this.clock = settings.clock
-    this.connectionsList = settings.isHttp2 ? undefined : connectionsListOf(server)
   }
 
   now(): number {
@@ -294,6 +341,11 @@ export class HttpGuard {
     this.connections.add(socket)
     socket.on("close", onSocketClose)
     if (this.mode === CLOSING) this.scheduleEnd(connection)
+  }
+
+  /** Any accepted TCP connection (before TLS, if any). */
+  onAccept(): void {
+    this.accepted++
   }
 
   /** TLS: a raw socket, before its handshake; destroyed at release if it is still there. */
@@ -357,7 +409,10 @@ export class HttpGuard {
     const tracked = new TrackedRequest(this, "request", request, response, connection)
     response[kRequest] = tracked
     response.on("close", onResponseClose)
-    if (connection !== undefined) connection.pending++
+    if (connection !== undefined) {
+      connection.pending++
+      ;(connection.followed ??= new Set()).add(tracked)
+    }
     return tracked
   }
 
@@ -475,13 +530,27 @@ export class HttpGuard {
         // A handle that cannot listen again (a cluster worker's): nothing to shrink.
       }
     }
-    // Two turns of the loop: a poll phase runs between them.
-    setImmediate(() =>
-      setImmediate(() => {
+    // libuv accepts one queued connection per turn of the loop: turn it
+    // until two turns in a row accept nothing (bounded, should SYNs still
+    // get in).
+    let seen = this.accepted
+    let quiet = 0
+    let turns = 0
+    const turn = () => {
+      if (this.accepted !== seen) {
+        seen = this.accepted
+        quiet = 0
+      } else {
+        quiet++
+      }
+      if (quiet >= 2 || ++turns >= MAX_ACCEPT_TURNS || this.listenerClosed) {
         this.closeListenerNow()
         this.settle()
-      })
-    )
+        return
+      }
+      setImmediate(turn)
+    }
+    setImmediate(turn)
   }
 
   closeListenerNow(): void {
@@ -540,15 +609,20 @@ export class HttpGuard {
       marked.removeHeader("connection")
     }
     connection.marked = undefined
-    if (last !== undefined && !last.headersSent && !last.writableEnded) {
+    if (last === undefined) return
+    if (!last.headersSent) {
       last.setHeader("connection", "close")
       connection.marked = last
+    } else {
+      closeQueuedHead(last)
     }
   }
 
   /** Whether the connection holds bytes of a request not yet complete. */
   private receiving(socket: TrackedSocket): boolean {
-    if (this.connectionsList === undefined || socket.bytesRead === 0) return false
+    if (this.settings.isHttp2 || socket.bytesRead === 0) return false
+    this.connectionsList ??= connectionsListOf(this.server)
+    if (this.connectionsList === undefined) return false
     for (const parser of this.connectionsList.active()) {
       if (parser.socket === socket) return true
     }
