@@ -6,35 +6,53 @@
  * {@link guard} attaches to the Node server beneath either. What it does, by
  * phase:
  *
- * - **Ready**: every request (and WebSocket) is in the in-flight set; the
- *   health routes (`/health/live`, `/health/ready`) are answered before the
- *   application sees them.
- * - **Draining** (lame duck): everything is still served, readiness is 503,
- *   and every HTTP/1.1 response not yet started carries `Connection: close`
- *   (on a pipelined connection, only the last response queued), so each
- *   keep-alive connection closes after its current response. Upgrade requests
- *   are answered 503.
- * - **Closing**: the listener closes: a new connection is refused, never
- *   accepted and then reset (Node's own `server.close()` is not used, because
- *   it destroys idle keep-alive sockets and resets a request on its way in).
- *   An idle keep-alive socket is ended (FIN) once it has been idle for
- *   `idleGrace` (default 100 ms): at once if it already was, after the rest of
- *   the grace if it just finished a response, since its client may be writing
- *   the next request; either way only after the event loop has had a turn to
- *   read a request already on the wire. A busy socket closes after its
- *   response. WebSockets get close frame 1001; their close handshakes are part
- *   of the drain. HTTP/2 sessions get GOAWAY, so their open streams finish.
+ * - **Ready**: the health routes (`/health/live`, `/health/ready`) are
+ *   answered before the application sees them. Otherwise the guard only
+ *   notes, per connection, the newest response and when it arrived: no
+ *   allocation and no listener per request. What is in flight is derived
+ *   when the shutdown starts, from the state Node keeps per socket.
+ * - **Draining** (lame duck): every response not yet finished becomes
+ *   in-flight work, and from now on every request that arrives too.
+ *   Everything is still served, readiness is 503, and the newest response
+ *   of each HTTP/1.1 connection carries `Connection: close`, so the
+ *   connection closes after it. On a pipelined connection that is the last
+ *   response queued, even one whose handler already wrote its head (HTTP/1.1
+ *   lets nothing follow a response that says close, and the requests queued
+ *   before it are already being handled). Upgrade requests are answered 503.
+ * - **Closing**: the listener stops accepting without resetting anyone: its
+ *   accept backlog shrinks (a new SYN is dropped, and the client's retry
+ *   meets a closed port), the connections the kernel already queued are
+ *   accepted and served with `Connection: close`, then the listener closes
+ *   (Node's own `server.close()` is not used: it destroys idle keep-alive
+ *   sockets and resets a request on its way in). An idle keep-alive
+ *   connection is ended (FIN) once it has been idle for `idleGrace` (default
+ *   100 ms), since its client may be writing the next request; a connection
+ *   that has sent nothing yet gets `newConnectionGrace` (default 5 s, as in
+ *   Go's net/http) from when it was accepted; a connection holding part of a
+ *   request is not idle: its request is answered. Either way the decision
+ *   waits until the event loop has read what is already on the wire. A busy
+ *   connection closes after its response. WebSockets get close frame 1001;
+ *   their close handshakes are part of the drain. HTTP/2 sessions get GOAWAY,
+ *   so their open streams finish.
  * - **Cutting** (the drain deadline): a request still in flight is answered
  *   503 with `Connection: close` if its headers were not sent, or its socket
- *   is destroyed if they were; a WebSocket is terminated. Each cut is in the
+ *   is destroyed if they were; a WebSocket is terminated. On an Effect
+ *   `HttpServer` the handler's fiber is interrupted too. Each cut is in the
  *   report with method, path and age.
  * - **Releasing**: whatever socket is left is destroyed, so no keep-alive
- *   timeout holds the process.
+ *   timeout holds the process, and the release waits for the server's
+ *   `close` event, so code hung on it runs before the process exits.
  *
  * From Closing until the last connection closes, the open connections count
- * as one in-flight item, so the drain also waits for idle sockets to finish
- * their grace and for ended sockets to be closed by their peer: closing a
- * socket while a request the peer sent is still unread would reset it.
+ * as one in-flight item, so the drain also waits for idle connections to
+ * finish their grace and for ended ones to be closed by their peer: closing
+ * a socket while a request the peer sent is still unread would reset it.
+ *
+ * Not handled: a request whose head had not fully arrived is not named in
+ * the report if it is cut; ages of requests in flight when the shutdown
+ * started count from their arrival, those of pipelined ones from the newest
+ * request on their connection; a defect skips the drain, so requests in
+ * flight then are answered 503 at the release and reported with age 0.
  *
  * @since 0.1.0
  */
@@ -251,6 +269,7 @@ const guardWith = (
  * })
  * ```
  *
+ * @category listening
  * @since 0.1.0
  */
 export const listen = (
@@ -292,6 +311,7 @@ export const listen = (
  * Graceful.runMain(ServerLive)
  * ```
  *
+ * @category constructors
  * @since 0.1.0
  */
 export const serveNode = <S extends NodeServer>(
@@ -332,6 +352,7 @@ export const serveNode = <S extends NodeServer>(
  * Graceful.runMain(ServerLive)
  * ```
  *
+ * @category layers
  * @since 0.1.0
  */
 export const layerServer = (
@@ -366,6 +387,7 @@ export const layerServer = (
  * const HttpLive = Http.layer(() => http.createServer(), { port: 3000, host: "127.0.0.1" })
  * ```
  *
+ * @category layers
  * @since 0.1.0
  */
 export const layer = (
