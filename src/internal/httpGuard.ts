@@ -3,9 +3,8 @@
  * Node server (see `Http.ts` for the behaviour, phase by phase).
  *
  * Cost model. While the program is Ready the guard keeps one record per
- * connection and, per request, three stores on it (the newest response, the
- * time, a pipelined response when there is one): no allocation, no listener,
- * nothing in the in-flight set. When the shutdown starts ({@link HttpGuard.startDrain})
+ * connection and, per request, the time on it (and a pipelined response when
+ * there is one): no allocation, no listener, nothing in the in-flight set. When the shutdown starts ({@link HttpGuard.startDrain})
  * it derives what is in flight from the state Node already keeps per socket
  * (the response being written, pipelined responses queued behind it, the
  * parser's state) and tracks precisely from then on: each request in flight
@@ -176,7 +175,7 @@ class Connection {
   readonly acceptedAt: number
   /** Ready: when the newest request arrived. From the drain on: when the connection last did anything. */
   lastActiveAt: number
-  /** The newest response on the connection. */
+  /** From the drain on: the newest response on the connection. */
   last: Http.ServerResponse | undefined = undefined
   /** Ready only: responses queued behind the one being written (pipelining). */
   queued: Array<Http.ServerResponse> | undefined = undefined
@@ -367,12 +366,15 @@ export class HttpGuard {
   onRequest(request: Http.IncomingMessage, response: Http.ServerResponse): boolean {
     const connection = this.settings.isHttp2 ? undefined : (request.socket as TrackedSocket)[kConnection]
     if (this.mode === READY && connection !== undefined) {
-      // The steady state: remember the newest response, nothing else.
+      // The steady state: the time, and a response only when it waits behind
+      // another (pipelining). The one being written is Node's `_httpMessage`;
+      // holding no reference lets a finished response be collected.
       connection.lastActiveAt = this.clock.currentTimeMillisUnsafe()
-      connection.last = response
-      const current = (request.socket as TrackedSocket)._httpMessage
-      if (current === response || current == null) connection.queued = undefined
-      else (connection.queued ??= []).push(response)
+      if ((request.socket as TrackedSocket)._httpMessage === response) {
+        if (connection.queued !== undefined) connection.queued = undefined
+      } else {
+        ;(connection.queued ??= []).push(response)
+      }
       if (this.settings.answerHealth === undefined || !this.settings.answerHealth(request, response)) return false
       this.probes.add(response)
       return true
@@ -472,8 +474,6 @@ export class HttpGuard {
         for (const response of connection.queued) this.adopt(connection, response)
         connection.queued = undefined
       }
-      this.adopt(connection, connection.last)
-      if (connection.pending === 0) connection.last = undefined
       this.markLast(connection)
     }
   }
@@ -481,6 +481,7 @@ export class HttpGuard {
   private adopt(connection: Connection, response: TrackedResponse | null | undefined): void {
     if (response == null || response[kRequest] !== undefined || response.writableFinished || response.destroyed) return
     const tracked = this.follow(response.req, response, connection)
+    connection.last = response
     if (this.probes.has(response)) return
     if (this.enter(tracked)) tracked.startedAt = connection.lastActiveAt
   }
