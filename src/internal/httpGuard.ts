@@ -187,7 +187,10 @@ class Connection {
   marked: Http.ServerResponse | undefined = undefined
   upgraded = false
   ended = false
-  cancelEnd: (() => void) | undefined = undefined
+  /** Waiting in the guard's end queue (decided two turns after it was scheduled). */
+  endQueued = false
+  /** Waiting out its grace. */
+  graceFiber: Fiber.Fiber<void> | undefined = undefined
   constructor(guard: HttpGuard, socket: TrackedSocket, now: number) {
     this.guard = guard
     this.socket = socket
@@ -250,10 +253,25 @@ class ConnectionsItem implements Item {
   }
 }
 
+/** An idle connection whose grace is over: FIN. */
+const end = (connection: Connection) => {
+  connection.ended = true
+  connection.socket.end()
+}
+
+/** The connection is busy again (or gone): it is not ended. */
+const cancelEnd = (connection: Connection) => {
+  connection.endQueued = false
+  if (connection.graceFiber !== undefined) {
+    connection.graceFiber.interruptUnsafe()
+    connection.graceFiber = undefined
+  }
+}
+
 function onSocketClose(this: TrackedSocket): void {
   const connection = this[kConnection]
   if (connection === undefined) return
-  connection.cancelEnd?.()
+  cancelEnd(connection)
   // Responses still queued when the connection closed (pipelined behind one
   // that said close) are never sent, and Node does not close them: done.
   if (connection.followed !== undefined) {
@@ -396,7 +414,7 @@ export class HttpGuard {
     }
     const tracked = this.follow(request, response, connection)
     if (connection !== undefined) {
-      connection.cancelEnd?.()
+      cancelEnd(connection)
       connection.lastActiveAt = this.now()
       connection.last = response
       if (this.mode !== READY) this.markLast(connection)
@@ -441,7 +459,7 @@ export class HttpGuard {
       connection = (socket as TrackedSocket)[kConnection]!
     }
     connection.upgraded = true
-    connection.cancelEnd?.()
+    cancelEnd(connection)
     const isWebSocket = request.headers.upgrade?.toLowerCase() === "websocket"
     const tracked = new TrackedRequest(this, isWebSocket ? "websocket" : "upgrade", request, undefined, undefined)
     if (!this.inFlight.addUnsafe(tracked)) {
@@ -587,7 +605,8 @@ export class HttpGuard {
 
   destroyAll(): void {
     for (const socket of this.connections) {
-      socket[kConnection]?.cancelEnd?.()
+      const connection = socket[kConnection]
+      if (connection !== undefined) cancelEnd(connection)
       socket.destroy()
     }
     for (const session of this.sessions) session.destroy()
@@ -619,71 +638,66 @@ export class HttpGuard {
     }
   }
 
-  /** Whether the connection holds bytes of a request not yet complete. */
-  private receiving(socket: TrackedSocket): boolean {
-    if (this.settings.isHttp2 || socket.bytesRead === 0) return false
-    this.connectionsList ??= connectionsListOf(this.server)
-    if (this.connectionsList === undefined) return false
-    for (const parser of this.connectionsList.active()) {
-      if (parser.socket === socket) return true
-    }
-    return false
-  }
-
   /**
    * Ends an idle connection with a FIN once its grace is over, after the
    * loop has read what is on the wire. The grace: `idleGrace` since its last
    * response (its client may be writing the next request now), or
    * `newConnectionGrace` since it was accepted if it has sent nothing yet.
    * A connection holding part of a request is not idle: its request will be
-   * answered (or cut at the drain deadline).
+   * answered (or cut at the drain deadline). Connections scheduled in the
+   * same turn are decided together.
    */
   scheduleEnd(connection: Connection): void {
-    if (connection.ended || connection.upgraded || connection.cancelEnd !== undefined) return
+    if (connection.ended || connection.upgraded || connection.endQueued || connection.graceFiber !== undefined) return
     if (connection.pending > 0) return this.markLast(connection)
-    let cancelled = false
-    let fiber: Fiber.Fiber<void> | undefined
-    connection.cancelEnd = () => {
-      cancelled = true
-      fiber?.interruptUnsafe()
-      connection.cancelEnd = undefined
-    }
-    const end = () => {
-      connection.cancelEnd = undefined
-      if (connection.pending > 0 || connection.ended || connection.upgraded) return
-      connection.ended = true
-      connection.socket.end()
-    }
+    connection.endQueued = true
+    this.endQueue.push(connection)
+    if (this.endQueue.length > 1) return
     // Two turns of the loop: a poll phase runs between them, so the bytes of
     // a request already on the wire are read and parsed before we decide.
-    setImmediate(() =>
-      setImmediate(() => {
-        if (cancelled) return
-        if (connection.pending > 0 || this.receiving(connection.socket)) {
-          connection.cancelEnd = undefined
-          return
-        }
-        const graceEnd = connection.socket.bytesRead === 0
-          ? connection.acceptedAt + this.settings.newConnectionGraceMs
-          : connection.lastActiveAt + this.settings.idleGraceMs
-        const wait = graceEnd - this.now()
-        if (wait <= 0) return end()
-        fiber = Effect.runForkWith(this.settings.context)(
-          this.clock.sleep(Duration.millis(wait)).pipe(Effect.andThen(Effect.sync(() => {
-            if (!cancelled) this.afterGrace(connection, end)
-          })))
-        )
-      })
-    )
+    setImmediate(() => setImmediate(() => this.decideEnds()))
   }
 
-  /** The grace is over: end the connection, unless bytes of a request arrived meanwhile. */
-  private afterGrace(connection: Connection, end: () => void): void {
-    if (connection.pending > 0 || this.receiving(connection.socket)) {
-      connection.cancelEnd = undefined
-      return
+  private readonly endQueue: Array<Connection> = []
+
+  private decideEnds(): void {
+    const batch = this.endQueue.splice(0)
+    const receiving = this.receivingSockets()
+    const now = this.now()
+    for (const connection of batch) {
+      if (!connection.endQueued) continue
+      connection.endQueued = false
+      if (!this.idle(connection, receiving)) continue
+      const graceEnd = connection.socket.bytesRead === 0
+        ? connection.acceptedAt + this.settings.newConnectionGraceMs
+        : connection.lastActiveAt + this.settings.idleGraceMs
+      const wait = graceEnd - now
+      if (wait <= 0) {
+        end(connection)
+        continue
+      }
+      connection.graceFiber = Effect.runForkWith(this.settings.context)(
+        this.clock.sleep(Duration.millis(wait)).pipe(Effect.andThen(Effect.sync(() => {
+          connection.graceFiber = undefined
+          if (this.idle(connection, this.receivingSockets())) end(connection)
+        })))
+      )
     }
-    end()
+  }
+
+  private idle(connection: Connection, receiving: ReadonlySet<unknown> | undefined): boolean {
+    if (connection.pending > 0 || connection.ended || connection.upgraded) return false
+    return connection.socket.bytesRead === 0 || receiving === undefined || !receiving.has(connection.socket)
+  }
+
+  /** The sockets holding bytes of a request not yet complete (Node's active connections). */
+  private receivingSockets(): ReadonlySet<unknown> | undefined {
+    if (this.settings.isHttp2) return undefined
+    this.connectionsList ??= connectionsListOf(this.server)
+    if (this.connectionsList === undefined) return undefined
+    const sockets = new Set<unknown>()
+    for (const parser of this.connectionsList.active()) sockets.add(parser.socket)
+    return sockets
   }
 
   closeUpgraded(connection: Connection): void {
