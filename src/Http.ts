@@ -131,6 +131,11 @@ export interface GuardOptions {
 interface GuardInternals {
   /** Effect apps: a cut leaves the response unended, so `NodeHttpServer` interrupts the handler. */
   readonly cutThroughSocket: boolean
+  /**
+   * Whether the listener's backlog may shrink before it closes: not for a
+   * listening socket shared with another process (socket activation).
+   */
+  readonly shrinkBacklog?: boolean | undefined
 }
 
 /**
@@ -191,7 +196,7 @@ const guardWith = (
         ? undefined
         : Health.nodeHandler(health, lifecycle, { ...Health.defaultPaths, ...options.health }),
       cutThroughSocket: internals.cutThroughSocket,
-      shrinkBacklog: true
+      shrinkBacklog: internals.shrinkBacklog ?? true
     })
     // Node emits `close` once the listener is closed and the last connection
     // is gone; the release waits for it, so a user's `server.on("close")` runs
