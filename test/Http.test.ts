@@ -22,7 +22,8 @@ const serve = (
   handler: NodeHttp.RequestListener,
   options: Graceful.RunOptions = {},
   setup: Effect.Effect<void, never, Health.Health | import("effect").Scope.Scope> = Effect.void,
-  onServer: (server: NodeHttp.Server) => void = () => {}
+  onServer: (server: NodeHttp.Server) => void = () => {},
+  guardOptions: Http.GuardOptions = { idleGrace: 0 }
 ) =>
   Effect.gen(function*() {
     const listening = yield* Deferred.make<number>()
@@ -36,7 +37,7 @@ const serve = (
       }, {
         port: 0,
         host: "127.0.0.1",
-        idleGrace: 0
+        ...guardOptions
       })
       yield* Deferred.succeed(lifecycle, yield* Lifecycle.Lifecycle)
       yield* Deferred.succeed(listening, port)
@@ -47,6 +48,14 @@ const serve = (
   })
 
 const connect = (port: number) => Effect.promise(() => RawConnection.open(port))
+/** A few turns of the event loop (no time passes on any clock). */
+const turns = (n: number) =>
+  Effect.promise(() =>
+    new Promise<void>((resolve) => {
+      const turn = (left: number) => (left === 0 ? resolve() : setImmediate(() => turn(left - 1)))
+      turn(n)
+    })
+  )
 const read = (connection: RawConnection) => Effect.promise(() => connection.read())
 
 describe("Http.guard", () => {
@@ -195,6 +204,35 @@ describe("Http.guard", () => {
       expect(first.headers.connection).toBe("keep-alive")
       expect(second.headers.connection).toBe("close")
       yield* TestClock.adjust("1 second")
+      expect((yield* Fiber.join(fiber)).exitCode).toBe(0)
+    }).pipe(Effect.provide(GracefulTest.layer)))
+  it.effect("idle grace on the program's clock: a socket that just answered ends after idleGrace, a silent new one after newConnectionGrace", () =>
+    Effect.gen(function*() {
+      const { port, fiber, lifecycle } = yield* serve(
+        (_req, res) => res.end("ok"),
+        {},
+        Effect.void,
+        () => {},
+        { idleGrace: "1 second", newConnectionGrace: "5 seconds" }
+      )
+      const answered = yield* connect(port)
+      expect((yield* Effect.promise(() => answered.request("/"))).headers.connection).toBe("keep-alive")
+      const silent = yield* connect(port)
+      yield* GracefulTest.send("SIGTERM")
+      yield* lifecycle.awaitPhase("Closing")
+      yield* turns(10)
+      expect(answered.socket.readableEnded).toBe(false)
+      yield* TestClock.adjust("999 millis")
+      yield* turns(10)
+      expect(answered.socket.readableEnded).toBe(false)
+      yield* TestClock.adjust("1 millis")
+      expect((yield* Effect.promise(() => answered.closed)).reset).toBe(false)
+      expect(silent.socket.readableEnded).toBe(false)
+      yield* TestClock.adjust("3999 millis")
+      yield* turns(10)
+      expect(silent.socket.readableEnded).toBe(false)
+      yield* TestClock.adjust("1 millis")
+      expect((yield* Effect.promise(() => silent.closed)).reset).toBe(false)
       expect((yield* Fiber.join(fiber)).exitCode).toBe(0)
     }).pipe(Effect.provide(GracefulTest.layer)))
 })

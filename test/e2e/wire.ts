@@ -3,6 +3,7 @@
  * puts on the wire (headers, FIN, RST), which agents hide.
  */
 import * as Net from "node:net"
+import * as Tls from "node:tls"
 
 export interface RawResponse {
   readonly status: number
@@ -16,6 +17,9 @@ export interface Closed {
   readonly error: string | undefined
   readonly at: number
 }
+
+// tls.connect passes allowHalfOpen on to its TLSSocket; its types omit it.
+const tlsOptions = (options: Tls.ConnectionOptions & { readonly allowHalfOpen: boolean }): Tls.ConnectionOptions => options
 
 export class RawConnection {
   private buffer = Buffer.alloc(0)
@@ -52,12 +56,24 @@ export class RawConnection {
     })
   }
 
-  static open(port: number): Promise<RawConnection> {
+  /**
+   * `halfOpen`: the client does not close its side when the server ends the
+   * connection (as a client busy elsewhere would not), so the server must.
+   */
+  static open(port: number, options: { readonly tls?: boolean; readonly halfOpen?: boolean } = {}): Promise<RawConnection> {
     return new Promise((resolve, reject) => {
-      const socket = Net.connect({ port, host: "127.0.0.1" })
-      socket.once("connect", () => resolve(new RawConnection(socket)))
+      const allowHalfOpen = options.halfOpen === true
+      const socket = options.tls === true
+        ? Tls.connect(tlsOptions({ port, host: "127.0.0.1", rejectUnauthorized: false, allowHalfOpen }))
+        : Net.connect({ port, host: "127.0.0.1", allowHalfOpen })
+      socket.once(options.tls === true ? "secureConnect" : "connect", () => resolve(new RawConnection(socket)))
       socket.once("error", reject)
     })
+  }
+
+  /** Writes raw bytes: part of a request, several pipelined requests. */
+  write(text: string): void {
+    this.socket.write(text)
   }
 
   send(path: string, headers: Record<string, string> = {}): void {
