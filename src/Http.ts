@@ -48,7 +48,7 @@ import type { LazyArg } from "effect/Function"
 import * as HttpServer from "effect/http/HttpServer"
 import * as HttpServerRequest from "effect/http/HttpServerRequest"
 import type { HttpServerResponse } from "effect/http/HttpServerResponse"
-import type { ServeError } from "effect/http/HttpServerError"
+import { ServeError } from "effect/http/HttpServerError"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import type * as Scope from "effect/Scope"
@@ -59,6 +59,7 @@ import * as Net from "node:net"
 import * as Health from "./Health.ts"
 import { InFlight } from "./InFlight.ts"
 import * as Lifecycle from "./Lifecycle.ts"
+import * as Listen from "./Listen.ts"
 import { millisOr } from "./internal/duration.ts"
 import { DEFAULT_CLOSE_REASON, REFUSAL_RESPONSE, REFUSED_BODY } from "./internal/refusal.ts"
 import * as Resource from "./Resource.ts"
@@ -563,12 +564,12 @@ const closeUpgraded = (state: GuardState, connection: Connection) => {
  */
 export const listen = (
   server: NodeServer,
-  options: Net.ListenOptions
+  options: Listen.ListenOptions
 ): Effect.Effect<{ readonly port: number; readonly host: string }, Error> =>
   Effect.callback<{ readonly port: number; readonly host: string }, Error>((resume) => {
     const onError = (error: Error) => resume(Effect.fail(error))
     server.once("error", onError)
-    server.listen(options, () => {
+    const onListening = () => {
       server.off("error", onError)
       const address = server.address()
       resume(Effect.succeed(
@@ -576,7 +577,10 @@ export const listen = (
           ? { port: address.port, host: address.address }
           : { port: options.port ?? 0, host: String(address) }
       ))
-    })
+    }
+    // A descriptor (socket activation): Node takes its backlog only as an argument.
+    if (options.fd !== undefined) server.listen({ fd: options.fd }, options.backlog ?? 511, onListening)
+    else server.listen(options, onListening)
   })
 
 /**
@@ -604,16 +608,18 @@ export const listen = (
  */
 export const serveNode = <S extends NodeServer>(
   evaluate: LazyArg<S>,
-  options: Net.ListenOptions & GuardOptions
+  options: Listen.ListenOptions & GuardOptions & Listen.SocketOptions
 ): Effect.Effect<
   { readonly server: S; readonly port: number },
   Error,
   Lifecycle.Lifecycle | InFlight | Health.Health | Scope.Scope
 > =>
   Effect.gen(function*() {
+    // An inherited socket (socket activation) replaces the port; see Listen.
+    const listenOptions = yield* Listen.resolve(options, options)
     const server = evaluate()
     yield* guard(server, options)
-    const { port } = yield* listen(server, options)
+    const { port } = yield* listen(server, listenOptions)
     return { server, port }
   })
 
@@ -644,14 +650,18 @@ export const serveNode = <S extends NodeServer>(
  */
 export const layerServer = (
   evaluate: LazyArg<NodeServer>,
-  options: NodeHttpServer.Options & GuardOptions
+  options: NodeHttpServer.Options & GuardOptions & Listen.SocketOptions
 ): Layer.Layer<HttpServer.HttpServer, ServeError, Lifecycle.Lifecycle | InFlight | Health.Health> =>
   Layer.effect(
     HttpServer.HttpServer,
     Effect.gen(function*() {
+      // An inherited socket (socket activation) replaces the port; see Listen.
+      const listenOptions = yield* Listen.resolve(options, options).pipe(
+        Effect.mapError((cause) => new ServeError({ cause }))
+      )
       let server: NodeServer | undefined
       const httpServer = yield* NodeHttpServer.make(() => (server = evaluate()), {
-        ...options,
+        ...listenOptions,
         disablePreemptiveShutdown: true
       })
       yield* guard(server!, { ...options, attachFibers: true })
@@ -695,5 +705,5 @@ const attachFiber = <E, R>(
  */
 export const layer = (
   evaluate: LazyArg<NodeServer>,
-  options: NodeHttpServer.Options & GuardOptions
+  options: NodeHttpServer.Options & GuardOptions & Listen.SocketOptions
 ) => Layer.mergeAll(layerServer(evaluate, options), NodeHttpServer.layerHttpServices)
