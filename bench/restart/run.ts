@@ -70,7 +70,7 @@ const settings = {
   pm2: {
     version: "7.0.4",
     instances: 2,
-    listenTimeoutMs: 4_000,
+    listenTimeoutMs: 10_000,
     killTimeoutMs: 26_000
   },
   scenarioDeadlineMs: num("RESTART_SCENARIO_DEADLINE_MS", 240_000)
@@ -160,6 +160,8 @@ interface RestartTiming {
 }
 
 interface Driver {
+  /** Instances replaced by one restart (PM2 cluster: all of them); default 1. */
+  readonly replacedPerRestart?: number
   readonly start: () => Promise<void>
   readonly restart: () => Promise<RestartTiming>
   /** Stops; may return what it checked on the way (PM2's listen_timeout). */
@@ -293,6 +295,13 @@ const pm2Driver = (port: number, mode: "fork" | "cluster"): Driver => {
       execFile(process.execPath, [pm2Bin, ...args], { env: { ...process.env, PM2_HOME: home, ...env } }, (error, stdout, stderr) =>
         error ? reject(new Error(`pm2 ${args.join(" ")}: ${error.message}\n${stdout}\n${stderr}`)) : resolve(stdout))
     })
+  // However the scenario ends, PM2's daemon and its workers go with it.
+  let killed = false
+  process.on("exit", () => {
+    if (killed) return
+    spawnSync(process.execPath, [pm2Bin, "kill"], { env: { ...process.env, PM2_HOME: home }, stdio: "ignore" })
+    rmSync(home, { recursive: true, force: true })
+  })
   // Tail PM2's merged log file for the instances' marks.
   let offset = 0
   let partial = ""
@@ -328,22 +337,25 @@ const pm2Driver = (port: number, mode: "fork" | "cluster"): Driver => {
     const exited = new Set(events.filter((e) => e.event === "released").map((e) => e.pid))
     return new Set(events.filter((e) => e.event === "ready" && !exited.has(e.pid)).map((e) => e.pid)).size
   }
-  const waitSettled = async (began: number) => {
-    // The reload is over when every instance started since `began` is ready
-    // and every instance stopped since has released.
-    for (let i = 0; i < 600; i++) {
+  /**
+   * A reload is over when `instances` instances started since `began`, the
+   * live ones (listening, not released) are exactly `instances` and all
+   * ready, and every instance told to stop has released.
+   */
+  const waitSettled = async (began: number, timeoutMs = 60_000) => {
+    for (let waited = 0; waited < timeoutMs; waited += 50) {
       const since = events.filter((e) => e.at >= began)
       const fresh = new Set(since.filter((e) => e.event === "listening").map((e) => e.pid))
-      const ready = new Set(since.filter((e) => e.event === "ready").map((e) => e.pid))
-      const stopped = since.filter((e) => e.event.startsWith("shutdown:")).map((e) => e.pid)
-      const released = new Set(since.filter((e) => e.event === "released").map((e) => e.pid))
-      if (
-        fresh.size >= instances && [...fresh].every((pid) => ready.has(pid)) &&
-        stopped.length >= instances && stopped.every((pid) => released.has(pid))
-      ) return
+      const released = new Set(events.filter((e) => e.event === "released").map((e) => e.pid))
+      const ready = new Set(events.filter((e) => e.event === "ready").map((e) => e.pid))
+      const live = new Set(events.filter((e) => e.event === "listening" && !released.has(e.pid)).map((e) => e.pid))
+      const stopping = events.filter((e) => e.event.startsWith("shutdown:") && !released.has(e.pid))
+      if (fresh.size >= instances && live.size === instances && [...live].every((pid) => ready.has(pid)) && stopping.length === 0) {
+        return
+      }
       await sleep(50)
     }
-    throw new Error(`pm2 reload did not settle; last output:\n${output.slice(-3_000)}`)
+    throw new Error(`pm2 reload did not settle within ${timeoutMs} ms; last output:\n${output.slice(-3_000)}`)
   }
   return {
     start: async () => {
@@ -351,6 +363,8 @@ const pm2Driver = (port: number, mode: "fork" | "cluster"): Driver => {
       for (let i = 0; i < 600 && readyCount() < instances; i++) await sleep(50)
       if (readyCount() < instances) throw new Error(`pm2 start: not ready; last output:\n${output.slice(-3_000)}`)
     },
+    // One `pm2 reload` replaces every instance, one after the other.
+    replacedPerRestart: instances,
     restart: async () => {
       const began = Date.now()
       await pm2(["reload", name])
@@ -361,26 +375,36 @@ const pm2Driver = (port: number, mode: "fork" | "cluster"): Driver => {
       let listenTimeout: Record<string, unknown> | undefined
       if (mode === "cluster") {
         // listen_timeout, live: one more reload whose new workers become
-        // ready only after twice listen_timeout. PM2 must stop waiting at
-        // listen_timeout and replace the old worker anyway.
+        // ready only long after listen_timeout. PM2 must stop waiting for
+        // `ready` at listen_timeout and replace each old worker anyway.
         const began = Date.now()
-        const slow = settings.pm2.listenTimeoutMs * 2
-        await pm2(["reload", name, "--update-env"], serviceEnv(port, { READY_AFTER_MS: String(slow) }))
-        await waitSettled(began)
-        const since = events.filter((e) => e.at >= began)
-        const gaps = since.filter((e) => e.event.startsWith("shutdown:")).map((shutdown, i) => {
-          const listening = since.filter((e) => e.event === "listening")[i]
-          return listening === undefined ? null : shutdown.at - listening.at
-        })
-        listenTimeout = {
-          readyAfterMs: slow,
-          listenTimeoutMs: settings.pm2.listenTimeoutMs,
-          oldStoppedAfterNewListeningMs: gaps,
-          ok: gaps.every((gap) => gap !== null && gap >= settings.pm2.listenTimeoutMs - 200 && gap < slow)
+        const slow = settings.pm2.listenTimeoutMs * 4
+        try {
+          await pm2(["reload", name, "--update-env"], serviceEnv(port, { READY_AFTER_MS: String(slow) }))
+          const gone = new Set(events.filter((e) => e.event === "released").map((e) => e.pid))
+          const old = new Set(events.filter((e) => e.event === "listening" && !gone.has(e.pid)).map((e) => e.pid))
+          for (let i = 0; i < 2 * settings.pm2.listenTimeoutMs * instances / 50; i++) {
+            if (events.filter((e) => e.event === "released" && old.has(e.pid)).length >= instances) break
+            await sleep(50)
+          }
+          const since = events.filter((e) => e.at >= began)
+          const shutdowns = since.filter((e) => e.event.startsWith("shutdown:") && old.has(e.pid))
+          const readyBefore = since.filter((e) => e.event === "ready" && !old.has(e.pid))
+          listenTimeout = {
+            listenTimeoutMs: settings.pm2.listenTimeoutMs,
+            newWorkersReadyAfterMs: slow,
+            oldStoppedAfterReloadMs: shutdowns.map((e) => e.at - began),
+            ok: shutdowns.length === instances &&
+              shutdowns.every((e) => e.at - began >= settings.pm2.listenTimeoutMs - 100) &&
+              readyBefore.every((ready) => shutdowns.every((e) => e.at < ready.at))
+          }
+        } catch (error) {
+          listenTimeout = { ok: false, error: String(error) }
         }
       }
       await pm2(["delete", name])
       await pm2(["kill"])
+      killed = true
       clearInterval(tail)
       rmSync(home, { recursive: true, force: true })
       return listenTimeout === undefined ? undefined : { listenTimeout }
@@ -438,11 +462,17 @@ const driverFor = (name: MechanismName, port: number): Driver => {
 
 export interface ScenarioResult {
   readonly mechanism: MechanismName
+  /** Instances replaced under load. */
   readonly restarts: number
+  /** Restart commands (`pm2 reload`, ...): one replaces `restarts / commands` instances. */
+  readonly commands: number
+  /** Per restart command: until the new instance(s) are ready and the old one(s) have exited. */
   readonly restartMs: { readonly median: number; readonly max: number }
   readonly load: LoadSummary
   readonly tcpMigrateReq: number | null
   readonly checks: Record<string, unknown>
+  /** Every instance's marks (listening, ready, shutdown:<trigger>, released), ms since the load started. */
+  readonly events: ReadonlyArray<Event>
   readonly error?: string
 }
 
@@ -455,11 +485,14 @@ const runScenario = async (name: MechanismName, port: number): Promise<ScenarioR
   const driver = driverFor(name, port)
   await driver.start()
   const load = startLoad({ ...settings.load, port })
+  const loadStartedAt = Date.now()
   await sleep(settings.warmupMs)
   const timings: Array<RestartTiming> = []
   let error: string | undefined
   try {
-    for (let i = 0; i < settings.restarts; i++) {
+    // `restarts` counts instance replacements: a PM2 cluster reload of 2 instances is 2.
+    const perRestart = driver.replacedPerRestart ?? 1
+    for (let i = 0; i < Math.ceil(settings.restarts / perRestart); i++) {
       timings.push(await driver.restart())
       await sleep(settings.pauseMs)
     }
@@ -474,11 +507,13 @@ const runScenario = async (name: MechanismName, port: number): Promise<ScenarioR
     : null
   return {
     mechanism: name,
-    restarts: timings.length,
+    restarts: timings.length * (driver.replacedPerRestart ?? 1),
+    commands: timings.length,
     restartMs: { median: median(timings.map((t) => t.restartMs)), max: Math.max(0, ...timings.map((t) => t.restartMs)) },
     load: summary,
     tcpMigrateReq: migrate,
     checks,
+    events: events.map((e) => ({ ...e, at: e.at - loadStartedAt })),
     ...(error === undefined ? {} : { error })
   }
 }
@@ -510,7 +545,11 @@ const runInChild = async (name: MechanismName, port: number): Promise<ScenarioRe
   try {
     const child = spawn(command[0]!, command.slice(1), { stdio: ["ignore", "inherit", "inherit"] })
     children.add(child)
-    const timer = setTimeout(() => child.kill("SIGKILL"), settings.scenarioDeadlineMs)
+    // At the deadline: SIGTERM (the scenario cleans up: PM2's daemon, its instances), then SIGKILL.
+    const timer = setTimeout(() => {
+      child.kill("SIGTERM")
+      setTimeout(() => child.kill("SIGKILL"), 10_000).unref()
+    }, settings.scenarioDeadlineMs)
     const code = await new Promise<number | null>((resolve) => child.once("exit", resolve))
     clearTimeout(timer)
     children.delete(child)
@@ -548,6 +587,7 @@ const main = async () => {
   const argv = process.argv.slice(2)
   const at = (flag: string) => argv[argv.indexOf(flag) + 1]
   if (argv.includes("--scenario")) {
+    process.on("SIGTERM", () => process.exit(1))
     const result = await runScenario(at("--scenario") as MechanismName, Number(at("--port")))
     writeFileSync(at("--out")!, JSON.stringify(result))
     process.exit(0)
