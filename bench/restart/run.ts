@@ -67,6 +67,13 @@ const settings = {
   },
   /** Listening to Ready (PM2's `ready`): a warm-up, so a supervisor that does not wait for readiness shows it. */
   readyAfterMs: 300,
+  /**
+   * The lame duck: while it lasts, every response says `Connection: close`,
+   * so keep-alive clients drop their connections after an answer instead of
+   * having them closed while idle (a request can cross that close on the
+   * wire: HTTP/1.1's keep-alive race, RFC 9112 §9.3.1).
+   */
+  shutdownDelay: process.env.RESTART_SHUTDOWN_DELAY ?? "0 seconds",
   pm2: {
     version: "7.0.4",
     instances: 2,
@@ -174,6 +181,7 @@ const serviceEnv = (port: number, extra: Record<string, string> = {}) => ({
   PORT: String(port),
   HOST: "127.0.0.1",
   READY_AFTER_MS: String(settings.readyAfterMs),
+  SHUTDOWN_DELAY: settings.shutdownDelay,
   LOG_FILE: join(tmpdir(), `restart-bench-${process.pid}.jsonl`),
   ...extra
 })
