@@ -262,9 +262,9 @@ export const fromEnvironment = (
  * Node calls `listen(2)` again on a descriptor it is handed, with the
  * backlog passed to `server.listen` as an argument (511 when none is): that
  * caps the accept queue the supervisor keeps across a restart (systemd's
- * default `Backlog=` is `net.core.somaxconn`, 4096). `Http.serveNode`,
- * `Http.listen` and `Health.serve` pass `backlog` on; `Http.layer` listens
- * through `NodeHttpServer`, which does not, so its queue is 511 connections.
+ * default `Backlog=` is `net.core.somaxconn`, 4096). `Http.serveNode` and
+ * `Http.listen` pass `backlog` on; `Http.layer` (through `NodeHttpServer`)
+ * and `Health.serve` do not, so their queue is 511 connections.
  *
  * @category models
  * @since 0.1.0

@@ -95,6 +95,8 @@ export const startLoad = (options: LoadOptions) => {
   const latencies: Array<number> = []
   const pids = new Set<string>()
   let outstanding = 0
+  /** Send times (performance.now()) of the requests not yet settled. */
+  const pending = new Set<{ readonly sentAt: number }>()
   let drained: (() => void) | undefined
 
   const fail = (stream: StreamName, sentAt: number, kind: string, detail: string) => {
@@ -109,11 +111,14 @@ export const startLoad = (options: LoadOptions) => {
     const sentAt = performance.now()
     streams[stream].sent++
     outstanding++
+    const entry = { sentAt }
+    pending.add(entry)
     let settled = false
     const settle = (ok: boolean, kind?: string, detail?: string) => {
       if (settled) return
       settled = true
       outstanding--
+      pending.delete(entry)
       if (ok) {
         streams[stream].ok++
         latencies.push(performance.now() - sentAt)
@@ -194,5 +199,12 @@ export const startLoad = (options: LoadOptions) => {
     }
   }
 
-  return { stop, elapsedMs: () => performance.now() - startedAt }
+  /** Resolves once every request sent before now has settled (a queue built up during a restart has drained). */
+  const settledUpToNow = async () => {
+    const now = performance.now()
+    const before = () => [...pending].some((entry) => entry.sentAt <= now)
+    while (before()) await new Promise((resolve) => setTimeout(resolve, 20))
+  }
+
+  return { stop, settledUpToNow, elapsedMs: () => performance.now() - startedAt }
 }

@@ -502,6 +502,9 @@ const runScenario = async (name: MechanismName, port: number): Promise<ScenarioR
     const perRestart = driver.replacedPerRestart ?? 1
     for (let i = 0; i < Math.ceil(settings.restarts / perRestart); i++) {
       timings.push(await driver.restart())
+      // Back to steady state before the next restart: what queued during
+      // this one has been answered (or has failed), then a pause.
+      await load.settledUpToNow()
       await sleep(settings.pauseMs)
     }
     await sleep(settings.tailMs)
