@@ -3,7 +3,7 @@
  * failed across its restarts (bars, with the count and the kinds), in the
  * order run. Plain SVG, no dependency.
  */
-import type { ScenarioResult } from "./run.ts"
+import { figuresOf, type ScenarioResult } from "./run.ts"
 
 const escape = (text: string) => text.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;")
 
@@ -17,28 +17,33 @@ const labels: Record<string, string> = {
 }
 
 export const renderChart = (results: ReadonlyArray<ScenarioResult>): string => {
-  const width = 900
+  const width = 1000
   const rowHeight = 46
   const left = 330
   const top = 56
   const height = top + rowHeight * results.length + 40
-  const maxShare = Math.max(0.001, ...results.map((r) => r.load.failed / Math.max(1, r.load.sent)))
-  const scale = (width - left - 190) / maxShare
+  const maxShare = Math.max(0.001, ...results.map((r) => figuresOf(r).failed / Math.max(1, figuresOf(r).requests)))
+  const scale = (width - left - 330) / maxShare
   const rows = results.map((r, i) => {
     const y = top + i * rowHeight
-    const share = r.load.failed / Math.max(1, r.load.sent)
+    const f = figuresOf(r)
+    const share = f.failed / Math.max(1, f.requests)
     const bar = Math.max(share > 0 ? 2 : 0, share * scale)
-    const kinds = Object.entries(r.load.kinds).map(([kind, count]) => `${count} ${kind}`).join(", ")
-    const color = r.load.failed === 0 ? "#2e7d32" : "#c62828"
-    const text = r.load.failed === 0
-      ? `0 failed of ${r.load.sent.toLocaleString("en-US")}`
-      : `${r.load.failed.toLocaleString("en-US")} failed of ${r.load.sent.toLocaleString("en-US")} (${(share * 100).toFixed(2)}%)`
+    const kinds = [
+      ...Object.entries(f.kinds).map(([kind, count]) => `${count} ${kind}`),
+      `storm: ${f.stormDropped} of ${f.stormConnections} connections accepted then dropped` +
+      (f.stormRefused > 0 ? `, ${f.stormRefused} refused` : "")
+    ].join("; ")
+    const color = f.failed === 0 ? "#2e7d32" : "#c62828"
+    const text = f.failed === 0
+      ? `0 failed of ${f.requests.toLocaleString("en-US")}`
+      : `${f.failed.toLocaleString("en-US")} failed of ${f.requests.toLocaleString("en-US")} (${(share * 100).toFixed(2)}%)`
     return [
       `<text x="${left - 10}" y="${y + 18}" text-anchor="end" font-size="13">${escape(labels[r.mechanism] ?? r.mechanism)}</text>`,
       `<text x="${left - 10}" y="${y + 34}" text-anchor="end" font-size="11" fill="#666">${r.restarts} restarts, median ${r.restartMs.median} ms each</text>`,
       `<rect x="${left}" y="${y + 6}" width="${bar.toFixed(1)}" height="24" fill="${color}"/>`,
       `<text x="${left + bar + 8}" y="${y + 18}" font-size="12" fill="${color}">${escape(text)}</text>`,
-      kinds === "" ? "" : `<text x="${left + bar + 8}" y="${y + 33}" font-size="11" fill="#666">${escape(kinds)}</text>`
+      `<text x="${left + bar + 8}" y="${y + 33}" font-size="11" fill="#666">${escape(kinds)}</text>`
     ].join("\n")
   })
   return `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" font-family="sans-serif">

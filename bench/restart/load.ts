@@ -9,7 +9,11 @@
  *   accept queue is never empty for long, so a moment without a listener, or
  *   a listener closed with connections queued, shows up;
  * - `long`: requests that take `longMs` on the server, on new connections,
- *   so that some are always in flight when an instance is told to stop.
+ *   so that some are always in flight when an instance is told to stop;
+ * - `storm`: during each restart only, `stormConcurrency` clients opening
+ *   new connections back to back, so the accept queue is full when a
+ *   listener closes: connections accepted by the kernel and then dropped
+ *   (reset) show up here.
  *
  * Anything that is not a complete 200 with the service's body is a failure,
  * classified by what the client saw. Nobody retries.
@@ -29,9 +33,11 @@ export interface LoadOptions {
   readonly longMs: number
   /** A request with no complete answer after this long is a failure. */
   readonly timeoutMs: number
+  /** Clients in the storm, while it is on. */
+  readonly stormConcurrency: number
 }
 
-export type StreamName = "keepAlive" | "fresh" | "long"
+export type StreamName = "keepAlive" | "fresh" | "long" | "storm"
 
 export interface Failure {
   /** ms since the load started, when the request was sent. */
@@ -46,6 +52,7 @@ export interface StreamSummary {
   readonly sent: number
   readonly ok: number
   readonly failed: number
+  readonly kinds: Record<string, number>
 }
 
 export interface LoadSummary {
@@ -85,10 +92,12 @@ const percentile = (sorted: ReadonlyArray<number>, p: number) =>
 export const startLoad = (options: LoadOptions) => {
   const startedAt = performance.now()
   const keepAliveAgent = new Http.Agent({ keepAlive: true, maxSockets: 16 })
-  const streams: Record<StreamName, { sent: number; ok: number; failed: number }> = {
-    keepAlive: { sent: 0, ok: 0, failed: 0 },
-    fresh: { sent: 0, ok: 0, failed: 0 },
-    long: { sent: 0, ok: 0, failed: 0 }
+  const stream = () => ({ sent: 0, ok: 0, failed: 0, kinds: {} as Record<string, number> })
+  const streams: Record<StreamName, ReturnType<typeof stream>> = {
+    keepAlive: stream(),
+    fresh: stream(),
+    long: stream(),
+    storm: stream()
   }
   const kinds: Record<string, number> = {}
   const failures: Array<Failure> = []
@@ -101,13 +110,16 @@ export const startLoad = (options: LoadOptions) => {
 
   const fail = (stream: StreamName, sentAt: number, kind: string, detail: string) => {
     streams[stream].failed++
+    streams[stream].kinds[kind] = (streams[stream].kinds[kind] ?? 0) + 1
     kinds[kind] = (kinds[kind] ?? 0) + 1
     if (failures.length < MAX_FAILURE_DETAILS) {
       failures.push({ at: Math.round(sentAt - startedAt), stream, kind, detail, latencyMs: Math.round(performance.now() - sentAt) })
     }
   }
 
-  const send = (stream: StreamName) => {
+  const send = (stream: StreamName): Promise<void> => {
+    let done!: () => void
+    const finished = new Promise<void>((resolve) => (done = resolve))
     const sentAt = performance.now()
     streams[stream].sent++
     outstanding++
@@ -126,6 +138,7 @@ export const startLoad = (options: LoadOptions) => {
         fail(stream, sentAt, kind!, detail!)
       }
       if (outstanding === 0) drained?.()
+      done()
     }
     const ms = stream === "long" ? options.longMs : options.shortMs
     const request = Http.get({
@@ -151,12 +164,28 @@ export const startLoad = (options: LoadOptions) => {
     })
     request.on("timeout", () => request.destroy(new Error("timeout")))
     request.on("error", (error: NodeJS.ErrnoException) => settle(false, kindOf(error), `${error.code ?? ""} ${error.message}`))
+    return finished
+  }
+
+  let storming = false
+  let stormWorkers: Promise<unknown> = Promise.resolve()
+  /** Starts or stops the storm; stopping resolves once its clients have stopped. */
+  const storm = async (on: boolean) => {
+    if (on === storming) return
+    storming = on
+    if (on) {
+      stormWorkers = Promise.all(Array.from({ length: options.stormConcurrency }, async () => {
+        while (storming) await send("storm")
+      }))
+    } else {
+      await stormWorkers
+    }
   }
 
   // Issue on a 10 ms tick, carrying fractions over, so rates hold exactly.
   const tickMs = 10
-  const credit: Record<StreamName, number> = { keepAlive: 0, fresh: 0, long: 0 }
-  const rates: Record<StreamName, number> = {
+  const credit = { keepAlive: 0, fresh: 0, long: 0 }
+  const rates = {
     keepAlive: options.keepAliveRate,
     fresh: options.freshRate,
     long: options.longRate
@@ -181,7 +210,9 @@ export const startLoad = (options: LoadOptions) => {
     if (outstanding > 0) await new Promise<void>((resolve) => (drained = resolve))
     keepAliveAgent.destroy()
     const sorted = latencies.sort((a, b) => a - b)
-    const total = (key: keyof StreamSummary) => streams.keepAlive[key] + streams.fresh[key] + streams.long[key]
+    await storm(false)
+    const total = (key: "sent" | "ok" | "failed") =>
+      streams.keepAlive[key] + streams.fresh[key] + streams.long[key] + streams.storm[key]
     return {
       durationMs,
       sent: total("sent"),
@@ -206,5 +237,5 @@ export const startLoad = (options: LoadOptions) => {
     while (before()) await new Promise((resolve) => setTimeout(resolve, 20))
   }
 
-  return { stop, settledUpToNow, elapsedMs: () => performance.now() - startedAt }
+  return { stop, storm, settledUpToNow, elapsedMs: () => performance.now() - startedAt }
 }

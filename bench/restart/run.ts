@@ -53,17 +53,18 @@ export type MechanismName = (typeof mechanismNames)[number]
 const settings = {
   restarts: num("RESTART_COUNT", 20),
   /** Steady load between restarts. */
-  pauseMs: num("RESTART_PAUSE_MS", 500),
+  pauseMs: num("RESTART_PAUSE_MS", 300),
   warmupMs: 1_000,
   tailMs: 1_000,
   load: {
     host: "127.0.0.1",
-    keepAliveRate: num("RESTART_KEEPALIVE_RATE", 100),
-    freshRate: num("RESTART_FRESH_RATE", 50),
+    keepAliveRate: num("RESTART_KEEPALIVE_RATE", 60),
+    freshRate: num("RESTART_FRESH_RATE", 30),
     longRate: 4,
     shortMs: 5,
     longMs: 1_000,
-    timeoutMs: 20_000
+    timeoutMs: 20_000,
+    stormConcurrency: num("RESTART_STORM_CONCURRENCY", 6)
   },
   /** Listening to Ready (PM2's `ready`): a warm-up, so a supervisor that does not wait for readiness shows it. */
   readyAfterMs: 300,
@@ -73,14 +74,14 @@ const settings = {
    * having them closed while idle (a request can cross that close on the
    * wire: HTTP/1.1's keep-alive race, RFC 9112 §9.3.1).
    */
-  shutdownDelay: process.env.RESTART_SHUTDOWN_DELAY ?? "0 seconds",
+  shutdownDelay: process.env.RESTART_SHUTDOWN_DELAY ?? "1 second",
   pm2: {
     version: "7.0.4",
     instances: 2,
     listenTimeoutMs: 10_000,
     killTimeoutMs: 26_000
   },
-  scenarioDeadlineMs: num("RESTART_SCENARIO_DEADLINE_MS", 240_000)
+  scenarioDeadlineMs: num("RESTART_SCENARIO_DEADLINE_MS", 420_000)
 }
 
 const serviceFile = process.env.RESTART_SERVICE === "example"
@@ -501,7 +502,11 @@ const runScenario = async (name: MechanismName, port: number): Promise<ScenarioR
     // `restarts` counts instance replacements: a PM2 cluster reload of 2 instances is 2.
     const perRestart = driver.replacedPerRestart ?? 1
     for (let i = 0; i < Math.ceil(settings.restarts / perRestart); i++) {
+      // A storm of new connections across the handover.
+      void load.storm(true)
       timings.push(await driver.restart())
+      await sleep(200)
+      await load.storm(false)
       // Back to steady state before the next restart: what queued during
       // this one has been answered (or has failed), then a pause.
       await load.settledUpToNow()
@@ -573,23 +578,46 @@ const runInChild = async (name: MechanismName, port: number): Promise<ScenarioRe
 
 const pad = (text: string | number, width: number) => String(text).padStart(width)
 
+/** The figures of the table: steady load (keep-alive, new connections, long requests) and the storm, apart. */
+export const figuresOf = (r: ScenarioResult) => {
+  const steadyStreams = [r.load.streams.keepAlive, r.load.streams.fresh, r.load.streams.long]
+  const steadyKinds: Record<string, number> = {}
+  for (const stream of steadyStreams) {
+    for (const [kind, count] of Object.entries(stream.kinds)) steadyKinds[kind] = (steadyKinds[kind] ?? 0) + count
+  }
+  const storm = r.load.streams.storm
+  return {
+    requests: steadyStreams.reduce((sum, s) => sum + s.sent, 0),
+    failed: steadyStreams.reduce((sum, s) => sum + s.failed, 0),
+    refused: steadyKinds.refused ?? 0,
+    reset: (steadyKinds.reset ?? 0) + (steadyKinds["closed without response"] ?? 0) + (steadyKinds["body cut short"] ?? 0),
+    timeout: steadyKinds.timeout ?? 0,
+    kinds: steadyKinds,
+    stormConnections: storm.sent,
+    /** Connected (the kernel accepted them), then reset or closed without an answer. */
+    stormDropped: (storm.kinds.reset ?? 0) + (storm.kinds["closed without response"] ?? 0) + (storm.kinds["body cut short"] ?? 0),
+    stormRefused: storm.kinds.refused ?? 0,
+    stormFailed: storm.failed
+  }
+}
+
 const printTable = (results: ReadonlyArray<ScenarioResult>) => {
   console.log("")
   console.log(
-    `${"mechanism".padEnd(20)} ${pad("restarts", 8)} ${pad("requests", 9)} ${pad("failed", 7)} ${pad("refused", 8)} ${
+    `${"mechanism".padEnd(18)} ${pad("restarts", 8)} ${pad("requests", 9)} ${pad("failed", 7)} ${pad("refused", 8)} ${
       pad("reset", 6)
-    } ${pad("other", 6)} ${pad("p99 ms", 7)} ${pad("max ms", 7)} ${pad("restart ms", 11)}`
+    } ${pad("timeout", 8)} ${pad("p99 ms", 7)} ${pad("max ms", 7)} ${pad("restart ms", 11)} | ${pad("storm conns", 11)} ${
+      pad("dropped", 8)
+    } ${pad("refused", 8)}`
   )
   for (const r of results) {
-    const kinds = r.load.kinds
-    const refused = kinds.refused ?? 0
-    const reset = kinds.reset ?? 0
+    const f = figuresOf(r)
     console.log(
-      `${r.mechanism.padEnd(20)} ${pad(r.restarts, 8)} ${pad(r.load.sent, 9)} ${pad(r.load.failed, 7)} ${pad(refused, 8)} ${
-        pad(reset, 6)
-      } ${pad(r.load.failed - refused - reset, 6)} ${pad(r.load.latencyMs.p99, 7)} ${pad(r.load.latencyMs.max, 7)} ${
-        pad(r.restartMs.median, 11)
-      }${r.error === undefined ? "" : `  ERROR: ${r.error.split("\n")[0]}`}`
+      `${r.mechanism.padEnd(18)} ${pad(r.restarts, 8)} ${pad(f.requests, 9)} ${pad(f.failed, 7)} ${pad(f.refused, 8)} ${
+        pad(f.reset, 6)
+      } ${pad(f.timeout, 8)} ${pad(r.load.latencyMs.p99, 7)} ${pad(r.load.latencyMs.max, 7)} ${pad(r.restartMs.median, 11)} | ${
+        pad(f.stormConnections, 11)
+      } ${pad(f.stormDropped, 8)} ${pad(f.stormRefused, 8)}${r.error === undefined ? "" : `  ERROR: ${r.error.split("\n")[0]}`}`
     )
   }
 }
