@@ -45,6 +45,13 @@ const LISTEN_FDS_START = 3
 /**
  * A listening socket inherited from the supervisor.
  *
+ * @example
+ * ```ts
+ * import type { Listen } from "effect-graceful"
+ *
+ * const socket: Listen.Inherited = { _tag: "Inherited", fd: 3, name: "http" }
+ * ```
+ *
  * @category models
  * @since 0.1.0
  */
@@ -62,6 +69,13 @@ export interface Inherited {
 /**
  * A port this process binds itself.
  *
+ * @example
+ * ```ts
+ * import type { Listen } from "effect-graceful"
+ *
+ * const port: Listen.Port = { _tag: "Port", port: 3000, host: "127.0.0.1", reusePort: true }
+ * ```
+ *
  * @category models
  * @since 0.1.0
  */
@@ -76,6 +90,14 @@ export interface Port {
 /**
  * Where to listen.
  *
+ * @example
+ * ```ts
+ * import type { Listen } from "effect-graceful"
+ *
+ * const describe = (target: Listen.Target) =>
+ *   target._tag === "Inherited" ? `fd ${target.fd} (${target.name ?? "unnamed"})` : `port ${target.port}`
+ * ```
+ *
  * @category models
  * @since 0.1.0
  */
@@ -84,6 +106,13 @@ export type Target = Inherited | Port
 /**
  * The socket-activation variables are set for this process but do not make
  * sense, or name no socket this server can take.
+ *
+ * @example
+ * ```ts
+ * import { Listen } from "effect-graceful"
+ *
+ * const error = new Listen.ListenError({ variable: "LISTEN_FDS", value: "two", reason: "not a non-negative integer" })
+ * ```
  *
  * @category errors
  * @since 0.1.0
@@ -100,6 +129,15 @@ export class ListenError extends Data.TaggedError("ListenError")<{
 
 /**
  * Which inherited socket a server takes.
+ *
+ * @example
+ * ```ts
+ * import * as http from "node:http"
+ * import { Http } from "effect-graceful"
+ *
+ * // Under systemd: the socket unit says FileDescriptorName=api.
+ * const HttpLive = Http.layer(() => http.createServer(), { port: 3000, fdName: "api" })
+ * ```
  *
  * @category options
  * @since 0.1.0
@@ -265,6 +303,13 @@ export const fromEnvironment = (
  * default `Backlog=` is `net.core.somaxconn`, 4096). `Http.serveNode` and
  * `Http.listen` pass `backlog` on; `Http.layer` (through `NodeHttpServer`)
  * and `Health.serve` do not, so their queue is 511 connections.
+ *
+ * @example
+ * ```ts
+ * import type { Listen } from "effect-graceful"
+ *
+ * const inherited: Listen.ListenOptions = { fd: 3, backlog: 4096 }
+ * ```
  *
  * @category models
  * @since 0.1.0
