@@ -175,7 +175,14 @@ export const startLoad = (options: LoadOptions) => {
     storming = on
     if (on) {
       stormWorkers = Promise.all(Array.from({ length: options.stormConcurrency }, async () => {
-        while (storming) await send("storm")
+        // A refused connection fails at once: back off a little, so that a
+        // closed port is not hammered in a busy loop (which would also steal
+        // the CPU the next instance needs to start).
+        while (storming) {
+          const failedBefore = streams.storm.failed
+          await send("storm")
+          if (streams.storm.failed > failedBefore) await new Promise((resolve) => setTimeout(resolve, 20))
+        }
       }))
     } else {
       await stormWorkers

@@ -132,6 +132,17 @@ const waitForEvent = (predicate: (event: Event) => boolean, what: string, timeou
 const children = new Set<ChildProcess>()
 process.on("exit", () => {
   for (const child of children) if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL")
+  // Instances started by the socket holder are not our children: end those
+  // not seen to exit (holder-exited, or released just before their exit).
+  const gone = new Set(events.filter((e) => e.event === "holder-exited" || e.event === "released").map((e) => e.pid))
+  for (const pid of new Set(events.filter((e) => e.event === "holder-started").map((e) => e.pid))) {
+    if (gone.has(pid)) continue
+    try {
+      process.kill(pid, "SIGKILL")
+    } catch {
+      // already gone
+    }
+  }
 })
 
 const spawnLogged = (command: string, args: ReadonlyArray<string>, env: Record<string, string>) => {
