@@ -399,10 +399,11 @@ const pm2Driver = (port: number, mode: "fork" | "cluster"): Driver => {
         // `ready` at listen_timeout and replace each old worker anyway.
         const began = Date.now()
         const slow = settings.pm2.listenTimeoutMs * 4
+        // The workers live now: the ones this reload must replace.
+        const gone = new Set(events.filter((e) => e.event === "released").map((e) => e.pid))
+        const old = new Set(events.filter((e) => e.event === "listening" && !gone.has(e.pid)).map((e) => e.pid))
         try {
           await pm2(["reload", name, "--update-env"], serviceEnv(port, { READY_AFTER_MS: String(slow) }))
-          const gone = new Set(events.filter((e) => e.event === "released").map((e) => e.pid))
-          const old = new Set(events.filter((e) => e.event === "listening" && !gone.has(e.pid)).map((e) => e.pid))
           for (let i = 0; i < 2 * settings.pm2.listenTimeoutMs * instances / 50; i++) {
             if (events.filter((e) => e.event === "released" && old.has(e.pid)).length >= instances) break
             await sleep(50)
@@ -673,9 +674,10 @@ const main = async () => {
     durationSeconds: Math.round((Date.now() - began) / 1000),
     results
   }
-  writeFileSync(join(resultsDir, "restart.json"), JSON.stringify(report, null, 2) + "\n")
-  writeFileSync(join(resultsDir, "restart.svg"), renderChart(results))
-  console.log(`\nwrote bench/results/restart.json and bench/results/restart.svg (${report.durationSeconds} s)`)
+  const basename = process.env.RESTART_RESULTS_NAME ?? "restart"
+  writeFileSync(join(resultsDir, `${basename}.json`), JSON.stringify(report, null, 2) + "\n")
+  writeFileSync(join(resultsDir, `${basename}.svg`), renderChart(results))
+  console.log(`\nwrote bench/results/${basename}.json and bench/results/${basename}.svg (${report.durationSeconds} s)`)
 }
 
 if (import.meta.main) {
