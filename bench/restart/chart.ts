@@ -17,13 +17,14 @@ const labels: Record<string, string> = {
 }
 
 export const renderChart = (results: ReadonlyArray<ScenarioResult>): string => {
-  const width = 1000
+  const width = 1300
   const rowHeight = 46
   const left = 330
   const top = 56
   const height = top + rowHeight * results.length + 40
   const maxShare = Math.max(0.001, ...results.map((r) => figuresOf(r).failed / Math.max(1, figuresOf(r).requests)))
-  const scale = (width - left - 330) / maxShare
+  // Room on the right for the longest label (about 600 px).
+  const scale = (width - left - 620) / maxShare
   const rows = results.map((r, i) => {
     const y = top + i * rowHeight
     const f = figuresOf(r)
