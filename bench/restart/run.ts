@@ -31,7 +31,7 @@
 import { type ChildProcess, execFile, spawn, spawnSync } from "node:child_process"
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs"
 import * as Http from "node:http"
-import { cpus, tmpdir } from "node:os"
+import { cpus, loadavg, tmpdir } from "node:os"
 import { join } from "node:path"
 import { createInterface } from "node:readline"
 import { renderChart } from "./chart.ts"
@@ -652,6 +652,8 @@ const main = async () => {
     throw new Error("systemd-socket-activate not found (Debian: apt-get install systemd)")
   }
   const began = Date.now()
+  // The machine's 1-minute load average at the start and the end: figures from a busy machine are slower.
+  const loadBefore = loadavg()[0]!
   const results: Array<ScenarioResult> = []
   for (const [i, name] of selected.entries()) {
     console.log(`\n== ${name} (${settings.restarts} restarts) ==`)
@@ -669,7 +671,12 @@ const main = async () => {
   mkdirSync(resultsDir, { recursive: true })
   const report = {
     date: new Date().toISOString(),
-    machine: { cpus: cpus().length, node: process.version, kernel: spawnSync("uname", ["-r"], { encoding: "utf8" }).stdout.trim() },
+    machine: {
+      cpus: cpus().length,
+      node: process.version,
+      kernel: spawnSync("uname", ["-r"], { encoding: "utf8" }).stdout.trim(),
+      loadAverage: { atStart: Number(loadBefore.toFixed(1)), atEnd: Number(loadavg()[0]!.toFixed(1)) }
+    },
     settings: { ...settings, service: serviceFile.slice(root.length + 1) },
     durationSeconds: Math.round((Date.now() - began) / 1000),
     results

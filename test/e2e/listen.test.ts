@@ -259,7 +259,41 @@ describe.skipIf(!hasActivate)("socket activation (systemd-socket-activate)", () 
   })
 })
 
+/** Root and `ip netns`: the handover runs in a network namespace of its own, with its own tcp_migrate_req. */
+const canNetns = process.getuid?.() === 0 && spawnSync("ip", ["netns", "list"]).status === 0
+
 describe("SO_REUSEPORT (REUSE_PORT=true)", () => {
+  it.skipIf(!canNetns)("with tcp_migrate_req=1, a storm of new connections across the old instance's exit loses nothing", async () => {
+    const namespace = `eg-test-${process.pid}`
+    const ip = (...args: Array<string>) => expect(spawnSync("ip", args).status).toBe(0)
+    ip("netns", "add", namespace)
+    try {
+      ip("netns", "exec", namespace, "ip", "link", "set", "lo", "up")
+      ip("netns", "exec", namespace, "sysctl", "-q", "-w", "net.ipv4.tcp_migrate_req=1")
+      const driver = run("ip", [
+        "netns",
+        "exec",
+        namespace,
+        process.execPath,
+        join(import.meta.dirname, "fixtures", "reuseport-handover.ts")
+      ])
+      const result = JSON.parse((await driver.line(/^RESULT (.*)$/, 1, 60_000))[1]!) as {
+        oldExit: number
+        requests: number
+        failures: Array<string>
+        pids: Array<string>
+        expectedPids: Array<string>
+      }
+      expect(result.oldExit).toBe(0)
+      expect(result.failures).toEqual([])
+      // The storm crossed the handover: both instances answered it.
+      expect(result.pids).toEqual(result.expectedPids)
+      expect(result.requests).toBeGreaterThan(50)
+    } finally {
+      spawnSync("ip", ["netns", "del", namespace])
+    }
+  }, 90_000)
+
   it("a replacement binds the port while the old instance drains; the old one's exit refuses nothing", async () => {
     const old = run(process.execPath, [fixture], { PORT: "0", REUSE_PORT: "true" })
     const port = Number(await old.mark("port"))
