@@ -12,14 +12,15 @@
  * | `pm2-fork` | nobody (PM2 restarts a fork-mode app on reload) | `pm2 reload` |
  * | `pm2-cluster` | PM2's primary process (Node's cluster module) | `pm2 reload`, 2 instances |
  *
- * The reuseport scenarios run inside network namespaces this bench creates
- * (`ip netns`, root needed), each with its own `net.ipv4.tcp_migrate_req`,
- * so the host's setting is never touched. PM2 (the `pm2` npm package) is
+ * Every scenario runs inside a network namespace this bench creates (`ip
+ * netns`, root needed), with its own `net.ipv4.tcp_migrate_req` (1 for
+ * `reuseport-migrate`, else 0) and the bench's ports reserved against
+ * ephemeral use, so the host's settings are never touched. PM2 (the `pm2` npm package) is
  * installed by the bench into a cache folder, and runs with its own
  * `PM2_HOME`; its daemon is killed at the end.
  *
- * Every scenario runs as its own child process (inside its namespace when it
- * has one); everything listens on 127.0.0.1, ports 42100-42199; each
+ * Every scenario runs as its own child process, inside its namespace;
+ * everything listens on 127.0.0.1, ports 42100-42199; each
  * scenario has a deadline, after which it is killed and reported as such.
  * Output: the table on stdout, bench/results/restart.json,
  * bench/results/restart.svg.
@@ -87,6 +88,9 @@ const settings = {
 const serviceFile = process.env.RESTART_SERVICE === "example"
   ? join(root, "examples", "service", "main.ts")
   : join(import.meta.dirname, "service.ts")
+
+/** The services' ports: PORT_BASE + the scenario's index, reserved in each namespace. */
+const PORT_BASE = 42100
 
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms))
 
@@ -550,8 +554,8 @@ const runScenario = async (name: MechanismName, port: number): Promise<ScenarioR
 // The main run
 // -----------------------------------------------------------------------------
 
-const netnsFor = (name: MechanismName): { readonly migrate: 0 | 1 } | undefined =>
-  name === "reuseport" ? { migrate: 0 } : name === "reuseport-migrate" ? { migrate: 1 } : undefined
+/** `tcp_migrate_req` for the scenario's network namespace (every scenario gets one). */
+const migrateFor = (name: MechanismName): 0 | 1 => (name === "reuseport-migrate" ? 1 : 0)
 
 const ip = (...args: Array<string>) => {
   const result = spawnSync("ip", args, { encoding: "utf8" })
@@ -560,16 +564,18 @@ const ip = (...args: Array<string>) => {
 
 const runInChild = async (name: MechanismName, port: number): Promise<ScenarioResult> => {
   const out = join(mkdtempSync(join(tmpdir(), "restart-bench-")), "result.json")
-  const netns = netnsFor(name)
   const namespace = `eg-restart-${process.pid}-${name}`
   const self = [process.execPath, import.meta.filename, "--scenario", name, "--port", String(port), "--out", out]
-  let command = self
-  if (netns !== undefined) {
-    ip("netns", "add", namespace)
-    ip("netns", "exec", namespace, "ip", "link", "set", "lo", "up")
-    ip("netns", "exec", namespace, "sysctl", "-q", "-w", `net.ipv4.tcp_migrate_req=${netns.migrate}`)
-    command = ["ip", "netns", "exec", namespace, ...self]
-  }
+  // Each scenario in a network namespace of its own: its own loopback, its
+  // own tcp_migrate_req, and the bench's ports reserved, so that no client's
+  // ephemeral source port can take the service's port while it is unbound
+  // between a naive restart's stop and start. The host's settings are never
+  // touched.
+  ip("netns", "add", namespace)
+  ip("netns", "exec", namespace, "ip", "link", "set", "lo", "up")
+  ip("netns", "exec", namespace, "sysctl", "-q", "-w", `net.ipv4.tcp_migrate_req=${migrateFor(name)}`)
+  ip("netns", "exec", namespace, "sysctl", "-q", "-w", `net.ipv4.ip_local_reserved_ports=${PORT_BASE}-${PORT_BASE + 99}`)
+  const command = ["ip", "netns", "exec", namespace, ...self]
   try {
     const child = spawn(command[0]!, command.slice(1), { stdio: ["ignore", "inherit", "inherit"] })
     children.add(child)
@@ -584,7 +590,7 @@ const runInChild = async (name: MechanismName, port: number): Promise<ScenarioRe
     if (code !== 0 || !existsSync(out)) throw new Error(`scenario ${name} ended with ${code} (deadline ${settings.scenarioDeadlineMs} ms)`)
     return JSON.parse(readFileSync(out, "utf8")) as ScenarioResult
   } finally {
-    if (netns !== undefined) spawnSync("ip", ["netns", "del", namespace])
+    spawnSync("ip", ["netns", "del", namespace])
   }
 }
 
@@ -645,9 +651,7 @@ const main = async () => {
   }
   const selected = (process.env.RESTART_MECHANISMS?.split(",") ?? mechanismNames) as ReadonlyArray<MechanismName>
   if (selected.some((name) => name.startsWith("pm2"))) ensurePm2()
-  if (selected.some((name) => netnsFor(name) !== undefined) && process.getuid?.() !== 0) {
-    throw new Error("the reuseport scenarios create network namespaces: run as root")
-  }
+  if (process.getuid?.() !== 0) throw new Error("each scenario runs in a network namespace the bench creates: run as root")
   if (selected.includes("socket-activation") && spawnSync("systemd-socket-activate", ["--version"]).status !== 0) {
     throw new Error("systemd-socket-activate not found (Debian: apt-get install systemd)")
   }
@@ -658,7 +662,7 @@ const main = async () => {
   for (const [i, name] of selected.entries()) {
     console.log(`\n== ${name} (${settings.restarts} restarts) ==`)
     const started = Date.now()
-    const result = await runInChild(name, 42100 + i)
+    const result = await runInChild(name, PORT_BASE + i)
     console.log(
       `${name}: ${result.load.sent} requests, ${result.load.failed} failed ${JSON.stringify(result.load.kinds)}, ${
         Math.round((Date.now() - started) / 1000)
