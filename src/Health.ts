@@ -28,6 +28,7 @@ import type * as Scope from "effect/Scope"
 import * as Http from "node:http"
 import { pathOf } from "./Adapter.ts"
 import { Lifecycle } from "./Lifecycle.ts"
+import * as Listen from "./Listen.ts"
 import type { LifecycleService, Phase } from "./Lifecycle.ts"
 import { millisOr } from "./internal/duration.ts"
 
@@ -307,9 +308,20 @@ export const nodeHandler = (
  * @since 0.1.0
  */
 export const serve = (
-  options: { readonly port: number; readonly host?: string | undefined; readonly paths?: Paths | undefined }
+  options: {
+    readonly port: number
+    readonly host?: string | undefined
+    readonly paths?: Paths | undefined
+    /** Listen on the inherited socket of this name when socket-activated. Default `"health"`. */
+    readonly fdName?: string | undefined
+  }
 ): Effect.Effect<{ readonly port: number }, Error, Health | Lifecycle | Scope.Scope> =>
   Effect.gen(function*() {
+    // Socket activation: only a socket named for it (never the HTTP server's).
+    const listenOptions = yield* Listen.resolve<Listen.ListenOptions>(
+      { port: options.port, host: options.host },
+      { fdName: options.fdName ?? "health", takeSole: false }
+    )
     const handle = nodeHandler(yield* Health, yield* Lifecycle, options.paths)
     const server = Http.createServer((request, response) => {
       if (!handle(request, response)) {
@@ -320,10 +332,12 @@ export const serve = (
     const port = yield* Effect.acquireRelease(
       Effect.callback<number, Error>((resume) => {
         server.once("error", (error) => resume(Effect.fail(error)))
-        server.listen(options.port, options.host, () => {
+        const onListening = () => {
           const address = server.address()
           resume(Effect.succeed(typeof address === "object" && address !== null ? address.port : options.port))
-        })
+        }
+        if (listenOptions.fd !== undefined) server.listen({ fd: listenOptions.fd }, onListening)
+        else server.listen(listenOptions, onListening)
       }),
       () =>
         Effect.sync(() => {

@@ -62,7 +62,7 @@ import type * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import type { LazyArg } from "effect/Function"
 import * as HttpServer from "effect/http/HttpServer"
-import type { ServeError } from "effect/http/HttpServerError"
+import { ServeError } from "effect/http/HttpServerError"
 import * as Layer from "effect/Layer"
 import type * as Scope from "effect/Scope"
 import type * as Http from "node:http"
@@ -72,6 +72,7 @@ import type * as Net from "node:net"
 import * as Health from "./Health.ts"
 import { inFlightRegistry } from "./Adapter.ts"
 import type { InFlight } from "./InFlight.ts"
+import * as Listen from "./Listen.ts"
 import { millisOr } from "./internal/duration.ts"
 import { HttpGuard } from "./internal/httpGuard.ts"
 import { DEFAULT_CLOSE_REASON } from "./internal/refusal.ts"
@@ -280,12 +281,12 @@ const guardWith = (
  */
 export const listen = (
   server: NodeServer,
-  options: Net.ListenOptions
+  options: Listen.ListenOptions
 ): Effect.Effect<{ readonly port: number; readonly host: string }, Error> =>
   Effect.callback<{ readonly port: number; readonly host: string }, Error>((resume) => {
     const onError = (error: Error) => resume(Effect.fail(error))
     server.once("error", onError)
-    server.listen(options, () => {
+    const onListening = () => {
       server.off("error", onError)
       const address = server.address()
       resume(Effect.succeed(
@@ -293,7 +294,10 @@ export const listen = (
           ? { port: address.port, host: address.address }
           : { port: options.port ?? 0, host: String(address) }
       ))
-    })
+    }
+    // A descriptor (socket activation): Node takes its backlog only as an argument.
+    if (options.fd !== undefined) server.listen({ fd: options.fd }, options.backlog ?? 511, onListening)
+    else server.listen(options, onListening)
   })
 
 /**
@@ -322,16 +326,20 @@ export const listen = (
  */
 export const serveNode = <S extends NodeServer>(
   evaluate: LazyArg<S>,
-  options: Net.ListenOptions & GuardOptions
+  options: Listen.ListenOptions & GuardOptions & Listen.SocketOptions
 ): Effect.Effect<
   { readonly server: S; readonly port: number },
   Error,
   Lifecycle.Lifecycle | InFlight | Health.Health | Scope.Scope
 > =>
   Effect.gen(function*() {
+    // An inherited socket (socket activation) replaces the port; see Listen.
+    const listenOptions = yield* Listen.resolve(options, options)
     const server = evaluate()
-    yield* guard(server, options)
-    const { port } = yield* listen(server, options)
+    // The backlog of an inherited socket is the supervisor's, shared with the
+    // successor: shrinking it would drop connections meant for the next process.
+    yield* guardWith(server, options, { cutThroughSocket: false, shrinkBacklog: !("fd" in listenOptions) })
+    const { port } = yield* listen(server, listenOptions)
     return { server, port }
   })
 
@@ -363,20 +371,24 @@ export const serveNode = <S extends NodeServer>(
  */
 export const layerServer = (
   evaluate: LazyArg<NodeServer>,
-  options: NodeHttpServer.Options & GuardOptions
+  options: NodeHttpServer.Options & GuardOptions & Listen.SocketOptions
 ): Layer.Layer<HttpServer.HttpServer, ServeError, Lifecycle.Lifecycle | InFlight | Health.Health> =>
   Layer.effect(
     HttpServer.HttpServer,
     Effect.gen(function*() {
+      // An inherited socket (socket activation) replaces the port; see Listen.
+      const listenOptions = yield* Listen.resolve(options, options).pipe(
+        Effect.mapError((cause) => new ServeError({ cause }))
+      )
       let server: NodeServer | undefined
       const httpServer = yield* NodeHttpServer.make(() => (server = evaluate()), {
-        ...options,
+        ...listenOptions,
         disablePreemptiveShutdown: true
       })
       // A cut leaves the response unended, so NodeHttpServer interrupts the
       // handler's fiber: its finalizers (a transaction's rollback) run before
       // the resources it uses are released.
-      yield* guardWith(server!, options, { cutThroughSocket: true })
+      yield* guardWith(server!, options, { cutThroughSocket: true, shrinkBacklog: !("fd" in listenOptions) })
       return httpServer
     })
   )
@@ -398,5 +410,5 @@ export const layerServer = (
  */
 export const layer = (
   evaluate: LazyArg<NodeServer>,
-  options: NodeHttpServer.Options & GuardOptions
+  options: NodeHttpServer.Options & GuardOptions & Listen.SocketOptions
 ) => Layer.mergeAll(layerServer(evaluate, options), NodeHttpServer.layerHttpServices)

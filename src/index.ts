@@ -19,6 +19,8 @@ export * as InFlight from "./InFlight.ts"
 /** @since 0.1.0 */
 export * as Lifecycle from "./Lifecycle.ts"
 /** @since 0.1.0 */
+export * as Listen from "./Listen.ts"
+/** @since 0.1.0 */
 export * as Metrics from "./Metrics.ts"
 /** @since 0.1.0 */
 export * as PlatformCheck from "./PlatformCheck.ts"

@@ -162,7 +162,8 @@ export const ApiLive = Layer.unwrap(Effect.gen(function*() {
       // Longer than a load balancer's idle timeout, as it should be; the guard
       // ends idle keep-alive sockets at shutdown, so it never waits this out.
       () => NodeHttp.createServer({ keepAliveTimeout: 65_000 }),
-      { port: config.port, host: config.host }
+      // Socket activation (LISTEN_FDS) wins over port and host, by itself.
+      { port: config.port, host: config.host, reusePort: config.reusePort }
     ))
   )
 }))

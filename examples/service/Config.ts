@@ -7,6 +7,8 @@
  * |---|---|---|
  * | `PORT` | port to listen on (`0`: any free port) | `3000` |
  * | `HOST` | address to listen on | `127.0.0.1` |
+ * | `REUSE_PORT` | `true`: bind with `SO_REUSEPORT`, so a replacement can bind the same port while this instance drains | `false` |
+ * | `LISTEN_FDS`, `LISTEN_PID`, `LISTEN_FDNAMES` | socket activation (systemd): listen on the inherited socket named `http` (or the only one) instead of `PORT`/`HOST` | unset |
  * | `LOG_FILE` | the JSONL request log, one line per completed request | `service.jsonl` |
  * | `DATABASE_URL` | a real Postgres (through `effect-graceful/Pg`) | unset: in-process PGlite |
  * | `PGLITE_DIR` | where PGlite keeps its files | unset: in memory |
@@ -28,6 +30,7 @@ import { Config, Context, Data, Effect, Layer, Option } from "effect"
 export class ServiceConfig extends Context.Service<ServiceConfig, {
   readonly port: number
   readonly host: string
+  readonly reusePort: boolean
   readonly logFile: string
   readonly databaseUrl: Option.Option<string>
   readonly pgliteDir: Option.Option<string>
@@ -82,6 +85,7 @@ export const ConfigLive = Layer.effect(
     return ServiceConfig.of({
       port: yield* port,
       host: yield* Config.String("HOST").pipe(Config.withDefault("127.0.0.1")),
+      reusePort: yield* Config.Boolean("REUSE_PORT").pipe(Config.withDefault(false)),
       logFile: yield* Config.String("LOG_FILE").pipe(Config.withDefault("service.jsonl")),
       databaseUrl: yield* nonEmpty("DATABASE_URL"),
       pgliteDir: yield* nonEmpty("PGLITE_DIR"),
