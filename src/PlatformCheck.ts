@@ -43,21 +43,38 @@ import * as ShutdownConfig from "./ShutdownConfig.ts"
 /**
  * A platform that kills the process a fixed time after its stop signal.
  *
+ * @category models
  * @since 0.1.0
  */
 export type Platform = "pm2" | "kubernetes"
 
-/** PM2's `kill_timeout` when the app does not set one (PM2's `KILL_TIMEOUT` constant). */
+/**
+ * PM2's `kill_timeout` when the app does not set one (PM2's `KILL_TIMEOUT` constant).
+ *
+ * @category constants
+ * @since 0.1.0
+ */
 export const PM2_DEFAULT_KILL_TIMEOUT_MS = 1_600
-/** Kubernetes' default `terminationGracePeriodSeconds`. */
+/**
+ * Kubernetes' default `terminationGracePeriodSeconds`.
+ *
+ * @category constants
+ * @since 0.1.0
+ */
 export const KUBERNETES_DEFAULT_GRACE_SECONDS = 30
-/** Room the rules keep between the end of the budget and SIGKILL, per platform. */
+/**
+ * Room the rules keep between the end of the budget and SIGKILL, per platform.
+ *
+ * @category constants
+ * @since 0.1.0
+ */
 export const MARGIN_MS: Readonly<Record<Platform, number>> = { pm2: 1_000, kubernetes: 2_000 }
 
 /**
  * How long the platform lets the process run after its stop signal, as far
  * as the process can tell.
  *
+ * @category models
  * @since 0.1.0
  */
 export interface KillWindow {
@@ -75,6 +92,7 @@ export interface KillWindow {
 /**
  * The verdict for one platform.
  *
+ * @category models
  * @since 0.1.0
  */
 export interface Finding extends KillWindow {
@@ -89,6 +107,7 @@ export interface Finding extends KillWindow {
 /**
  * The environment variables the check reads.
  *
+ * @category models
  * @since 0.1.0
  */
 export type Environment = Readonly<Record<string, string | undefined>>
@@ -122,6 +141,7 @@ const nonNegative = (value: string | undefined): number | undefined => {
  * // [{ platform: "pm2", windowMs: 30000, preStopMs: 0, source: "kill_timeout=30000", assumed: false }]
  * ```
  *
+ * @category utils
  * @since 0.1.0
  */
 export const detect = (env: Environment): ReadonlyArray<KillWindow> => {
@@ -174,6 +194,7 @@ const seconds = (ms: number) => Math.ceil(ms / 1000)
  * finding?.fits // false: PM2's default kill_timeout is 1600 ms
  * ```
  *
+ * @category utils
  * @since 0.1.0
  */
 export const evaluate = (budgetMs: number, windows: ReadonlyArray<KillWindow>): ReadonlyArray<Finding> =>
@@ -462,6 +483,7 @@ const readEnvironment: Effect.Effect<Environment> = Effect.gen(function*() {
  * })
  * ```
  *
+ * @category utils
  * @since 0.1.0
  */
 export const check = (
@@ -495,6 +517,7 @@ export const check = (
  * Layer.launch(Layer.merge(AppLive, PlatformCheck.layer())).pipe(NodeRuntime.runMain)
  * ```
  *
+ * @category layers
  * @since 0.1.0
  */
 export const layer = (

@@ -36,6 +36,7 @@ import * as Schema from "effect/Schema"
  * const trigger: Report.Trigger = { _tag: "Signal", signal: "SIGTERM" }
  * ```
  *
+ * @category schemas
  * @since 0.1.0
  */
 export const Trigger = Schema.Union([
@@ -52,6 +53,7 @@ export const Trigger = Schema.Union([
 ])
 
 /**
+ * @category models
  * @since 0.1.0
  */
 export type Trigger = typeof Trigger.Type
@@ -68,6 +70,7 @@ export type Trigger = typeof Trigger.Type
  * Report.isFastPath({ _tag: "Signal", signal: "SIGTERM" }) // false
  * ```
  *
+ * @category utils
  * @since 0.1.0
  */
 export const isFastPath = (trigger: Trigger): boolean => trigger._tag === "Defect" || trigger._tag === "Failed"
@@ -75,11 +78,13 @@ export const isFastPath = (trigger: Trigger): boolean => trigger._tag === "Defec
 /**
  * The name of a phase in the report's timeline.
  *
+ * @category schemas
  * @since 0.1.0
  */
 export const PhaseName = Schema.Literals(["draining", "closing", "cutting", "releasing"])
 
 /**
+ * @category models
  * @since 0.1.0
  */
 export type PhaseName = typeof PhaseName.Type
@@ -88,6 +93,7 @@ export type PhaseName = typeof PhaseName.Type
  * One phase of the timeline: when it started (ms after the trigger) and how
  * long it lasted.
  *
+ * @category schemas
  * @since 0.1.0
  */
 export const PhaseTiming = Schema.Struct({
@@ -97,6 +103,7 @@ export const PhaseTiming = Schema.Struct({
 })
 
 /**
+ * @category models
  * @since 0.1.0
  */
 export type PhaseTiming = typeof PhaseTiming.Type
@@ -110,11 +117,13 @@ export type PhaseTiming = typeof PhaseTiming.Type
  *   abandoned, if it ignored interruption).
  * - `skipped`: the budget was already spent when its turn came.
  *
+ * @category schemas
  * @since 0.1.0
  */
 export const ReleaseOutcome = Schema.Literals(["released", "failed", "timedOut", "skipped"])
 
 /**
+ * @category models
  * @since 0.1.0
  */
 export type ReleaseOutcome = typeof ReleaseOutcome.Type
@@ -123,6 +132,7 @@ export type ReleaseOutcome = typeof ReleaseOutcome.Type
  * One resource's release: its name, outcome, when it started and how long it
  * took, the deadline it was given, and the error if it failed.
  *
+ * @category schemas
  * @since 0.1.0
  */
 export const ReleaseRecord = Schema.Struct({
@@ -135,6 +145,7 @@ export const ReleaseRecord = Schema.Struct({
 })
 
 /**
+ * @category models
  * @since 0.1.0
  */
 export type ReleaseRecord = typeof ReleaseRecord.Type
@@ -144,6 +155,7 @@ export type ReleaseRecord = typeof ReleaseRecord.Type
  * was interrupted: its kind (`request`, `job`, ...), its label (`GET /work`,
  * a job id), and its age when cut.
  *
+ * @category schemas
  * @since 0.1.0
  */
 export const CutItem = Schema.Struct({
@@ -153,6 +165,7 @@ export const CutItem = Schema.Struct({
 })
 
 /**
+ * @category models
  * @since 0.1.0
  */
 export type CutItem = typeof CutItem.Type
@@ -308,6 +321,7 @@ export type ShutdownReport = typeof ShutdownReport.Type
  * //   released http (10 ms), released db (2 ms)
  * ```
  *
+ * @category utils
  * @since 0.1.0
  */
 export const summary = (report: ShutdownReport): string => {
@@ -429,6 +443,7 @@ export const describeHeldBy = (held: HeldBy): string => {
  * Report.describeTrigger({ _tag: "Requested", reason: "config reload" }) // "requested: config reload"
  * ```
  *
+ * @category utils
  * @since 0.1.0
  */
 export const describeTrigger = (trigger: Trigger): string => {
@@ -461,6 +476,7 @@ export const describeTrigger = (trigger: Trigger): string => {
  * const line = Report.toJson(report)
  * ```
  *
+ * @category utils
  * @since 0.1.0
  */
 export const toJson = (report: ShutdownReport): string =>

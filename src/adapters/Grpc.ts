@@ -107,6 +107,14 @@ export interface GrpcServer {
 /**
  * The server could not bind its address.
  *
+ * @example
+ * ```ts
+ * import * as Grpc from "effect-graceful/Grpc"
+ *
+ * const error = new Grpc.GrpcBindError({ address: "127.0.0.1:50051", reason: "EADDRINUSE" })
+ * error.message // "gRPC server could not bind 127.0.0.1:50051: EADDRINUSE"
+ * ```
+ *
  * @category errors
  * @since 0.1.0
  */
