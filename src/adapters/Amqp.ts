@@ -67,7 +67,7 @@ import { releaseSliceMillis, settledWithin } from "../internal/slice.ts"
  * ```ts
  * import * as Amqp from "effect-graceful/Amqp"
  *
- * const error = new Amqp.AmqpError({ name: "invoices", operation: "consume", reason: "NOT_FOUND - no queue 'invoices'" })
+ * const error = new Amqp.AmqpError({ resource: "invoices", operation: "consume", reason: "NOT_FOUND - no queue 'invoices'" })
  * error.message // "invoices: consume failed: NOT_FOUND - no queue 'invoices'"
  * ```
  *
@@ -75,12 +75,12 @@ import { releaseSliceMillis, settledWithin } from "../internal/slice.ts"
  * @since 0.1.0
  */
 export class AmqpError extends Data.TaggedError("AmqpError")<{
-  readonly name: string
+  readonly resource: string
   readonly operation: string
   readonly reason: string
 }> {
   override get message(): string {
-    return `${this.name}: ${this.operation} failed: ${this.reason}`
+    return `${this.resource}: ${this.operation} failed: ${this.reason}`
   }
 }
 
@@ -92,7 +92,7 @@ export class AmqpError extends Data.TaggedError("AmqpError")<{
  * ```ts
  * import * as Amqp from "effect-graceful/Amqp"
  *
- * const error = new Amqp.AmqpPublishError({ name: "events", routingKey: "order.paid", reason: "message nacked" })
+ * const error = new Amqp.AmqpPublishError({ resource: "events", routingKey: "order.paid", reason: "message nacked" })
  * error.message // "events: publish to order.paid not confirmed: message nacked"
  * ```
  *
@@ -100,12 +100,12 @@ export class AmqpError extends Data.TaggedError("AmqpError")<{
  * @since 0.1.0
  */
 export class AmqpPublishError extends Data.TaggedError("AmqpPublishError")<{
-  readonly name: string
+  readonly resource: string
   readonly routingKey: string
   readonly reason: string
 }> {
   override get message(): string {
-    return `${this.name}: publish to ${this.routingKey} not confirmed: ${this.reason}`
+    return `${this.resource}: publish to ${this.routingKey} not confirmed: ${this.reason}`
   }
 }
 
@@ -118,7 +118,7 @@ export class AmqpPublishError extends Data.TaggedError("AmqpPublishError")<{
  * ```ts
  * import * as Amqp from "effect-graceful/Amqp"
  *
- * const error = new Amqp.AmqpUnconfirmedError({ name: "events", outstanding: 3, waitedMs: 2000 })
+ * const error = new Amqp.AmqpUnconfirmedError({ resource: "events", outstanding: 3, waitedMs: 2000 })
  * error.message // "events: 3 published message(s) still unconfirmed after 2000 ms"
  * ```
  *
@@ -126,12 +126,12 @@ export class AmqpPublishError extends Data.TaggedError("AmqpPublishError")<{
  * @since 0.1.0
  */
 export class AmqpUnconfirmedError extends Data.TaggedError("AmqpUnconfirmedError")<{
-  readonly name: string
+  readonly resource: string
   readonly outstanding: number
   readonly waitedMs: number
 }> {
   override get message(): string {
-    return `${this.name}: ${this.outstanding} published message(s) still unconfirmed after ${this.waitedMs} ms`
+    return `${this.resource}: ${this.outstanding} published message(s) still unconfirmed after ${this.waitedMs} ms`
   }
 }
 
@@ -205,7 +205,7 @@ export const connect = (
           })
           return connection
         },
-        catch: (error) => new AmqpError({ name, operation: "connect", reason: reasonOf(error) })
+        catch: (error) => new AmqpError({ resource: name, operation: "connect", reason: reasonOf(error) })
       }),
       (connection) => closeQuietly(() => connection.close()),
       { timeout: options.timeout }
@@ -235,7 +235,7 @@ const managedChannel = <C extends amqp.Channel>(
       name,
       Effect.tryPromise({
         try: open,
-        catch: (error) => new AmqpError({ name, operation: "open channel", reason: reasonOf(error) })
+        catch: (error) => new AmqpError({ resource: name, operation: "open channel", reason: reasonOf(error) })
       }).pipe(Effect.tap((channel) =>
         Effect.sync(() => {
           channel.on("error", (error: Error) => {
@@ -361,7 +361,7 @@ export const consume = <R>(
       options.timeout
     )
     const setup = <A>(operation: string, run: () => Promise<A>) =>
-      Effect.tryPromise({ try: run, catch: (error) => new AmqpError({ name, operation, reason: reasonOf(error) }) })
+      Effect.tryPromise({ try: run, catch: (error) => new AmqpError({ resource: name, operation, reason: reasonOf(error) }) })
 
     yield* setup("prefetch", () => channel.prefetch(prefetch))
     const inbox = yield* Queue.unbounded<amqp.ConsumeMessage>()
@@ -518,7 +518,7 @@ export const publisher = (
           const left = outstanding
           yield* closeQuietly(() => channel.close()).pipe(Effect.ignore)
           if (!confirmed && left > 0) {
-            return yield* new AmqpUnconfirmedError({ name, outstanding: left, waitedMs: Math.round(waitMs) })
+            return yield* new AmqpUnconfirmedError({ resource: name, outstanding: left, waitedMs: Math.round(waitMs) })
           }
         }),
       options.timeout
@@ -533,12 +533,12 @@ export const publisher = (
             resume(
               error === null || error === undefined
                 ? Effect.void
-                : Effect.fail(new AmqpPublishError({ name, routingKey, reason: reasonOf(error) }))
+                : Effect.fail(new AmqpPublishError({ resource: name, routingKey, reason: reasonOf(error) }))
             )
           })
         } catch (error) {
           outstanding--
-          resume(Effect.fail(new AmqpPublishError({ name, routingKey, reason: reasonOf(error) })))
+          resume(Effect.fail(new AmqpPublishError({ resource: name, routingKey, reason: reasonOf(error) })))
         }
       })
 

@@ -69,7 +69,7 @@ import { releaseSliceMillis, settledWithin } from "../internal/slice.ts"
  * ```ts
  * import * as Mqtt from "effect-graceful/Mqtt"
  *
- * const error = new Mqtt.MqttError({ name: "sensors", operation: "connect", reason: "connect ECONNREFUSED 127.0.0.1:1883" })
+ * const error = new Mqtt.MqttError({ resource: "sensors", operation: "connect", reason: "connect ECONNREFUSED 127.0.0.1:1883" })
  * error.message // "sensors: connect failed: connect ECONNREFUSED 127.0.0.1:1883"
  * ```
  *
@@ -77,12 +77,12 @@ import { releaseSliceMillis, settledWithin } from "../internal/slice.ts"
  * @since 0.1.0
  */
 export class MqttError extends Data.TaggedError("MqttError")<{
-  readonly name: string
+  readonly resource: string
   readonly operation: string
   readonly reason: string
 }> {
   override get message(): string {
-    return `${this.name}: ${this.operation} failed: ${this.reason}`
+    return `${this.resource}: ${this.operation} failed: ${this.reason}`
   }
 }
 
@@ -94,7 +94,7 @@ export class MqttError extends Data.TaggedError("MqttError")<{
  * ```ts
  * import * as Mqtt from "effect-graceful/Mqtt"
  *
- * const error = new Mqtt.MqttDisconnectError({ name: "sensors", waitedMs: 2000 })
+ * const error = new Mqtt.MqttDisconnectError({ resource: "sensors", waitedMs: 2000 })
  * error.message // "sensors: no clean DISCONNECT within 2000 ms; the connection was closed outright"
  * ```
  *
@@ -102,11 +102,11 @@ export class MqttError extends Data.TaggedError("MqttError")<{
  * @since 0.1.0
  */
 export class MqttDisconnectError extends Data.TaggedError("MqttDisconnectError")<{
-  readonly name: string
+  readonly resource: string
   readonly waitedMs: number
 }> {
   override get message(): string {
-    return `${this.name}: no clean DISCONNECT within ${this.waitedMs} ms; the connection was closed outright`
+    return `${this.resource}: no clean DISCONNECT within ${this.waitedMs} ms; the connection was closed outright`
   }
 }
 
@@ -135,7 +135,7 @@ const end = (name: string, client: MqttClient, timeout: Duration.Input | undefin
     const waitMs = Math.max(0, sliceMs - Math.min(250, sliceMs / 4))
     if (yield* settledWithin(client.endAsync(false), waitMs)) return
     yield* settledWithin(client.endAsync(true), sliceMs - waitMs)
-    return yield* new MqttDisconnectError({ name, waitedMs: Math.round(waitMs) })
+    return yield* new MqttDisconnectError({ resource: name, waitedMs: Math.round(waitMs) })
   })
 
 /** Creates a client, lets `prepare` set it up before it connects, and waits for CONNACK. */
@@ -162,7 +162,7 @@ const open = (
       const onFirstError = (error: Error) => {
         client.off("connect", onConnect)
         client.end(true)
-        resume(Effect.fail(new MqttError({ name, operation: "connect", reason: reasonOf(error) })))
+        resume(Effect.fail(new MqttError({ resource: name, operation: "connect", reason: reasonOf(error) })))
       }
       client.once("connect", onConnect)
       client.once("error", onFirstError)
@@ -393,13 +393,13 @@ export const consume = <R>(
     // for (a refusal is logged); a new session's SUBACK comes at once.
     const subscribe = Effect.tryPromise({
       try: () => client.subscribeAsync(topics),
-      catch: (error) => new MqttError({ name, operation: "subscribe", reason: reasonOf(error) })
+      catch: (error) => new MqttError({ resource: name, operation: "subscribe", reason: reasonOf(error) })
     }).pipe(
       Effect.flatMap((granted) => {
         const refused = granted.filter((grant) => grant.qos === 128).map((grant) => grant.topic)
         return refused.length === 0
           ? Effect.void
-          : Effect.fail(new MqttError({ name, operation: "subscribe", reason: `refused for ${refused.join(", ")}` }))
+          : Effect.fail(new MqttError({ resource: name, operation: "subscribe", reason: `refused for ${refused.join(", ")}` }))
       })
     )
     if (sessionPresent) {

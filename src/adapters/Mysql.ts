@@ -72,7 +72,7 @@ import { releaseSliceMillis, settledWithin } from "../internal/slice.ts"
  * ```ts
  * import * as Mysql from "effect-graceful/Mysql"
  *
- * const error = new Mysql.MysqlQueryError({ name: "mysql", reason: "Query execution was interrupted", code: "ER_QUERY_INTERRUPTED" })
+ * const error = new Mysql.MysqlQueryError({ resource: "mysql", reason: "Query execution was interrupted", code: "ER_QUERY_INTERRUPTED" })
  * error.message // "mysql: Query execution was interrupted (ER_QUERY_INTERRUPTED)"
  * ```
  *
@@ -80,12 +80,12 @@ import { releaseSliceMillis, settledWithin } from "../internal/slice.ts"
  * @since 0.1.0
  */
 export class MysqlQueryError extends Data.TaggedError("MysqlQueryError")<{
-  readonly name: string
+  readonly resource: string
   readonly reason: string
   readonly code: string | undefined
 }> {
   override get message(): string {
-    return `${this.name}: ${this.reason}${this.code === undefined ? "" : ` (${this.code})`}`
+    return `${this.resource}: ${this.reason}${this.code === undefined ? "" : ` (${this.code})`}`
   }
 }
 
@@ -96,7 +96,7 @@ export class MysqlQueryError extends Data.TaggedError("MysqlQueryError")<{
  * ```ts
  * import * as Mysql from "effect-graceful/Mysql"
  *
- * const error = new Mysql.MysqlPingError({ name: "mysql", reason: "no answer within 1000 ms" })
+ * const error = new Mysql.MysqlPingError({ resource: "mysql", reason: "no answer within 1000 ms" })
  * error.message // "mysql: ping failed: no answer within 1000 ms"
  * ```
  *
@@ -104,11 +104,11 @@ export class MysqlQueryError extends Data.TaggedError("MysqlQueryError")<{
  * @since 0.1.0
  */
 export class MysqlPingError extends Data.TaggedError("MysqlPingError")<{
-  readonly name: string
+  readonly resource: string
   readonly reason: string
 }> {
   override get message(): string {
-    return `${this.name}: ping failed: ${this.reason}`
+    return `${this.resource}: ping failed: ${this.reason}`
   }
 }
 
@@ -136,7 +136,7 @@ export interface KilledQuery {
  * import * as Mysql from "effect-graceful/Mysql"
  *
  * const error = new Mysql.MysqlPoolReleaseError({
- *   name: "mysql",
+ *   resource: "mysql",
  *   killed: [{ id: 42, query: "SELECT SLEEP(60)", runningMs: 1500 }],
  *   forced: 0,
  *   ended: true
@@ -149,7 +149,7 @@ export interface KilledQuery {
  * @since 0.1.0
  */
 export class MysqlPoolReleaseError extends Data.TaggedError("MysqlPoolReleaseError")<{
-  readonly name: string
+  readonly resource: string
   readonly killed: ReadonlyArray<KilledQuery>
   /** Connections still checked out after the kill grace, destroyed. */
   readonly forced: number
@@ -167,7 +167,7 @@ export class MysqlPoolReleaseError extends Data.TaggedError("MysqlPoolReleaseErr
     }
     if (this.forced > 0) parts.push(`destroyed ${this.forced} checked-out connection(s)`)
     if (!this.ended) parts.push("the pool did not end within its slice")
-    return `${this.name}: ${parts.join("; ")}`
+    return `${this.resource}: ${parts.join("; ")}`
   }
 }
 
@@ -333,12 +333,12 @@ const manage = (pool: mysql.Pool, options: PoolOptions) =>
         notifyIdle()
       })
 
-    const queryError = (error: unknown) => new MysqlQueryError({ name, reason: reasonOf(error), code: errorCode(error) })
+    const queryError = (error: unknown) => new MysqlQueryError({ resource: name, reason: reasonOf(error), code: errorCode(error) })
 
     /** A pooled connection; if the caller stops waiting, it is returned on arrival. */
     const connect = Effect.callback<mysql.PoolConnection, MysqlQueryError>((resume) => {
       if (closing) {
-        resume(Effect.fail(new MysqlQueryError({ name, reason: "the pool is closing", code: undefined })))
+        resume(Effect.fail(new MysqlQueryError({ resource: name, reason: "the pool is closing", code: undefined })))
         return
       }
       let abandoned = false
@@ -487,7 +487,7 @@ const manage = (pool: mysql.Pool, options: PoolOptions) =>
       // 4. End the pool: every connection quits.
       const ended = yield* settledWithin(pool.end(), Math.max(1, yield* left))
       if (killed.length > 0 || forced > 0 || !ended) {
-        return yield* new MysqlPoolReleaseError({ name, killed, forced, ended })
+        return yield* new MysqlPoolReleaseError({ resource: name, killed, forced, ended })
       }
     }).pipe(
       Effect.ensuring(Effect.sync(() => {
@@ -624,11 +624,11 @@ export const ping = (
   const timeoutMs = millisOr(options.timeout, 1_000)
   return Effect.tryPromise({
     try: () => pool.query("SELECT 1"),
-    catch: (error) => new MysqlPingError({ name, reason: reasonOf(error) })
+    catch: (error) => new MysqlPingError({ resource: name, reason: reasonOf(error) })
   }).pipe(
     Effect.timeoutOrElse({
       duration: timeoutMs,
-      orElse: () => Effect.fail(new MysqlPingError({ name, reason: `no answer within ${timeoutMs} ms` }))
+      orElse: () => Effect.fail(new MysqlPingError({ resource: name, reason: `no answer within ${timeoutMs} ms` }))
     }),
     Effect.asVoid
   )
@@ -683,10 +683,10 @@ export const sqlPing = (
   const name = options.name ?? "mysql"
   const timeoutMs = millisOr(options.timeout, 1_000)
   return SqlClient.SqlClient.use((sql) => sql`SELECT 1`).pipe(
-    Effect.mapError((error) => new MysqlPingError({ name, reason: reasonOf(error) })),
+    Effect.mapError((error) => new MysqlPingError({ resource: name, reason: reasonOf(error) })),
     Effect.timeoutOrElse({
       duration: timeoutMs,
-      orElse: () => Effect.fail(new MysqlPingError({ name, reason: `no answer within ${timeoutMs} ms` }))
+      orElse: () => Effect.fail(new MysqlPingError({ resource: name, reason: `no answer within ${timeoutMs} ms` }))
     }),
     Effect.asVoid
   )

@@ -78,7 +78,7 @@ import { releaseSliceMillis, settledWithin } from "../internal/slice.ts"
  * ```ts
  * import * as Nats from "effect-graceful/Nats"
  *
- * const error = new Nats.NatsError({ name: "orders", operation: "consumer lookup", reason: "consumer not found" })
+ * const error = new Nats.NatsError({ resource: "orders", operation: "consumer lookup", reason: "consumer not found" })
  * error.message // "orders: consumer lookup failed: consumer not found"
  * ```
  *
@@ -86,12 +86,12 @@ import { releaseSliceMillis, settledWithin } from "../internal/slice.ts"
  * @since 0.1.0
  */
 export class NatsError extends Data.TaggedError("NatsError")<{
-  readonly name: string
+  readonly resource: string
   readonly operation: string
   readonly reason: string
 }> {
   override get message(): string {
-    return `${this.name}: ${this.operation} failed: ${this.reason}`
+    return `${this.resource}: ${this.operation} failed: ${this.reason}`
   }
 }
 
@@ -103,7 +103,7 @@ export class NatsError extends Data.TaggedError("NatsError")<{
  * ```ts
  * import * as Nats from "effect-graceful/Nats"
  *
- * const error = new Nats.NatsAckError({ name: "orders", seq: 42, reason: "timeout" })
+ * const error = new Nats.NatsAckError({ resource: "orders", seq: 42, reason: "timeout" })
  * error.message // "orders: ack of stream sequence 42 not confirmed: timeout"
  * ```
  *
@@ -111,12 +111,12 @@ export class NatsError extends Data.TaggedError("NatsError")<{
  * @since 0.1.0
  */
 export class NatsAckError extends Data.TaggedError("NatsAckError")<{
-  readonly name: string
+  readonly resource: string
   readonly seq: number
   readonly reason: string
 }> {
   override get message(): string {
-    return `${this.name}: ack of stream sequence ${this.seq} not confirmed: ${this.reason}`
+    return `${this.resource}: ack of stream sequence ${this.seq} not confirmed: ${this.reason}`
   }
 }
 
@@ -128,7 +128,7 @@ export class NatsAckError extends Data.TaggedError("NatsAckError")<{
  * ```ts
  * import * as Nats from "effect-graceful/Nats"
  *
- * const error = new Nats.NatsDrainTimeoutError({ name: "nats", waitedMs: 3000 })
+ * const error = new Nats.NatsDrainTimeoutError({ resource: "nats", waitedMs: 3000 })
  * error.message // "nats: drain did not finish within 3000 ms; the connection was closed"
  * ```
  *
@@ -136,11 +136,11 @@ export class NatsAckError extends Data.TaggedError("NatsAckError")<{
  * @since 0.1.0
  */
 export class NatsDrainTimeoutError extends Data.TaggedError("NatsDrainTimeoutError")<{
-  readonly name: string
+  readonly resource: string
   readonly waitedMs: number
 }> {
   override get message(): string {
-    return `${this.name}: drain did not finish within ${this.waitedMs} ms; the connection was closed`
+    return `${this.resource}: drain did not finish within ${this.waitedMs} ms; the connection was closed`
   }
 }
 
@@ -188,7 +188,7 @@ export const connect = (
     name,
     Effect.tryPromise({
       try: () => import("@nats-io/transport-node").then((nats) => nats.connect(connectionOptions)),
-      catch: (error) => new NatsError({ name, operation: "connect", reason: reasonOf(error) })
+      catch: (error) => new NatsError({ resource: name, operation: "connect", reason: reasonOf(error) })
     }),
     (nc) => release(name, nc, options.timeout),
     { timeout: options.timeout }
@@ -239,7 +239,7 @@ const release = (name: string, nc: DrainableConnection, timeout: Duration.Input 
     const drained = yield* settledWithin(nc.isDraining() ? nc.closed() : nc.drain(), waitMs)
     if (drained) return
     yield* settledWithin(nc.close(), sliceMs - waitMs)
-    return yield* new NatsDrainTimeoutError({ name, waitedMs: Math.round(waitMs) })
+    return yield* new NatsDrainTimeoutError({ resource: name, waitedMs: Math.round(waitMs) })
   })
 
 // -----------------------------------------------------------------------------
@@ -351,7 +351,7 @@ export const consume = <R>(
         const { jetstream } = await import("@nats-io/jetstream")
         return jetstream(options.connection).consumers.get(options.stream, options.consumer)
       },
-      catch: (error) => new NatsError({ name, operation: "consumer lookup", reason: reasonOf(error) })
+      catch: (error) => new NatsError({ resource: name, operation: "consumer lookup", reason: reasonOf(error) })
     })
     const runFork = Effect.runForkWith(yield* Effect.context<never>())
     const inbox = yield* Queue.unbounded<JsMsg>()
@@ -427,10 +427,10 @@ export const consume = <R>(
       ack: (message) =>
         Effect.tryPromise({
           try: () => message.ackAck({ timeout: ackTimeoutMs }),
-          catch: (error) => new NatsAckError({ name, seq: message.seq, reason: reasonOf(error) })
+          catch: (error) => new NatsAckError({ resource: name, seq: message.seq, reason: reasonOf(error) })
         }).pipe(
           Effect.flatMap((confirmed) =>
-            confirmed ? Effect.void : Effect.fail(new NatsAckError({ name, seq: message.seq, reason: "not confirmed" }))
+            confirmed ? Effect.void : Effect.fail(new NatsAckError({ resource: name, seq: message.seq, reason: "not confirmed" }))
           )
         ),
       nack: (message, reason) =>
@@ -469,7 +469,7 @@ export const consume = <R>(
         const sliceMs = yield* releaseSliceMillis(options.timeout)
         if (yield* settledWithin(fetching, sliceMs - Math.min(100, sliceMs / 4))) return
         current?.stop()
-        return yield* new NatsError({ name, operation: "release", reason: "the last pull request did not end within the release slice" })
+        return yield* new NatsError({ resource: name, operation: "release", reason: "the last pull request did not end within the release slice" })
       }),
       { timeout: options.timeout }
     )
