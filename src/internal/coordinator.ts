@@ -101,20 +101,7 @@ export const make = (
       awaitReleasing: phases.await("Releasing")
     })
 
-    // Ends the process now (3rd signal, watchdog, emergency budget of zero),
-    // after publishing what is known. When the host does not exit (tests),
-    // the sequence ends there too, with this report.
-    let forced: Report.ShutdownReport | undefined
-    const forcedLatch = Latch.makeUnsafe(false)
-    const endNow = (outcome: Report.ShutdownReport["outcome"], exitCode: number): Report.ShutdownReport => {
-      if (forced !== undefined) return forced
-      if (outcome === "watchdog" || outcome === "forced") report.markHeld(outcome, now(), EventLoop.snapshot())
-      forced = report.snapshot({ outcome, exitCode, now: now() })
-      runSync(publish(forced, reportFile))
-      forcedLatch.openUnsafe()
-      host.exit(exitCode)
-      return forced
-    }
+    const { endNow, forced, forcedLatch } = makeEndNow({ report, now, host, reportFile, runSync })
     const triggers = Triggers.make({
       now,
       budget,
@@ -136,7 +123,7 @@ export const make = (
       inFlight,
       first: triggers.first,
       endNow,
-      forced: () => forced,
+      forced,
       reportFile,
       runSync
     })
@@ -154,7 +141,7 @@ export const make = (
         if (!triggers.fire(next) && Report.isFastPath(next)) budget.escalate()
       },
       runSequence: (program) =>
-        Effect.raceFirst(sequence(program), forcedLatch.await.pipe(Effect.map(() => forced!))),
+        Effect.raceFirst(sequence(program), forcedLatch.await.pipe(Effect.map(() => forced()!))),
       context: Context.make(Lifecycle.Lifecycle, lifecycle).pipe(
         Context.add(InFlight.InFlight, inFlight),
         Context.add(Adapter.InFlightRegistry, inFlight),
@@ -210,3 +197,30 @@ const makeReleaseRegistry = (
     ),
   acquire: (name, acquire) => inFlight.track(Effect.interruptible(acquire), { kind: "acquire", label: name })
 })
+
+/**
+ * Ends the process now (3rd signal, watchdog, emergency budget of zero),
+ * after publishing what is known and what holds the event loop. When the
+ * host does not exit (tests), the sequence ends there too, with this report.
+ */
+const makeEndNow = (deps: {
+  readonly report: ReportBuilder
+  readonly now: () => number
+  readonly host: Host.HostService
+  readonly reportFile: ReportFile.ReportFileTarget | undefined
+  readonly runSync: (effect: Effect.Effect<void>) => void
+}) => {
+  const { host, now, report } = deps
+  let forced: Report.ShutdownReport | undefined
+  const forcedLatch = Latch.makeUnsafe(false)
+  const endNow = (outcome: Report.ShutdownReport["outcome"], exitCode: number): Report.ShutdownReport => {
+    if (forced !== undefined) return forced
+    if (outcome === "watchdog" || outcome === "forced") report.markHeld(outcome, now(), EventLoop.snapshot())
+    forced = report.snapshot({ outcome, exitCode, now: now() })
+    deps.runSync(publish(forced, deps.reportFile))
+    forcedLatch.openUnsafe()
+    host.exit(exitCode)
+    return forced
+  }
+  return { endNow, forced: () => forced, forcedLatch }
+}

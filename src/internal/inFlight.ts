@@ -5,6 +5,7 @@
  * @internal
  */
 import * as Clock from "effect/Clock"
+import type * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Latch from "effect/Latch"
 import * as Metric from "effect/Metric"
@@ -27,6 +28,23 @@ export interface InFlightState extends InFlightRegistryService {
 }
 
 /**
+ * The in-flight gauge, brought up to date once per turn of the event loop,
+ * not once per request: under load many requests start and end in one turn.
+ */
+const makeGauge = (size: () => number, context: Context.Context<never>) => {
+  let scheduled = false
+  const update = () => {
+    scheduled = false
+    Metrics.inFlight.updateUnsafe(size(), context)
+  }
+  return () => {
+    if (scheduled) return
+    scheduled = true
+    setImmediate(update)
+  }
+}
+
+/**
  * Creates an empty in-flight set. `onCutOnArrival` is told about work that
  * arrives after the cut (it is interrupted at once).
  */
@@ -38,19 +56,8 @@ export const make = (
     // Metrics are updated synchronously with the context the set was made in:
     // tracking must stay cheap enough for every request.
     const context = yield* Effect.context<never>()
-    // The gauge is brought up to date once per turn of the event loop, not
-    // once per request: under load many requests start and end in one turn.
-    let gaugeScheduled = false
-    const updateGauge = () => {
-      gaugeScheduled = false
-      Metrics.inFlight.updateUnsafe(entries.size, context)
-    }
-    const gauge = () => {
-      if (gaugeScheduled) return
-      gaugeScheduled = true
-      setImmediate(updateGauge)
-    }
     const entries = new Set<Item>()
+    const gauge = makeGauge(() => entries.size, context)
     const empty = Latch.makeUnsafe(true)
     let closed = false
 

@@ -40,6 +40,37 @@ export interface Releases {
   readonly addHook: (name: string, phase: HookPhase, effect: Effect.Effect<void, unknown>) => () => void
 }
 
+/** Records how a bounded release or hook ended, and logs anything but a clean release. */
+const recordOutcome = (budget: Budget, report: ReportBuilder) => (outcome: BoundedOutcome, ticket: ReleaseTicket) =>
+  Effect.suspend(() => {
+    const name = ticket.name
+    const at = budget.elapsed(outcome.startedAt)
+    if (outcome._tag === "Skipped") {
+      report.addRelease({ name, outcome: "skipped", at, durationMs: 0, deadlineMs: 0 }, ticket)
+      return Effect.logWarning(`${name}: skipped, the shutdown budget is spent`)
+    }
+    const base = { name, at, durationMs: outcome.durationMs, deadlineMs: outcome.deadlineMs }
+    if (outcome._tag === "TimedOut") {
+      report.addRelease({ ...base, outcome: "timedOut" }, ticket)
+      return Effect.logWarning(`${name}: did not finish within ${outcome.deadlineMs} ms; interrupted`)
+    }
+    if (outcome.exit !== undefined && Exit.isFailure(outcome.exit)) {
+      const error = renderCause(outcome.exit.cause)
+      report.addRelease({ ...base, outcome: "failed", error }, ticket)
+      return Effect.logError(`${name}: release failed`, error)
+    }
+    if (outcome.durationMs > outcome.deadlineMs) {
+      // It returned, but only after blocking past its deadline (a
+      // synchronous call holding the event loop): that is a timeout too.
+      report.addRelease({ ...base, outcome: "timedOut", error: "finished after its deadline" }, ticket)
+      return Effect.logWarning(
+        `${name}: finished ${outcome.durationMs} ms after start, past its ${outcome.deadlineMs} ms deadline`
+      )
+    }
+    report.addRelease({ ...base, outcome: "released" }, ticket)
+    return Effect.void
+  })
+
 export const make = (options: {
   readonly budget: Budget
   readonly report: ReportBuilder
@@ -55,35 +86,7 @@ export const make = (options: {
   const { budget, now, report } = options
   const hooks: Array<Hook> = []
 
-  const record = (outcome: BoundedOutcome, ticket: ReleaseTicket) =>
-    Effect.suspend(() => {
-      const name = ticket.name
-      const at = budget.elapsed(outcome.startedAt)
-      if (outcome._tag === "Skipped") {
-        report.addRelease({ name, outcome: "skipped", at, durationMs: 0, deadlineMs: 0 }, ticket)
-        return Effect.logWarning(`${name}: skipped, the shutdown budget is spent`)
-      }
-      const base = { name, at, durationMs: outcome.durationMs, deadlineMs: outcome.deadlineMs }
-      if (outcome._tag === "TimedOut") {
-        report.addRelease({ ...base, outcome: "timedOut" }, ticket)
-        return Effect.logWarning(`${name}: did not finish within ${outcome.deadlineMs} ms; interrupted`)
-      }
-      if (outcome.exit !== undefined && Exit.isFailure(outcome.exit)) {
-        const error = renderCause(outcome.exit.cause)
-        report.addRelease({ ...base, outcome: "failed", error }, ticket)
-        return Effect.logError(`${name}: release failed`, error)
-      }
-      if (outcome.durationMs > outcome.deadlineMs) {
-        // It returned, but only after blocking past its deadline (a
-        // synchronous call holding the event loop): that is a timeout too.
-        report.addRelease({ ...base, outcome: "timedOut", error: "finished after its deadline" }, ticket)
-        return Effect.logWarning(
-          `${name}: finished ${outcome.durationMs} ms after start, past its ${outcome.deadlineMs} ms deadline`
-        )
-      }
-      report.addRelease({ ...base, outcome: "released" }, ticket)
-      return Effect.void
-    })
+  const record = recordOutcome(budget, report)
 
   const run = (effect: Effect.Effect<void, unknown>, deadlineMs: number, ticket: ReleaseTicket) =>
     Effect.gen(function*() {

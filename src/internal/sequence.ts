@@ -81,12 +81,48 @@ const makeCut = ({ budget, inFlight, now, report }: Dependencies) =>
     report.addPhase("cutting", budget.elapsed(startedAt), now() - startedAt)
   })
 
+/**
+ * Stopped: the outcome and its exit code, the report published; if the
+ * process is still alive a moment later, what holds it is named and the
+ * report written again.
+ */
+const makeStop = (deps: Dependencies) => (first: Report.Trigger): Effect.Effect<Report.ShutdownReport> =>
+  Effect.gen(function*() {
+    const { now, report } = deps
+    yield* deps.phases.advance("Stopped")
+    // A release cut short or skipped by the budget: say what still holds the loop.
+    if (report.overran()) report.markHeld("budget", now(), EventLoop.snapshot())
+    const outcome = report.outcomeFor(first)
+    const snapshot = report.snapshot({ outcome, exitCode: outcome === "clean" ? 0 : 1, now: now() })
+    yield* Metric.update(Metrics.shutdownDuration, snapshot.durationMs)
+    if (deps.forced() === undefined) {
+      yield* publish(snapshot, deps.reportFile)
+      // Nothing should hold the process now; if something does, name it
+      // and write the report again.
+      deps.host.whenStillAlive(EventLoop.ALIVE_AFTER_STOP_MS, () => {
+        const held = report.markHeld("aliveAfterStop", now(), EventLoop.snapshot())
+        deps.runSync(Effect.gen(function*() {
+          yield* Effect.logWarning(
+            `process still alive ${EventLoop.ALIVE_AFTER_STOP_MS} ms after Stopped; ${Report.describeHeldBy(held)}`
+          )
+          if (deps.reportFile !== undefined) {
+            yield* ReportFile.write(deps.reportFile, { ...snapshot, heldBy: held }).pipe(
+              Effect.catch((error) => Effect.logWarning(error.message))
+            )
+          }
+        }))
+      })
+    }
+    return snapshot
+  })
+
 export const make = (deps: Dependencies) => {
   const { budget, config, endNow, inFlight, now, phases, releases, report } = deps
   const ms = Duration.toMillis
   const [timeoutMs, delayMs, drainMs, emergencyMs] = [config.timeout, config.delay, config.drainTimeout, config.emergencyTimeout].map(ms) as [number, number, number, number]
 
   const watchdog = makeWatchdog(deps)
+  const stop = makeStop(deps)
   const cutInFlight = makeCut(deps)
 
   /** Runs `body` as a timed phase of the report, in its own span. */
@@ -155,31 +191,7 @@ export const make = (deps: Dependencies) => {
           yield* Effect.logError(`shutdown budget ran out before every release finished; ${Report.describeHeldBy(held)}`)
         }
       }))
-      yield* phases.advance("Stopped")
-      // A release cut short or skipped by the budget: say what still holds the loop.
-      if (report.overran()) report.markHeld("budget", now(), EventLoop.snapshot())
-      const outcome = report.outcomeFor(first)
-      const snapshot = report.snapshot({ outcome, exitCode: outcome === "clean" ? 0 : 1, now: now() })
-      yield* Metric.update(Metrics.shutdownDuration, snapshot.durationMs)
-      if (deps.forced() === undefined) {
-        yield* publish(snapshot, deps.reportFile)
-        // Nothing should hold the process now; if something does, name it
-        // and write the report again.
-        deps.host.whenStillAlive(EventLoop.ALIVE_AFTER_STOP_MS, () => {
-          const held = report.markHeld("aliveAfterStop", now(), EventLoop.snapshot())
-          deps.runSync(Effect.gen(function*() {
-            yield* Effect.logWarning(
-              `process still alive ${EventLoop.ALIVE_AFTER_STOP_MS} ms after Stopped; ${Report.describeHeldBy(held)}`
-            )
-            if (deps.reportFile !== undefined) {
-              yield* ReportFile.write(deps.reportFile, { ...snapshot, heldBy: held }).pipe(
-                Effect.catch((error) => Effect.logWarning(error.message))
-              )
-            }
-          }))
-        })
-      }
-      return snapshot
+      return yield* stop(first)
     }).pipe(Effect.scoped, Effect.withSpan("graceful.shutdown"))
 
   return sequence
