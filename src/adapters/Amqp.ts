@@ -315,6 +315,71 @@ const defaultLabel = (message: amqp.ConsumeMessage): string =>
     ? message.properties.messageId
     : `delivery ${message.fields.deliveryTag}`
 
+/** What the parts of a consumer share. */
+interface ConsumerState {
+  readonly name: string
+  readonly channel: amqp.Channel
+  /** `closed` is set once the channel closed (the broker closed it, or the release did). */
+  readonly channelState: { readonly closed: boolean }
+  /** Deliveries not yet taken by a worker. */
+  readonly inbox: Queue.Queue<amqp.ConsumeMessage>
+  readonly counters: { delivered: number; redelivered: number; handedBack: number }
+  /** Cleared at Closing, or when the broker cancels the consumer. */
+  taking: boolean
+}
+
+/** One call on the channel, its failure an {@link AmqpError} naming the operation. */
+const channelCall = <A>(name: string, operation: string, run: () => Promise<A>): Effect.Effect<A, AmqpError> =>
+  Effect.tryPromise({ try: run, catch: (error) => new AmqpError({ resource: name, operation, reason: reasonOf(error) }) })
+
+// A nack on a closed channel throws: the broker requeues such a message
+// by itself, so there is nothing left to do.
+const handBack = (state: ConsumerState, message: amqp.ConsumeMessage, requeue: boolean): void => {
+  if (state.channelState.closed) return
+  try {
+    state.channel.nack(message, false, requeue)
+  } catch {
+    // the channel closed in the meantime
+  }
+}
+
+/** The consumer's callback: into the inbox, or back to the queue once the consumer stopped taking. */
+const onDelivery = (state: ConsumerState) => (message: amqp.ConsumeMessage | null): void => {
+  if (message === null) {
+    // The broker cancelled the consumer (its queue was deleted).
+    state.taking = false
+    return
+  }
+  const { counters } = state
+  counters.delivered++
+  if (message.fields.redelivered) counters.redelivered++
+  if (!state.taking) {
+    // Already on the wire when the consumer was cancelled.
+    counters.handedBack++
+    handBack(state, message, true)
+    return
+  }
+  Queue.offerUnsafe(state.inbox, message)
+}
+
+/** Stops the worker, cancels the consumer, and hands back what was delivered and not started. */
+const stopConsumer = (state: ConsumerState, worker: Worker.Worker, consumerTag: string): Effect.Effect<void> =>
+  Effect.gen(function*() {
+    if (!state.taking) return
+    state.taking = false
+    yield* worker.stop
+    // basic.cancel: the broker stops delivering to this consumer.
+    if (!state.channelState.closed) {
+      yield* channelCall(state.name, "cancel", () => state.channel.cancel(consumerTag)).pipe(
+        Effect.catchCause((cause) => Effect.logWarning(`${state.name}: cancel failed`, Cause.pretty(cause)))
+      )
+    }
+    // Delivered but never started: straight back to the queue.
+    const unstarted = yield* Queue.clear(state.inbox)
+    for (const message of unstarted) handBack(state, message, true)
+    state.counters.handedBack += unstarted.length
+  })
+
 /**
  * Consumes a queue on a channel of its own (see the module docs): up to
  * `concurrency` messages at once as tracked jobs, `prefetch` unacknowledged
@@ -354,83 +419,45 @@ export const consume = <R>(
     const concurrency = Math.max(1, Math.floor(options.concurrency ?? options.prefetch ?? 1))
     const prefetch = Math.max(1, Math.floor(options.prefetch ?? concurrency))
     const requeueFailed = (options.onFailure ?? "requeue") === "requeue"
-    const { channel, state } = yield* managedChannel(
+    const { channel, state: channelState } = yield* managedChannel(
       `${name} (channel)`,
       () => options.connection.createChannel(),
       (channel) => closeQuietly(() => channel.close()),
       options.timeout
     )
-    const setup = <A>(operation: string, run: () => Promise<A>) =>
-      Effect.tryPromise({ try: run, catch: (error) => new AmqpError({ resource: name, operation, reason: reasonOf(error) }) })
-
-    yield* setup("prefetch", () => channel.prefetch(prefetch))
-    const inbox = yield* Queue.unbounded<amqp.ConsumeMessage>()
-    const counters = { delivered: 0, redelivered: 0, handedBack: 0 }
-    let taking = true
-
-    // A nack on a closed channel throws: the broker requeues such a message
-    // by itself, so there is nothing left to do.
-    const handBack = (message: amqp.ConsumeMessage, requeue: boolean) => {
-      if (state.closed) return
-      try {
-        channel.nack(message, false, requeue)
-      } catch {
-        // the channel closed in the meantime
-      }
+    yield* channelCall(name, "prefetch", () => channel.prefetch(prefetch))
+    const state: ConsumerState = {
+      name,
+      channel,
+      channelState,
+      inbox: yield* Queue.unbounded<amqp.ConsumeMessage>(),
+      counters: { delivered: 0, redelivered: 0, handedBack: 0 },
+      taking: true
     }
-
-    const onMessage = (message: amqp.ConsumeMessage | null) => {
-      if (message === null) {
-        // The broker cancelled the consumer (its queue was deleted).
-        taking = false
-        return
-      }
-      counters.delivered++
-      if (message.fields.redelivered) counters.redelivered++
-      if (!taking) {
-        // Already on the wire when the consumer was cancelled.
-        counters.handedBack++
-        handBack(message, true)
-        return
-      }
-      Queue.offerUnsafe(inbox, message)
-    }
-
-    const { consumerTag } = yield* setup("consume", () => channel.consume(options.queue, onMessage, { noAck: false }))
+    const { consumerTag } = yield* channelCall(
+      name,
+      "consume",
+      () => channel.consume(options.queue, onDelivery(state), { noAck: false })
+    )
 
     const worker = yield* Worker.make({
       name,
       concurrency,
-      take: Queue.take(inbox),
+      take: Queue.take(state.inbox),
       process: options.handler,
       label: options.label ?? defaultLabel,
       kind: "message",
       ack: (message) => Effect.try(() => channel.ack(message)),
       nack: (message, reason) =>
-        Effect.sync(() => handBack(message, reason._tag === "Interrupted" || requeueFailed))
+        Effect.sync(() => handBack(state, message, reason._tag === "Interrupted" || requeueFailed))
     })
 
-    const stop = Effect.gen(function*() {
-      if (!taking) return
-      taking = false
-      yield* worker.stop
-      // basic.cancel: the broker stops delivering to this consumer.
-      if (!state.closed) {
-        yield* setup("cancel", () => channel.cancel(consumerTag)).pipe(
-          Effect.catchCause((cause) => Effect.logWarning(`${name}: cancel failed`, Cause.pretty(cause)))
-        )
-      }
-      // Delivered but never started: straight back to the queue.
-      const unstarted = yield* Queue.clear(inbox)
-      for (const message of unstarted) handBack(message, true)
-      counters.handedBack += unstarted.length
-    })
-
+    const stop = stopConsumer(state, worker, consumerTag)
     yield* Lifecycle.addHook(`${name}: cancel consumer`, "Closing", stop)
 
     return {
       consumerTag,
-      stats: Effect.map(worker.stats, (stats) => ({ ...stats, ...counters })),
+      stats: Effect.map(worker.stats, (stats) => ({ ...stats, ...state.counters })),
       stop
     }
   })

@@ -291,6 +291,109 @@ interface Delivery {
 
 const notHandled = new Error("not handled: left for redelivery")
 
+/** What the parts of a subscriber share. */
+interface SubscriberState {
+  readonly name: string
+  /** Messages received and not yet taken by the worker. */
+  readonly inbox: Queue.Queue<Delivery>
+  readonly counters: { received: number; redelivered: number; handedBack: number }
+  /** Whether the subscriptions are dropped at Closing. */
+  readonly unsubscribeAtClosing: boolean
+  /** Cleared at Closing: a message that arrives from then on is not handled. */
+  taking: boolean
+  /** Set at Releasing: MQTT.js must read again. */
+  releasing: boolean
+  /** Acknowledgements of messages that arrived after Closing, held back until the release. */
+  readonly held: Array<(error?: Error) => void>
+}
+
+/** The topic filters with their QoS (1 when not given), as `subscribeAsync` takes them. */
+const topicsOf = (
+  topics: ReadonlyArray<string> | Readonly<Record<string, 0 | 1 | 2>>
+): Record<string, { qos: 0 | 1 | 2 }> => {
+  const result: Record<string, { qos: 0 | 1 | 2 }> = {}
+  if (Array.isArray(topics)) {
+    for (const topic of topics as ReadonlyArray<string>) result[topic] = { qos: 1 }
+  } else {
+    for (const [topic, qos] of Object.entries(topics as Readonly<Record<string, 0 | 1 | 2>>)) result[topic] = { qos }
+  }
+  return result
+}
+
+/** The client's `handleMessage`: into the inbox, or left unacknowledged once the subscriber stopped taking. */
+const receive = (state: SubscriberState): MqttClient["handleMessage"] => (packet, done) => {
+  const { counters } = state
+  counters.received++
+  if (packet.dup) counters.redelivered++
+  if (!state.taking) {
+    // Arrived after Closing: no PUBACK, the broker delivers it again.
+    counters.handedBack++
+    // With the subscriptions kept, MQTT.js is left waiting on this
+    // one until the release: it reads no further packet during the
+    // drain, so what the broker sends next stays queued for the
+    // session instead of bouncing back. After an UNSUBSCRIBE the
+    // UNSUBACK must still be read.
+    if (state.unsubscribeAtClosing || state.releasing) done(notHandled)
+    else state.held.push(done)
+    return
+  }
+  const payload = typeof packet.payload === "string" ? Buffer.from(packet.payload) : Buffer.from(packet.payload)
+  Queue.offerUnsafe(state.inbox, { message: { topic: packet.topic, payload, packet }, done })
+}
+
+/** The client's release: lets MQTT.js read again, then ends it within the slice. */
+const releaseSubscriber = (
+  state: SubscriberState,
+  client: MqttClient,
+  timeout: Duration.Input | undefined
+): Effect.Effect<void, MqttDisconnectError, Lifecycle.Lifecycle> =>
+  Effect.suspend(() => {
+    // `end()` waits for the replies to what is in flight (a SUBACK,
+    // PUBACKs of publishes): let MQTT.js read again.
+    state.releasing = true
+    for (const done of state.held.splice(0)) done(notHandled)
+    return end(state.name, client, timeout)
+  })
+
+/** SUBSCRIBE, failing when the broker refuses a filter. */
+const subscribeTopics = (
+  name: string,
+  client: MqttClient,
+  topics: Record<string, { qos: 0 | 1 | 2 }>
+): Effect.Effect<void, MqttError> =>
+  Effect.tryPromise({
+    try: () => client.subscribeAsync(topics),
+    catch: (error) => new MqttError({ resource: name, operation: "subscribe", reason: reasonOf(error) })
+  }).pipe(
+    Effect.flatMap((granted) => {
+      const refused = granted.filter((grant) => grant.qos === 128).map((grant) => grant.topic)
+      return refused.length === 0
+        ? Effect.void
+        : Effect.fail(new MqttError({ resource: name, operation: "subscribe", reason: `refused for ${refused.join(", ")}` }))
+    })
+  )
+
+/** Stops the worker, leaves unstarted messages unacknowledged, and unsubscribes if asked to. */
+const stopSubscriber = (
+  state: SubscriberState,
+  worker: Worker.Worker,
+  client: MqttClient,
+  topics: Record<string, { qos: 0 | 1 | 2 }>
+): Effect.Effect<void> =>
+  Effect.gen(function*() {
+    if (!state.taking) return
+    state.taking = false
+    yield* worker.stop
+    const unstarted = yield* Queue.clear(state.inbox)
+    for (const { done } of unstarted) done(notHandled)
+    state.counters.handedBack += unstarted.length
+    if (state.unsubscribeAtClosing && client.connected) {
+      // Not awaited: the UNSUBACK is read after the message in progress;
+      // the release's `end()` completes it before the DISCONNECT.
+      client.unsubscribeAsync(Object.keys(topics)).catch(() => undefined)
+    }
+  })
+
 /**
  * Connects, subscribes, and runs `handler` for each message as a tracked
  * job, acknowledging a QoS 1 message once its handler succeeded; stops at
@@ -326,49 +429,23 @@ export const consume = <R>(
   Effect.gen(function*() {
     const name = options.name ?? "mqtt"
     const clientOptions = options.clientOptions ?? {}
-    const unsubscribeAtClosing = options.unsubscribe ?? clientOptions.clean !== false
-    const topics: Record<string, { qos: 0 | 1 | 2 }> = {}
-    if (Array.isArray(options.topics)) {
-      for (const topic of options.topics as ReadonlyArray<string>) topics[topic] = { qos: 1 }
-    } else {
-      for (const [topic, qos] of Object.entries(options.topics as Readonly<Record<string, 0 | 1 | 2>>)) topics[topic] = { qos }
+    const topics = topicsOf(options.topics)
+    const state: SubscriberState = {
+      name,
+      inbox: yield* Queue.unbounded<Delivery>(),
+      counters: { received: 0, redelivered: 0, handedBack: 0 },
+      unsubscribeAtClosing: options.unsubscribe ?? clientOptions.clean !== false,
+      taking: true,
+      releasing: false,
+      held: []
     }
-    const inbox = yield* Queue.unbounded<Delivery>()
-    const counters = { received: 0, redelivered: 0, handedBack: 0 }
-    let taking = true
-    let releasing = false
-    const held: Array<(error?: Error) => void> = []
 
     const { client, sessionPresent } = yield* Resource.make(
       name,
       open(name, options.url, clientOptions, (client) => {
-        client.handleMessage = (packet, done) => {
-          counters.received++
-          if (packet.dup) counters.redelivered++
-          if (!taking) {
-            // Arrived after Closing: no PUBACK, the broker delivers it again.
-            counters.handedBack++
-            // With the subscriptions kept, MQTT.js is left waiting on this
-            // one until the release: it reads no further packet during the
-            // drain, so what the broker sends next stays queued for the
-            // session instead of bouncing back. After an UNSUBSCRIBE the
-            // UNSUBACK must still be read.
-            if (unsubscribeAtClosing || releasing) done(notHandled)
-            else held.push(done)
-            return
-          }
-          const payload = typeof packet.payload === "string" ? Buffer.from(packet.payload) : Buffer.from(packet.payload)
-          Queue.offerUnsafe(inbox, { message: { topic: packet.topic, payload, packet }, done })
-        }
+        client.handleMessage = receive(state)
       }),
-      ({ client }) =>
-        Effect.suspend(() => {
-          // `end()` waits for the replies to what is in flight (a SUBACK,
-          // PUBACKs of publishes): let MQTT.js read again.
-          releasing = true
-          for (const done of held.splice(0)) done(notHandled)
-          return end(name, client, options.timeout)
-        }),
+      ({ client }) => releaseSubscriber(state, client, options.timeout),
       { timeout: options.timeout }
     )
 
@@ -377,7 +454,7 @@ export const consume = <R>(
       name,
       // One at a time: acknowledgements go out in the order messages came.
       concurrency: 1,
-      take: Queue.take(inbox),
+      take: Queue.take(state.inbox),
       process: ({ message }: Delivery) => options.handler(message),
       kind: "message",
       label: ({ message }: Delivery) =>
@@ -391,42 +468,19 @@ export const consume = <R>(
     // the SUBACK, and MQTT.js reads it only once they are handled. Such a
     // session has its subscriptions already, so its SUBACK is not waited
     // for (a refusal is logged); a new session's SUBACK comes at once.
-    const subscribe = Effect.tryPromise({
-      try: () => client.subscribeAsync(topics),
-      catch: (error) => new MqttError({ resource: name, operation: "subscribe", reason: reasonOf(error) })
-    }).pipe(
-      Effect.flatMap((granted) => {
-        const refused = granted.filter((grant) => grant.qos === 128).map((grant) => grant.topic)
-        return refused.length === 0
-          ? Effect.void
-          : Effect.fail(new MqttError({ resource: name, operation: "subscribe", reason: `refused for ${refused.join(", ")}` }))
-      })
-    )
+    const subscribe = subscribeTopics(name, client, topics)
     if (sessionPresent) {
       yield* Effect.forkScoped(subscribe.pipe(Effect.catch((error) => Effect.logError(error.message))))
     } else {
       yield* subscribe
     }
 
-    const stop = Effect.gen(function*() {
-      if (!taking) return
-      taking = false
-      yield* worker.stop
-      const unstarted = yield* Queue.clear(inbox)
-      for (const { done } of unstarted) done(notHandled)
-      counters.handedBack += unstarted.length
-      if (unsubscribeAtClosing && client.connected) {
-        // Not awaited: the UNSUBACK is read after the message in progress;
-        // the release's `end()` completes it before the DISCONNECT.
-        client.unsubscribeAsync(Object.keys(topics)).catch(() => undefined)
-      }
-    })
-
+    const stop = stopSubscriber(state, worker, client, topics)
     yield* Lifecycle.addHook(`${name}: stop`, "Closing", stop)
 
     return {
       client,
-      stats: Effect.map(worker.stats, (stats) => ({ ...stats, ...counters })),
+      stats: Effect.map(worker.stats, (stats) => ({ ...stats, ...state.counters })),
       stop
     }
   })

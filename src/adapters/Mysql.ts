@@ -298,205 +298,251 @@ const killQueries = async (config: mysql.ConnectionOptions, ids: ReadonlyArray<n
   }
 }
 
-const manage = (pool: mysql.Pool, options: PoolOptions) =>
+/** What the parts of a managed pool share. */
+interface PoolState {
+  readonly name: string
+  readonly pool: mysql.Pool
+  readonly core: CorePool
+  /** The options of the side connection that kills queries. */
+  readonly config: mysql.ConnectionOptions
+  /** Connections checked out now (by the adapter or by code using the pool directly). */
+  readonly checkedOut: Set<CoreConnection>
+  /** Set when the release starts: the adapter lends no more connections. */
+  closing: boolean
+  /** Resolved once no connection is checked out. */
+  idleWaiters: Array<() => void>
+}
+
+/** Connections destroyed while checked out never come back as `release`. */
+const prune = (state: PoolState): void => {
+  for (const connection of state.checkedOut) {
+    if (connection.stream?.destroyed === true) state.checkedOut.delete(connection)
+  }
+}
+
+const notifyIdle = (state: PoolState): void => {
+  prune(state)
+  if (state.checkedOut.size > 0) return
+  const waiters = state.idleWaiters
+  state.idleWaiters = []
+  for (const resolve of waiters) resolve()
+}
+
+/** Settles once no connection is checked out. */
+const idle = (state: PoolState): Promise<void> =>
+  new Promise((resolve) => {
+    state.idleWaiters.push(resolve)
+    notifyIdle(state)
+  })
+
+/** Follows which connections are checked out; returns what undoes it. */
+const watchPool = (state: PoolState): () => void => {
+  const onAcquire = (connection: CoreConnection) => void state.checkedOut.add(connection)
+  const onRelease = (connection: CoreConnection) => {
+    state.checkedOut.delete(connection)
+    notifyIdle(state)
+  }
+  state.core.on("acquire", onAcquire)
+  state.core.on("release", onRelease)
+  return () => {
+    state.core.off("acquire", onAcquire)
+    state.core.off("release", onRelease)
+  }
+}
+
+const queryError = (name: string, error: unknown) =>
+  new MysqlQueryError({ resource: name, reason: reasonOf(error), code: errorCode(error) })
+
+/** Per loan: statements running now, and whether the connection must not go back to the pool. */
+interface Loan {
+  readonly connection: mysql.PoolConnection
+  running: number
+  discard: boolean
+}
+
+/** A pooled connection; if the caller stops waiting, it is returned on arrival. */
+const lend = (state: PoolState): Effect.Effect<Loan, MysqlQueryError> =>
+  Effect.callback<Loan, MysqlQueryError>((resume) => {
+    if (state.closing) {
+      resume(Effect.fail(new MysqlQueryError({ resource: state.name, reason: "the pool is closing", code: undefined })))
+      return
+    }
+    let abandoned = false
+    state.pool.getConnection().then(
+      (connection) => abandoned ? connection.release() : resume(Effect.succeed({ connection, running: 0, discard: false })),
+      (error: unknown) => {
+        if (!abandoned) resume(Effect.fail(queryError(state.name, error)))
+      }
+    )
+    return Effect.sync(() => {
+      abandoned = true
+    })
+  })
+
+const queryOn = (name: string, loan: Loan): ConnectionQuery["query"] => (sql, values) =>
+  Effect.callback((resume) => {
+    loan.running++
+    loan.connection.query(sql, values as Array<unknown> | undefined).then(
+      ([result]) => {
+        loan.running--
+        resume(Effect.succeed(result as never))
+      },
+      (error: unknown) => {
+        loan.running--
+        resume(Effect.fail(queryError(name, error)))
+      }
+    )
+  })
+
+/**
+ * Gets rid of a connection whose state is unknown (interrupted, or a
+ * failed ROLLBACK): kills what it runs, then destroys it (the server
+ * rolls back an open transaction). It stays checked out until then, so
+ * the pool's release waits for it.
+ */
+const discard = (state: PoolState, loan: Loan): void => {
+  const core = loan.connection.connection as unknown as CoreConnection
+  const id = loan.connection.threadId
+  void (loan.running > 0 && typeof id === "number"
+    ? killQueries(state.config, [id]).then(() => undefined, () => undefined)
+    : Promise.resolve()
+  ).then(() => {
+    core.destroy()
+    state.checkedOut.delete(core)
+    notifyIdle(state)
+  })
+}
+
+const giveBack = (state: PoolState) => (loan: Loan, exit: Exit.Exit<unknown, unknown>) =>
+  Effect.sync(() => {
+    if (loan.discard || loan.running > 0 || (Exit.isFailure(exit) && Exit.hasInterrupts(exit))) discard(state, loan)
+    else loan.connection.release()
+  })
+
+const withConnection = <A, E, R>(
+  state: PoolState,
+  f: (connection: ConnectionQuery) => Effect.Effect<A, E, R>
+): Effect.Effect<A, E | MysqlQueryError, R> =>
+  Effect.acquireUseRelease(
+    lend(state),
+    (loan) => f({ connection: loan.connection, query: queryOn(state.name, loan) }),
+    giveBack(state)
+  )
+
+const transaction = <A, E, R>(
+  state: PoolState,
+  f: (connection: ConnectionQuery) => Effect.Effect<A, E, R>
+): Effect.Effect<A, E | MysqlQueryError, R> =>
+  Effect.acquireUseRelease(
+    lend(state),
+    (loan) =>
+      Effect.uninterruptibleMask((restore) =>
+        Effect.gen(function*() {
+          const lent: ConnectionQuery = { connection: loan.connection, query: queryOn(state.name, loan) }
+          yield* restore(lent.query("BEGIN"))
+          const exit = yield* Effect.exit(restore(f(lent)))
+          if (Exit.isSuccess(exit)) {
+            // Once the work is done, COMMIT is not interrupted: a cut now
+            // must not turn finished work into a rollback.
+            yield* lent.query("COMMIT")
+            return exit.value
+          }
+          if (Exit.hasInterrupts(exit)) loan.discard = true
+          else yield* lent.query("ROLLBACK").pipe(Effect.catch(() => Effect.sync(() => void (loan.discard = true))))
+          return yield* exit
+        })
+      ),
+    giveBack(state)
+  )
+
+/**
+ * Steps 2 and 3 of the release, once the slice minus the grace is over:
+ * kills what is still running, from a side connection, then destroys what
+ * is still checked out. `left` reads the milliseconds left of the slice.
+ */
+const stopStragglers = (
+  state: PoolState,
+  left: Effect.Effect<number>,
+  graceMs: number
+): Effect.Effect<{ readonly killed: ReadonlyArray<KilledQuery>; readonly forced: number }> =>
   Effect.gen(function*() {
+    const { checkedOut, config, name } = state
+    prune(state)
+    const ids = [...checkedOut].map((connection) => connection.threadId).filter((id): id is number => typeof id === "number")
+    const killed = yield* Effect.tryPromise(() => killQueries(config, ids)).pipe(
+      Effect.timeoutOption(Math.max(0, (yield* left) / 2)),
+      Effect.map((option): ReadonlyArray<KilledQuery> => option._tag === "Some" ? option.value : []),
+      Effect.catch((error) =>
+        Effect.logError(`${name}: could not kill running queries`, reasonOf(error.cause)).pipe(Effect.as([]))
+      )
+    )
+    for (const query of killed) {
+      yield* Effect.logWarning(
+        `${name}: killed a query still running at the end of the release slice (id ${query.id}, running ${query.runningMs} ms)`,
+        query.query
+      )
+    }
+    let forced = 0
+    // What is still checked out (a leaked connection, an open transaction)
+    // is destroyed: the server rolls it back.
+    if (!(yield* settledWithin(idle(state), (yield* left) - Math.min(100, graceMs / 4)))) {
+      prune(state)
+      for (const connection of [...checkedOut]) {
+        forced++
+        checkedOut.delete(connection)
+        connection.destroy()
+      }
+    }
+    return { killed, forced }
+  })
+
+/** The pool's release: the four steps of the module docs. */
+const releasePool = (state: PoolState, options: PoolOptions): Effect.Effect<void, MysqlPoolReleaseError, Lifecycle> =>
+  Effect.gen(function*() {
+    state.closing = true
+    const sliceMs = yield* releaseSliceMillis(options.timeout)
+    const graceMs = Math.min(millisOr(options.killGrace, 1_000), sliceMs / 2)
+    const startedAt = yield* Clock.currentTimeMillis
+    const left = Effect.map(Clock.currentTimeMillis, (now) => sliceMs - (now - startedAt))
+
+    // 1. Work still using a connection gets the slice, minus the grace.
+    const idleInTime = yield* settledWithin(idle(state), sliceMs - graceMs)
+    // 2, 3. Kill what is still running, destroy what is still checked out.
+    const { forced, killed } = idleInTime ? { killed: [], forced: 0 } : yield* stopStragglers(state, left, graceMs)
+    // 4. End the pool: every connection quits.
+    const ended = yield* settledWithin(state.pool.end(), Math.max(1, yield* left))
+    if (killed.length > 0 || forced > 0 || !ended) {
+      return yield* new MysqlPoolReleaseError({ resource: state.name, killed, forced, ended })
+    }
+  })
+
+const manage = (pool: mysql.Pool, options: PoolOptions) =>
+  Effect.sync(() => {
     const name = options.name ?? "mysql"
     const core = pool.pool as unknown as CorePool
-    const config = sideConfig(core)
-    const checkedOut = new Set<CoreConnection>()
-    let closing = false
-    let idleWaiters: Array<() => void> = []
-
-    /** Connections destroyed while checked out never come back as `release`. */
-    const prune = () => {
-      for (const connection of checkedOut) {
-        if (connection.stream?.destroyed === true) checkedOut.delete(connection)
-      }
+    const state: PoolState = {
+      name,
+      pool,
+      core,
+      config: sideConfig(core),
+      checkedOut: new Set(),
+      closing: false,
+      idleWaiters: []
     }
-    const notifyIdle = () => {
-      prune()
-      if (checkedOut.size > 0) return
-      const waiters = idleWaiters
-      idleWaiters = []
-      for (const resolve of waiters) resolve()
-    }
-    const onAcquire = (connection: CoreConnection) => void checkedOut.add(connection)
-    const onRelease = (connection: CoreConnection) => {
-      checkedOut.delete(connection)
-      notifyIdle()
-    }
-    core.on("acquire", onAcquire)
-    core.on("release", onRelease)
-    const idle = (): Promise<void> =>
-      new Promise((resolve) => {
-        idleWaiters.push(resolve)
-        notifyIdle()
-      })
-
-    const queryError = (error: unknown) => new MysqlQueryError({ resource: name, reason: reasonOf(error), code: errorCode(error) })
-
-    /** A pooled connection; if the caller stops waiting, it is returned on arrival. */
-    const connect = Effect.callback<mysql.PoolConnection, MysqlQueryError>((resume) => {
-      if (closing) {
-        resume(Effect.fail(new MysqlQueryError({ resource: name, reason: "the pool is closing", code: undefined })))
-        return
-      }
-      let abandoned = false
-      pool.getConnection().then(
-        (connection) => abandoned ? connection.release() : resume(Effect.succeed(connection)),
-        (error: unknown) => {
-          if (!abandoned) resume(Effect.fail(queryError(error)))
-        }
-      )
-      return Effect.sync(() => {
-        abandoned = true
-      })
-    })
-
-    /** Per loan: statements running now, and whether the connection must not go back to the pool. */
-    interface Loan {
-      readonly connection: mysql.PoolConnection
-      running: number
-      discard: boolean
-    }
-
-    const queryOn = (loan: Loan): ConnectionQuery["query"] => (sql, values) =>
-      Effect.callback((resume) => {
-        loan.running++
-        loan.connection.query(sql, values as Array<unknown> | undefined).then(
-          ([result]) => {
-            loan.running--
-            resume(Effect.succeed(result as never))
-          },
-          (error: unknown) => {
-            loan.running--
-            resume(Effect.fail(queryError(error)))
-          }
-        )
-      })
-
-    /**
-     * Gets rid of a connection whose state is unknown (interrupted, or a
-     * failed ROLLBACK): kills what it runs, then destroys it (the server
-     * rolls back an open transaction). It stays checked out until then, so
-     * the pool's release waits for it.
-     */
-    const discard = (loan: Loan) => {
-      const core = loan.connection.connection as unknown as CoreConnection
-      const id = loan.connection.threadId
-      void (loan.running > 0 && typeof id === "number"
-        ? killQueries(config, [id]).then(() => undefined, () => undefined)
-        : Promise.resolve()
-      ).then(() => {
-        core.destroy()
-        checkedOut.delete(core)
-        notifyIdle()
-      })
-    }
-
-    const lend = Effect.map(connect, (connection): Loan => ({ connection, running: 0, discard: false }))
-    const giveBack = (loan: Loan, exit: Exit.Exit<unknown, unknown>) =>
-      Effect.sync(() => {
-        if (loan.discard || loan.running > 0 || (Exit.isFailure(exit) && Exit.hasInterrupts(exit))) discard(loan)
-        else loan.connection.release()
-      })
-
-    const withConnection = <A, E, R>(
-      f: (connection: ConnectionQuery) => Effect.Effect<A, E, R>
-    ): Effect.Effect<A, E | MysqlQueryError, R> =>
-      Effect.acquireUseRelease(lend, (loan) => f({ connection: loan.connection, query: queryOn(loan) }), giveBack)
-
-    const transaction = <A, E, R>(
-      f: (connection: ConnectionQuery) => Effect.Effect<A, E, R>
-    ): Effect.Effect<A, E | MysqlQueryError, R> =>
-      Effect.acquireUseRelease(
-        lend,
-        (loan) =>
-          Effect.uninterruptibleMask((restore) =>
-            Effect.gen(function*() {
-              const lent: ConnectionQuery = { connection: loan.connection, query: queryOn(loan) }
-              yield* restore(lent.query("BEGIN"))
-              const exit = yield* Effect.exit(restore(f(lent)))
-              if (Exit.isSuccess(exit)) {
-                // Once the work is done, COMMIT is not interrupted: a cut now
-                // must not turn finished work into a rollback.
-                yield* lent.query("COMMIT")
-                return exit.value
-              }
-              if (Exit.hasInterrupts(exit)) loan.discard = true
-              else yield* lent.query("ROLLBACK").pipe(Effect.catch(() => Effect.sync(() => void (loan.discard = true))))
-              return yield* exit
-            })
-          ),
-        giveBack
-      )
-
+    const unwatch = watchPool(state)
     const managed: ManagedPool = {
       name,
       pool,
-      query: (sql, values) => withConnection((connection) => connection.query(sql, values)),
-      withConnection,
-      transaction,
+      query: (sql, values) => withConnection(state, (connection) => connection.query(sql, values)),
+      withConnection: (f) => withConnection(state, f),
+      transaction: (f) => transaction(state, f),
       ping: ping(pool, { name, timeout: options.pingTimeout }),
       checkedOut: () => {
-        prune()
-        return checkedOut.size
+        prune(state)
+        return state.checkedOut.size
       }
     }
-
-    const release = Effect.gen(function*() {
-      closing = true
-      const sliceMs = yield* releaseSliceMillis(options.timeout)
-      const graceMs = Math.min(millisOr(options.killGrace, 1_000), sliceMs / 2)
-      const startedAt = yield* Clock.currentTimeMillis
-      const left = Effect.map(Clock.currentTimeMillis, (now) => sliceMs - (now - startedAt))
-
-      // 1. Work still using a connection gets the slice, minus the grace.
-      let idleInTime = yield* settledWithin(idle(), sliceMs - graceMs)
-      // 2. Kill what is still running, from a side connection.
-      let killed: Array<KilledQuery> = []
-      let forced = 0
-      if (!idleInTime) {
-        prune()
-        const ids = [...checkedOut].map((connection) => connection.threadId).filter((id): id is number => typeof id === "number")
-        killed = yield* Effect.tryPromise(() => killQueries(config, ids)).pipe(
-          Effect.timeoutOption(Math.max(0, (yield* left) / 2)),
-          Effect.map((option) => option._tag === "Some" ? option.value : []),
-          Effect.catch((error) =>
-            Effect.logError(`${name}: could not kill running queries`, reasonOf(error.cause)).pipe(Effect.as([]))
-          )
-        )
-        for (const query of killed) {
-          yield* Effect.logWarning(
-            `${name}: killed a query still running at the end of the release slice (id ${query.id}, running ${query.runningMs} ms)`,
-            query.query
-          )
-        }
-        idleInTime = yield* settledWithin(idle(), (yield* left) - Math.min(100, graceMs / 4))
-        // 3. What is still checked out (a leaked connection, an open
-        //    transaction) is destroyed: the server rolls it back.
-        if (!idleInTime) {
-          prune()
-          for (const connection of [...checkedOut]) {
-            forced++
-            checkedOut.delete(connection)
-            connection.destroy()
-          }
-        }
-      }
-      // 4. End the pool: every connection quits.
-      const ended = yield* settledWithin(pool.end(), Math.max(1, yield* left))
-      if (killed.length > 0 || forced > 0 || !ended) {
-        return yield* new MysqlPoolReleaseError({ resource: name, killed, forced, ended })
-      }
-    }).pipe(
-      Effect.ensuring(Effect.sync(() => {
-        core.off("acquire", onAcquire)
-        core.off("release", onRelease)
-      }))
-    )
-
-    return { managed, release }
+    return { managed, release: releasePool(state, options).pipe(Effect.ensuring(Effect.sync(unwatch))) }
   })
 
 /**

@@ -305,6 +305,146 @@ export interface Consumer {
   readonly stop: Effect.Effect<void>
 }
 
+/** What the parts of a JetStream consumer share. */
+interface PullState {
+  readonly name: string
+  readonly consumer: JsConsumer
+  readonly expiresMs: number
+  /** Messages fetched and not yet taken by a worker. */
+  readonly inbox: Queue.Queue<JsMsg>
+  readonly counters: { received: number; redelivered: number; handedBack: number }
+  readonly runFork: <A, E>(effect: Effect.Effect<A, E>) => unknown
+  /** Takers waiting now: what the next pull request asks for. */
+  demand: number
+  /** Set at Closing (or by `stop`): no new pull request. */
+  stopped: boolean
+  /** The pull request in progress, if any. */
+  current: ConsumerMessages | undefined
+  /** Wakes the fetch loop while it waits for demand. */
+  wake: (() => void) | undefined
+}
+
+const nakQuietly = (message: JsMsg, delayMs?: number): void => {
+  try {
+    if (delayMs === undefined) message.nak()
+    else message.nak(delayMs)
+  } catch {
+    // the connection is closed: the server redelivers after ack_wait
+  }
+}
+
+const lookupConsumer = (
+  connection: NatsConnection,
+  stream: string,
+  consumer: string,
+  name: string
+): Effect.Effect<JsConsumer, NatsError> =>
+  Effect.tryPromise({
+    try: async () => {
+      const { jetstream } = await import("@nats-io/jetstream")
+      return jetstream(connection).consumers.get(stream, consumer)
+    },
+    catch: (error) => new NatsError({ resource: name, operation: "consumer lookup", reason: reasonOf(error) })
+  })
+
+/** Reads one pull request to its end: into the inbox, or `nak`ed once the consumer is stopped. */
+const receiveBatch = async (state: PullState, batch: ConsumerMessages): Promise<void> => {
+  const { counters } = state
+  for await (const message of batch) {
+    counters.received++
+    if (message.redelivered) counters.redelivered++
+    if (state.stopped) {
+      counters.handedBack++
+      nakQuietly(message)
+    } else {
+      Queue.offerUnsafe(state.inbox, message)
+    }
+  }
+}
+
+/** Fetches for the workers that wait, as long as the consumer runs. */
+const fetchLoop = async (state: PullState): Promise<void> => {
+  let backoffMs = 100
+  while (!state.stopped) {
+    const want = state.demand - Queue.sizeUnsafe(state.inbox)
+    if (want <= 0) {
+      await new Promise<void>((resolve) => {
+        state.wake = resolve
+      })
+      state.wake = undefined
+      continue
+    }
+    try {
+      const batch = await state.consumer.fetch({ max_messages: want, expires: state.expiresMs })
+      state.current = batch
+      await receiveBatch(state, batch)
+      backoffMs = 100
+    } catch (error) {
+      if (state.stopped) break
+      state.runFork(Effect.logWarning(`${state.name}: fetch failed; retrying in ${backoffMs} ms`, reasonOf(error)))
+      await new Promise((resolve) => setTimeout(resolve, backoffMs))
+      backoffMs = Math.min(5_000, backoffMs * 2)
+    } finally {
+      state.current = undefined
+    }
+  }
+}
+
+/** Takes the next message; while it waits, it counts as demand for the fetch loop. */
+const takeMessage = (state: PullState): Effect.Effect<JsMsg> =>
+  Effect.acquireUseRelease(
+    Effect.sync(() => {
+      state.demand++
+      state.wake?.()
+    }),
+    () => Queue.take(state.inbox),
+    () => Effect.sync(() => void state.demand--)
+  )
+
+/** A confirmed ack: the server has recorded it before the job counts as done. */
+const ackConfirmed = (name: string, ackTimeoutMs: number) => (message: JsMsg): Effect.Effect<void, NatsAckError> =>
+  Effect.tryPromise({
+    try: () => message.ackAck({ timeout: ackTimeoutMs }),
+    catch: (error) => new NatsAckError({ resource: name, seq: message.seq, reason: reasonOf(error) })
+  }).pipe(
+    Effect.flatMap((confirmed) =>
+      confirmed ? Effect.void : Effect.fail(new NatsAckError({ resource: name, seq: message.seq, reason: "not confirmed" }))
+    )
+  )
+
+/** Stops fetching and the worker, then hands back what was fetched and not started. */
+const stopPulling = (state: PullState, worker: Worker.Worker): Effect.Effect<void> =>
+  Effect.gen(function*() {
+    if (state.stopped) return
+    state.stopped = true
+    state.wake?.()
+    yield* worker.stop
+    const unstarted = yield* Queue.clear(state.inbox)
+    for (const message of unstarted) nakQuietly(message)
+    state.counters.handedBack += unstarted.length
+  })
+
+/**
+ * A pull request cannot be withdrawn: the server delivers to it until it
+ * is filled or expires, and a message sent to an inbox nobody listens to
+ * any more would wait out its `ack_wait`. So the last request is left to
+ * end by itself (within `expires`), and whatever it still brings is
+ * nak'ed; only when the release's slice runs out is it dropped.
+ */
+const awaitLastPull = (
+  state: PullState,
+  fetching: Promise<void>,
+  timeout: Duration.Input | undefined
+): Effect.Effect<void, NatsError, Lifecycle.Lifecycle> =>
+  Effect.gen(function*() {
+    state.stopped = true
+    state.wake?.()
+    const sliceMs = yield* releaseSliceMillis(timeout)
+    if (yield* settledWithin(fetching, sliceMs - Math.min(100, sliceMs / 4))) return
+    state.current?.stop()
+    return yield* new NatsError({ resource: state.name, operation: "release", reason: "the last pull request did not end within the release slice" })
+  })
+
 /**
  * Consumes a JetStream durable pull consumer (see the module docs): fetches
  * only for free workers, up to `concurrency` jobs at once, stops at Closing,
@@ -342,140 +482,41 @@ export const consume = <R>(
 ): Effect.Effect<Consumer, NatsError, R | Lifecycle.Lifecycle | InFlight | Scope.Scope> =>
   Effect.gen(function*() {
     const name = options.name ?? `nats ${options.stream}/${options.consumer}`
-    const concurrency = Math.max(1, Math.floor(options.concurrency ?? 1))
-    const expiresMs = Math.max(1_000, millisOr(options.expires, 2_000))
     const nakDelayMs = millisOr(options.nakDelay)
-    const ackTimeoutMs = millisOr(options.ackTimeout, 5_000)
-    const consumer: JsConsumer = yield* Effect.tryPromise({
-      try: async () => {
-        const { jetstream } = await import("@nats-io/jetstream")
-        return jetstream(options.connection).consumers.get(options.stream, options.consumer)
-      },
-      catch: (error) => new NatsError({ resource: name, operation: "consumer lookup", reason: reasonOf(error) })
-    })
-    const runFork = Effect.runForkWith(yield* Effect.context<never>())
-    const inbox = yield* Queue.unbounded<JsMsg>()
-    const counters = { received: 0, redelivered: 0, handedBack: 0 }
-    // Takers waiting now: what the next pull request asks for.
-    let demand = 0
-    let stopped = false
-    let current: ConsumerMessages | undefined
-    let wake: (() => void) | undefined
-
-    const nak = (message: JsMsg) => {
-      try {
-        message.nak()
-      } catch {
-        // the connection is closed: the server redelivers after ack_wait
-      }
+    const state: PullState = {
+      name,
+      consumer: yield* lookupConsumer(options.connection, options.stream, options.consumer, name),
+      expiresMs: Math.max(1_000, millisOr(options.expires, 2_000)),
+      inbox: yield* Queue.unbounded<JsMsg>(),
+      counters: { received: 0, redelivered: 0, handedBack: 0 },
+      runFork: Effect.runForkWith(yield* Effect.context<never>()),
+      demand: 0,
+      stopped: false,
+      current: undefined,
+      wake: undefined
     }
-
-    // Fetches for the workers that wait, as long as the consumer runs.
-    const fetchLoop = async () => {
-      let backoffMs = 100
-      while (!stopped) {
-        const want = demand - Queue.sizeUnsafe(inbox)
-        if (want <= 0) {
-          await new Promise<void>((resolve) => {
-            wake = resolve
-          })
-          wake = undefined
-          continue
-        }
-        try {
-          const batch = await consumer.fetch({ max_messages: want, expires: expiresMs })
-          current = batch
-          for await (const message of batch) {
-            counters.received++
-            if (message.redelivered) counters.redelivered++
-            if (stopped) {
-              counters.handedBack++
-              nak(message)
-            } else {
-              Queue.offerUnsafe(inbox, message)
-            }
-          }
-          backoffMs = 100
-        } catch (error) {
-          if (stopped) break
-          runFork(Effect.logWarning(`${name}: fetch failed; retrying in ${backoffMs} ms`, reasonOf(error)))
-          await new Promise((resolve) => setTimeout(resolve, backoffMs))
-          backoffMs = Math.min(5_000, backoffMs * 2)
-        } finally {
-          current = undefined
-        }
-      }
-    }
-    const fetching = fetchLoop()
-
-    const take = Effect.acquireUseRelease(
-      Effect.sync(() => {
-        demand++
-        wake?.()
-      }),
-      () => Queue.take(inbox),
-      () => Effect.sync(() => void demand--)
-    )
+    const fetching = fetchLoop(state)
 
     const worker = yield* Worker.make({
       name,
-      concurrency,
-      take,
+      concurrency: Math.max(1, Math.floor(options.concurrency ?? 1)),
+      take: takeMessage(state),
       process: options.handler,
       kind: "message",
       label: options.label ?? ((message: JsMsg) => `seq ${message.seq}`),
-      ack: (message) =>
-        Effect.tryPromise({
-          try: () => message.ackAck({ timeout: ackTimeoutMs }),
-          catch: (error) => new NatsAckError({ resource: name, seq: message.seq, reason: reasonOf(error) })
-        }).pipe(
-          Effect.flatMap((confirmed) =>
-            confirmed ? Effect.void : Effect.fail(new NatsAckError({ resource: name, seq: message.seq, reason: "not confirmed" }))
-          )
-        ),
+      ack: ackConfirmed(name, millisOr(options.ackTimeout, 5_000)),
       nack: (message, reason) =>
-        Effect.sync(() => {
-          try {
-            if (reason._tag === "Failed" && nakDelayMs !== undefined) message.nak(nakDelayMs)
-            else message.nak()
-          } catch {
-            // the connection is closed: the server redelivers after ack_wait
-          }
-        })
+        Effect.sync(() => nakQuietly(message, reason._tag === "Failed" ? nakDelayMs : undefined))
     })
 
-    const stop = Effect.gen(function*() {
-      if (stopped) return
-      stopped = true
-      wake?.()
-      yield* worker.stop
-      const unstarted = yield* Queue.clear(inbox)
-      for (const message of unstarted) nak(message)
-      counters.handedBack += unstarted.length
-    })
-
+    const stop = stopPulling(state, worker)
     yield* Lifecycle.addHook(`${name}: stop fetching`, "Closing", stop)
-
-    // A pull request cannot be withdrawn: the server delivers to it until it
-    // is filled or expires, and a message sent to an inbox nobody listens to
-    // any more would wait out its `ack_wait`. So the last request is left to
-    // end by itself (within `expires`), and whatever it still brings is
-    // nak'ed; only when the release's slice runs out is it dropped.
-    yield* Resource.addFinalizer(
-      `${name} (pull request)`,
-      Effect.gen(function*() {
-        stopped = true
-        wake?.()
-        const sliceMs = yield* releaseSliceMillis(options.timeout)
-        if (yield* settledWithin(fetching, sliceMs - Math.min(100, sliceMs / 4))) return
-        current?.stop()
-        return yield* new NatsError({ resource: name, operation: "release", reason: "the last pull request did not end within the release slice" })
-      }),
-      { timeout: options.timeout }
-    )
+    yield* Resource.addFinalizer(`${name} (pull request)`, awaitLastPull(state, fetching, options.timeout), {
+      timeout: options.timeout
+    })
 
     return {
-      stats: Effect.map(worker.stats, (stats) => ({ ...stats, ...counters })),
+      stats: Effect.map(worker.stats, (stats) => ({ ...stats, ...state.counters })),
       stop
     }
   })
