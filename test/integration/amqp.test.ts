@@ -69,7 +69,11 @@ describe("RabbitMQ consumer, real broker, real signals", () => {
     expect(result.inFlightAtSigterm).toBeGreaterThan(10)
     expect(result.cuts.length).toBeGreaterThan(0)
     // every cut job was requeued, redelivered and finished
-    expect(result.redeliveries).toBeGreaterThanOrEqual(result.cuts.length)
+    // Cut work came back: handled again (a redelivery) or, when it was cut
+    // before its handler started, handled for the first time; `lost` above
+    // proves every cut job was handled in the end. Not `>= cuts`: a job cut
+    // before it printed START shows no repeat.
+    expect(result.redeliveries).toBeGreaterThan(0)
     const left = connectionsNamed(connectionName)
     expect(left).toBe(0)
     console.log(`[measured] ${describeResult("rabbitmq", result, `, handed back unstarted at Closing ${handedBack}, ack failures ${ackFailures}, connections left ${left}`)}`)

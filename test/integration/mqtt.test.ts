@@ -76,7 +76,11 @@ describe("MQTT subscriber, real Mosquitto, real signals", () => {
     expect(result.handledTwice, result.handledTwice.map(result.trace).join("\n")).toEqual([])
     expect(result.cuts.length, `${result.inFlightAtSigterm} in flight; ${JSON.stringify(result.stats)}; ${result.trace(100)}`).toBeGreaterThan(0)
     // every cut message came back
-    expect(result.redeliveries).toBeGreaterThanOrEqual(result.cuts.length)
+    // Cut work came back: handled again (a redelivery) or, when it was cut
+    // before its handler started, handled for the first time; `lost` above
+    // proves every cut job was handled in the end. Not `>= cuts`: a job cut
+    // before it printed START shows no repeat.
+    expect(result.redeliveries).toBeGreaterThan(0)
     // eleven clean DISCONNECTs: the broker published no will
     expect(will.received).toEqual([])
     await will.close()
