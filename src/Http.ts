@@ -174,23 +174,33 @@ export const guard = (
 ): Effect.Effect<void, never, Lifecycle.Lifecycle | InFlight | Health.Health | Scope.Scope> =>
   guardWith(server, options, { cutThroughSocket: false })
 
-const guardWith = (
+/** Which protocol stack the server runs: decides which socket events the guard follows. */
+interface ServerKind {
+  readonly isHttp2: boolean
+  readonly isTls: boolean
+}
+
+const serverKind = (server: NodeServer): ServerKind => {
+  const isHttp2 = server.constructor.name.startsWith("Http2")
+  return { isHttp2, isTls: !isHttp2 && "setSecureContext" in server }
+}
+
+/** The guard's state for `server`, from the options and the services in context. */
+const makeHttpGuard = (
   server: NodeServer,
   options: GuardOptions,
-  internals: GuardInternals
-): Effect.Effect<void, never, Lifecycle.Lifecycle | InFlight | Health.Health | Scope.Scope> =>
+  internals: GuardInternals,
+  kind: ServerKind
+): Effect.Effect<HttpGuard, never, Lifecycle.Lifecycle | InFlight | Health.Health> =>
   Effect.gen(function*() {
     const lifecycle = yield* Lifecycle.Lifecycle
     const health = yield* Health.Health
-    const name = options.name ?? "http server"
-    const isHttp2 = server.constructor.name.startsWith("Http2")
-    const isTls = !isHttp2 && "setSecureContext" in server
-    const guard = new HttpGuard(server as Net.Server, {
-      name,
+    return new HttpGuard(server as Net.Server, {
+      name: options.name ?? "http server",
       inFlight: yield* inFlightRegistry,
       clock: yield* Clock.Clock,
       context: yield* Effect.context<never>(),
-      isHttp2,
+      isHttp2: kind.isHttp2,
       idleGraceMs: millisOr(options.idleGrace, 100),
       newConnectionGraceMs: millisOr(options.newConnectionGrace, 5000),
       closeReason: options.webSocketCloseReason ?? DEFAULT_CLOSE_REASON,
@@ -200,65 +210,110 @@ const guardWith = (
       cutThroughSocket: internals.cutThroughSocket,
       shrinkBacklog: internals.shrinkBacklog ?? true
     })
-    // Node emits `close` once the listener is closed and the last connection
-    // is gone; the release waits for it, so a user's `server.on("close")` runs
-    // before the process exits.
-    let closed = !server.listening
-    const onClose = () => {
-      closed = true
-    }
-    server.on("listening", () => (closed = false))
-    server.on("close", onClose)
+  })
 
-    const originalEmit = server.emit as (this: NodeServer, event: string | symbol, ...args: Array<unknown>) => boolean
-    // Requests take the first branch with no rest array; every other event
-    // goes through `arguments` untouched.
-    const emit = function(this: NodeServer, event: string | symbol, a: unknown, b: unknown): boolean {
-      if (event === "request") {
+/**
+ * Node emits `close` once the listener is closed and the last connection
+ * is gone; the release waits for it, so a user's `server.on("close")` runs
+ * before the process exits.
+ */
+interface CloseWatch {
+  closed: boolean
+  readonly onClose: () => void
+}
+
+const watchClose = (server: NodeServer): CloseWatch => {
+  const watch: CloseWatch = {
+    closed: !server.listening,
+    onClose: () => {
+      watch.closed = true
+    }
+  }
+  server.on("listening", () => (watch.closed = false))
+  server.on("close", watch.onClose)
+  return watch
+}
+
+/**
+ * Routes the server's events through the guard by replacing its `emit`
+ * (requests and connections reach the guard before any listener). Returns
+ * what puts the original `emit` back.
+ */
+const interceptEmit = (server: NodeServer, guard: HttpGuard, kind: ServerKind): () => void => {
+  const { isHttp2, isTls } = kind
+  const originalEmit = server.emit as (this: NodeServer, event: string | symbol, ...args: Array<unknown>) => boolean
+  // Requests take the first branch with no rest array; every other event
+  // goes through `arguments` untouched.
+  const emit = function(this: NodeServer, event: string | symbol, a: unknown, b: unknown): boolean {
+    if (event === "request") {
+      if (guard.onRequest(a as Http.IncomingMessage, b as Http.ServerResponse)) return true
+      return originalEmit.call(this, event, a, b)
+    }
+    switch (event) {
+      case "checkContinue":
         if (guard.onRequest(a as Http.IncomingMessage, b as Http.ServerResponse)) return true
-        return originalEmit.call(this, event, a, b)
-      }
-      switch (event) {
-        case "checkContinue":
-          if (guard.onRequest(a as Http.IncomingMessage, b as Http.ServerResponse)) return true
-          break
-        case "upgrade":
-          if (guard.onUpgrade(a as Http.IncomingMessage, b as Net.Socket)) return true
-          break
-        case "connection":
-          guard.onAccept()
-          if (isTls) guard.onRawConnection(a as Net.Socket)
-          else if (!isHttp2) guard.onConnection(a as Net.Socket)
-          break
-        case "secureConnection":
-          if (isTls) guard.onConnection(a as Net.Socket)
-          break
-        case "session":
-          guard.onSession(a as Http2.ServerHttp2Session)
-          break
-      }
-      return Reflect.apply(originalEmit, this, arguments) as boolean
+        break
+      case "upgrade":
+        if (guard.onUpgrade(a as Http.IncomingMessage, b as Net.Socket)) return true
+        break
+      case "connection":
+        guard.onAccept()
+        if (isTls) guard.onRawConnection(a as Net.Socket)
+        else if (!isHttp2) guard.onConnection(a as Net.Socket)
+        break
+      case "secureConnection":
+        if (isTls) guard.onConnection(a as Net.Socket)
+        break
+      case "session":
+        guard.onSession(a as Http2.ServerHttp2Session)
+        break
     }
-    ;(server as unknown as { emit: typeof emit }).emit = emit
+    return Reflect.apply(originalEmit, this, arguments) as boolean
+  }
+  ;(server as unknown as { emit: typeof emit }).emit = emit
+  return () => {
+    ;(server as unknown as { emit: typeof emit }).emit = originalEmit
+  }
+}
 
+/**
+ * The guard's finalizer: answers or cuts what is left, destroys the
+ * remaining sockets, waits for the server's `close`, then detaches.
+ */
+const releaseGuard = (
+  server: NodeServer,
+  guard: HttpGuard,
+  watch: CloseWatch,
+  restoreEmit: () => void
+): Effect.Effect<void> =>
+  Effect.sync(() => guard.release()).pipe(
+    // A turn of the loop, so the 503s written by the release are flushed.
+    Effect.andThen(Effect.callback<void>((resume) => void setImmediate(() => resume(Effect.void)))),
+    Effect.andThen(Effect.sync(() => guard.destroyAll())),
+    Effect.andThen(Effect.callback<void>((resume) => {
+      if (watch.closed) return resume(Effect.void)
+      server.once("close", () => resume(Effect.void))
+    })),
+    Effect.ensuring(Effect.sync(() => {
+      server.off("close", watch.onClose)
+      restoreEmit()
+    }))
+  )
+
+const guardWith = (
+  server: NodeServer,
+  options: GuardOptions,
+  internals: GuardInternals
+): Effect.Effect<void, never, Lifecycle.Lifecycle | InFlight | Health.Health | Scope.Scope> =>
+  Effect.gen(function*() {
+    const name = options.name ?? "http server"
+    const kind = serverKind(server)
+    const guard = yield* makeHttpGuard(server, options, internals, kind)
+    const watch = watchClose(server)
+    const restoreEmit = interceptEmit(server, guard, kind)
     yield* Lifecycle.addHook(`${name}: connection close`, "Draining", Effect.sync(() => guard.startDrain()))
     yield* Lifecycle.addHook(`${name}: close listener`, "Closing", Effect.sync(() => guard.startClosing()))
-    yield* Resource.addFinalizer(
-      name,
-      Effect.sync(() => guard.release()).pipe(
-        // A turn of the loop, so the 503s written by the release are flushed.
-        Effect.andThen(Effect.callback<void>((resume) => void setImmediate(() => resume(Effect.void)))),
-        Effect.andThen(Effect.sync(() => guard.destroyAll())),
-        Effect.andThen(Effect.callback<void>((resume) => {
-          if (closed) return resume(Effect.void)
-          server.once("close", () => resume(Effect.void))
-        })),
-        Effect.ensuring(Effect.sync(() => {
-          server.off("close", onClose)
-          ;(server as unknown as { emit: typeof emit }).emit = originalEmit
-        }))
-      )
-    )
+    yield* Resource.addFinalizer(name, releaseGuard(server, guard, watch, restoreEmit))
   })
 
 /**

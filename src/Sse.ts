@@ -29,6 +29,7 @@
  *
  * @since 0.1.0
  */
+import type * as Context from "effect/Context"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as HttpServerRequest from "effect/http/HttpServerRequest"
@@ -37,7 +38,7 @@ import * as Queue from "effect/Queue"
 import type * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import type * as Http from "node:http"
-import { inFlightRegistry, type Item, pathOf } from "./Adapter.ts"
+import { inFlightRegistry, type InFlightRegistryService, type Item, pathOf } from "./Adapter.ts"
 import type { InFlight } from "./InFlight.ts"
 import { REFUSED_BODY } from "./internal/refusal.ts"
 import * as Lifecycle from "./Lifecycle.ts"
@@ -176,6 +177,170 @@ interface Entry extends Item {
   readonly finish: () => void
 }
 
+/** What the parts of a registry share. */
+interface Registry {
+  readonly name: string
+  readonly lifecycle: Lifecycle.LifecycleService
+  readonly inFlight: InFlightRegistryService
+  readonly retryAfter: string
+  /** The first bytes of every stream: the client's reconnection delay. */
+  readonly opening: string
+  /** The last bytes of a stream ended at Closing. */
+  readonly last: string
+  readonly heartbeatMs: number
+  readonly entries: Set<Entry>
+  /** Set at Closing (or release): no stream opens after it. */
+  ended: boolean
+}
+
+const makeRegistry = (
+  options: Options,
+  lifecycle: Lifecycle.LifecycleService,
+  inFlight: InFlightRegistryService
+): Registry => {
+  const retryMs = Math.max(0, Math.round(millisOf(options.retry ?? "1 second")))
+  return {
+    name: options.name ?? "sse streams",
+    lifecycle,
+    inFlight,
+    retryAfter: String(Math.max(1, Math.ceil(retryMs / 1000))),
+    opening: `retry: ${retryMs}\n\n`,
+    // The last event: a comment saying why, and the reconnection delay. It
+    // has no data, so EventSource dispatches nothing: only `retry` applies.
+    last: `: server shutting down, reconnect\nretry: ${retryMs}\n\n`,
+    heartbeatMs: millisOf(options.heartbeat ?? "15 seconds"),
+    entries: new Set<Entry>(),
+    ended: false
+  }
+}
+
+const isRefusing = (registry: Registry): boolean =>
+  registry.ended || Lifecycle.isAtLeast(registry.lifecycle.phaseUnsafe(), "Draining")
+
+const register = (registry: Registry, entry: Entry): boolean => {
+  if (!registry.inFlight.addUnsafe(entry)) return false
+  registry.entries.add(entry)
+  return true
+}
+
+const unregister = (registry: Registry, entry: Entry): void => {
+  if (registry.entries.delete(entry)) registry.inFlight.removeUnsafe(entry)
+}
+
+/**
+ * The body of an event-stream response: a queue the registry can end. At
+ * Closing it appends the last event and ends the queue, and the server
+ * writes out what is buffered, the last event, and the chunked terminator.
+ * The events are pulled into the queue by a fiber of the body's own scope.
+ */
+const streamBody = <E, R>(
+  registry: Registry,
+  label: string,
+  resume: Resume,
+  events: (resume: Resume) => Stream.Stream<Event, E, R>,
+  context: Context.Context<R>
+): Stream.Stream<Uint8Array> =>
+  Stream.callback<string>((queue) =>
+    Effect.gen(function*() {
+      const entry: Entry = {
+        kind: "sse",
+        label,
+        // The HTTP guard reports the request itself if it is cut.
+        reportCut: false,
+        startedAt: 0,
+        finish: () => {
+          Queue.offerUnsafe(queue, registry.last)
+          Queue.endUnsafe(queue)
+        },
+        interrupt: () => void Queue.endUnsafe(queue)
+      }
+      yield* Queue.offer(queue, registry.opening)
+      // Closing came between the handler and the first write: end at once.
+      if (registry.ended || !register(registry, entry)) return entry.finish()
+      yield* Effect.addFinalizer(() => Effect.sync(() => unregister(registry, entry)))
+      if (registry.heartbeatMs > 0) {
+        yield* Queue.offer(queue, ":\n\n").pipe(Effect.delay(registry.heartbeatMs), Effect.forever, Effect.forkScoped)
+      }
+      yield* events(resume).pipe(
+        Stream.runForEach((event) => Queue.offer(queue, encode(event))),
+        Effect.catchCause((cause) => Effect.logWarning(`${registry.name}: ${label} failed`, cause)),
+        Effect.provideContext(context)
+      )
+      // The events ended by themselves: so does the response.
+      yield* Queue.end(queue)
+    })
+  ).pipe(Stream.map((text) => encoder.encode(text)))
+
+/** {@link SseStreams.response} on a registry. */
+const respond = <E, R>(
+  registry: Registry,
+  events: (resume: Resume) => Stream.Stream<Event, E, R>
+): Effect.Effect<HttpServerResponse.HttpServerResponse, never, R | HttpServerRequest.HttpServerRequest> =>
+  Effect.gen(function*() {
+    const request = yield* HttpServerRequest.HttpServerRequest
+    if (isRefusing(registry)) {
+      return HttpServerResponse.text(REFUSED_BODY, { status: 503, headers: { "retry-after": registry.retryAfter } })
+    }
+    const context = yield* Effect.context<R>()
+    const label = `${request.method} ${pathOf(request.url)}`
+    const lastEventId = request.headers["last-event-id"]
+    const body = streamBody(registry, label, { lastEventId }, events, context)
+    return HttpServerResponse.stream(body, { headers: HEADERS })
+  })
+
+/** A 503 with `Retry-After` on a plain Node response, written before any event. */
+const refuseNode = (registry: Registry, request: Http.IncomingMessage, response: Http.ServerResponse): void => {
+  const headers: Http.OutgoingHttpHeaders = {
+    "content-type": "text/plain",
+    "content-length": REFUSED_BODY.length,
+    "retry-after": registry.retryAfter
+  }
+  if (request.httpVersionMajor === 1) headers.connection = "close"
+  response.writeHead(503, headers)
+  response.end(REFUSED_BODY)
+}
+
+/** {@link SseStreams.open} on a registry. */
+const openNode = (
+  registry: Registry,
+  request: Http.IncomingMessage,
+  response: Http.ServerResponse
+): NodeStream | undefined => {
+  if (isRefusing(registry)) {
+    refuseNode(registry, request, response)
+    return undefined
+  }
+  const stream = new NodeEventStream(
+    request,
+    response,
+    registry.opening,
+    registry.last,
+    registry.heartbeatMs,
+    (entry) => unregister(registry, entry)
+  )
+  if (!register(registry, stream)) {
+    response.destroy()
+    return undefined
+  }
+  stream.start()
+  return stream
+}
+
+/** At Closing: every open stream gets its last event and ends. */
+const finishAll = (registry: Registry): void => {
+  registry.ended = true
+  for (const entry of registry.entries) entry.finish()
+}
+
+/** At release: any stream still open is destroyed. */
+const interruptAll = (registry: Registry): void => {
+  registry.ended = true
+  for (const entry of registry.entries) {
+    entry.interrupt()
+    unregister(registry, entry)
+  }
+}
+
 /**
  * Creates the registry of open event streams for the life of the scope: its
  * `Closing` hook ends every open stream with a last `retry:` event, and its
@@ -226,119 +391,14 @@ export const make = (
   options: Options = {}
 ): Effect.Effect<SseStreams, never, Lifecycle.Lifecycle | InFlight | Scope.Scope> =>
   Effect.gen(function*() {
-    const lifecycle = yield* Lifecycle.Lifecycle
-    const inFlight = yield* inFlightRegistry
-    const name = options.name ?? "sse streams"
-    const retryMs = Math.max(0, Math.round(millisOf(options.retry ?? "1 second")))
-    const heartbeatMs = millisOf(options.heartbeat ?? "15 seconds")
-    const retryAfter = String(Math.max(1, Math.ceil(retryMs / 1000)))
-    const opening = `retry: ${retryMs}\n\n`
-    // The last event: a comment saying why, and the reconnection delay. It
-    // has no data, so EventSource dispatches nothing: only `retry` applies.
-    const last = `: server shutting down, reconnect\nretry: ${retryMs}\n\n`
-    const entries = new Set<Entry>()
-    let ended = false
-
-    const refusing = () => ended || Lifecycle.isAtLeast(lifecycle.phaseUnsafe(), "Draining")
-
-    const register = (entry: Entry): boolean => {
-      if (!inFlight.addUnsafe(entry)) return false
-      entries.add(entry)
-      return true
+    const registry = makeRegistry(options, yield* Lifecycle.Lifecycle, yield* inFlightRegistry)
+    yield* Lifecycle.addHook(`${registry.name}: last event`, "Closing", Effect.sync(() => finishAll(registry)))
+    yield* Resource.addFinalizer(registry.name, Effect.sync(() => interruptAll(registry)))
+    return {
+      response: (events) => respond(registry, events),
+      open: (request, response) => openNode(registry, request, response),
+      size: () => registry.entries.size
     }
-    const unregister = (entry: Entry) => {
-      if (entries.delete(entry)) inFlight.removeUnsafe(entry)
-    }
-
-    const response = <E, R>(
-      events: (resume: Resume) => Stream.Stream<Event, E, R>
-    ): Effect.Effect<HttpServerResponse.HttpServerResponse, never, R | HttpServerRequest.HttpServerRequest> =>
-      Effect.gen(function*() {
-        const request = yield* HttpServerRequest.HttpServerRequest
-        if (refusing()) {
-          return HttpServerResponse.text(REFUSED_BODY, { status: 503, headers: { "retry-after": retryAfter } })
-        }
-        const context = yield* Effect.context<R>()
-        const label = `${request.method} ${pathOf(request.url)}`
-        const lastEventId = request.headers["last-event-id"]
-        // The body is a queue the registry can end: at Closing it appends the
-        // last event and ends the queue, and the server writes out what is
-        // buffered, the last event, and the chunked terminator. The events
-        // are pulled into the queue by a fiber of the body's own scope.
-        const body = Stream.callback<string>((queue) =>
-          Effect.gen(function*() {
-            const entry: Entry = {
-              kind: "sse",
-              label,
-              // The HTTP guard reports the request itself if it is cut.
-              reportCut: false,
-              startedAt: 0,
-              finish: () => {
-                Queue.offerUnsafe(queue, last)
-                Queue.endUnsafe(queue)
-              },
-              interrupt: () => void Queue.endUnsafe(queue)
-            }
-            yield* Queue.offer(queue, opening)
-            // Closing came between the handler and the first write: end at once.
-            if (ended || !register(entry)) return entry.finish()
-            yield* Effect.addFinalizer(() => Effect.sync(() => unregister(entry)))
-            if (heartbeatMs > 0) {
-              yield* Queue.offer(queue, ":\n\n").pipe(Effect.delay(heartbeatMs), Effect.forever, Effect.forkScoped)
-            }
-            yield* events({ lastEventId }).pipe(
-              Stream.runForEach((event) => Queue.offer(queue, encode(event))),
-              Effect.catchCause((cause) => Effect.logWarning(`${name}: ${label} failed`, cause)),
-              Effect.provideContext(context)
-            )
-            // The events ended by themselves: so does the response.
-            yield* Queue.end(queue)
-          })
-        ).pipe(Stream.map((text) => encoder.encode(text)))
-        return HttpServerResponse.stream(body, { headers: HEADERS })
-      })
-
-    const open = (request: Http.IncomingMessage, response: Http.ServerResponse): NodeStream | undefined => {
-      if (refusing()) {
-        const headers: Http.OutgoingHttpHeaders = {
-          "content-type": "text/plain",
-          "content-length": REFUSED_BODY.length,
-          "retry-after": retryAfter
-        }
-        if (request.httpVersionMajor === 1) headers.connection = "close"
-        response.writeHead(503, headers)
-        response.end(REFUSED_BODY)
-        return undefined
-      }
-      const stream = new NodeEventStream(request, response, opening, last, heartbeatMs, unregister)
-      if (!register(stream)) {
-        response.destroy()
-        return undefined
-      }
-      stream.start()
-      return stream
-    }
-
-    yield* Lifecycle.addHook(
-      `${name}: last event`,
-      "Closing",
-      Effect.sync(() => {
-        ended = true
-        for (const entry of entries) entry.finish()
-      })
-    )
-    yield* Resource.addFinalizer(
-      name,
-      Effect.sync(() => {
-        ended = true
-        for (const entry of entries) {
-          entry.interrupt()
-          unregister(entry)
-        }
-      })
-    )
-
-    return { response, open, size: () => entries.size }
   })
 
 /** A stream on a plain Node response: its registry entry and its handle. */

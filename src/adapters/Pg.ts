@@ -589,16 +589,14 @@ const watchPool = (state: PoolState): () => void => {
   }
 }
 
-/** `withClient` and `transaction`: connections lent to Effects, given back however they end. */
-const makeLending = (state: PoolState) => {
-  const { config, connectTimeoutMs, lifecycle, name, pool, queryError, runFork, uncancelled } = state
-
-  /**
-   * A pooled connection, within `connectTimeout`. Interruptible: if the
-   * caller stops waiting (interrupted, timed out), the connection is
-   * returned on arrival.
-   */
-  const connect = Effect.callback<pg.PoolClient, PgQueryError>((resume) => {
+/**
+ * A pooled connection, within `connectTimeout`. Interruptible: if the
+ * caller stops waiting (interrupted, timed out), the connection is
+ * returned on arrival.
+ */
+const connectClient = (state: PoolState): Effect.Effect<pg.PoolClient, PgQueryError> => {
+  const { connectTimeoutMs, name, pool, queryError } = state
+  return Effect.callback<pg.PoolClient, PgQueryError>((resume) => {
     let abandoned = false
     pool.connect().then(
       (client) => abandoned ? client.release() : resume(Effect.succeed(client)),
@@ -618,102 +616,122 @@ const makeLending = (state: PoolState) => {
         )
     })
   )
+}
 
-  const makeClientQuery = (client: pg.PoolClient, running: Loan): ClientQuery => ({
+/** The `ClientQuery` handed to user code: each query counted on its loan while it runs. */
+const makeClientQuery = (state: PoolState, loan: Loan): ClientQuery => {
+  const { client } = loan
+  return {
     client,
     query: <R extends pg.QueryResultRow>(text: string, values?: ReadonlyArray<unknown>) =>
       Effect.callback<pg.QueryResult<R>, PgQueryError>((resume) => {
-        running.count++
+        loan.count++
         client.query<R>(text, values as Array<unknown> | undefined).then(
           (result) => {
-            running.count--
+            loan.count--
             resume(Effect.succeed(result))
           },
           (error: unknown) => {
-            running.count--
-            resume(Effect.fail(queryError(error)))
+            loan.count--
+            resume(Effect.fail(state.queryError(error)))
           }
         )
       })
+  }
+}
+
+/**
+ * Gets rid of a connection whose state is unknown (interrupted, or a
+ * failed ROLLBACK): a query may still run on it, so cancel it on the
+ * server first (within {@link CANCEL_TIMEOUT_MS}), then close the
+ * connection (a transaction left open is rolled back). Until then it
+ * stays checked out, so the pool's release waits for it.
+ */
+const discardLoan = (state: PoolState, loan: Loan): void => {
+  const { config, lifecycle, name, runFork, uncancelled } = state
+  const { client } = loan
+  const pid = backendPid(client)
+  void (loan.count > 0 && pid !== undefined
+    ? cancelBackends(config, name, [pid], CANCEL_TIMEOUT_MS).then(
+      () => undefined,
+      (error: unknown) => {
+        const reason = reasonOf(error)
+        if (Lifecycle.isAtLeast(lifecycle.phaseUnsafe(), "Draining")) uncancelled.push({ pid, reason })
+        runFork(Effect.logWarning(`${name}: could not cancel the query of interrupted work (pid ${pid})`, reason))
+      }
+    )
+    : Promise.resolve()
+  ).then(() => {
+    // A query still running on a server that does not answer: close the
+    // socket itself, so nothing waits for the server's side of the close.
+    if (loan.count > 0) destroySocket(client)
+    client.release(new Error(`${name}: connection discarded after an interruption`))
+  })
+}
+
+/** Back to the pool if the loan ended cleanly; discarded if its connection's state is unknown. */
+const giveBack = (state: PoolState, loan: Loan, exit: Exit.Exit<unknown, unknown>): Effect.Effect<void> =>
+  Effect.sync(() => {
+    if (loan.discard || loan.count > 0 || (Exit.isFailure(exit) && Exit.hasInterrupts(exit))) discardLoan(state, loan)
+    else loan.client.release()
   })
 
-  /**
-   * Gets rid of a connection whose state is unknown (interrupted, or a
-   * failed ROLLBACK): a query may still run on it, so cancel it on the
-   * server first (within {@link CANCEL_TIMEOUT_MS}), then close the
-   * connection (a transaction left open is rolled back). Until then it
-   * stays checked out, so the pool's release waits for it.
-   */
-  const discard = (loan: Loan) => {
-    const { client } = loan
-    const pid = backendPid(client)
-    void (loan.count > 0 && pid !== undefined
-      ? cancelBackends(config, name, [pid], CANCEL_TIMEOUT_MS).then(
-        () => undefined,
-        (error: unknown) => {
-          const reason = reasonOf(error)
-          if (Lifecycle.isAtLeast(lifecycle.phaseUnsafe(), "Draining")) uncancelled.push({ pid, reason })
-          runFork(Effect.logWarning(`${name}: could not cancel the query of interrupted work (pid ${pid})`, reason))
-        }
+/**
+ * Lends a connection to `use`, and gives it back however `use` ends.
+ * Unlike `acquireUseRelease`, waiting for the connection stays
+ * interruptible: a cut must not wait for a server that does not answer.
+ */
+const lend = <A, E, R>(
+  state: PoolState,
+  use: (loan: Loan) => Effect.Effect<A, E, R>
+): Effect.Effect<A, E | PgQueryError, R> =>
+  Effect.uninterruptibleMask((restore) =>
+    Effect.flatMap(restore(connectClient(state)), (client) => {
+      const loan: Loan = { client, count: 0, discard: false }
+      return Effect.exit(restore(use(loan))).pipe(
+        Effect.tap((exit) => giveBack(state, loan, exit)),
+        Effect.flatten
       )
-      : Promise.resolve()
-    ).then(() => {
-      // A query still running on a server that does not answer: close the
-      // socket itself, so nothing waits for the server's side of the close.
-      if (loan.count > 0) destroySocket(client)
-      client.release(new Error(`${name}: connection discarded after an interruption`))
     })
-  }
+  )
 
-  const giveBack = (loan: Loan, exit: Exit.Exit<unknown, unknown>) =>
-    Effect.sync(() => {
-      if (loan.discard || loan.count > 0 || (Exit.isFailure(exit) && Exit.hasInterrupts(exit))) discard(loan)
-      else loan.client.release()
+/**
+ * `f` between BEGIN and COMMIT on a lent connection; ROLLBACK if `f`
+ * fails. The connection is discarded if the transaction's end is unknown.
+ */
+const runTransaction = <A, E, R>(
+  state: PoolState,
+  loan: Loan,
+  f: (client: ClientQuery) => Effect.Effect<A, E, R>
+): Effect.Effect<A, E | PgQueryError, R> =>
+  Effect.uninterruptibleMask((restore) =>
+    Effect.gen(function*() {
+      const client = makeClientQuery(state, loan)
+      yield* restore(client.query("BEGIN"))
+      const exit = yield* Effect.exit(restore(f(client)))
+      if (Exit.isSuccess(exit)) {
+        // Once the work is done, COMMIT is not interrupted: a cut at
+        // this point must not turn finished work into a rollback.
+        yield* client.query("COMMIT")
+        return exit.value
+      }
+      // Interrupted: the connection is discarded (so the server rolls
+      // back) rather than made to wait for a ROLLBACK.
+      if (Exit.hasInterrupts(exit)) loan.discard = true
+      else yield* client.query("ROLLBACK").pipe(Effect.catch(() => Effect.sync(() => void (loan.discard = true))))
+      return yield* exit
     })
+  )
 
-  /**
-   * Lends a connection to `use`, and gives it back however `use` ends.
-   * Unlike `acquireUseRelease`, waiting for the connection stays
-   * interruptible: a cut must not wait for a server that does not answer.
-   */
-  const lend = <A, E, R>(use: (loan: Loan) => Effect.Effect<A, E, R>): Effect.Effect<A, E | PgQueryError, R> =>
-    Effect.uninterruptibleMask((restore) =>
-      Effect.flatMap(restore(connect), (client) => {
-        const loan: Loan = { client, count: 0, discard: false }
-        return Effect.exit(restore(use(loan))).pipe(
-          Effect.tap((exit) => giveBack(loan, exit)),
-          Effect.flatten
-        )
-      })
-    )
-
+/** `withClient` and `transaction`: connections lent to Effects, given back however they end. */
+const makeLending = (state: PoolState) => {
   const withClient = <A, E, R>(
     f: (client: ClientQuery) => Effect.Effect<A, E, R>
-  ): Effect.Effect<A, E | PgQueryError, R> => lend((loan) => f(makeClientQuery(loan.client, loan)))
+  ): Effect.Effect<A, E | PgQueryError, R> => lend(state, (loan) => f(makeClientQuery(state, loan)))
 
   const transaction = <A, E, R>(
     f: (client: ClientQuery) => Effect.Effect<A, E, R>
-  ): Effect.Effect<A, E | PgQueryError, R> =>
-    lend((loan) =>
-      Effect.uninterruptibleMask((restore) =>
-        Effect.gen(function*() {
-          const client = makeClientQuery(loan.client, loan)
-          yield* restore(client.query("BEGIN"))
-          const exit = yield* Effect.exit(restore(f(client)))
-          if (Exit.isSuccess(exit)) {
-            // Once the work is done, COMMIT is not interrupted: a cut at
-            // this point must not turn finished work into a rollback.
-            yield* client.query("COMMIT")
-            return exit.value
-          }
-          // Interrupted: the connection is discarded (so the server rolls
-          // back) rather than made to wait for a ROLLBACK.
-          if (Exit.hasInterrupts(exit)) loan.discard = true
-          else yield* client.query("ROLLBACK").pipe(Effect.catch(() => Effect.sync(() => void (loan.discard = true))))
-          return yield* exit
-        })
-      )
-    )
+  ): Effect.Effect<A, E | PgQueryError, R> => lend(state, (loan) => runTransaction(state, loan, f))
 
   return { withClient, transaction }
 }
