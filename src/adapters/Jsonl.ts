@@ -390,6 +390,67 @@ const open = (path: string, options: JsonlOptions) =>
     catch: (error) => new JsonlOpenError({ path, reason: reasonOf(error) })
   })
 
+/** A writer opened on the engine's file: the public face, and the `close` its release runs. */
+const makeWriter = (
+  path: string,
+  fd: number,
+  engine: ReturnType<typeof makeEngine>
+): JsonlWriter & { readonly close: () => Promise<JsonlWriteError | undefined> } => {
+  let closed = false
+  let closing: Promise<JsonlWriteError | undefined> | undefined
+  const closedError = new JsonlClosedError({ path })
+
+  const write = (value: unknown): Effect.Effect<void, JsonlEncodeError | JsonlWriteError | JsonlClosedError> =>
+    Effect.suspend((): Effect.Effect<void, JsonlEncodeError | JsonlWriteError | JsonlClosedError> => {
+      if (closed) return Effect.fail(closedError)
+      const data = encode(value)
+      if (typeof data === "string") return Effect.fail(new JsonlEncodeError({ path, reason: data }))
+      // Once queued, the line is written even if the caller stops waiting.
+      return Effect.callback<void, JsonlWriteError>((resume) => {
+        engine.line(data, (error) => resume(error ? Effect.fail(error) : Effect.void))
+      })
+    })
+
+  const writeUnsafe = (value: unknown): boolean => {
+    if (closed) return false
+    const data = encode(value)
+    if (typeof data === "string") return false
+    engine.line(data, undefined)
+    return true
+  }
+
+  const sync = Effect.callback<void, JsonlWriteError>((resume) => {
+    engine.sync((error) => resume(error ? Effect.fail(error) : Effect.void))
+  })
+
+  const close = (): Promise<JsonlWriteError | undefined> => {
+    closing ??= new Promise((resolve) => {
+      closed = true
+      engine.sync((syncError) => {
+        fs.close(fd, (closeError) => {
+          resolve(
+            syncError ??
+              (closeError ? new JsonlWriteError({ path, operation: "close", reason: reasonOf(closeError) }) : undefined)
+          )
+        })
+      })
+    })
+    return closing
+  }
+
+  return {
+    path,
+    write,
+    writeUnsafe,
+    flush: Effect.suspend((): Effect.Effect<void, JsonlWriteError | JsonlClosedError> =>
+      closed ? Effect.fail(closedError) : sync
+    ),
+    isOpen: () => !closed,
+    stats: Effect.sync(() => ({ ...engine.stats, queued: engine.queued() })),
+    close
+  }
+}
+
 /**
  * Opens (or creates) `path` for appending and registers its release (flush,
  * fsync, close) in the current scope as a managed resource.
@@ -423,61 +484,7 @@ export const make = (
       if (opened.dropped > 0) {
         yield* Effect.logWarning(`${path}: cut off a torn last line (${opened.dropped} bytes) left by an earlier crash`)
       }
-      const engine = makeEngine(opened.fd, path, opened.size, options)
-      let closed = false
-      let closing: Promise<JsonlWriteError | undefined> | undefined
-      const closedError = new JsonlClosedError({ path })
-
-      const write = (value: unknown): Effect.Effect<void, JsonlEncodeError | JsonlWriteError | JsonlClosedError> =>
-        Effect.suspend((): Effect.Effect<void, JsonlEncodeError | JsonlWriteError | JsonlClosedError> => {
-          if (closed) return Effect.fail(closedError)
-          const data = encode(value)
-          if (typeof data === "string") return Effect.fail(new JsonlEncodeError({ path, reason: data }))
-          // Once queued, the line is written even if the caller stops waiting.
-          return Effect.callback<void, JsonlWriteError>((resume) => {
-            engine.line(data, (error) => resume(error ? Effect.fail(error) : Effect.void))
-          })
-        })
-
-      const writeUnsafe = (value: unknown): boolean => {
-        if (closed) return false
-        const data = encode(value)
-        if (typeof data === "string") return false
-        engine.line(data, undefined)
-        return true
-      }
-
-      const sync = Effect.callback<void, JsonlWriteError>((resume) => {
-        engine.sync((error) => resume(error ? Effect.fail(error) : Effect.void))
-      })
-
-      const close = (): Promise<JsonlWriteError | undefined> => {
-        closing ??= new Promise((resolve) => {
-          closed = true
-          engine.sync((syncError) => {
-            fs.close(opened.fd, (closeError) => {
-              resolve(
-                syncError ??
-                  (closeError ? new JsonlWriteError({ path, operation: "close", reason: reasonOf(closeError) }) : undefined)
-              )
-            })
-          })
-        })
-        return closing
-      }
-
-      const writer: JsonlWriter & { readonly close: () => Promise<JsonlWriteError | undefined> } = {
-        path,
-        write,
-        writeUnsafe,
-        flush: Effect.suspend((): Effect.Effect<void, JsonlWriteError | JsonlClosedError> =>
-          closed ? Effect.fail(closedError) : sync
-        ),
-        isOpen: () => !closed,
-        stats: Effect.sync(() => ({ ...engine.stats, queued: engine.queued() })),
-        close
-      }
-      return writer
+      return makeWriter(path, opened.fd, makeEngine(opened.fd, path, opened.size, options))
     }),
     (writer) =>
       Effect.promise(() => writer.close()).pipe(
