@@ -248,89 +248,129 @@ const repairTail = (fd: number): { readonly size: number; readonly dropped: numb
   return { size: 0, dropped: size }
 }
 
-/** The writer's engine: plain callbacks, one `write(2)` at a time. */
-const makeEngine = (fd: number, path: string, initialSize: number, options: JsonlOptions) => {
-  const fsyncEachBatch = options.durability === "fsync"
-  const maxBatch = Math.max(1, options.maxBatchBytes ?? 1024 * 1024)
-  const queue: Array<Item> = []
-  let busy = false
-  let size = initialSize
-  const stats = { accepted: 0, written: 0, writes: 0, fsyncs: 0, bytes: 0 }
+/** What the engine's steps share: the file, its queue, and where a write stands. */
+interface EngineState {
+  readonly fd: number
+  readonly path: string
+  readonly fsyncEachBatch: boolean
+  readonly maxBatch: number
+  readonly queue: Array<Item>
+  /** A `write(2)` or `fsync(2)` is in progress; the next waits for it. */
+  busy: boolean
+  /** The file's size after the last whole batch: where a failed write is rolled back to. */
+  size: number
+  readonly stats: { accepted: number; written: number; writes: number; fsyncs: number; bytes: number }
+}
 
-  const writeAll = (data: Buffer, offset: number, done: (error: NodeJS.ErrnoException | null) => void) => {
-    // position null: append at the end of the file (O_APPEND), continuing a short write.
-    fs.write(fd, data, offset, data.length - offset, null, (error, written) => {
-      if (error) return done(error)
-      stats.writes++
-      if (offset + written < data.length) return writeAll(data, offset + written, done)
-      done(null)
-    })
+type Line = Item & { readonly _tag: "Line" }
+
+const writeAll = (
+  state: EngineState,
+  data: Buffer,
+  offset: number,
+  done: (error: NodeJS.ErrnoException | null) => void
+): void => {
+  // position null: append at the end of the file (O_APPEND), continuing a short write.
+  fs.write(state.fd, data, offset, data.length - offset, null, (error, written) => {
+    if (error) return done(error)
+    state.stats.writes++
+    if (offset + written < data.length) return writeAll(state, data, offset + written, done)
+    done(null)
+  })
+}
+
+const fsyncFile = (state: EngineState, done: (error: NodeJS.ErrnoException | null) => void): void => {
+  fs.fsync(state.fd, (error) => {
+    if (!error) state.stats.fsyncs++
+    done(error)
+  })
+}
+
+/** Takes whole lines off the queue, in order, up to `maxBatch` bytes (at least one line). */
+const takeBatch = (state: EngineState): { readonly batch: Array<Line>; readonly bytes: number } => {
+  const batch: Array<Line> = []
+  let bytes = 0
+  for (const item of state.queue) {
+    if (item._tag !== "Line") break
+    if (batch.length > 0 && bytes + item.data.length > state.maxBatch) break
+    batch.push(item)
+    bytes += item.data.length
   }
+  // One splice per batch, not a shift per line: a burst queues thousands.
+  state.queue.splice(0, batch.length)
+  return { batch, bytes }
+}
 
-  const fsync = (done: (error: NodeJS.ErrnoException | null) => void) => {
-    fs.fsync(fd, (error) => {
-      if (!error) stats.fsyncs++
-      done(error)
-    })
+/** Writes one batch (and fsyncs it in `fsync` mode), then tells each line's caller. */
+const writeBatch = (state: EngineState, batch: ReadonlyArray<Line>, bytes: number): void => {
+  const data = batch.length === 1 ? batch[0]!.data : Buffer.concat(batch.map((item) => item.data), bytes)
+  const finish = (error: JsonlWriteError | undefined) => {
+    state.busy = false
+    for (const item of batch) item.done?.(error)
+    pump(state)
   }
-
-  const pump = (): void => {
-    if (busy || queue.length === 0) return
-    busy = true
-    const head = queue[0]!
-    if (head._tag === "Sync") {
-      queue.shift()
-      fsync((error) => {
-        busy = false
-        head.done(error ? new JsonlWriteError({ path, operation: "fsync", reason: reasonOf(error) }) : undefined)
-        pump()
-      })
+  writeAll(state, data, 0, (error) => {
+    if (error) {
+      // Roll a partial write back to the last whole line.
+      fs.ftruncate(
+        state.fd,
+        state.size,
+        () => finish(new JsonlWriteError({ path: state.path, operation: "write", reason: reasonOf(error) }))
+      )
       return
     }
-    // Whole lines only, in order, up to maxBatch bytes (at least one line).
-    const batch: Array<Item & { readonly _tag: "Line" }> = []
-    let bytes = 0
-    for (const item of queue) {
-      if (item._tag !== "Line") break
-      if (batch.length > 0 && bytes + item.data.length > maxBatch) break
-      batch.push(item)
-      bytes += item.data.length
-    }
-    // One splice per batch, not a shift per line: a burst queues thousands.
-    queue.splice(0, batch.length)
-    const data = batch.length === 1 ? batch[0]!.data : Buffer.concat(batch.map((item) => item.data), bytes)
-    const finish = (error: JsonlWriteError | undefined) => {
-      busy = false
-      for (const item of batch) item.done?.(error)
-      pump()
-    }
-    writeAll(data, 0, (error) => {
-      if (error) {
-        // Roll a partial write back to the last whole line.
-        fs.ftruncate(fd, size, () => finish(new JsonlWriteError({ path, operation: "write", reason: reasonOf(error) })))
-        return
-      }
-      size += bytes
-      stats.bytes += bytes
-      stats.written += batch.length
-      if (!fsyncEachBatch) return finish(undefined)
-      fsync((syncError) =>
-        finish(syncError ? new JsonlWriteError({ path, operation: "fsync", reason: reasonOf(syncError) }) : undefined)
-      )
-    })
-  }
+    state.size += bytes
+    state.stats.bytes += bytes
+    state.stats.written += batch.length
+    if (!state.fsyncEachBatch) return finish(undefined)
+    fsyncFile(state, (syncError) =>
+      finish(
+        syncError ? new JsonlWriteError({ path: state.path, operation: "fsync", reason: reasonOf(syncError) }) : undefined
+      ))
+  })
+}
 
+/** Starts the next write or fsync, unless one is in progress or nothing is queued. */
+const pump = (state: EngineState): void => {
+  if (state.busy || state.queue.length === 0) return
+  state.busy = true
+  const head = state.queue[0]!
+  if (head._tag === "Sync") {
+    state.queue.shift()
+    fsyncFile(state, (error) => {
+      state.busy = false
+      head.done(error ? new JsonlWriteError({ path: state.path, operation: "fsync", reason: reasonOf(error) }) : undefined)
+      pump(state)
+    })
+    return
+  }
+  const { batch, bytes } = takeBatch(state)
+  writeBatch(state, batch, bytes)
+}
+
+/** The writer's engine: plain callbacks, one `write(2)` at a time. */
+const makeEngine = (fd: number, path: string, initialSize: number, options: JsonlOptions) => {
+  const state: EngineState = {
+    fd,
+    path,
+    fsyncEachBatch: options.durability === "fsync",
+    maxBatch: Math.max(1, options.maxBatchBytes ?? 1024 * 1024),
+    queue: [],
+    busy: false,
+    size: initialSize,
+    stats: { accepted: 0, written: 0, writes: 0, fsyncs: 0, bytes: 0 }
+  }
   return {
-    stats,
-    queued: () => queue.reduce((n, item) => n + (item._tag === "Line" ? 1 : 0), 0),
+    stats: state.stats,
+    queued: () => state.queue.reduce((n, item) => n + (item._tag === "Line" ? 1 : 0), 0),
     line: (data: Buffer, done: Done | undefined) => {
-      stats.accepted++
-      queue.push({ _tag: "Line", data, done })
-      pump()
+      state.stats.accepted++
+      state.queue.push({ _tag: "Line", data, done })
+      pump(state)
     },
     sync: (done: Done) => {
-      queue.push({ _tag: "Sync", done })
-      pump()
+      state.queue.push({ _tag: "Sync", done })
+      pump(state)
     }
   }
 }
@@ -349,6 +389,67 @@ const open = (path: string, options: JsonlOptions) =>
     },
     catch: (error) => new JsonlOpenError({ path, reason: reasonOf(error) })
   })
+
+/** A writer opened on the engine's file: the public face, and the `close` its release runs. */
+const makeWriter = (
+  path: string,
+  fd: number,
+  engine: ReturnType<typeof makeEngine>
+): JsonlWriter & { readonly close: () => Promise<JsonlWriteError | undefined> } => {
+  let closed = false
+  let closing: Promise<JsonlWriteError | undefined> | undefined
+  const closedError = new JsonlClosedError({ path })
+
+  const write = (value: unknown): Effect.Effect<void, JsonlEncodeError | JsonlWriteError | JsonlClosedError> =>
+    Effect.suspend((): Effect.Effect<void, JsonlEncodeError | JsonlWriteError | JsonlClosedError> => {
+      if (closed) return Effect.fail(closedError)
+      const data = encode(value)
+      if (typeof data === "string") return Effect.fail(new JsonlEncodeError({ path, reason: data }))
+      // Once queued, the line is written even if the caller stops waiting.
+      return Effect.callback<void, JsonlWriteError>((resume) => {
+        engine.line(data, (error) => resume(error ? Effect.fail(error) : Effect.void))
+      })
+    })
+
+  const writeUnsafe = (value: unknown): boolean => {
+    if (closed) return false
+    const data = encode(value)
+    if (typeof data === "string") return false
+    engine.line(data, undefined)
+    return true
+  }
+
+  const sync = Effect.callback<void, JsonlWriteError>((resume) => {
+    engine.sync((error) => resume(error ? Effect.fail(error) : Effect.void))
+  })
+
+  const close = (): Promise<JsonlWriteError | undefined> => {
+    closing ??= new Promise((resolve) => {
+      closed = true
+      engine.sync((syncError) => {
+        fs.close(fd, (closeError) => {
+          resolve(
+            syncError ??
+              (closeError ? new JsonlWriteError({ path, operation: "close", reason: reasonOf(closeError) }) : undefined)
+          )
+        })
+      })
+    })
+    return closing
+  }
+
+  return {
+    path,
+    write,
+    writeUnsafe,
+    flush: Effect.suspend((): Effect.Effect<void, JsonlWriteError | JsonlClosedError> =>
+      closed ? Effect.fail(closedError) : sync
+    ),
+    isOpen: () => !closed,
+    stats: Effect.sync(() => ({ ...engine.stats, queued: engine.queued() })),
+    close
+  }
+}
 
 /**
  * Opens (or creates) `path` for appending and registers its release (flush,
@@ -383,61 +484,7 @@ export const make = (
       if (opened.dropped > 0) {
         yield* Effect.logWarning(`${path}: cut off a torn last line (${opened.dropped} bytes) left by an earlier crash`)
       }
-      const engine = makeEngine(opened.fd, path, opened.size, options)
-      let closed = false
-      let closing: Promise<JsonlWriteError | undefined> | undefined
-      const closedError = new JsonlClosedError({ path })
-
-      const write = (value: unknown): Effect.Effect<void, JsonlEncodeError | JsonlWriteError | JsonlClosedError> =>
-        Effect.suspend((): Effect.Effect<void, JsonlEncodeError | JsonlWriteError | JsonlClosedError> => {
-          if (closed) return Effect.fail(closedError)
-          const data = encode(value)
-          if (typeof data === "string") return Effect.fail(new JsonlEncodeError({ path, reason: data }))
-          // Once queued, the line is written even if the caller stops waiting.
-          return Effect.callback<void, JsonlWriteError>((resume) => {
-            engine.line(data, (error) => resume(error ? Effect.fail(error) : Effect.void))
-          })
-        })
-
-      const writeUnsafe = (value: unknown): boolean => {
-        if (closed) return false
-        const data = encode(value)
-        if (typeof data === "string") return false
-        engine.line(data, undefined)
-        return true
-      }
-
-      const sync = Effect.callback<void, JsonlWriteError>((resume) => {
-        engine.sync((error) => resume(error ? Effect.fail(error) : Effect.void))
-      })
-
-      const close = (): Promise<JsonlWriteError | undefined> => {
-        closing ??= new Promise((resolve) => {
-          closed = true
-          engine.sync((syncError) => {
-            fs.close(opened.fd, (closeError) => {
-              resolve(
-                syncError ??
-                  (closeError ? new JsonlWriteError({ path, operation: "close", reason: reasonOf(closeError) }) : undefined)
-              )
-            })
-          })
-        })
-        return closing
-      }
-
-      const writer: JsonlWriter & { readonly close: () => Promise<JsonlWriteError | undefined> } = {
-        path,
-        write,
-        writeUnsafe,
-        flush: Effect.suspend((): Effect.Effect<void, JsonlWriteError | JsonlClosedError> =>
-          closed ? Effect.fail(closedError) : sync
-        ),
-        isOpen: () => !closed,
-        stats: Effect.sync(() => ({ ...engine.stats, queued: engine.queued() })),
-        close
-      }
-      return writer
+      return makeWriter(path, opened.fd, makeEngine(opened.fd, path, opened.size, options))
     }),
     (writer) =>
       Effect.promise(() => writer.close()).pipe(

@@ -50,7 +50,7 @@ import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as FiberSet from "effect/FiberSet"
 import type * as Scope from "effect/Scope"
-import { InFlight } from "../InFlight.ts"
+import { InFlight, type InFlightSet } from "../InFlight.ts"
 import * as Lifecycle from "../Lifecycle.ts"
 import * as Resource from "../Resource.ts"
 import * as Worker from "./Worker.ts"
@@ -223,6 +223,81 @@ export interface ConnectOptions {
   readonly destroy?: boolean | undefined
 }
 
+/** Where connecting stands: what the `error` listener records, and the deadline's message reads. */
+interface ConnectState {
+  readonly name: string
+  readonly connectTimeoutMs: number
+  connected: boolean
+  attempts: number
+  lastError: string | undefined
+}
+
+/**
+ * Logs the connection's errors: each failed attempt while connecting
+ * (recorded for the deadline's error), each error once it is up. A client
+ * with no `error` listener would crash the process on the first one.
+ */
+const watchErrors = (
+  connection: Connection,
+  state: ConnectState,
+  runFork: <A, E>(effect: Effect.Effect<A, E>) => unknown
+): void => {
+  connection.on("error", (error) => {
+    const reason = reasonOf(error)
+    if (state.connected) {
+      // node-redis reconnects by itself; say so once per error.
+      runFork(Effect.logWarning(`${state.name}: Redis connection error`, reason))
+      return
+    }
+    state.attempts++
+    state.lastError = reason
+    runFork(Effect.logWarning(`${state.name}: cannot connect to Redis (attempt ${state.attempts}): ${reason}; retrying`))
+  })
+}
+
+/** Connects within `connectTimeoutMs`; a failure, the deadline or an interrupt destroys the connection. */
+const openConnection = (connection: Connection, state: ConnectState): Effect.Effect<void, RedisConnectError> =>
+  Effect.callback<void, RedisConnectError>((resume) => {
+    let abandoned = false
+    connection.connect().then(
+      () => {
+        state.connected = true
+        if (!abandoned) resume(Effect.void)
+      },
+      (error: unknown) => {
+        if (!abandoned) resume(Effect.fail(new RedisConnectError({ resource: state.name, reason: reasonOf(error) })))
+      }
+    )
+    return Effect.sync(() => {
+      abandoned = true
+    })
+  }).pipe(
+    Effect.timeoutOrElse({
+      duration: state.connectTimeoutMs,
+      orElse: () =>
+        Effect.fail(
+          new RedisConnectError({
+            resource: state.name,
+            reason: `no connection within ${state.connectTimeoutMs} ms` +
+              (state.lastError === undefined ? "" : ` (${state.attempts} failed attempts; last error: ${state.lastError})`)
+          })
+        )
+    }),
+    // Failed, timed out or interrupted: stop node-redis' retries.
+    Effect.onExit((exit) => Exit.isSuccess(exit) ? Effect.void : Effect.sync(() => destroyQuietly(connection)))
+  )
+
+/** Closes the connection at release: destroyed at once, or closed gracefully and destroyed if that fails or hangs. */
+const releaseConnection = (connection: Connection, destroy: boolean): Effect.Effect<void> =>
+  destroy
+    ? Effect.sync(() => connection.destroy())
+    : Effect.tryPromise(() => connection.close()).pipe(
+      // a close that cannot finish (the server is gone) must not hang the release
+      Effect.timeoutOrElse({ duration: "2 seconds", orElse: () => Effect.sync(() => connection.destroy()) }),
+      Effect.asVoid,
+      Effect.catch(() => Effect.sync(() => connection.destroy()))
+    )
+
 /**
  * Opens `connection` as a managed resource: connected now, closed at
  * Releasing, in reverse acquisition order with everything else.
@@ -262,67 +337,22 @@ export const connect = <C extends Connection>(
 ): Effect.Effect<C, RedisConnectError, Lifecycle.Lifecycle | Scope.Scope> =>
   Effect.gen(function*() {
     const name = options.name ?? "redis"
-    const connectTimeoutMs = Math.max(1, millisOr(options.connectTimeout, 10_000))
-    const context = yield* Effect.context<never>()
-    const runFork = Effect.runForkWith(context)
-    let connected = false
-    let attempts = 0
-    let lastError: string | undefined
-    connection.on("error", (error) => {
-      const reason = reasonOf(error)
-      if (connected) {
-        // node-redis reconnects by itself; say so once per error.
-        runFork(Effect.logWarning(`${name}: Redis connection error`, reason))
-        return
-      }
-      attempts++
-      lastError = reason
-      runFork(Effect.logWarning(`${name}: cannot connect to Redis (attempt ${attempts}): ${reason}; retrying`))
-    })
-    const opened = Effect.callback<void, RedisConnectError>((resume) => {
-      let abandoned = false
-      connection.connect().then(
-        () => {
-          connected = true
-          if (!abandoned) resume(Effect.void)
-        },
-        (error: unknown) => {
-          if (!abandoned) resume(Effect.fail(new RedisConnectError({ resource: name, reason: reasonOf(error) })))
-        }
-      )
-      return Effect.sync(() => {
-        abandoned = true
-      })
-    }).pipe(
-      Effect.timeoutOrElse({
-        duration: connectTimeoutMs,
-        orElse: () =>
-          Effect.fail(
-            new RedisConnectError({
-              resource: name,
-              reason: `no connection within ${connectTimeoutMs} ms` +
-                (lastError === undefined ? "" : ` (${attempts} failed attempts; last error: ${lastError})`)
-            })
-          )
-      }),
-      // Failed, timed out or interrupted: stop node-redis' retries.
-      Effect.onExit((exit) => Exit.isSuccess(exit) ? Effect.void : Effect.sync(() => destroyQuietly(connection)))
-    )
+    const state: ConnectState = {
+      name,
+      connectTimeoutMs: Math.max(1, millisOr(options.connectTimeout, 10_000)),
+      connected: false,
+      attempts: 0,
+      lastError: undefined
+    }
+    watchErrors(connection, state, Effect.runForkWith(yield* Effect.context<never>()))
     // Connected outside the resource's acquisition, which is not
     // interruptible; registered as a resource the moment it is up.
     return yield* Effect.uninterruptibleMask((restore) =>
-      restore(opened).pipe(
+      restore(openConnection(connection, state)).pipe(
         Effect.andThen(Resource.make(
           name,
           Effect.succeed(connection),
-          (connection) =>
-            options.destroy === true
-              ? Effect.sync(() => connection.destroy())
-              : Effect.tryPromise(() => connection.close()).pipe(
-                // a close that cannot finish (the server is gone) must not hang the release
-                Effect.timeoutOrElse({ duration: "2 seconds", orElse: () => Effect.sync(() => connection.destroy()) }),
-                Effect.catch(() => Effect.sync(() => connection.destroy()))
-              ),
+          (connection) => releaseConnection(connection, options.destroy === true),
           { timeout: options.timeout }
         ))
       )
@@ -396,6 +426,83 @@ export interface Subscription {
   readonly isSubscribed: () => boolean
 }
 
+/** What the parts of a running subscription share. */
+interface SubscriptionState<R> {
+  readonly name: string
+  readonly handler: SubscribeOptions<R>["handler"]
+  readonly lifecycle: Lifecycle.LifecycleService
+  readonly inFlight: InFlightSet
+  readonly connection: PubSubConnection
+  readonly channels: ReadonlyArray<string>
+  readonly patterns: ReadonlyArray<string>
+  /** Starts a handler's fiber, synchronously, in the subscription's scope. */
+  readonly run: (effect: Effect.Effect<void, never, R>) => unknown
+  readonly stats: { received: number; handled: number; failed: number; dropped: number; running: number }
+  subscribed: boolean
+}
+
+/** One message's handler, counted and logged however it ends. */
+const handleMessage = <R>(state: SubscriptionState<R>, message: Message): Effect.Effect<void, never, R> => {
+  const { name, stats } = state
+  return state.handler(message).pipe(
+    Effect.matchCauseEffect({
+      onSuccess: () => Effect.sync(() => void stats.handled++),
+      onFailure: (cause) =>
+        Effect.sync(() => void stats.failed++).pipe(
+          Effect.andThen(
+            Cause.hasInterruptsOnly(cause)
+              ? Effect.void
+              : Effect.logError(`${name}: handler failed for a message on ${message.channel}`, Cause.pretty(cause))
+          )
+        )
+    }),
+    Effect.ensuring(Effect.sync(() => void stats.running--))
+  )
+}
+
+const onMessage = <R>(state: SubscriptionState<R>, message: string, channel: string, pattern: string | undefined) => {
+  const { stats } = state
+  stats.received++
+  // Checked on every message, not only by the hook: once the program is
+  // Closing, no handler starts, even before the hook has run.
+  if (!state.subscribed || Lifecycle.isAtLeast(state.lifecycle.phaseUnsafe(), "Closing")) {
+    stats.dropped++
+    return
+  }
+  stats.running++
+  // `run` starts the fiber synchronously, so the work is in the
+  // in-flight set before this callback returns.
+  state.run(state.inFlight.track(
+    handleMessage(state, { channel, message, pattern }),
+    { kind: "message", label: pattern === undefined ? channel : `${pattern} (${channel})` }
+  ))
+}
+
+const subscribeAll = <R>(state: SubscriptionState<R>): Effect.Effect<void, RedisCommandError> =>
+  Effect.gen(function*() {
+    const { channels, connection, name } = state
+    if (channels.length > 0) {
+      yield* command(name, "SUBSCRIBE", () =>
+        connection.subscribe([...channels], (message, channel) => onMessage(state, message, channel, undefined)))
+    }
+    for (const pattern of state.patterns) {
+      yield* command(name, "PSUBSCRIBE", () =>
+        connection.pSubscribe(pattern, (message, channel) => onMessage(state, message, channel, pattern)))
+    }
+  })
+
+/** Stops taking messages; does nothing the second time. */
+const unsubscribeAll = <R>(state: SubscriptionState<R>): Effect.Effect<void, RedisCommandError> =>
+  Effect.suspend(() => {
+    if (!state.subscribed) return Effect.void
+    state.subscribed = false
+    const { connection, name } = state
+    return Effect.all([
+      state.channels.length > 0 ? command(name, "UNSUBSCRIBE", () => connection.unsubscribe()) : Effect.void,
+      state.patterns.length > 0 ? command(name, "PUNSUBSCRIBE", () => connection.pUnsubscribe()) : Effect.void
+    ], { discard: true })
+  })
+
 /**
  * Subscribes to channels and/or patterns on a dedicated connection, and runs
  * `handler` for each message as tracked work. Stops at Closing; the
@@ -437,67 +544,28 @@ export const subscribe = <R>(
       timeout: options.timeout,
       connectTimeout: options.connectTimeout
     })
-    // Handlers run in fibers of this scope; by the time it closes, the drain
-    // has waited for them (or cut them).
-    const run = yield* FiberSet.makeRuntime<R>()
-    const stats = { received: 0, handled: 0, failed: 0, dropped: 0, running: 0 }
-    let subscribed = true
-
-    const onMessage = (message: string, channel: string, pattern: string | undefined) => {
-      stats.received++
-      // Checked on every message, not only by the hook: once the program is
-      // Closing, no handler starts, even before the hook has run.
-      if (!subscribed || Lifecycle.isAtLeast(lifecycle.phaseUnsafe(), "Closing")) {
-        stats.dropped++
-        return
-      }
-      stats.running++
-      // `run` starts the fiber synchronously, so the work is in the
-      // in-flight set before this callback returns.
-      run(inFlight.track(
-        options.handler({ channel, message, pattern }).pipe(
-          Effect.matchCauseEffect({
-            onSuccess: () => Effect.sync(() => void stats.handled++),
-            onFailure: (cause) =>
-              Effect.sync(() => void stats.failed++).pipe(
-                Effect.andThen(
-                  Cause.hasInterruptsOnly(cause)
-                    ? Effect.void
-                    : Effect.logError(`${name}: handler failed for a message on ${channel}`, Cause.pretty(cause))
-                )
-              )
-          }),
-          Effect.ensuring(Effect.sync(() => void stats.running--))
-        ),
-        { kind: "message", label: pattern === undefined ? channel : `${pattern} (${channel})` }
-      ))
+    const state: SubscriptionState<R> = {
+      name,
+      handler: options.handler,
+      lifecycle,
+      inFlight,
+      connection,
+      channels: [...(options.channels ?? [])],
+      patterns: [...(options.patterns ?? [])],
+      // Handlers run in fibers of this scope; by the time it closes, the
+      // drain has waited for them (or cut them).
+      run: yield* FiberSet.makeRuntime<R>(),
+      stats: { received: 0, handled: 0, failed: 0, dropped: 0, running: 0 },
+      subscribed: true
     }
-
-    const channels = [...(options.channels ?? [])]
-    if (channels.length > 0) {
-      yield* command(name, "SUBSCRIBE", () =>
-        connection.subscribe(channels, (message, channel) => onMessage(message, channel, undefined)))
-    }
-    for (const pattern of options.patterns ?? []) {
-      yield* command(name, "PSUBSCRIBE", () =>
-        connection.pSubscribe(pattern, (message, channel) => onMessage(message, channel, pattern)))
-    }
-
-    const unsubscribe = Effect.suspend(() => {
-      if (!subscribed) return Effect.void
-      subscribed = false
-      return Effect.all([
-        channels.length > 0 ? command(name, "UNSUBSCRIBE", () => connection.unsubscribe()) : Effect.void,
-        (options.patterns ?? []).length > 0 ? command(name, "PUNSUBSCRIBE", () => connection.pUnsubscribe()) : Effect.void
-      ], { discard: true })
-    })
-
+    yield* subscribeAll(state)
+    const unsubscribe = unsubscribeAll(state)
     yield* Lifecycle.addHook(`${name}: unsubscribe`, "Closing", unsubscribe)
 
     return {
-      stats: Effect.sync(() => ({ ...stats })),
+      stats: Effect.sync(() => ({ ...state.stats })),
       unsubscribe,
-      isSubscribed: () => subscribed
+      isSubscribed: () => state.subscribed
     }
   })
 
@@ -634,6 +702,141 @@ const entriesOf = (
 const nextIdOf = (reply: unknown): string =>
   typeof reply === "object" && reply !== null && "nextId" in reply ? String(reply.nextId) : "0-0"
 
+/** What the parts of a running Streams consumer share. */
+interface ConsumerState<R> {
+  readonly name: string
+  readonly stream: string
+  readonly group: string
+  readonly consumer: string
+  readonly concurrency: number
+  readonly blockMs: number
+  readonly claimIdleMs: number
+  readonly claimEveryMs: number
+  readonly onAck: ConsumeOptions<R>["onAck"]
+  /** Acknowledges and reclaims; never blocks. */
+  readonly commands: StreamsConnection
+  /** Reads with `XREADGROUP ... BLOCK`. */
+  readonly reader: StreamsConnection
+  /** Read through Effect's clock, so TestClock drives the reclaim schedule. */
+  readonly clock: Clock.Clock
+  /** Creates the group if asked to (also after a NOGROUP: the stream was deleted). */
+  readonly ensureGroup: Effect.Effect<unknown, RedisCommandError>
+  readonly counters: { reclaimed: number; alreadyAcknowledged: number }
+  /** Entries read and not yet taken by the worker. */
+  readonly buffer: Array<StreamEntry>
+  /** Entries buffered or being processed: a reclaim must not start them twice. */
+  readonly mine: Set<string>
+  /** Where re-reading this consumer's own pending entries stands; `undefined` once done. */
+  ownCursor: string | undefined
+  claimCursor: string
+  nextClaimAt: number
+  reading: Promise<void> | undefined
+}
+
+const ensureGroupOf = <R>(
+  name: string,
+  commands: StreamsConnection,
+  options: ConsumeOptions<R>
+): Effect.Effect<unknown, RedisCommandError> => {
+  const createAt = options.createGroup ?? "0"
+  return createAt === false ? Effect.void : command(
+    name,
+    "XGROUP CREATE",
+    () =>
+      commands.xGroupCreate(options.stream, options.group, createAt, { MKSTREAM: true }).catch((error: unknown) => {
+        if (reasonOf(error).startsWith("BUSYGROUP")) return "exists"
+        throw error
+      })
+  )
+}
+
+/** Buffers the entries not already buffered or in progress; returns how many. */
+const accept = <R>(state: ConsumerState<R>, entries: ReadonlyArray<StreamEntry>): number => {
+  let added = 0
+  for (const entry of entries) {
+    if (state.mine.has(entry.id)) continue
+    state.mine.add(entry.id)
+    state.buffer.push(entry)
+    added++
+  }
+  return added
+}
+
+const acknowledge = <R>(state: ConsumerState<R>, id: string): Promise<number> =>
+  state.commands.xAck(state.stream, state.group, id)
+
+/** One round trip: own pending entries, else stale entries, else new ones. */
+const readOnce = async <R>(state: ConsumerState<R>): Promise<void> => {
+  const { clock, concurrency, consumer, group, reader, stream } = state
+  if (state.ownCursor !== undefined) {
+    const reply = await reader.xReadGroup(group, consumer, { key: stream, id: state.ownCursor }, { COUNT: concurrency })
+    const { deleted, entries, last } = entriesOf(stream, reply)
+    for (const id of deleted) await acknowledge(state, id)
+    state.ownCursor = last
+    accept(state, entries)
+    return
+  }
+  if (clock.currentTimeMillisUnsafe() >= state.nextClaimAt) {
+    const reply = await state.commands.xAutoClaim(stream, group, consumer, state.claimIdleMs, state.claimCursor, {
+      COUNT: concurrency
+    })
+    state.claimCursor = nextIdOf(reply)
+    if (state.claimCursor === "0-0") state.nextClaimAt = clock.currentTimeMillisUnsafe() + state.claimEveryMs
+    state.counters.reclaimed += accept(state, entriesOf(stream, reply).entries)
+    return
+  }
+  const block = Math.max(1, Math.min(state.blockMs, state.nextClaimAt - clock.currentTimeMillisUnsafe()))
+  const reply = await reader.xReadGroup(group, consumer, { key: stream, id: ">" }, { COUNT: concurrency, BLOCK: block })
+  accept(state, entriesOf(stream, reply).entries)
+}
+
+// The read runs to its end even if the worker stops waiting for it, so
+// entries Redis delivered are never dropped on the floor here (if the
+// worker has stopped, they stay pending and are reclaimed).
+const startRead = <R>(state: ConsumerState<R>): Promise<void> => {
+  state.reading ??= readOnce(state).finally(() => {
+    state.reading = undefined
+  })
+  return state.reading
+}
+
+/** The worker's `take`: the next buffered entry, reading when the buffer is empty. */
+const takeEntry = <R>(state: ConsumerState<R>): Effect.Effect<StreamEntry, RedisCommandError> => {
+  const take: Effect.Effect<StreamEntry, RedisCommandError> = Effect.suspend(() => {
+    const next = state.buffer.shift()
+    if (next !== undefined) return Effect.succeed(next)
+    return Effect.callback<void, RedisCommandError>((resume) => {
+      startRead(state).then(
+        () => resume(Effect.void),
+        (error: unknown) =>
+          resume(Effect.fail(new RedisCommandError({ resource: state.name, command: "XREADGROUP", reason: reasonOf(error) })))
+      )
+    }).pipe(
+      Effect.tapError((error) => error.reason.startsWith("NOGROUP") ? state.ensureGroup.pipe(Effect.ignore) : Effect.void),
+      Effect.andThen(take)
+    )
+  })
+  return take
+}
+
+/** The worker's `ack`: `XACK`, then `onAck`; an entry someone else acknowledged first is counted and logged. */
+const ackEntry = <R>(state: ConsumerState<R>, entry: StreamEntry): Effect.Effect<void, RedisCommandError, R> =>
+  command(state.name, "XACK", () => acknowledge(state, entry.id)).pipe(
+    Effect.ensuring(Effect.sync(() => void state.mine.delete(entry.id))),
+    Effect.flatMap((count) =>
+      Effect.gen(function*() {
+        const acknowledged = count === 1
+        if (!acknowledged) {
+          state.counters.alreadyAcknowledged++
+          yield* Effect.logWarning(
+            `${state.name}: ${entry.id} was already acknowledged (another consumer reclaimed and finished it)`
+          )
+        }
+        if (state.onAck !== undefined) yield* state.onAck(entry, acknowledged)
+      })
+    )
+  )
+
 /**
  * Starts a consumer in a Streams consumer group (see the module docs): it
  * reads until Closing, processes up to `concurrency` entries at once as
@@ -675,13 +878,8 @@ export const consume = <R>(
   options: ConsumeOptions<R>
 ): Effect.Effect<Consumer, RedisConnectError | RedisCommandError, R | Lifecycle.Lifecycle | InFlight | Scope.Scope> =>
   Effect.gen(function*() {
-    const { group, stream } = options
-    const name = options.name ?? `redis stream ${stream}`
-    const consumer = options.consumer ?? `${hostname()}-${process.pid}-${Math.random().toString(36).slice(2, 8)}`
-    const concurrency = Math.max(1, Math.floor(options.concurrency ?? 1))
-    const blockMs = Math.max(1, millisOr(options.block, 2_000))
+    const name = options.name ?? `redis stream ${options.stream}`
     const claimIdleMs = millisOr(options.claimIdle, 60_000)
-    const claimEveryMs = Math.max(10, millisOr(options.claimEvery, claimIdleMs / 2))
     // Released in reverse: the blocking reader first (destroyed: its last
     // read cannot finish), then the connection that acknowledges.
     const commands = yield* connect(options.client.duplicate(), {
@@ -695,117 +893,44 @@ export const consume = <R>(
       timeout: options.timeout,
       connectTimeout: options.connectTimeout
     })
-    // Read through Effect's clock, so TestClock drives the reclaim schedule.
-    const clock = yield* Clock.Clock
-
-    const createAt = options.createGroup ?? "0"
-    const ensureGroup = createAt === false ? Effect.void : command(
+    const state: ConsumerState<R> = {
       name,
-      "XGROUP CREATE",
-      () =>
-        commands.xGroupCreate(stream, group, createAt, { MKSTREAM: true }).catch((error: unknown) => {
-          if (reasonOf(error).startsWith("BUSYGROUP")) return "exists"
-          throw error
-        })
-    )
-    yield* ensureGroup
-
-    const counters = { reclaimed: 0, alreadyAcknowledged: 0 }
-    const buffer: Array<StreamEntry> = []
-    // Entries buffered or being processed: a reclaim must not start them twice.
-    const mine = new Set<string>()
-    let ownCursor: string | undefined = "0"
-    let claimCursor = "0-0"
-    let nextClaimAt = 0
-    let reading: Promise<void> | undefined
-
-    const accept = (entries: ReadonlyArray<StreamEntry>) => {
-      let added = 0
-      for (const entry of entries) {
-        if (mine.has(entry.id)) continue
-        mine.add(entry.id)
-        buffer.push(entry)
-        added++
-      }
-      return added
+      stream: options.stream,
+      group: options.group,
+      consumer: options.consumer ?? `${hostname()}-${process.pid}-${Math.random().toString(36).slice(2, 8)}`,
+      concurrency: Math.max(1, Math.floor(options.concurrency ?? 1)),
+      blockMs: Math.max(1, millisOr(options.block, 2_000)),
+      claimIdleMs,
+      claimEveryMs: Math.max(10, millisOr(options.claimEvery, claimIdleMs / 2)),
+      onAck: options.onAck,
+      commands,
+      reader,
+      clock: yield* Clock.Clock,
+      ensureGroup: ensureGroupOf(name, commands, options),
+      counters: { reclaimed: 0, alreadyAcknowledged: 0 },
+      buffer: [],
+      mine: new Set(),
+      ownCursor: "0",
+      claimCursor: "0-0",
+      nextClaimAt: 0,
+      reading: undefined
     }
-
-    const acknowledge = (id: string) => commands.xAck(stream, group, id)
-
-    /** One round trip: own pending entries, else stale entries, else new ones. */
-    const readOnce = async (): Promise<void> => {
-      if (ownCursor !== undefined) {
-        const reply = await reader.xReadGroup(group, consumer, { key: stream, id: ownCursor }, { COUNT: concurrency })
-        const { deleted, entries, last } = entriesOf(stream, reply)
-        for (const id of deleted) await acknowledge(id)
-        ownCursor = last
-        accept(entries)
-        return
-      }
-      if (clock.currentTimeMillisUnsafe() >= nextClaimAt) {
-        const reply = await commands.xAutoClaim(stream, group, consumer, claimIdleMs, claimCursor, { COUNT: concurrency })
-        claimCursor = nextIdOf(reply)
-        if (claimCursor === "0-0") nextClaimAt = clock.currentTimeMillisUnsafe() + claimEveryMs
-        counters.reclaimed += accept(entriesOf(stream, reply).entries)
-        return
-      }
-      const block = Math.max(1, Math.min(blockMs, nextClaimAt - clock.currentTimeMillisUnsafe()))
-      const reply = await reader.xReadGroup(group, consumer, { key: stream, id: ">" }, { COUNT: concurrency, BLOCK: block })
-      accept(entriesOf(stream, reply).entries)
-    }
-
-    // The read runs to its end even if the worker stops waiting for it, so
-    // entries Redis delivered are never dropped on the floor here (if the
-    // worker has stopped, they stay pending and are reclaimed).
-    const startRead = (): Promise<void> => {
-      reading ??= readOnce().finally(() => {
-        reading = undefined
-      })
-      return reading
-    }
-
-    const take: Effect.Effect<StreamEntry, RedisCommandError> = Effect.suspend(() => {
-      const next = buffer.shift()
-      if (next !== undefined) return Effect.succeed(next)
-      return Effect.callback<void, RedisCommandError>((resume) => {
-        startRead().then(
-          () => resume(Effect.void),
-          (error: unknown) =>
-            resume(Effect.fail(new RedisCommandError({ resource: name, command: "XREADGROUP", reason: reasonOf(error) })))
-        )
-      }).pipe(
-        Effect.tapError((error) => error.reason.startsWith("NOGROUP") ? ensureGroup.pipe(Effect.ignore) : Effect.void),
-        Effect.andThen(take)
-      )
-    })
+    yield* state.ensureGroup
 
     const worker = yield* Worker.make({
       name,
-      concurrency,
-      take,
+      concurrency: state.concurrency,
+      take: takeEntry(state),
       process: options.handler,
       label: (entry: StreamEntry) => entry.id,
-      ack: (entry: StreamEntry) =>
-        command(name, "XACK", () => acknowledge(entry.id)).pipe(
-          Effect.ensuring(Effect.sync(() => void mine.delete(entry.id))),
-          Effect.flatMap((count) =>
-            Effect.gen(function*() {
-              const acknowledged = count === 1
-              if (!acknowledged) {
-                counters.alreadyAcknowledged++
-                yield* Effect.logWarning(`${name}: ${entry.id} was already acknowledged (another consumer reclaimed and finished it)`)
-              }
-              if (options.onAck !== undefined) yield* options.onAck(entry, acknowledged)
-            })
-          )
-        ),
+      ack: (entry: StreamEntry) => ackEntry(state, entry),
       // Must-retry: the entry stays in the pending list, un-acknowledged.
-      nack: (entry: StreamEntry) => Effect.sync(() => void mine.delete(entry.id))
+      nack: (entry: StreamEntry) => Effect.sync(() => void state.mine.delete(entry.id))
     })
 
     return {
-      consumer,
-      stats: Effect.map(worker.stats, (stats) => ({ ...stats, ...counters })),
+      consumer: state.consumer,
+      stats: Effect.map(worker.stats, (stats) => ({ ...stats, ...state.counters })),
       stop: worker.stop
     }
   })

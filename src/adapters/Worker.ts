@@ -80,7 +80,7 @@ import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
 import type * as Scope from "effect/Scope"
 import * as Semaphore from "effect/Semaphore"
-import { InFlight } from "../InFlight.ts"
+import { InFlight, type InFlightSet } from "../InFlight.ts"
 import * as Lifecycle from "../Lifecycle.ts"
 import { millisOr } from "../internal/duration.ts"
 
@@ -201,6 +201,150 @@ export class SettleTimeoutError extends Data.TaggedError("SettleTimeoutError")<{
 }
 
 
+/** What the parts of a running worker share. */
+interface WorkerState<Job, R> {
+  readonly options: WorkerOptions<Job, R>
+  readonly kind: string
+  readonly settleTimeoutMs: number
+  readonly maxBackoffMs: number
+  /** One permit per job that may run at once; taken before `take`, released when the job ends. */
+  readonly permits: Semaphore.Semaphore
+  readonly inFlight: InFlightSet
+  /** The worker's scope: jobs are forked into it, so they outlive the taker fiber. */
+  readonly scope: Scope.Scope
+  readonly stats: {
+    taken: number
+    acked: number
+    failed: number
+    interrupted: number
+    ackFailures: number
+    inProgress: number
+  }
+  /** Numbers jobs that have no label of their own. */
+  counter: number
+}
+
+const labelOf = <Job, R>(state: WorkerState<Job, R>, job: Job): string => {
+  if (state.options.label !== undefined) {
+    try {
+      return state.options.label(job)
+    } catch {
+      // fall through to the counter
+    }
+  }
+  return `${state.kind} ${++state.counter}`
+}
+
+/** Runs `ack` or `nack` within `settleTimeout`; `false` (and logged) if it failed or timed out. */
+const settle = <Job, R>(
+  state: WorkerState<Job, R>,
+  action: "ack" | "nack",
+  label: string,
+  effect: Effect.Effect<unknown, unknown, R>
+): Effect.Effect<boolean, never, R> => {
+  const { options, settleTimeoutMs } = state
+  return effect.pipe(
+    Effect.timeoutOrElse({
+      duration: settleTimeoutMs,
+      orElse: () =>
+        Effect.fail(new SettleTimeoutError({ worker: options.name, job: label, action, timeoutMs: settleTimeoutMs }))
+    }),
+    Effect.as(true),
+    Effect.catchCause((cause) =>
+      Effect.logError(`${options.name}: ${action} of ${label} failed; the broker will deliver it again`, Cause.pretty(cause))
+        .pipe(Effect.as(false))
+    )
+  )
+}
+
+// One job, from its start to its acknowledgement (or hand-back). `process`
+// is the only interruptible part: once it has succeeded, the ack happens.
+const runJob = <Job, R>(state: WorkerState<Job, R>, job: Job, label: string): Effect.Effect<void, never, R> =>
+  Effect.uninterruptibleMask((restore) =>
+    Effect.gen(function*() {
+      const { options, stats } = state
+      stats.inProgress++
+      const exit = yield* Effect.exit(restore(options.process(job)))
+      stats.inProgress--
+      if (Exit.isSuccess(exit)) {
+        const acked = yield* settle(state, "ack", label, options.ack(job))
+        if (acked) stats.acked++
+        else stats.ackFailures++
+        return
+      }
+      const reason: NackReason = Cause.hasInterruptsOnly(exit.cause)
+        ? { _tag: "Interrupted" }
+        : { _tag: "Failed", cause: exit.cause }
+      if (reason._tag === "Interrupted") {
+        stats.interrupted++
+        yield* Effect.logWarning(`${options.name}: ${label} interrupted before it finished; left for retry`)
+      } else {
+        stats.failed++
+        yield* Effect.logError(`${options.name}: ${label} failed; left for retry`, Cause.pretty(exit.cause))
+      }
+      if (options.nack !== undefined) yield* settle(state, "nack", label, options.nack(job, reason))
+    })
+  )
+
+/** A job taken after the cut never runs: it is handed back as interrupted. */
+const handBack = <Job, R>(state: WorkerState<Job, R>, job: Job, label: string): Effect.Effect<void, never, R> =>
+  Effect.gen(function*() {
+    const { options } = state
+    state.stats.interrupted++
+    yield* Effect.logWarning(`${options.name}: ${label} taken after the cut; left for retry`)
+    if (options.nack !== undefined) yield* settle(state, "nack", label, options.nack(job, { _tag: "Interrupted" }))
+  })
+
+/** `take`, retried with exponential backoff (up to `maxTakeBackoff`) until it succeeds or is interrupted. */
+const takeWithRetry = <Job, R>(state: WorkerState<Job, R>): Effect.Effect<Job, never, R> =>
+  Effect.suspend(() => {
+    const { maxBackoffMs, options } = state
+    let backoffMs = 100
+    const attempt: Effect.Effect<Job, never, R> = options.take.pipe(
+      Effect.catchCause((cause) => {
+        if (Cause.hasInterruptsOnly(cause)) return Effect.failCause(cause as Cause.Cause<never>)
+        const wait = backoffMs
+        backoffMs = Math.min(maxBackoffMs, backoffMs * 2)
+        return Effect.logWarning(`${options.name}: taking a job failed; retrying in ${wait} ms`, Cause.pretty(cause))
+          .pipe(Effect.andThen(Effect.sleep(wait)), Effect.andThen(attempt))
+      })
+    )
+    return attempt
+  })
+
+// Takes a job and forks its tracked run as one step that cannot be split
+// by an interrupt: either nothing was taken, or the job is running and
+// registered in the in-flight set before the drain can look at it.
+const takeOne = <Job, R>(state: WorkerState<Job, R>): Effect.Effect<void, never, R> =>
+  Effect.uninterruptibleMask((restore) =>
+    Effect.gen(function*() {
+      const { inFlight, kind, permits, scope } = state
+      yield* restore(permits.take(1))
+      const taken = yield* Effect.exit(restore(takeWithRetry(state)))
+      if (Exit.isFailure(taken)) {
+        yield* permits.release(1)
+        return yield* Effect.failCause(taken.cause)
+      }
+      const job = taken.value
+      state.stats.taken++
+      const label = labelOf(state, job)
+      // Work tracked after the cut is interrupted on arrival, before
+      // `runJob` starts: hand such a job back too.
+      let started = false
+      yield* Effect.forkIn(
+        inFlight.track(Effect.suspend(() => {
+          started = true
+          return runJob(state, job, label)
+        }), { kind, label }).pipe(
+          Effect.onExit(() => started ? Effect.void : handBack(state, job, label)),
+          Effect.ensuring(permits.release(1))
+        ),
+        scope,
+        { startImmediately: true }
+      )
+    })
+  )
+
 /**
  * Starts a worker in the current scope. It takes jobs until the program
  * reaches `Closing` (or {@link Worker.stop}), tracks each job in `InFlight`,
@@ -237,123 +381,20 @@ export const make = <Job, R>(
   options: WorkerOptions<Job, R>
 ): Effect.Effect<Worker, never, R | Lifecycle.Lifecycle | InFlight | Scope.Scope> =>
   Effect.gen(function*() {
-    const inFlight = yield* InFlight
-    const scope = yield* Effect.scope
-    const concurrency = Math.max(1, Math.floor(options.concurrency ?? 1))
-    const settleTimeoutMs = millisOr(options.settleTimeout, 5_000)
-    const maxBackoffMs = millisOr(options.maxTakeBackoff, 5_000)
-    const kind = options.kind ?? "job"
-    const permits = yield* Semaphore.make(concurrency)
-    let counter = 0
-    const stats = { taken: 0, acked: 0, failed: 0, interrupted: 0, ackFailures: 0, inProgress: 0 }
+    const state: WorkerState<Job, R> = {
+      options,
+      kind: options.kind ?? "job",
+      settleTimeoutMs: millisOr(options.settleTimeout, 5_000),
+      maxBackoffMs: millisOr(options.maxTakeBackoff, 5_000),
+      permits: yield* Semaphore.make(Math.max(1, Math.floor(options.concurrency ?? 1))),
+      inFlight: yield* InFlight,
+      scope: yield* Effect.scope,
+      stats: { taken: 0, acked: 0, failed: 0, interrupted: 0, ackFailures: 0, inProgress: 0 },
+      counter: 0
+    }
     let taking = true
 
-    const labelOf = (job: Job): string => {
-      if (options.label !== undefined) {
-        try {
-          return options.label(job)
-        } catch {
-          // fall through to the counter
-        }
-      }
-      return `${kind} ${++counter}`
-    }
-
-    const settle = (action: "ack" | "nack", label: string, effect: Effect.Effect<unknown, unknown, R>) =>
-      effect.pipe(
-        Effect.timeoutOrElse({
-          duration: settleTimeoutMs,
-          orElse: () =>
-            Effect.fail(new SettleTimeoutError({ worker: options.name, job: label, action, timeoutMs: settleTimeoutMs }))
-        }),
-        Effect.as(true),
-        Effect.catchCause((cause) =>
-          Effect.logError(`${options.name}: ${action} of ${label} failed; the broker will deliver it again`, Cause.pretty(cause))
-            .pipe(Effect.as(false))
-        )
-      )
-
-    // One job, from its start to its acknowledgement (or hand-back). `process`
-    // is the only interruptible part: once it has succeeded, the ack happens.
-    const runJob = (job: Job, label: string) =>
-      Effect.uninterruptibleMask((restore) =>
-        Effect.gen(function*() {
-          stats.inProgress++
-          const exit = yield* Effect.exit(restore(options.process(job)))
-          stats.inProgress--
-          if (Exit.isSuccess(exit)) {
-            const acked = yield* settle("ack", label, options.ack(job))
-            if (acked) stats.acked++
-            else stats.ackFailures++
-            return
-          }
-          const reason: NackReason = Cause.hasInterruptsOnly(exit.cause)
-            ? { _tag: "Interrupted" }
-            : { _tag: "Failed", cause: exit.cause }
-          if (reason._tag === "Interrupted") {
-            stats.interrupted++
-            yield* Effect.logWarning(`${options.name}: ${label} interrupted before it finished; left for retry`)
-          } else {
-            stats.failed++
-            yield* Effect.logError(`${options.name}: ${label} failed; left for retry`, Cause.pretty(exit.cause))
-          }
-          if (options.nack !== undefined) yield* settle("nack", label, options.nack(job, reason))
-        })
-      )
-
-    const handBack = (job: Job, label: string) =>
-      Effect.gen(function*() {
-        stats.interrupted++
-        yield* Effect.logWarning(`${options.name}: ${label} taken after the cut; left for retry`)
-        if (options.nack !== undefined) yield* settle("nack", label, options.nack(job, { _tag: "Interrupted" }))
-      })
-
-    const takeWithRetry: Effect.Effect<Job, never, R> = Effect.suspend(() => {
-      let backoffMs = 100
-      const attempt: Effect.Effect<Job, never, R> = options.take.pipe(
-        Effect.catchCause((cause) => {
-          if (Cause.hasInterruptsOnly(cause)) return Effect.failCause(cause as Cause.Cause<never>)
-          const wait = backoffMs
-          backoffMs = Math.min(maxBackoffMs, backoffMs * 2)
-          return Effect.logWarning(`${options.name}: taking a job failed; retrying in ${wait} ms`, Cause.pretty(cause))
-            .pipe(Effect.andThen(Effect.sleep(wait)), Effect.andThen(attempt))
-        })
-      )
-      return attempt
-    })
-
-    // Takes a job and forks its tracked run as one step that cannot be split
-    // by an interrupt: either nothing was taken, or the job is running and
-    // registered in the in-flight set before the drain can look at it.
-    const takeOne = Effect.uninterruptibleMask((restore) =>
-      Effect.gen(function*() {
-        yield* restore(permits.take(1))
-        const taken = yield* Effect.exit(restore(takeWithRetry))
-        if (Exit.isFailure(taken)) {
-          yield* permits.release(1)
-          return yield* Effect.failCause(taken.cause)
-        }
-        const job = taken.value
-        stats.taken++
-        const label = labelOf(job)
-        // Work tracked after the cut is interrupted on arrival, before
-        // `runJob` starts: hand such a job back too.
-        let started = false
-        yield* Effect.forkIn(
-          inFlight.track(Effect.suspend(() => {
-            started = true
-            return runJob(job, label)
-          }), { kind, label }).pipe(
-            Effect.onExit(() => started ? Effect.void : handBack(job, label)),
-            Effect.ensuring(permits.release(1))
-          ),
-          scope,
-          { startImmediately: true }
-        )
-      })
-    )
-
-    const taker = yield* Effect.forkIn(Effect.forever(takeOne), scope, { startImmediately: true })
+    const taker = yield* Effect.forkIn(Effect.forever(takeOne(state)), state.scope, { startImmediately: true })
 
     const stop = Effect.suspend(() => {
       taking = false
@@ -363,7 +404,7 @@ export const make = <Job, R>(
     yield* Lifecycle.addHook(`${options.name}: stop taking jobs`, "Closing", stop)
 
     return {
-      stats: Effect.sync(() => ({ ...stats })),
+      stats: Effect.sync(() => ({ ...state.stats })),
       stop,
       isTaking: Effect.sync(() => taking && taker.pollUnsafe() === undefined)
     }
