@@ -20,14 +20,12 @@
 import type * as PgClient from "@effect/sql-pg/PgClient"
 import type * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
-import * as Exit from "effect/Exit"
 import * as Layer from "effect/Layer"
-import * as Scope from "effect/Scope"
 import * as SqlClient from "effect/sql/SqlClient"
 import type { SqlError } from "effect/sql/SqlError"
 import type { Lifecycle } from "../Lifecycle.ts"
-import * as Resource from "../Resource.ts"
 import { millisOr } from "../internal/duration.ts"
+import { managedLayer } from "../internal/managedLayer.ts"
 import { reasonOf } from "../internal/errors.ts"
 import { PgPingError } from "./internal/pgPing.ts"
 
@@ -79,21 +77,7 @@ export interface ManagedLayerOptions {
 export const layerManaged = <ROut, E, RIn>(
   layer: Layer.Layer<ROut, E, RIn>,
   options: ManagedLayerOptions = {}
-): Layer.Layer<ROut, E, RIn | Lifecycle> =>
-  Layer.effectContext(
-    Resource.make(
-      options.name ?? "postgres",
-      Effect.gen(function*() {
-        const scope = yield* Scope.make()
-        const context = yield* Layer.buildWithScope(layer, scope).pipe(
-          Effect.onExit((exit) => Exit.isFailure(exit) ? Scope.close(scope, exit) : Effect.void)
-        )
-        return { scope, context }
-      }),
-      ({ scope }, exit) => Scope.close(scope, exit),
-      { timeout: options.timeout }
-    ).pipe(Effect.map(({ context }) => context))
-  )
+): Layer.Layer<ROut, E, RIn | Lifecycle> => managedLayer(layer, options.name ?? "postgres", options.timeout)
 
 /**
  * `@effect/sql-pg`'s client layer (`PgClient` and `SqlClient`) with its
