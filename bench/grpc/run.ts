@@ -24,7 +24,7 @@
 import * as grpc from "@grpc/grpc-js"
 import { type ChildProcess, spawn } from "node:child_process"
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs"
-import * as Net from "node:net"
+import { freePort } from "../support/ports.ts"
 import { cpus, tmpdir } from "node:os"
 import { join } from "node:path"
 import { createInterface } from "node:readline"
@@ -61,20 +61,6 @@ for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
 }
 
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms))
-
-/** A free loopback port below Linux's ephemeral range: a replacement binds the same one. */
-const freePort = async (): Promise<number> => {
-  for (let attempt = 0; attempt < 200; attempt++) {
-    const port = 20_000 + Math.floor(Math.random() * 12_000)
-    const free = await new Promise<boolean>((resolve) => {
-      const server = Net.createServer()
-      server.once("error", () => resolve(false))
-      server.listen({ port, host: "127.0.0.1", exclusive: true }, () => server.close(() => resolve(true)))
-    })
-    if (free) return port
-  }
-  throw new Error("no free port")
-}
 
 interface Server {
   readonly name: string

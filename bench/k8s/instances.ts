@@ -7,7 +7,7 @@
 import { type ChildProcess, spawn, spawnSync } from "node:child_process"
 import { closeSync, existsSync, openSync, readFileSync } from "node:fs"
 import * as Http from "node:http"
-import * as Net from "node:net"
+export { freePort } from "../support/ports.ts"
 import Pg from "pg"
 import { join } from "node:path"
 
@@ -69,30 +69,6 @@ export const ensureDebianPackage = (binary: string, pkg: string, versionArgs: Re
   const installed = version()
   if (installed === undefined) throw new Error(`could not install ${pkg}:\n${install.stderr ?? ""}`)
   return installed
-}
-
-/**
- * A free loopback port below Linux's ephemeral range (32768+), as
- * bench/rolling picks them: an instance restarts on the same port, and a port
- * inside the ephemeral range can meanwhile become the local port of one of
- * the bench's own outgoing connections (EADDRINUSE on the restart).
- */
-const usedPorts = new Set<number>()
-export const freePort = async (): Promise<number> => {
-  for (let attempt = 0; attempt < 200; attempt++) {
-    const port = 20_000 + Math.floor(Math.random() * 12_000)
-    if (usedPorts.has(port)) continue
-    const free = await new Promise<boolean>((resolve) => {
-      const server = Net.createServer()
-      server.once("error", () => resolve(false))
-      server.listen({ port, host: "127.0.0.1", exclusive: true }, () => server.close(() => resolve(true)))
-    })
-    if (free) {
-      usedPorts.add(port)
-      return port
-    }
-  }
-  throw new Error("no free port")
 }
 
 /** The benches' own database: no other test's locks on the `work` table can stall them. */

@@ -28,7 +28,7 @@
 import { type ChildProcess, spawn, spawnSync } from "node:child_process"
 import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, writeFileSync } from "node:fs"
 import * as Http from "node:http"
-import * as Net from "node:net"
+import { freePort } from "../support/ports.ts"
 import { cpus, tmpdir } from "node:os"
 import { join, relative } from "node:path"
 import { renderChart } from "./chart.ts"
@@ -123,28 +123,6 @@ const probe = (port: number, path: string): Promise<{ status: number; body: stri
     request.setTimeout(2_000, () => request.destroy(new Error("probe timeout")))
     request.on("error", reject)
   })
-
-/**
- * A free loopback port below Linux's ephemeral range (32768+), so that no
- * other process's `listen(0)` can take it while an instance restarts on it.
- */
-const usedPorts = new Set<number>()
-const freePort = async (): Promise<number> => {
-  for (let attempt = 0; attempt < 200; attempt++) {
-    const port = 20_000 + Math.floor(Math.random() * 12_000)
-    if (usedPorts.has(port)) continue
-    const free = await new Promise<boolean>((resolve) => {
-      const server = Net.createServer()
-      server.once("error", () => resolve(false))
-      server.listen({ port, host: "127.0.0.1", exclusive: true }, () => server.close(() => resolve(true)))
-    })
-    if (free) {
-      usedPorts.add(port)
-      return port
-    }
-  }
-  throw new Error("no free port")
-}
 
 const median = (values: ReadonlyArray<number>) => {
   if (values.length === 0) return 0

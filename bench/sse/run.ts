@@ -28,7 +28,7 @@
 import { type ChildProcess, spawn, spawnSync } from "node:child_process"
 import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, writeFileSync } from "node:fs"
 import * as Http from "node:http"
-import * as Net from "node:net"
+import { freePort } from "../support/ports.ts"
 import { cpus, tmpdir } from "node:os"
 import { join } from "node:path"
 import { EventSource } from "eventsource"
@@ -70,30 +70,6 @@ const median = (values: ReadonlyArray<number>) => {
   if (values.length === 0) return 0
   const sorted = [...values].sort((a, b) => a - b)
   return sorted[Math.floor(sorted.length / 2)]!
-}
-
-/**
- * A free loopback port below Linux's ephemeral range (32768+), as the
- * rolling bench picks them: an instance restarts on its port, and an
- * outgoing connection (HAProxy's, the clients') could otherwise take it
- * meanwhile.
- */
-const usedPorts = new Set<number>()
-const freePort = async (): Promise<number> => {
-  for (let attempt = 0; attempt < 200; attempt++) {
-    const port = 20_000 + Math.floor(Math.random() * 12_000)
-    if (usedPorts.has(port)) continue
-    const free = await new Promise<boolean>((resolve) => {
-      const server = Net.createServer()
-      server.once("error", () => resolve(false))
-      server.listen({ port, host: "127.0.0.1", exclusive: true }, () => server.close(() => resolve(true)))
-    })
-    if (free) {
-      usedPorts.add(port)
-      return port
-    }
-  }
-  throw new Error("no free port")
 }
 
 const probe = (port: number, path: string): Promise<number> =>
