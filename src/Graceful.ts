@@ -33,10 +33,15 @@
  * 5. **Stopped**: the report is logged (and written to
  *    `SHUTDOWN_REPORT_FILE`); the exit code follows the outcome.
  *
- * The same signal delivered twice within 50 ms counts once (one Ctrl-C
- * under `npm start` reaches the process twice). A 2nd signal stops waiting: the drain ends, in-flight work is cut, and the
+ * Triggers are the signals in `SHUTDOWN_SIGNALS` (SIGTERM, SIGINT, SIGHUP by
+ * default; SIGUSR2 opt-in), PM2's `shutdown` message, `Lifecycle.shutdown`.
+ * The same signal again within 50 ms of the one that counted is one delivery
+ * seen twice (one Ctrl-C under `npm start` reaches the process twice). A 2nd
+ * signal stops waiting: the drain ends, in-flight work is cut, and the
  * release deadline moves to now + the emergency budget. A 3rd exits at once
- * (130 for SIGINT, 143 for SIGTERM). A defect (uncaught exception, unhandled
+ * with 128 + the signal's number (130 for SIGINT, 143 for SIGTERM). A trigger
+ * before Ready skips the lame duck and the drain: nothing was served, and a
+ * start-up step still running is cut at once. A defect (uncaught exception, unhandled
  * rejection, a program that dies) skips the lame duck and the drain, cuts,
  * releases within the emergency budget and exits 1. A watchdog timer outside
  * every fiber ends the process at B plus a small slack if all else hangs.

@@ -24,7 +24,11 @@
  *   meets a closed port), the connections the kernel already queued are
  *   accepted and served with `Connection: close`, then the listener closes
  *   (Node's own `server.close()` is not used: it destroys idle keep-alive
- *   sockets and resets a request on its way in). An idle keep-alive
+ *   sockets and resets a request on its way in). A socket inherited from a
+ *   supervisor (socket activation, see `Listen`) is shared with the next
+ *   process: its backlog is left alone and only this process's descriptor
+ *   closes, so new connections wait in the kernel for the successor instead
+ *   of being refused. An idle keep-alive
  *   connection is ended (FIN) once it has been idle for `idleGrace` (default
  *   100 ms), since its client may be writing the next request; a connection
  *   that has sent nothing yet gets `newConnectionGrace` (default 5 s, as in

@@ -33,8 +33,6 @@ import { ReportBuilder } from "./reportBuilder.ts"
 import type * as ReportFile from "./reportFile.ts"
 import * as Triggers from "./triggers.ts"
 
-export { DUPLICATE_SIGNAL_MS } from "./triggers.ts"
-
 export interface Coordinator {
   readonly lifecycle: Lifecycle.LifecycleService
   readonly onEvent: (event: SignalEvent) => void
@@ -54,7 +52,7 @@ export type Services =
   | Adapter.InFlightRegistry
   | Adapter.ReleaseRegistry
 
-export const triggerFromExit = (exit: Exit.Exit<unknown, unknown>): Report.Trigger => {
+const triggerFromExit = (exit: Exit.Exit<unknown, unknown>): Report.Trigger => {
   if (Exit.isSuccess(exit)) return { _tag: "Completed" }
   const cause = exit.cause
   if (Cause.hasDies(cause)) return { _tag: "Defect", source: "program", cause: Cause.pretty(cause) }
