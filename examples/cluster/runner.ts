@@ -9,8 +9,9 @@
  *   MODE           `graceful` (effect-graceful's lifecycle, the default) or
  *                  `plain` (Effect's `NodeRuntime.runMain` alone: the baseline)
  *   SHARDS         shards per group (default 30)
+ *   HANDOFF        `afterDrain` (default) or `atClosing` (see Cluster.Options.handoff)
  *
- * Routes: `POST /increment?account=A&key=K` (persisted), `GET /ping?account=A`
+ * Routes: `POST /increment?account=A&key=K[&ms=N]` (persisted; `ms` of work first), `GET /ping?account=A`
  * (volatile), `/health/live`, `/health/ready`.
  */
 import { NodeClusterSocket, NodeHttpServer, NodeRuntime } from "@effect/platform-node"
@@ -45,6 +46,9 @@ const Routes = HttpRouter.addAll([
   HttpRouter.route("POST", "/increment", Effect.gen(function*() {
     const request = yield* HttpServerRequest.HttpServerRequest
     const client = yield* Account.client
+    // `ms`: work the request does before it calls the entity (0 to 10000).
+    const ms = Math.min(10_000, Math.max(0, Number(search(request, "ms")) || 0))
+    if (ms > 0) yield* Effect.sleep(ms)
     const count = yield* client(search(request, "account")).Increment({ key: search(request, "key") })
     return HttpServerResponse.jsonUnsafe({ count })
   }).pipe(Effect.catchCause((cause) => Effect.succeed(HttpServerResponse.text(String(cause), { status: 503 }))))),
@@ -87,7 +91,11 @@ if (mode === "plain") {
       AccountLive(runnerName).pipe(
         Layer.provideMerge(NodeClusterSocket.layer({ storage: "sql", shardingConfig }))
       ),
-    { runnerAddress: { host, port: runnerPort }, shardingConfig: { shardsPerGroup } }
+    {
+      runnerAddress: { host, port: runnerPort },
+      shardingConfig: { shardsPerGroup },
+      handoff: env("HANDOFF", "afterDrain") === "atClosing" ? "atClosing" : "afterDrain"
+    }
   )
   const App = HttpRouter.serve(Routes).pipe(
     Layer.provide(Layer.effectDiscard(printPort)),

@@ -54,7 +54,7 @@ import * as SqlClient from "effect/sql/SqlClient"
 import * as Adapter from "../Adapter.ts"
 import * as Health from "../Health.ts"
 import type { InFlight } from "../InFlight.ts"
-import type { Lifecycle } from "../Lifecycle.ts"
+import * as Lifecycle from "../Lifecycle.ts"
 import * as PlatformCheck from "../PlatformCheck.ts"
 import * as ShutdownConfig from "../ShutdownConfig.ts"
 
@@ -125,6 +125,14 @@ export interface Options {
   readonly storagePrefix?: string | undefined
   /** How long start-up waits for the runner to register. Default 30 seconds. */
   readonly registrationTimeout?: Duration.Input | undefined
+  /**
+   * When the shards are handed off. `"afterDrain"` (the default): in the
+   * Releasing phase, after HTTP and other in-flight work have drained,
+   * entities serving them meanwhile. `"atClosing"`: as the listeners close,
+   * while the drain runs: calls that draining requests still make then fail
+   * (measured in bench:cluster; kept for that comparison).
+   */
+  readonly handoff?: "afterDrain" | "atClosing" | undefined
   /** Called with what the handoff did, after the scope has closed. */
   readonly onHandoff?: ((handoff: Handoff) => Effect.Effect<void>) | undefined
 }
@@ -434,7 +442,7 @@ const isRegistered = (sql: SqlClient.SqlClient, prefix: string, address: string)
 export const layer = <ROut, E, RIn>(
   make: (shardingConfig: Partial<ShardingConfig.ShardingConfig["Service"]>) => Layer.Layer<ROut | Sharding, E, RIn>,
   options: Options
-): Layer.Layer<ROut | Sharding | HandlerGate, E | Error, RIn | SqlClient.SqlClient | Lifecycle | InFlight | Health.Health> =>
+): Layer.Layer<ROut | Sharding | HandlerGate, E | Error, RIn | SqlClient.SqlClient | Lifecycle.Lifecycle | InFlight | Health.Health> =>
   Layer.effectContext(Effect.gen(function*() {
     const name = options.name ?? "cluster runner"
     const prefix = options.storagePrefix ?? "cluster"
@@ -532,6 +540,14 @@ export const layer = <ROut, E, RIn>(
       if (options.onHandoff !== undefined) yield* options.onHandoff(report)
     })
 
-    yield* Effect.addFinalizer((exit) => runRelease(handoff, exit))
+    // Runs once: at Closing (a hook) or in the Releasing phase (the release).
+    let handedOff = false
+    const handoffOnce = Effect.suspend(() => {
+      if (handedOff) return Effect.void
+      handedOff = true
+      return handoff
+    })
+    if (options.handoff === "atClosing") yield* Lifecycle.addHook(`${name}: handoff`, "Closing", handoffOnce)
+    yield* Effect.addFinalizer((exit) => runRelease(handoffOnce, exit))
     return Context.add(context, HandlerGate, gate)
   }))
