@@ -44,6 +44,7 @@ import * as Context from "effect/Context"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
+import * as Fiber from "effect/Fiber"
 import * as Latch from "effect/Latch"
 import * as Layer from "effect/Layer"
 import * as Metric from "effect/Metric"
@@ -272,6 +273,8 @@ export interface HandlerGateService {
   readonly run: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
   /** Closes the gate; completes once no handler runs. */
   readonly quiesce: Effect.Effect<void>
+  /** Interrupts the handlers still running (at the quiesce deadline). */
+  readonly interruptRunning: Effect.Effect<void>
 }
 
 /**
@@ -311,30 +314,31 @@ export class HandlerGate
  * @since 0.2.0
  */
 export const makeGate: Effect.Effect<HandlerGateService> = Effect.sync(() => {
-  let running = 0
+  const running = new Set<Fiber.Fiber<unknown, unknown>>()
   let open = true
   const idle = Latch.makeUnsafe(true)
   const never = Effect.never
   return {
-    running: () => running,
+    running: () => running.size,
     isOpen: () => open,
     run: <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
-      Effect.suspend(() => {
+      Effect.withFiber((fiber) => {
         if (!open) return never
-        running++
+        running.add(fiber)
         idle.closeUnsafe()
         return Effect.ensuring(
           effect,
           Effect.sync(() => {
-            running--
-            if (running === 0) idle.openUnsafe()
+            running.delete(fiber)
+            if (running.size === 0) idle.openUnsafe()
           })
         )
       }),
     quiesce: Effect.suspend(() => {
       open = false
       return idle.await
-    })
+    }),
+    interruptRunning: Effect.suspend(() => Fiber.interruptAll([...running]))
   }
 })
 
@@ -442,7 +446,7 @@ const isRegistered = (sql: SqlClient.SqlClient, prefix: string, address: string)
 export const layer = <ROut, E, RIn>(
   make: (shardingConfig: Partial<ShardingConfig.ShardingConfig["Service"]>) => Layer.Layer<ROut | Sharding, E, RIn>,
   options: Options
-): Layer.Layer<ROut | Sharding | HandlerGate, E | Error, RIn | SqlClient.SqlClient | Lifecycle.Lifecycle | InFlight | Health.Health> =>
+): Layer.Layer<ROut | Sharding | HandlerGate, E | Error, RIn | Lifecycle.Lifecycle | InFlight | Health.Health> =>
   Layer.effectContext(Effect.gen(function*() {
     const name = options.name ?? "cluster runner"
     const prefix = options.storagePrefix ?? "cluster"
@@ -455,7 +459,10 @@ export const layer = <ROut, E, RIn>(
       entityTerminationTimeout: parts.entityTerminationTimeout
     }
 
-    const sql = yield* SqlClient.SqlClient
+    // SQL runner storage: registration is read from its runners table.
+    // Without a SQL client (in-memory storage), the runner counts as
+    // registered once its layer is built.
+    const sql = yield* Effect.serviceOption(SqlClient.SqlClient)
     const registry = yield* Adapter.releaseRegistry
     const inFlight = yield* Adapter.inFlightRegistry
     const gate = yield* makeGate
@@ -484,7 +491,8 @@ export const layer = <ROut, E, RIn>(
         )
         // Not Ready until the runner has registered: other runners (and
         // Kubernetes runner health) see it only then.
-        yield* isRegistered(sql, prefix, address).pipe(
+        if (Option.isNone(sql)) return context
+        yield* isRegistered(sql.value, prefix, address).pipe(
           Effect.catchCause(() => Effect.succeed(false)),
           Effect.repeat({ until: (registered) => registered, schedule: Schedule.spaced(100) }),
           Effect.timeoutOrElse({
@@ -497,11 +505,13 @@ export const layer = <ROut, E, RIn>(
     )
     const sharding = Context.get(context, Sharding)
 
-    yield* Health.addCheck(
-      "cluster",
-      Effect.flatMap(isRegistered(sql, prefix, address), (registered) =>
-        registered ? Effect.void : Effect.fail(new Error("runner not registered")))
-    )
+    if (Option.isSome(sql)) {
+      yield* Health.addCheck(
+        "cluster",
+        Effect.flatMap(isRegistered(sql.value, prefix, address), (registered) =>
+          registered ? Effect.void : Effect.fail(new Error("runner not registered")))
+      )
+    }
 
     const handoff = Effect.gen(function*() {
       const startedAt = yield* Clock.currentTimeMillis
@@ -511,6 +521,9 @@ export const layer = <ROut, E, RIn>(
       // Handlers stop starting; the running ones finish.
       const quiesced = yield* Effect.timeoutOption(gate.quiesce, parts.quiesce)
       const handlersCut = Option.isNone(quiesced) ? gate.running() : 0
+      // Cut at the quiesce deadline: interrupted, so that the close does not
+      // wait for them (persisted messages stay for the next owner).
+      if (handlersCut > 0) yield* Effect.timeoutOption(gate.interruptRunning, parts.quiesce)
       for (let i = 0; i < handlersCut; i++) {
         inFlight.addUnsafe({
           kind: "cluster handler",
@@ -532,7 +545,7 @@ export const layer = <ROut, E, RIn>(
         entitiesTerminated: Math.max(0, entitiesActive - entitiesAfter),
         handlersAtStart,
         handlersCut,
-        persistedLeft: yield* countPersistedLeft(sql, prefix, held),
+        persistedLeft: Option.isSome(sql) ? yield* countPersistedLeft(sql.value, prefix, held) : 0,
         quiesceMs: quiescedAt - startedAt,
         closeMs: closedAt - quiescedAt
       }
