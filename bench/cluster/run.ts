@@ -239,6 +239,11 @@ const variant = async ({ key, name, mode, env }: Variant, crash: boolean) => {
         `restart ${i + 1}/${RESTARTS}: exit ${exitCodes.at(-1)} after ${Math.round(sigtermToExit.at(-1)!)} ms; ` +
           `replacement holds shards ${Math.round(performance.now() - at)} ms after SIGTERM`
       )
+      if (exit.at - at > 3_000) {
+        // A slow exit: what the runner said about its shutdown.
+        const lines = old.output.split("\n").filter((line) => /shutdown|handoff|released|cut|WARN|ERROR/.test(line))
+        console.log(`  slow exit, runner ${old.port}:\n  ${lines.slice(-12).join("\n  ")}`)
+      }
       await H.sleep(1_000)
     }
     await H.sleep(2_000)
@@ -279,7 +284,8 @@ const variant = async ({ key, name, mode, env }: Variant, crash: boolean) => {
       `SELECT count(*) AS n FROM (SELECT key FROM account_increments GROUP BY key HAVING count(*) > 1) AS twice`
     )).rows[0].n)
     await db.end()
-    const gaps = watch.gaps
+    // The restarts' gaps, before the crash adds its own.
+    const gaps = [...watch.gaps]
     if (crash) {
       // A crash: SIGKILL one runner; its shards are free in Postgres at once
       // (the session ends), but the others take them only once the cluster
