@@ -285,7 +285,7 @@ export interface HandlerGateService {
  * import { Effect } from "effect"
  * import * as Cluster from "effect-graceful/Cluster"
  *
- * const runningNow = Effect.map(Cluster.HandlerGate.asEffect(), (gate) => gate.running())
+ * const runningNow = Cluster.HandlerGate.use((gate) => Effect.succeed(gate.running()))
  * ```
  *
  * @category services
