@@ -77,7 +77,7 @@ describe("Cluster runners, rolling restart on Postgres", () => {
       const replacement = H.startRunner({ database, port: old.port, mode: "graceful", shards: SHARDS })
       runners.push(replacement)
       slots[i] = replacement
-      await H.waitFor(`replacement ${old.port} holds shards`, holdsShards(old.port), 60_000)
+      await H.waitFor(`replacement ${old.port} holds shards`, holdsShards(old.port), 120_000)
       await H.waitFor("all shards held", allHeld, 30_000)
       expect(old.output).toContain("cluster handoff")
       expect(old.output).toContain("exit 0")
@@ -104,5 +104,5 @@ describe("Cluster runners, rolling restart on Postgres", () => {
     const rows = Number((await db.query(`SELECT count(*) AS n FROM account_increments`)).rows[0].n)
     expect({ sent, rows, lost, twice }).toEqual({ sent, rows: sent, lost: 0, twice: 0 })
     expect(exits).toEqual(Array(RESTARTS).fill(0))
-  })
+  }, 300_000)
 })
