@@ -20,7 +20,7 @@ interface Crash {
   readonly name: "crash"
   readonly shards: number
   readonly servedAgainMs: number | null
-  readonly gracefulHandoffShardUnownedMaxMs: number
+  readonly gracefulHandoffShardUnownedMaxMs: number | null
 }
 
 const result = JSON.parse(readFileSync(join(import.meta.dirname, "..", "results", "cluster.json"), "utf8")) as {
@@ -49,7 +49,9 @@ if (crash !== undefined) {
   console.log(
     `\none runner SIGKILLed: its ${crash.shards} shards were held again after ` +
       `${crash.servedAgainMs === null ? "more than 90 s" : `${n(crash.servedAgainMs)} ms`} ` +
-      `(the other runners take them once they stop counting the dead runner); after a SIGTERM, a shard's longest gap was ` +
-      `${n(crash.gracefulHandoffShardUnownedMaxMs)} ms.`
+      `(the other runners take them once they stop counting the dead runner)` +
+      (crash.gracefulHandoffShardUnownedMaxMs === null
+        ? "."
+        : `; after a SIGTERM, a shard's longest gap was ${n(crash.gracefulHandoffShardUnownedMaxMs)} ms.`)
   )
 }
