@@ -158,6 +158,25 @@ const peerSpecs = (names: ReadonlyArray<string>) =>
     return [`${name}@${peers[name]}`, ...(dev[types] === undefined ? [] : [`${types}@${dev[types]}`])]
   })
 
+/**
+ * For the lowest variant: the optional peers that peer on a required peer
+ * themselves (`@effect/sql-pg` peers on `effect`) at the lowest version their
+ * range allows. At their range, npm takes the newest (`@effect/sql-pg@4.1.5`,
+ * which needs `effect@^4.1.5`) and the install fails with ERESOLVE beside
+ * `effect@4.0.6`; an app on the oldest supported effect uses the oldest client.
+ */
+const lowestPeerSpecs = async (names: ReadonlyArray<string>): Promise<Array<string>> => {
+  const specs: Array<string> = []
+  for (const name of names) {
+    const oldest = lowest(peers[name]!)
+    const theirPeers = Object.keys(await view(`${name}@${oldest}`, "peerDependencies"))
+    const pinned = theirPeers.some((peer) => requiredPeers.includes(peer))
+    const types = typesPackage(name)
+    specs.push(`${name}@${pinned ? oldest : peers[name]}`, ...(dev[types] === undefined ? [] : [`${types}@${dev[types]}`]))
+  }
+  return specs
+}
+
 /** A field of a published version's manifest (`{}` when it has none). */
 const view = async (spec: string, field: string): Promise<Record<string, string>> => {
   const ran = await run("npm", ["view", spec, field, "--json", "--prefer-offline"], tmpdir(), 60_000)
@@ -481,7 +500,7 @@ const check = async () => {
       tarballPath,
       ...requiredPeers.map((name) => `${name}@${variant.versions[name]}`),
       ...pins,
-      ...peerSpecs(optionalPeers),
+      ...(variant.label === "lowest" ? await lowestPeerSpecs(optionalPeers) : peerSpecs(optionalPeers)),
       ...testSpecs
     ])
     if (installed === undefined) return undefined
