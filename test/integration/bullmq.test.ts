@@ -1,0 +1,115 @@
+import { Queue } from "bullmq"
+import { createClient } from "redis"
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest"
+import { type Fixture, start, uniqueName } from "./harness.ts"
+import { DRAIN_MS, jobs, runQueueRounds, shutdownEnv, type Store, summary, TOTAL } from "./queueRounds.ts"
+
+/**
+ * Both modes use a 5 s lockDuration and stalledInterval instead of BullMQ's
+ * 30 s, so the by-hand run (whose abandoned jobs wait for the lock to
+ * expire) stays bounded; ours does not depend on it.
+ */
+const LOCK_MS = 5000
+const redis = createClient({ url: "redis://127.0.0.1:6379" })
+const prefixes: Array<string> = []
+let running: Array<Fixture> = []
+
+beforeAll(async () => {
+  await redis.connect()
+})
+afterEach(() => {
+  for (const child of running) child.cleanup()
+  running = []
+})
+afterAll(async () => {
+  for (const prefix of prefixes) {
+    for await (const keys of redis.scanIterator({ MATCH: `${prefix}:*`, COUNT: 1000 })) {
+      if (keys.length > 0) await redis.del(keys)
+    }
+  }
+  await redis.quit()
+})
+
+const storeOf = (prefix: string, queue: Queue): Store => ({
+  starts: async () =>
+    (await redis.lRange(`${prefix}:starts`, 0, -1)).map((line) => {
+      const [id, proc, at] = line.split(" ").map(Number)
+      return { id: id!, proc: proc!, at: at! }
+    }),
+  dones: async () =>
+    (await redis.lRange(`${prefix}:done`, 0, -1)).map((line) => {
+      const [id, proc] = line.split(" ").map(Number)
+      return { id: id!, proc: proc! }
+    }),
+  idle: async () => {
+    const counts = await queue.getJobCounts("wait", "active", "delayed", "prioritized")
+    return Object.values(counts).every((n) => n === 0)
+  }
+})
+
+/** A queue of its own, under a key prefix of its own, with the 1,000 jobs. */
+const fill = async (mode: string) => {
+  const prefix = uniqueName(`queues-bullmq-${mode}`)
+  prefixes.push(prefix)
+  const client = redis.duplicate()
+  await client.connect()
+  const queue = new Queue("jobs", { connection: client, prefix })
+  await queue.addBulk(jobs().map((job) => ({ name: `job-${job.id}`, data: job })))
+  expect(await queue.count()).toBe(TOTAL)
+  return { prefix, queue, client }
+}
+
+const run = (mode: "ours" | "hand", prefix: string) => (proc: number) => {
+  const child = start("bullmq-worker.ts", {
+    ...shutdownEnv,
+    BULLMQ_MODE: mode,
+    BULLMQ_PREFIX: prefix,
+    BULLMQ_QUEUE: "jobs",
+    PROC: String(proc),
+    LOCK_MS: String(LOCK_MS),
+    DRAIN_MS: String(DRAIN_MS),
+    CONCURRENCY: "2"
+  })
+  running.push(child)
+  return child
+}
+
+const measured: Record<string, ReturnType<typeof summary>> = {}
+
+describe("BullMQ worker, real Redis, real signals", () => {
+  it("1,000 jobs, 10 SIGTERMs mid-flight: none lost, none completed twice, every cut job back in the wait list and running again at once", async () => {
+    const { client, prefix, queue } = await fill("ours")
+    const result = await runQueueRounds({ start: run("ours", prefix), store: storeOf(prefix, queue), ours: true, finalWaitMs: 30_000 })
+    await queue.close()
+    await client.quit()
+    for (const round of result.rounds) {
+      // 1 when a job was cut, else 0; every release within its slice
+      expect(round.exit, result.output()).toBe(round.cut!.length === 0 ? 0 : 1)
+      expect(round.releases!.filter((r) => !r.endsWith(":released"))).toEqual([])
+    }
+    const reportedCuts = result.rounds.flatMap((r) => r.cut!)
+    expect(result.lost, result.output()).toEqual([])
+    expect(result.completedTwice).toEqual([])
+    expect(result.cut).toBeGreaterThan(0)
+    // each job the store shows cut is one the reports named (queue, id, name)
+    expect(reportedCuts.length).toBe(result.cut)
+    expect(reportedCuts.every((label) => /^jobs \S+ job-\d+$/.test(label))).toBe(true)
+    expect(result.redelivered).toBe(result.cut)
+    // back in the queue at once: well under a second, not after the 5 s lock
+    expect(Math.max(...result.rerunDelays)).toBeLessThan(1000)
+    measured.ours = summary(result)
+    console.log(`[measured] bullmq ours: ${JSON.stringify(measured.ours)}`)
+  })
+
+  it("the same rounds with close() raced against the drain by hand: cut jobs wait for the lock to expire", async () => {
+    const { client, prefix, queue } = await fill("hand")
+    const result = await runQueueRounds({ start: run("hand", prefix), store: storeOf(prefix, queue), ours: false, finalWaitMs: 4 * LOCK_MS })
+    await queue.close()
+    await client.quit()
+    expect(result.cut).toBeGreaterThan(0)
+    // an abandoned job keeps its lock: it runs again only after lockDuration
+    expect(Math.min(...result.rerunDelays)).toBeGreaterThan(LOCK_MS - DRAIN_MS - 500)
+    measured.hand = summary(result)
+    console.log(`[measured] bullmq by hand: ${JSON.stringify(measured.hand)}`)
+  })
+})
