@@ -18,9 +18,12 @@ export const ROUNDS = 10
 /** The drain both modes get: SHUTDOWN_DRAIN_TIMEOUT for ours, the race in the by-hand worker. */
 export const DRAIN_MS = 250
 
-/** Every 20th job takes 700 ms (longer than the drain: cut if in flight at SIGTERM); the rest 20 to 50 ms. */
-export const jobs = (): ReadonlyArray<{ readonly id: number; readonly ms: number }> =>
-  Array.from({ length: TOTAL }, (_, id) => ({ id, ms: id % 20 === 0 ? 700 : 20 + (id % 7) * 5 }))
+/**
+ * Every 20th job takes `longMs` (700 ms by default: longer than the drain,
+ * so cut if in flight at SIGTERM); the rest 20 to 50 ms.
+ */
+export const jobs = (longMs = 700): ReadonlyArray<{ readonly id: number; readonly ms: number }> =>
+  Array.from({ length: TOTAL }, (_, id) => ({ id, ms: id % 20 === 0 ? longMs : 20 + (id % 7) * 5 }))
 
 export const shutdownEnv = {
   SHUTDOWN_DRAIN_TIMEOUT: `${DRAIN_MS} millis`,

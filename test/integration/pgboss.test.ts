@@ -1,0 +1,117 @@
+import pg from "pg"
+import { PgBoss } from "pg-boss"
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest"
+import { type Fixture, start, uniqueName } from "./harness.ts"
+import { DRAIN_MS, jobs, runQueueRounds, shutdownEnv, type Store, summary, TOTAL } from "./queueRounds.ts"
+
+/**
+ * Long jobs take 1.5 s here, not 700 ms: `boss.stop()` waits at least 1 s
+ * whatever its `timeout`, so by hand only a job longer than that is cut.
+ * Ours cuts at the same 250 ms drain as the other brokers.
+ */
+const LONG_MS = 1500
+const connectionString = "postgres://postgres@127.0.0.1:5432/test"
+const db = new pg.Pool({ connectionString, max: 2 })
+const schemas: Array<string> = []
+let running: Array<Fixture> = []
+
+beforeAll(async () => {
+  await db.query("SELECT 1")
+})
+afterEach(() => {
+  for (const child of running) child.cleanup()
+  running = []
+})
+afterAll(async () => {
+  for (const schema of schemas) await db.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`)
+  await db.end()
+})
+
+/** pg-boss in a schema of its own, the 1,000 jobs in queue `jobs`, and the handlers' record tables beside it. */
+const fill = async (mode: string) => {
+  const schema = uniqueName(`queues_pgboss_${mode}`)
+  const records = `${schema}_records`
+  schemas.push(schema, records)
+  await db.query(`CREATE SCHEMA "${records}"`)
+  await db.query(`CREATE TABLE "${records}".starts (id int NOT NULL, proc int NOT NULL, at bigint NOT NULL)`)
+  await db.query(`CREATE TABLE "${records}".done (id int NOT NULL, proc int NOT NULL)`)
+  const boss = new PgBoss({ connectionString, schema, supervise: false, schedule: false })
+  boss.on("error", () => {})
+  await boss.start()
+  await boss.createQueue("jobs")
+  // One send per job, so each has a created_on of its own (one `insert` gives
+  // all the same one): a job made available again keeps its place, ahead of
+  // every job created after it.
+  const all = jobs(LONG_MS)
+  for (let i = 0; i < all.length; i += 50) {
+    await Promise.all(all.slice(i, i + 50).map((job) => boss.send("jobs", job)))
+  }
+  await boss.stop({ graceful: false })
+  const store: Store = {
+    starts: async () =>
+      (await db.query<{ id: number; proc: number; at: string }>(`SELECT id, proc, at FROM "${records}".starts`)).rows
+        .map((row) => ({ id: row.id, proc: row.proc, at: Number(row.at) })),
+    dones: async () => (await db.query<{ id: number; proc: number }>(`SELECT id, proc FROM "${records}".done`)).rows,
+    idle: async () =>
+      Number(
+        (await db.query(`SELECT count(*) AS n FROM "${schema}".job WHERE name = 'jobs' AND state IN ('created', 'retry', 'active')`))
+          .rows[0].n
+      ) === 0
+  }
+  const counted = async () => {
+    const { rows } = await db.query(
+      `SELECT count(*) FILTER (WHERE retry_count > 0) AS retried, count(*) FILTER (WHERE state = 'failed') AS failed,
+              count(*) FILTER (WHERE state = 'completed') AS completed
+       FROM "${schema}".job WHERE name = 'jobs'`
+    )
+    return { retried: Number(rows[0].retried), failed: Number(rows[0].failed), completed: Number(rows[0].completed) }
+  }
+  return { schema, records, store, counted }
+}
+
+const run = (mode: "ours" | "hand", schema: string, records: string) => (proc: number) => {
+  const child = start("pgboss-worker.ts", {
+    ...shutdownEnv,
+    PGBOSS_MODE: mode,
+    PGBOSS_SCHEMA: schema,
+    PGBOSS_RECORDS: records,
+    PROC: String(proc),
+    DRAIN_MS: String(DRAIN_MS),
+    CONCURRENCY: "2"
+  })
+  running.push(child)
+  return child
+}
+
+describe("pg-boss worker, real Postgres, real signals", () => {
+  it("1,000 jobs, 10 SIGTERMs mid-flight: none lost, none completed twice, every cut job available again at once, no attempt counted", async () => {
+    const { counted, records, schema, store } = await fill("ours")
+    const result = await runQueueRounds({ start: run("ours", schema, records), store, ours: true, finalWaitMs: 30_000 })
+    for (const round of result.rounds) {
+      expect(round.exit, result.output()).toBe(round.cut!.length === 0 ? 0 : 1)
+      expect(round.releases!.filter((r) => !r.endsWith(":released"))).toEqual([])
+    }
+    const reportedCuts = result.rounds.flatMap((r) => r.cut!)
+    expect(result.lost, result.output()).toEqual([])
+    expect(result.completedTwice).toEqual([])
+    expect(result.cut).toBeGreaterThan(0)
+    expect(reportedCuts.length).toBe(result.cut)
+    expect(reportedCuts.every((label) => /^jobs [0-9a-f-]{36}$/.test(label))).toBe(true)
+    expect(result.redelivered).toBe(result.cut)
+    // the next poll (500 ms) takes it: well under a second
+    expect(Math.max(...result.rerunDelays)).toBeLessThan(1000)
+    // from pg-boss's own table: every job completed, none counted a retry
+    expect(await counted()).toEqual({ retried: 0, failed: 0, completed: TOTAL })
+    console.log(`[measured] pg-boss ours: ${JSON.stringify({ ...summary(result), ...await counted() })}`)
+  })
+
+  it("the same rounds with boss.stop() by hand: cut jobs are failed, their attempt counted", async () => {
+    const { counted, records, schema, store } = await fill("hand")
+    const result = await runQueueRounds({ start: run("hand", schema, records), store, ours: false, finalWaitMs: 30_000 })
+    expect(result.cut).toBeGreaterThan(0)
+    const figures = await counted()
+    // stop() fails what is still active when its (at least 1 s) timeout ends: an attempt counted per cut
+    expect(figures.retried).toBeGreaterThan(0)
+    console.log(`[measured] pg-boss by hand: ${JSON.stringify({ ...summary(result), ...figures })}`)
+  })
+})
