@@ -1,8 +1,12 @@
 import { Queue } from "bullmq"
+import { Effect, Fiber } from "effect"
 import { createClient } from "redis"
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest"
+import * as BullMQ from "../../src/adapters/BullMQ.ts"
+import { Graceful, Lifecycle } from "../../src/index.ts"
+import * as GracefulTest from "../../src/testing.ts"
 import { type Fixture, start, uniqueName } from "./harness.ts"
-import { DRAIN_MS, jobs, runQueueRounds, shutdownEnv, type Store, summary, TOTAL } from "./queueRounds.ts"
+import { DRAIN_MS, jobs, runQueueRounds, shutdownEnv, type Store, summary } from "./queueRounds.ts"
 
 /**
  * Both modes use a 5 s lockDuration and stalledInterval instead of BullMQ's
@@ -47,17 +51,20 @@ const storeOf = (prefix: string, queue: Queue): Store => ({
   }
 })
 
-/** A queue of its own, under a key prefix of its own, with the 1,000 jobs. */
-const fill = async (mode: string) => {
+/** A queue of its own, under a key prefix of its own, with these jobs. */
+const fillWith = async (mode: string, added: ReadonlyArray<{ readonly name: string; readonly data: { readonly id: number; readonly ms: number } }>) => {
   const prefix = uniqueName(`queues-bullmq-${mode}`)
   prefixes.push(prefix)
   const client = redis.duplicate()
   await client.connect()
   const queue = new Queue("jobs", { connection: client, prefix })
-  await queue.addBulk(jobs().map((job) => ({ name: `job-${job.id}`, data: job })))
-  expect(await queue.count()).toBe(TOTAL)
+  await queue.addBulk([...added])
+  expect(await queue.count()).toBe(added.length)
   return { prefix, queue, client }
 }
+
+/** The 1,000 jobs of the round test. */
+const fill = (mode: string) => fillWith(mode, jobs().map((job) => ({ name: `job-${job.id}`, data: job })))
 
 const run = (mode: "ours" | "hand", prefix: string) => (proc: number) => {
   const child = start("bullmq-worker.ts", {
@@ -111,5 +118,94 @@ describe("BullMQ worker, real Redis, real signals", () => {
     expect(Math.min(...result.rerunDelays)).toBeGreaterThan(LOCK_MS - DRAIN_MS - 500)
     measured.hand = summary(result)
     console.log(`[measured] bullmq by hand: ${JSON.stringify(measured.hand)}`)
+  })
+})
+
+describe("BullMQ adapter in one process, real Redis", () => {
+  it("a job cut at the deadline is back at the head of the wait list at once, its attemptsMade unchanged, and the report names it", async () => {
+    const { client, prefix, queue } = await fillWith("cut", [{ name: "slow", data: { id: 1, ms: 60_000 } }, { name: "next", data: { id: 2, ms: 10 } }])
+    let resolveStarted = () => {}
+    const started = { promise: new Promise<void>((resolve) => (resolveStarted = resolve)), resolve: () => resolveStarted() }
+    const report = await Effect.runPromise(Effect.gen(function*() {
+      const connection = yield* Effect.promise(async () => {
+        const c = redis.duplicate()
+        await c.connect()
+        return c
+      })
+      const fiber = yield* Effect.forkChild(Graceful.run(
+        Effect.gen(function*() {
+          yield* BullMQ.worker<{ readonly id: number; readonly ms: number }, never>({
+            queue: "jobs",
+            connection,
+            workerOptions: { prefix },
+            handler: (job) => Effect.andThen(Effect.sync(() => started.resolve()), Effect.sleep(job.data.ms))
+          })
+          return yield* Effect.never
+        }),
+        { timeout: "10 seconds", drainTimeout: "300 millis" }
+      ))
+      yield* Effect.promise(() => started.promise)
+      yield* GracefulTest.send("SIGTERM")
+      const report = yield* Fiber.join(fiber)
+      yield* Effect.promise(() => connection.quit())
+      return report
+    }).pipe(Effect.provide(GracefulTest.layer)))
+    // BullMQ takes the next job from the right end of the wait list
+    const head = await redis.lIndex(`${prefix}:jobs:wait`, -1)
+    const job = (await queue.getJob(head!))!
+    const state = await job.getState()
+    await queue.close()
+    await client.quit()
+    expect(report.cut).toEqual([{ kind: "job", label: `jobs ${job.id} slow`, ageMs: expect.any(Number) }])
+    expect(report.cut[0]!.ageMs).toBeGreaterThanOrEqual(300)
+    // the head of the wait list: the next worker takes it first, with no lock to wait for
+    expect(job.name).toBe("slow")
+    expect(state).toBe("waiting")
+    expect(job.attemptsMade).toBe(0)
+    expect(job.failedReason ?? "").toBe("")
+    expect(report.releases.map((r) => `${r.name}:${r.outcome}`)).toEqual(["bullmq jobs:released"])
+  })
+
+  it("the producer's adds still pending at SIGTERM are awaited before the queue closes: every job is in Redis", async () => {
+    const prefix = uniqueName("queues-bullmq-producer")
+    prefixes.push(prefix)
+    const count = 2000
+    let pendingAtSigterm = 0
+    const report = await Effect.runPromise(Effect.gen(function*() {
+      const connection = yield* Effect.promise(async () => {
+        const c = redis.duplicate()
+        await c.connect()
+        return c
+      })
+      const fiber = yield* Effect.forkChild(Graceful.run(
+        Effect.gen(function*() {
+          const producer = yield* BullMQ.queue<{ readonly n: number }>({ queue: "jobs", connection, queueOptions: { prefix } })
+          yield* Effect.forkDetach(Effect.forEach(Array.from({ length: count }, (_, n) => n), (n) => producer.add("job", { n }), {
+            concurrency: "unbounded",
+            discard: true
+          }))
+          yield* Effect.yieldNow
+          yield* Lifecycle.addHook("count pending", "Closing", Effect.sync(() => {
+            pendingAtSigterm = producer.pending()
+          }))
+          return yield* Effect.never
+        }),
+        { timeout: "10 seconds", drainTimeout: "100 millis" }
+      ))
+      yield* Effect.sleep("20 millis")
+      yield* GracefulTest.send("SIGTERM")
+      const report = yield* Fiber.join(fiber)
+      yield* Effect.promise(() => connection.quit())
+      return report
+    }).pipe(Effect.provide(GracefulTest.layer)))
+    const client = redis.duplicate()
+    await client.connect()
+    const queue = new Queue("jobs", { connection: client, prefix })
+    const inRedis = await queue.count()
+    await queue.close()
+    await client.quit()
+    expect(pendingAtSigterm).toBeGreaterThan(0)
+    expect(report.releases.map((r) => `${r.name}:${r.outcome}`)).toEqual(["bullmq jobs (producer):released"])
+    expect(inRedis).toBe(count)
   })
 })

@@ -19,11 +19,11 @@ export const ROUNDS = 10
 export const DRAIN_MS = 250
 
 /**
- * Every 20th job takes `longMs` (700 ms by default: longer than the drain,
+ * Every `longEvery`th job (20th by default) takes `longMs` (700 ms by default: longer than the drain,
  * so cut if in flight at SIGTERM); the rest 20 to 50 ms.
  */
-export const jobs = (longMs = 700): ReadonlyArray<{ readonly id: number; readonly ms: number }> =>
-  Array.from({ length: TOTAL }, (_, id) => ({ id, ms: id % 20 === 0 ? longMs : 20 + (id % 7) * 5 }))
+export const jobs = (longMs = 700, longEvery = 20): ReadonlyArray<{ readonly id: number; readonly ms: number }> =>
+  Array.from({ length: TOTAL }, (_, id) => ({ id, ms: id % longEvery === 0 ? longMs : 20 + (id % 7) * 5 }))
 
 export const shutdownEnv = {
   SHUTDOWN_DRAIN_TIMEOUT: `${DRAIN_MS} millis`,
