@@ -1,6 +1,10 @@
+import { Effect, Fiber } from "effect"
 import pg from "pg"
 import { PgBoss } from "pg-boss"
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest"
+import * as Adapter from "../../src/adapters/PgBoss.ts"
+import { Graceful } from "../../src/index.ts"
+import * as GracefulTest from "../../src/testing.ts"
 import { type Fixture, start, uniqueName } from "./harness.ts"
 import { DRAIN_MS, jobs, runQueueRounds, shutdownEnv, type Store, summary, TOTAL } from "./queueRounds.ts"
 
@@ -114,5 +118,41 @@ describe("pg-boss worker, real Postgres, real signals", () => {
     // stop() fails what is still active when its (at least 1 s) timeout ends: an attempt counted per cut
     expect(figures.retried).toBeGreaterThan(0)
     console.log(`[measured] pg-boss by hand: ${JSON.stringify({ ...summary(result), ...figures })}`)
+  })
+})
+
+describe("pg-boss adapter in one process, real Postgres", () => {
+  it("a job cut at the deadline is available again at once (created, no attempt counted), the worker released before the instance", async () => {
+    const schema = uniqueName("queues_pgboss_cut")
+    schemas.push(schema)
+    let started = () => {}
+    const startedOnce = new Promise<void>((resolve) => (started = resolve))
+    const report = await Effect.runPromise(Effect.gen(function*() {
+      const fiber = yield* Effect.forkChild(Graceful.run(
+        Effect.gen(function*() {
+          const boss = yield* Adapter.start({ options: { connectionString, schema } })
+          yield* Effect.promise(() => boss.boss.createQueue("jobs"))
+          yield* Effect.promise(() => boss.boss.send("jobs", { ms: 60_000 }))
+          yield* Adapter.work<{ readonly ms: number }, never>({
+            boss,
+            queue: "jobs",
+            pollInterval: "100 millis",
+            handler: (job) => Effect.andThen(Effect.sync(() => started()), Effect.sleep(job.data.ms))
+          })
+          return yield* Effect.never
+        }),
+        { timeout: "10 seconds", drainTimeout: "300 millis" }
+      ))
+      yield* Effect.promise(() => startedOnce)
+      yield* GracefulTest.send("SIGTERM")
+      return yield* Fiber.join(fiber)
+    }).pipe(Effect.provide(GracefulTest.layer)))
+    const { rows } = await db.query(
+      `SELECT id, state, retry_count, started_on, start_after <= now() AS available FROM "${schema}".job WHERE name = 'jobs'`
+    )
+    expect(rows).toEqual([{ id: expect.any(String), state: "created", retry_count: 0, started_on: null, available: true }])
+    expect(report.cut).toEqual([{ kind: "job", label: `jobs ${rows[0].id}`, ageMs: expect.any(Number) }])
+    // the worker's loops end before pg-boss stops and closes its pool
+    expect(report.releases.map((r) => `${r.name}:${r.outcome}`)).toEqual(["pg-boss jobs:released", "pg-boss:released"])
   })
 })
