@@ -6,7 +6,7 @@ import * as BullMQ from "../../src/adapters/BullMQ.ts"
 import { Graceful, Lifecycle } from "../../src/index.ts"
 import * as GracefulTest from "../../src/testing.ts"
 import { type Fixture, start, uniqueName } from "./harness.ts"
-import { DRAIN_MS, jobs, runQueueRounds, shutdownEnv, type Store, summary } from "./queueRounds.ts"
+import { DRAIN_MS, jobs, recordFigures, runQueueRounds, shutdownEnv, type Store, summary } from "./queueRounds.ts"
 
 /**
  * Both modes use a 5 s lockDuration and stalledInterval instead of BullMQ's
@@ -105,6 +105,7 @@ describe("BullMQ worker, real Redis, real signals", () => {
     // back in the queue at once: well under a second, not after the 5 s lock
     expect(Math.max(...result.rerunDelays)).toBeLessThan(1000)
     measured.ours = summary(result)
+    recordFigures("bullmq", "ours", { ...measured.ours, lockDurationMs: LOCK_MS })
     console.log(`[measured] bullmq ours: ${JSON.stringify(measured.ours)}`)
   })
 
@@ -117,6 +118,7 @@ describe("BullMQ worker, real Redis, real signals", () => {
     // an abandoned job keeps its lock: it runs again only after lockDuration
     expect(Math.min(...result.rerunDelays)).toBeGreaterThan(LOCK_MS - DRAIN_MS - 500)
     measured.hand = summary(result)
+    recordFigures("bullmq", "by hand", { ...measured.hand, lockDurationMs: LOCK_MS })
     console.log(`[measured] bullmq by hand: ${JSON.stringify(measured.hand)}`)
   })
 })

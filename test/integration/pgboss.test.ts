@@ -6,7 +6,7 @@ import * as Adapter from "../../src/adapters/PgBoss.ts"
 import { Graceful } from "../../src/index.ts"
 import * as GracefulTest from "../../src/testing.ts"
 import { type Fixture, start, uniqueName } from "./harness.ts"
-import { DRAIN_MS, jobs, runQueueRounds, shutdownEnv, type Store, summary, TOTAL } from "./queueRounds.ts"
+import { DRAIN_MS, jobs, recordFigures, runQueueRounds, shutdownEnv, type Store, summary, TOTAL } from "./queueRounds.ts"
 
 /**
  * Long jobs take 1.5 s here, not 700 ms: `boss.stop()` waits at least 1 s
@@ -107,7 +107,9 @@ describe("pg-boss worker, real Postgres, real signals", () => {
     expect(Math.max(...result.rerunDelays)).toBeLessThan(1000)
     // from pg-boss's own table: every job completed, none counted a retry
     expect(await counted()).toEqual({ retried: 0, failed: 0, completed: TOTAL })
-    console.log(`[measured] pg-boss ours: ${JSON.stringify({ ...summary(result), ...await counted() })}`)
+    const figures = { ...summary(result), ...await counted() }
+    recordFigures("pg-boss", "ours", figures)
+    console.log(`[measured] pg-boss ours: ${JSON.stringify(figures)}`)
   })
 
   it("the same rounds with boss.stop() by hand: cut jobs are failed, their attempt counted", async () => {
@@ -117,6 +119,7 @@ describe("pg-boss worker, real Postgres, real signals", () => {
     const figures = await counted()
     // stop() fails what is still active when its (at least 1 s) timeout ends: an attempt counted per cut
     expect(figures.retried).toBeGreaterThan(0)
+    recordFigures("pg-boss", "by hand", { ...summary(result), ...figures })
     console.log(`[measured] pg-boss by hand: ${JSON.stringify({ ...summary(result), ...figures })}`)
   })
 })

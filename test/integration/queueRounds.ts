@@ -11,6 +11,7 @@
  * hand (`close()` raced against the drain, then exit), so the two can be
  * compared in one run. Used by the integration tests and by `bench:queues`.
  */
+import { appendFileSync } from "node:fs"
 import type { Fixture } from "./harness.ts"
 
 export const TOTAL = 1000
@@ -178,3 +179,14 @@ export const summary = (result: QueueRoundsResult) => ({
   },
   totalMs: result.ms
 })
+
+/**
+ * Appends one run's figures to the file `QUEUES_BENCH_OUT` names (one JSON
+ * object a line), when it is set: `npm run bench:queues` collects them into
+ * bench/results/queues.json.
+ */
+export const recordFigures = (queue: "bullmq" | "pg-boss", mode: "ours" | "by hand", figures: Record<string, unknown>): void => {
+  const out = process.env.QUEUES_BENCH_OUT
+  if (out === undefined || out === "") return
+  appendFileSync(out, JSON.stringify({ queue, mode, ...figures }) + "\n")
+}
