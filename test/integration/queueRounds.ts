@@ -101,7 +101,9 @@ export const runQueueRounds = async (options: {
     // the successor is ready before the SIGTERM: a job moved back has a taker
     const next = options.start(proc + 1)
     await next.waitFor("ready")
-    while (!current.lines().some((line) => line.startsWith("START "))) await sleep(10)
+    // busy: a handler started (bounded: once every job is done nothing starts)
+    const busyBy = Date.now() + 5000
+    while (!current.lines().some((line) => line.startsWith("START ")) && Date.now() < busyBy) await sleep(10)
     await sleep(200 + (proc % 3) * 100)
     const sigtermAt = current.kill("SIGTERM")
     const exit = await current.exited
