@@ -21,9 +21,9 @@
  *    labelled `<queue> <job id> <job name>`, with its age.
  * 4. **Releasing**: `worker.close()` within the release's slice (it waits
  *    for the completions and hand-backs still on the wire), which closes
- *    the Redis connections the worker opened. A connection instance you
- *    pass in is yours: open it as a `Resource` before the worker, and it
- *    closes after it.
+ *    the Redis connections the worker opened. The client you pass in is
+ *    yours: open it before the worker (`effect-graceful/Redis`'s `connect`),
+ *    and it closes after it, last.
  *
  * Compared with `worker.close(true)` by hand: a job abandoned that way keeps
  * its lock until `lockDuration` (30 s by default) expires and the stalled
@@ -119,7 +119,13 @@ export class BullMQAddError extends Data.TaggedError("BullMQAddError")<{
 export interface WorkerOptions<Data, R> {
   /** The queue's name. */
   readonly queue: string
-  /** Redis connection options, or a client you manage yourself. */
+  /**
+   * A Redis client instance (node-redis or ioredis) you manage yourself:
+   * BullMQ duplicates it for the worker's connections, which the worker's
+   * release closes; yours is closed by its own release (open it before the
+   * worker, e.g. with `effect-graceful/Redis`). Connection options work only
+   * where BullMQ can `require` ioredis (CommonJS).
+   */
   readonly connection: bullmq.ConnectionOptions
   /** Processes one job; its success is the job's return value. A failure fails the job (BullMQ's `attempts` apply). */
   readonly handler: (job: bullmq.Job<Data>) => Effect.Effect<unknown, unknown, R>
@@ -273,11 +279,15 @@ const closeWorker = (name: string, worker: bullmq.Worker, timeout: Duration.Inpu
  * import { Effect } from "effect"
  * import { Graceful } from "effect-graceful"
  * import * as BullMQ from "effect-graceful/BullMQ"
+ * import * as Redis from "effect-graceful/Redis"
+ * import { createClient } from "redis"
  *
  * const program = Effect.gen(function*() {
+ *   // opened first, so closed last
+ *   const connection = yield* Redis.connect(createClient({ url: "redis://127.0.0.1:6379" }))
  *   yield* BullMQ.worker({
  *     queue: "emails",
- *     connection: { host: "127.0.0.1", port: 6379 },
+ *     connection,
  *     concurrency: 8,
  *     handler: (job: { readonly data: { readonly to: string } }) => sendEmail(job.data.to)
  *   })
@@ -356,7 +366,7 @@ export const worker = <Data, R>(
 export interface QueueOptions {
   /** The queue's name. */
   readonly queue: string
-  /** Redis connection options, or a client you manage yourself. */
+  /** A Redis client instance you manage yourself (see {@link WorkerOptions.connection}); the queue uses it and never closes it. */
   readonly connection: bullmq.ConnectionOptions
   /** Names the queue in logs and in the report. Default `bullmq <queue> (producer)`. */
   readonly name?: string | undefined
@@ -391,11 +401,14 @@ export interface Producer<Data> {
  * ```ts
  * import { Effect } from "effect"
  * import * as BullMQ from "effect-graceful/BullMQ"
+ * import * as Redis from "effect-graceful/Redis"
+ * import { createClient } from "redis"
  *
  * const program = Effect.gen(function*() {
+ *   const connection = yield* Redis.connect(createClient({ url: "redis://127.0.0.1:6379" }))
  *   const emails = yield* BullMQ.queue<{ readonly to: string }>({
  *     queue: "emails",
- *     connection: { host: "127.0.0.1", port: 6379 },
+ *     connection,
  *     timeout: "2 seconds"
  *   })
  *   yield* emails.add("welcome", { to: "ada@example.com" }, { attempts: 3 })
