@@ -6,7 +6,7 @@ import * as BullMQ from "../../src/adapters/BullMQ.ts"
 import { Graceful, Lifecycle } from "../../src/index.ts"
 import * as GracefulTest from "../../src/testing.ts"
 import { type Fixture, start, uniqueName } from "./harness.ts"
-import { DRAIN_MS, jobs, recordFigures, runQueueRounds, shutdownEnv, type Store, summary } from "./queueRounds.ts"
+import { DRAIN_MS, jobs, recordFigures, ROUND_TIMEOUT, runQueueRounds, shutdownEnv, type Store, summary } from "./queueRounds.ts"
 
 /**
  * Both modes use a 5 s lockDuration and stalledInterval instead of BullMQ's
@@ -107,7 +107,7 @@ describe("BullMQ worker, real Redis, real signals", () => {
     measured.ours = summary(result)
     recordFigures("bullmq", "ours", { ...measured.ours, lockDurationMs: LOCK_MS })
     console.log(`[measured] bullmq ours: ${JSON.stringify(measured.ours)}`)
-  })
+  }, ROUND_TIMEOUT)
 
   it("the same rounds with close() raced against the drain by hand: cut jobs wait for the lock to expire", async () => {
     const { client, prefix, queue } = await fill("hand")
@@ -120,7 +120,7 @@ describe("BullMQ worker, real Redis, real signals", () => {
     measured.hand = summary(result)
     recordFigures("bullmq", "by hand", { ...measured.hand, lockDurationMs: LOCK_MS })
     console.log(`[measured] bullmq by hand: ${JSON.stringify(measured.hand)}`)
-  })
+  }, ROUND_TIMEOUT)
 })
 
 describe("BullMQ adapter in one process, real Redis", () => {

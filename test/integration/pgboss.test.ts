@@ -6,7 +6,7 @@ import * as Adapter from "../../src/adapters/PgBoss.ts"
 import { Graceful } from "../../src/index.ts"
 import * as GracefulTest from "../../src/testing.ts"
 import { type Fixture, start, uniqueName } from "./harness.ts"
-import { DRAIN_MS, jobs, recordFigures, runQueueRounds, shutdownEnv, type Store, summary, TOTAL } from "./queueRounds.ts"
+import { DRAIN_MS, jobs, recordFigures, ROUND_TIMEOUT, runQueueRounds, shutdownEnv, type Store, summary, TOTAL } from "./queueRounds.ts"
 
 /**
  * Long jobs take 1.5 s here, not 700 ms: `boss.stop()` waits at least 1 s
@@ -109,7 +109,7 @@ describe("pg-boss worker, real Postgres, real signals", () => {
     const figures = { ...summary(result), ...await counted() }
     recordFigures("pg-boss", "ours", figures)
     console.log(`[measured] pg-boss ours: ${JSON.stringify(figures)}`)
-  })
+  }, ROUND_TIMEOUT)
 
   it("the same rounds with boss.stop() by hand: a cut job runs again only after stop()'s own timer (at least 1 s)", async () => {
     const { counted, records, schema, store } = await fill("hand")
@@ -120,7 +120,7 @@ describe("pg-boss worker, real Postgres, real signals", () => {
     expect(result.cut).toBeGreaterThan(0)
     // stop() holds a job it gave up on until its timeout (1 s minimum) ends, past the 250 ms drain
     expect(Math.min(...result.rerunDelays)).toBeGreaterThan(1000 - DRAIN_MS - 100)
-  })
+  }, ROUND_TIMEOUT)
 })
 
 describe("pg-boss adapter in one process, real Postgres", () => {

@@ -16,6 +16,11 @@ import type { Fixture } from "./harness.ts"
 
 export const TOTAL = 1000
 export const ROUNDS = 10
+/**
+ * A round test's own time limit: about a minute on an idle machine (see the
+ * docs' tables), up to two and a half on a loaded CI box.
+ */
+export const ROUND_TIMEOUT = 180_000
 /** The drain both modes get: SHUTDOWN_DRAIN_TIMEOUT for ours, the race in the by-hand worker. */
 export const DRAIN_MS = 250
 
