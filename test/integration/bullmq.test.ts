@@ -86,7 +86,7 @@ const measured: Record<string, ReturnType<typeof summary>> = {}
 describe("BullMQ worker, real Redis, real signals", () => {
   it("1,000 jobs, 10 SIGTERMs mid-flight: none lost, none completed twice, every cut job back in the wait list and running again at once", async () => {
     const { client, prefix, queue } = await fill("ours")
-    const result = await runQueueRounds({ start: run("ours", prefix), store: storeOf(prefix, queue), ours: true, finalWaitMs: 30_000 })
+    const result = await runQueueRounds({ start: run("ours", prefix), store: storeOf(prefix, queue), ours: true, finalWaitMs: 60_000 })
     await queue.close()
     await client.quit()
     for (const round of result.rounds) {

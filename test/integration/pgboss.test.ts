@@ -90,7 +90,7 @@ const run = (mode: "ours" | "hand", schema: string, records: string) => (proc: n
 describe("pg-boss worker, real Postgres, real signals", () => {
   it("1,000 jobs, 10 SIGTERMs mid-flight: none lost, none completed twice, every cut job available again at once, no attempt counted", async () => {
     const { counted, records, schema, store } = await fill("ours")
-    const result = await runQueueRounds({ start: run("ours", schema, records), store, ours: true, finalWaitMs: 30_000 })
+    const result = await runQueueRounds({ start: run("ours", schema, records), store, ours: true, finalWaitMs: 60_000 })
     for (const round of result.rounds) {
       expect(round.exit, result.output()).toBe(round.cut!.length === 0 ? 0 : 1)
       expect(round.releases!.filter((r) => !r.endsWith(":released"))).toEqual([])

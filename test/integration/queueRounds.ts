@@ -101,11 +101,11 @@ export const runQueueRounds = async (options: {
   const outputs: Array<string> = []
   const count = options.rounds ?? ROUNDS
   let current = options.start(0)
-  await current.waitFor("ready")
+  await current.waitFor("ready", 60_000)
   for (let proc = 0; proc < count; proc++) {
     // the successor is ready before the SIGTERM: a job moved back has a taker
     const next = options.start(proc + 1)
-    await next.waitFor("ready")
+    await next.waitFor("ready", 60_000)
     // busy: a handler started (bounded: once every job is done nothing starts)
     const busyBy = Date.now() + 5000
     while (!current.lines().some((line) => line.startsWith("START ")) && Date.now() < busyBy) await sleep(10)
