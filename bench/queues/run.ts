@@ -32,7 +32,7 @@ const run = spawnSync(
     "-t",
     "SIGTERMs|by hand"
   ],
-  { cwd: root, stdio: "inherit", env: { ...process.env, QUEUES_BENCH_OUT: out } }
+  { cwd: root, stdio: "inherit", env: { ...process.env, QUEUES_BENCH_OUT: out, QUEUES_BY_HAND: "1" } }
 )
 const figures = readFileSync(out, "utf8").split("\n").filter((line) => line !== "").map((line) => JSON.parse(line) as Record<string, unknown>)
 rmSync(dir, { recursive: true, force: true })

@@ -109,7 +109,11 @@ describe("BullMQ worker, real Redis, real signals", () => {
     console.log(`[measured] bullmq ours: ${JSON.stringify(measured.ours)}`)
   }, ROUND_TIMEOUT)
 
-  it("the same rounds with close() raced against the drain by hand: cut jobs wait for the lock to expire", async () => {
+  // The by-hand baseline (the lock-expiry wait) is a comparison, not a
+  // property of the adapter: `npm run bench:queues` runs it beside ours
+  // (QUEUES_BY_HAND=1) and writes bench/results/queues.json; .ci/run runs
+  // only ours, to stay within its time.
+  it.runIf(process.env.QUEUES_BY_HAND === "1")("the same rounds with close() raced against the drain by hand: cut jobs wait for the lock to expire", async () => {
     const { client, prefix, queue } = await fill("hand")
     const result = await runQueueRounds({ start: run("hand", prefix), store: storeOf(prefix, queue), ours: false, finalWaitMs: 4 * LOCK_MS })
     await queue.close()

@@ -116,7 +116,11 @@ describe("pg-boss worker, real Postgres, real signals", () => {
     console.log(`[measured] pg-boss ours: ${JSON.stringify(figures)}`)
   }, ROUND_TIMEOUT)
 
-  it("the same rounds with boss.stop() by hand: a cut job runs again only after stop()'s own timer (at least 1 s)", async () => {
+  // The by-hand baseline (the lock-expiry wait) is a comparison, not a
+  // property of the adapter: `npm run bench:queues` runs it beside ours
+  // (QUEUES_BY_HAND=1) and writes bench/results/queues.json; .ci/run runs
+  // only ours, to stay within its time.
+  it.runIf(process.env.QUEUES_BY_HAND === "1")("the same rounds with boss.stop() by hand: a cut job runs again only after stop()'s own timer (at least 1 s)", async () => {
     const { counted, records, schema, store } = await fill("hand")
     const result = await runQueueRounds({ start: run("hand", schema, records), store, ours: false, finalWaitMs: 30_000 })
     const figures = { ...summary(result), ...await counted() }
