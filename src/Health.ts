@@ -30,7 +30,7 @@ import { pathOf } from "./Adapter.ts"
 import { Lifecycle } from "./Lifecycle.ts"
 import * as Listen from "./Listen.ts"
 import type { LifecycleService, Phase } from "./Lifecycle.ts"
-import { millisOr } from "./internal/duration.ts"
+import { millisOr } from "./internal/base/duration.ts"
 
 /**
  * The state of one readiness check after a probe.

@@ -52,8 +52,8 @@ import type { InFlight } from "../InFlight.ts"
 import * as Lifecycle from "../Lifecycle.ts"
 import * as Resource from "../Resource.ts"
 import * as Worker from "./Worker.ts"
-import { reasonOf } from "../internal/errors.ts"
-import { releaseSliceMillis, settledWithin } from "../internal/slice.ts"
+import { reasonOf } from "../internal/base/errors.ts"
+import { releaseSliceMillis, settledWithin } from "./internal/slice.ts"
 
 // -----------------------------------------------------------------------------
 // errors

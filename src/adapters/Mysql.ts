@@ -55,10 +55,10 @@ import type * as Context from "effect/Context"
 import type * as mysql from "mysql2/promise"
 import type { Lifecycle } from "../Lifecycle.ts"
 import * as Resource from "../Resource.ts"
-import { millisOr } from "../internal/duration.ts"
-import { reasonOf } from "../internal/errors.ts"
-import { managedLayer } from "../internal/managedLayer.ts"
-import { releaseSliceMillis, settledWithin } from "../internal/slice.ts"
+import { millisOr } from "../internal/base/duration.ts"
+import { reasonOf } from "../internal/base/errors.ts"
+import { managedLayer } from "./internal/managedLayer.ts"
+import { releaseSliceMillis, settledWithin } from "./internal/slice.ts"
 
 // -----------------------------------------------------------------------------
 // errors

@@ -57,8 +57,8 @@ import type * as Scope from "effect/Scope"
 import type * as pg from "pg"
 import * as Lifecycle from "../Lifecycle.ts"
 import * as Resource from "../Resource.ts"
-import { millisOr } from "../internal/duration.ts"
-import { reasonOf } from "../internal/errors.ts"
+import { millisOr } from "../internal/base/duration.ts"
+import { reasonOf } from "../internal/base/errors.ts"
 import { PgPingError } from "./internal/pgPing.ts"
 
 export {

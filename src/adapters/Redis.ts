@@ -54,8 +54,8 @@ import { InFlight, type InFlightSet } from "../InFlight.ts"
 import * as Lifecycle from "../Lifecycle.ts"
 import * as Resource from "../Resource.ts"
 import * as Worker from "./Worker.ts"
-import { millisOr } from "../internal/duration.ts"
-import { reasonOf } from "../internal/errors.ts"
+import { millisOr } from "../internal/base/duration.ts"
+import { reasonOf } from "../internal/base/errors.ts"
 
 // -----------------------------------------------------------------------------
 // clients and errors

@@ -24,9 +24,9 @@ import * as Layer from "effect/Layer"
 import * as SqlClient from "effect/sql/SqlClient"
 import type { SqlError } from "effect/sql/SqlError"
 import type { Lifecycle } from "../Lifecycle.ts"
-import { millisOr } from "../internal/duration.ts"
-import { managedLayer } from "../internal/managedLayer.ts"
-import { reasonOf } from "../internal/errors.ts"
+import { millisOr } from "../internal/base/duration.ts"
+import { managedLayer } from "./internal/managedLayer.ts"
+import { reasonOf } from "../internal/base/errors.ts"
 import { PgPingError } from "./internal/pgPing.ts"
 
 export {

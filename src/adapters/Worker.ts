@@ -82,7 +82,7 @@ import type * as Scope from "effect/Scope"
 import * as Semaphore from "effect/Semaphore"
 import { InFlight, type InFlightSet } from "../InFlight.ts"
 import * as Lifecycle from "../Lifecycle.ts"
-import { millisOr } from "../internal/duration.ts"
+import { millisOr } from "../internal/base/duration.ts"
 
 /**
  * Why a job is handed back to the broker:

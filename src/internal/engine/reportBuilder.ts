@@ -8,8 +8,8 @@
  *
  * @internal
  */
-import type * as Report from "../Report.ts"
-import type { EventLoopSnapshot } from "./eventLoop.ts"
+import type * as Report from "../../Report.ts"
+import type { EventLoopSnapshot } from "../base/eventLoop.ts"
 
 /** A managed release, from its registration at acquisition until it is recorded. */
 export interface ReleaseTicket {

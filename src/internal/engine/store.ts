@@ -8,7 +8,7 @@
 import * as Effect from "effect/Effect"
 import * as PubSub from "effect/PubSub"
 import * as Stream from "effect/Stream"
-import type { Phase } from "../Lifecycle.ts"
+import type { Phase } from "../../Lifecycle.ts"
 import * as State from "./state.ts"
 
 export interface Store {

@@ -9,8 +9,8 @@
  */
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
-import type * as Report from "../Report.ts"
-import { exitCodeOfSignal, type SignalEvent } from "../Signals.ts"
+import type * as Report from "../../Report.ts"
+import { exitCodeOfSignal, type SignalEvent } from "../../Signals.ts"
 import type * as State from "./state.ts"
 import type { Store } from "./store.ts"
 

@@ -18,8 +18,8 @@
  * @internal
  */
 import * as Duration from "effect/Duration"
-import type { Phase } from "../Lifecycle.ts"
-import * as Report from "../Report.ts"
+import type { Phase } from "../../Lifecycle.ts"
+import * as Report from "../../Report.ts"
 
 /**
  * A repeat of the same signal within this window of the last counted one is

@@ -4,7 +4,7 @@
  */
 import { Duration } from "effect"
 import { describe, expect, it } from "vitest"
-import * as State from "../../src/internal/state.ts"
+import * as State from "../../../src/internal/engine/state.ts"
 
 const limits: State.Limits = { timeout: Duration.seconds(25), emergencyTimeout: Duration.seconds(1) }
 const sigterm = (): State.Event => ({

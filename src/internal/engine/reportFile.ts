@@ -14,8 +14,8 @@ import * as Config from "effect/Config"
 import * as Data from "effect/Data"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
-import * as Report from "../Report.ts"
-import { ShutdownConfigError } from "../ShutdownConfig.ts"
+import * as Report from "../../Report.ts"
+import { ShutdownConfigError } from "../../ShutdownConfig.ts"
 
 /** Where the report goes. */
 export interface ReportFileTarget {

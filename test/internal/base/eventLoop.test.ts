@@ -1,7 +1,7 @@
 import { describe, expect, it } from "@effect/vitest"
 import { createServer, connect, type Server, type Socket } from "node:net"
-import * as EventLoop from "../src/internal/eventLoop.ts"
-import { ReportBuilder } from "../src/internal/reportBuilder.ts"
+import * as EventLoop from "../../../src/internal/base/eventLoop.ts"
+import { ReportBuilder } from "../../../src/internal/engine/reportBuilder.ts"
 
 const listen = (server: Server) => new Promise<number>((resolve) => {
   server.listen(0, "127.0.0.1", () => resolve((server.address() as { port: number }).port))

@@ -8,7 +8,7 @@
 import * as Cause from "effect/Cause"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
-import type { HookPhase } from "../Lifecycle.ts"
+import type { HookPhase } from "../../Lifecycle.ts"
 import * as Budget from "./budget.ts"
 import type { ReleaseTicket, ReportBuilder } from "./reportBuilder.ts"
 import * as State from "./state.ts"
