@@ -62,3 +62,19 @@ export const make = (options: {
       return
   }
 }
+
+/**
+ * A handler to install before the coordinator exists: events that arrive
+ * meanwhile are kept, and handed over in order when {@link attach} is called.
+ */
+export const early = () => {
+  const kept: Array<SignalEvent> = []
+  let target: ((event: SignalEvent) => void) | undefined
+  return {
+    handler: (event: SignalEvent): void => target === undefined ? void kept.push(event) : target(event),
+    attach: (onEvent: (event: SignalEvent) => void): void => {
+      target = onEvent
+      for (const event of kept.splice(0)) onEvent(event)
+    }
+  }
+}
