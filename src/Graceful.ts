@@ -188,7 +188,7 @@ export const run: {
       yield* (yield* Signals).listen(early.handler, config.signals)
       // The report file is configuration too: a path that cannot be written
       // fails here, named with its errno, before anything is acquired.
-      const reportFile = yield* ReportFile.load(options)
+      const reportFile = yield* ReportFile.load(config, options)
       if (reportFile !== undefined) yield* ReportFile.checkWritable(reportFile)
       // Warn when the budget does not fit PM2's kill_timeout or the
       // Kubernetes grace period. Never fails.

@@ -31,6 +31,7 @@ import { Lifecycle } from "./Lifecycle.ts"
 import * as Listen from "./Listen.ts"
 import type { LifecycleService, Phase } from "./Lifecycle.ts"
 import { millisOr } from "./internal/base/duration.ts"
+import { truncate } from "./internal/base/text.ts"
 
 /**
  * The state of one readiness check after a probe.
@@ -178,10 +179,7 @@ export const make = (lifecycle: LifecycleService): Effect.Effect<HealthService> 
     }
   })
 
-const errorText = (cause: unknown): string => {
-  const text = String(cause)
-  return text.length > 200 ? `${text.slice(0, 200)}…` : text
-}
+const errorText = (cause: unknown): string => truncate(String(cause), 200)
 
 /**
  * Register a readiness check for the life of the current scope.

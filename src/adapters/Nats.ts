@@ -64,6 +64,7 @@ import * as Resource from "../Resource.ts"
 import * as Worker from "./Worker.ts"
 import { millisOr } from "../internal/base/duration.ts"
 import { reasonOf } from "../internal/base/errors.ts"
+import { OperationError } from "./internal/errors.ts"
 import { releaseSliceMillis, settledWithin } from "./internal/slice.ts"
 
 // -----------------------------------------------------------------------------
@@ -85,15 +86,7 @@ import { releaseSliceMillis, settledWithin } from "./internal/slice.ts"
  * @category errors
  * @since 0.1.0
  */
-export class NatsError extends Data.TaggedError("NatsError")<{
-  readonly resource: string
-  readonly operation: string
-  readonly reason: string
-}> {
-  override get message(): string {
-    return `${this.resource}: ${this.operation} failed: ${this.reason}`
-  }
-}
+export class NatsError extends OperationError("NatsError") {}
 
 /**
  * The server did not confirm an acknowledgement: the message will be

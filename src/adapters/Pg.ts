@@ -60,6 +60,7 @@ import * as Resource from "../Resource.ts"
 import { millisOr } from "../internal/base/duration.ts"
 import { reasonOf } from "../internal/base/errors.ts"
 import { PgPingError } from "./internal/pgPing.ts"
+import { settledWithin, withCleanupMargin } from "./internal/slice.ts"
 
 export {
   /**
@@ -255,7 +256,12 @@ export class PgPoolReleaseError extends Data.TaggedError("PgPoolReleaseError")<{
 export interface PoolOptions {
   /** Names the pool in logs and in the report. Default `postgres`. */
   readonly name?: string | undefined
-  /** The release slice. Default: what is left of the shutdown budget. */
+  /**
+   * The release slice. Default: what is left of the shutdown budget. The
+   * engine's deadline for the release is this plus 250 ms, so the pool's own
+   * cancel step finishes within the slice before the engine would cut it: the
+   * report shows `deadlineMs: 5250` for `timeout: "5 seconds"`.
+   */
   readonly timeout?: Duration.Input | undefined
   /**
    * The end of the slice kept for cancelling queries and ending the pool.
@@ -513,13 +519,6 @@ const cancelBackends = (
       }
     )
 
-const awaitPromise = (promise: Promise<unknown>, millis: number): Effect.Effect<boolean> =>
-  millis <= 0
-    ? Effect.sync(() => false)
-    : Effect.promise(() => promise.then(() => true, () => true)).pipe(
-      Effect.timeoutOption(millis),
-      Effect.map((option) => option._tag === "Some")
-    )
 
 /** The longest a cancel request (from the release, or after an interruption) may take. */
 const CANCEL_TIMEOUT_MS = 2_000
@@ -802,7 +801,7 @@ const releasePool = (state: PoolState, options: PoolOptions): Effect.Effect<void
     // 1. Stop handing out connections; idle ones close now.
     const ended = pool.ending ? Promise.resolve() : pool.end()
     // 2. Queries in flight get the slice, minus the grace.
-    let endedInTime = yield* awaitPromise(ended, sliceMs - graceMs)
+    let endedInTime = yield* settledWithin(ended, sliceMs - graceMs)
     let cancelled: Array<CancelledQuery> = []
     let forced = 0
     let abandonedConnects = 0
@@ -825,7 +824,7 @@ const releasePool = (state: PoolState, options: PoolOptions): Effect.Effect<void
           query.query
         )
       }
-      endedInTime = yield* awaitPromise(ended, left() - Math.min(100, graceMs / 4))
+      endedInTime = yield* settledWithin(ended, left() - Math.min(100, graceMs / 4))
       if (!endedInTime) {
         // 4. Whatever is still checked out (a leaked client, an open
         //    transaction, a query on a server that does not answer) is
@@ -845,7 +844,7 @@ const releasePool = (state: PoolState, options: PoolOptions): Effect.Effect<void
           abandonedConnects++
           destroySocket(client)
         }
-        endedInTime = yield* awaitPromise(ended, left())
+        endedInTime = yield* settledWithin(ended, left())
       }
     }
     if (cancelled.length > 0 || uncancelled.length > 0 || forced > 0 || abandonedConnects > 0 || !endedInTime) {
@@ -933,9 +932,9 @@ export const fromPool = (
     options.name ?? "postgres",
     manage(pool, options),
     ({ release }) => release,
-    // The release keeps its own slice; the core's deadline adds a little room
-    // so that the cancel step, not the core, has the last word.
-    { timeout: options.timeout === undefined ? undefined : Duration.sum(Duration.fromInputUnsafe(options.timeout), Duration.millis(250)) }
+    // The release keeps its own slice; the core's deadline adds a named
+    // margin so that the cancel step, not the core, has the last word.
+    { timeout: withCleanupMargin(options.timeout) }
   ).pipe(
     // The release is registered first, then the first connection is made
     // outside the acquisition, so that a signal during start-up interrupts

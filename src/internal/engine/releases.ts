@@ -9,6 +9,7 @@ import * as Cause from "effect/Cause"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import type { HookPhase } from "../../Lifecycle.ts"
+import { truncate } from "../base/text.ts"
 import * as Budget from "./budget.ts"
 import type { ReleaseTicket, ReportBuilder } from "./reportBuilder.ts"
 import * as State from "./state.ts"
@@ -20,10 +21,7 @@ interface Hook {
   readonly effect: Effect.Effect<void, unknown>
 }
 
-export const renderCause = (cause: Cause.Cause<unknown>): string => {
-  const text = Cause.pretty(cause)
-  return text.length > 500 ? `${text.slice(0, 500)}…` : text
-}
+export const renderCause = (cause: Cause.Cause<unknown>): string => truncate(Cause.pretty(cause), 500)
 
 export interface Releases {
   /** Runs `effect` within `deadlineMs` (clock time) and records the outcome under `ticket`. */

@@ -1,0 +1,39 @@
+/**
+ * Errors the adapters share.
+ *
+ * @internal
+ */
+import * as Data from "effect/Data"
+
+/**
+ * The error class of an adapter whose operations (connect, subscribe,
+ * consume...) fail with `{ resource, operation, reason }`. Each adapter
+ * exports its own class under its own tag (`AmqpError`, `MqttError`,
+ * `NatsError`) built from this one.
+ */
+export const OperationError = <const Tag extends string>(tag: Tag) =>
+  class extends Data.TaggedError(tag)<{
+    readonly resource: string
+    readonly operation: string
+    readonly reason: string
+  }> {
+    override get message(): string {
+      return `${this.resource}: ${this.operation} failed: ${this.reason}`
+    }
+  }
+
+/**
+ * The error class of a readiness ping that did not answer in time, or
+ * failed: `{ resource, reason }`. `PgPingError` and `MysqlPingError` are
+ * built from it.
+ */
+export const PingError = <const Tag extends string>(tag: Tag) =>
+  class extends Data.TaggedError(tag)<{
+    /** The resource's name, as in logs and in the report (not `Error.name`, which stays the tag). */
+    readonly resource: string
+    readonly reason: string
+  }> {
+    override get message(): string {
+      return `${this.resource}: ping failed: ${this.reason}`
+    }
+  }
