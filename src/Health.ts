@@ -161,7 +161,7 @@ export const make = (lifecycle: LifecycleService): Effect.Effect<HealthService> 
               name,
               // Probes arrive long after this fiber: keep its services.
               check: Effect.provideContext(check, checkContext),
-              timeoutMs: millisOr(options?.timeout, DEFAULT_CHECK_TIMEOUT_MS)
+              timeoutMs: millisOr(options?.timeout, Duration.millis(DEFAULT_CHECK_TIMEOUT_MS))
             }
             checks.push(entry)
             return entry

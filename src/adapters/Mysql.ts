@@ -57,10 +57,12 @@ import type { Lifecycle } from "../Lifecycle.ts"
 import * as Resource from "../Resource.ts"
 import { millisOr } from "../internal/base/duration.ts"
 import { reasonOf } from "../internal/base/errors.ts"
-import { PingError } from "./internal/errors.ts"
+import { DEFAULT_PING_TIMEOUT, PingError } from "./internal/errors.ts"
 import { managedLayer } from "./internal/managedLayer.ts"
 import { sqlPing as sqlPingWith } from "./internal/sqlPing.ts"
 import { releaseSliceMillis, settledWithin, withCleanupMargin } from "./internal/slice.ts"
+
+const DEFAULT_KILL_GRACE = Duration.seconds(1)
 
 // -----------------------------------------------------------------------------
 // errors
@@ -501,7 +503,7 @@ const releasePool = (state: PoolState, options: PoolOptions): Effect.Effect<void
   Effect.gen(function*() {
     state.closing = true
     const sliceMs = yield* releaseSliceMillis(options.timeout)
-    const graceMs = Math.min(millisOr(options.killGrace, 1_000), sliceMs / 2)
+    const graceMs = Math.min(millisOr(options.killGrace, DEFAULT_KILL_GRACE), sliceMs / 2)
     const startedAt = yield* Clock.currentTimeMillis
     const left = Effect.map(Clock.currentTimeMillis, (now) => sliceMs - (now - startedAt))
 
@@ -663,7 +665,7 @@ export const ping = (
   options: { readonly name?: string | undefined; readonly timeout?: Duration.Input | undefined } = {}
 ): Effect.Effect<void, MysqlPingError> => {
   const name = options.name ?? "mysql"
-  const timeoutMs = millisOr(options.timeout, 1_000)
+  const timeoutMs = millisOr(options.timeout, DEFAULT_PING_TIMEOUT)
   return Effect.tryPromise({
     try: () => pool.query("SELECT 1"),
     catch: (error) => new MysqlPingError({ resource: name, reason: reasonOf(error) })

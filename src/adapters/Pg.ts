@@ -59,8 +59,12 @@ import * as Lifecycle from "../Lifecycle.ts"
 import * as Resource from "../Resource.ts"
 import { millisOr } from "../internal/base/duration.ts"
 import { reasonOf } from "../internal/base/errors.ts"
+import { DEFAULT_PING_TIMEOUT } from "./internal/errors.ts"
 import { PgPingError } from "./internal/pgPing.ts"
 import { settledWithin, withCleanupMargin } from "./internal/slice.ts"
+
+const DEFAULT_CANCEL_GRACE = Duration.seconds(1)
+const DEFAULT_CONNECT_TIMEOUT = Duration.seconds(10)
 
 export {
   /**
@@ -793,7 +797,7 @@ const releasePool = (state: PoolState, options: PoolOptions): Effect.Effect<void
     const { checkedOut, config, lifecycle, name, pool, uncancelled } = state
     const remaining = Duration.toMillis(yield* lifecycle.remaining)
     const sliceMs = Math.min(millisOr(options.timeout) ?? Number.POSITIVE_INFINITY, remaining)
-    const graceMs = Math.min(millisOr(options.cancelGrace, 1_000), sliceMs / 2)
+    const graceMs = Math.min(millisOr(options.cancelGrace, DEFAULT_CANCEL_GRACE), sliceMs / 2)
     const clock = yield* Clock.Clock
     const startedAt = clock.currentTimeMillisUnsafe()
     const left = () => sliceMs - (clock.currentTimeMillisUnsafe() - startedAt)
@@ -862,7 +866,7 @@ const releasePool = (state: PoolState, options: PoolOptions): Effect.Effect<void
 const manage = (pool: pg.Pool, options: PoolOptions) =>
   Effect.gen(function*() {
     const name = options.name ?? "postgres"
-    const connectTimeoutMs = Math.max(1, millisOr(options.connectTimeout, 10_000))
+    const connectTimeoutMs = Math.max(1, millisOr(options.connectTimeout, DEFAULT_CONNECT_TIMEOUT))
     // pg reads the pool's options at each new connection: without a
     // connection timeout, an attempt the server never answers (a frozen
     // server, a port that is not Postgres) would hang forever, and with it
@@ -888,7 +892,7 @@ const manage = (pool: pg.Pool, options: PoolOptions) =>
         withClient((client) => client.query<R>(text, values)),
       withClient,
       transaction,
-      ping: ping(pool, { name, timeout: millisOr(options.pingTimeout, 1_000) }),
+      ping: ping(pool, { name, timeout: millisOr(options.pingTimeout, DEFAULT_PING_TIMEOUT) }),
       checkedOut: () => state.checkedOut.size
     }
     return {
@@ -1021,7 +1025,7 @@ export const ping = (
   options: { readonly name?: string | undefined; readonly timeout?: Duration.Input | undefined } = {}
 ): Effect.Effect<void, PgPingError> => {
   const name = options.name ?? "postgres"
-  const timeoutMs = millisOr(options.timeout, 1_000)
+  const timeoutMs = millisOr(options.timeout, DEFAULT_PING_TIMEOUT)
   return Effect.tryPromise({
     try: () => pool.query("SELECT 1"),
     catch: (error) => new PgPingError({ resource: name, reason: reasonOf(error) })

@@ -4,6 +4,10 @@
  * @internal
  */
 import * as Data from "effect/Data"
+import * as Duration from "effect/Duration"
+
+/** The default time a readiness ping may take. */
+export const DEFAULT_PING_TIMEOUT: Duration.Duration = Duration.seconds(1)
 
 /**
  * The error class of an adapter whose operations (connect, subscribe,

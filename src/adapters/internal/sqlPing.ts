@@ -8,9 +8,7 @@ import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as SqlClient from "effect/sql/SqlClient"
 import { reasonOf } from "../../internal/base/errors.ts"
-
-/** The default time a readiness ping may take. */
-export const DEFAULT_PING_TIMEOUT: Duration.Duration = Duration.seconds(1)
+import { DEFAULT_PING_TIMEOUT } from "./errors.ts"
 
 export const sqlPing = <E>(
   name: string,
