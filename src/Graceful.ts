@@ -218,6 +218,13 @@ export const run: {
  * trigger; then shuts it down gracefully. The layer's resources are released
  * in reverse acquisition order.
  *
+ * The layer's error type `E` is not in the result on purpose: like every
+ * program under {@link run}, a layer that fails to build is a trigger, not a
+ * failure of this effect. It ends the program, is recorded in the report as
+ * `trigger: { _tag: "Failed", cause }` (logged at ERROR as readable text),
+ * releases what was acquired, and gives exit code 1. The effect itself fails
+ * only with an invalid configuration.
+ *
  * @example
  * ```ts
  * import { NodeRuntime } from "@effect/platform-node"
