@@ -50,14 +50,14 @@
  */
 import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
 import * as Effect from "effect/Effect"
-import * as Fiber from "effect/Fiber"
 import { dual } from "effect/Function"
 import * as Layer from "effect/Layer"
 import * as Runtime from "effect/Runtime"
 import type * as Scope from "effect/Scope"
 import * as OS from "node:os"
-import * as Coordinator from "./internal/coordinator.ts"
-import * as ReportFile from "./internal/reportFile.ts"
+import * as Coordinator from "./internal/engine/coordinator.ts"
+import * as ReportFile from "./internal/engine/reportFile.ts"
+import * as Triggers from "./internal/engine/triggers.ts"
 import type { Health } from "./Health.ts"
 import type { InFlight } from "./InFlight.ts"
 import * as Lifecycle from "./Lifecycle.ts"
@@ -176,44 +176,54 @@ export const run: {
     program: Effect.Effect<A, E, R>,
     options: RunOptions = {}
   ): Effect.Effect<Report.ShutdownReport, ShutdownConfig.ShutdownConfigError, Exclude<R, Provided>> =>
-    Effect.uninterruptible(Effect.gen(function*() {
+    // Uninterruptible: the interrupt that `NodeRuntime.runMain` sends on
+    // SIGTERM must not skip the drain. The sequence decides when the program
+    // is interrupted.
+    Effect.uninterruptible(Effect.scoped(Effect.gen(function*() {
       const config = yield* ShutdownConfig.load(options)
+      // The handlers first, before anything slow: a signal from here on is
+      // kept and acted on as soon as the coordinator exists, instead of
+      // killing the process with no report.
+      const early = Triggers.early()
+      yield* (yield* Signals).listen(early.handler, config.signals)
       // The report file is configuration too: a path that cannot be written
       // fails here, named with its errno, before anything is acquired.
-      const reportFile = yield* ReportFile.load(options)
+      const reportFile = yield* ReportFile.load(config, options)
       if (reportFile !== undefined) yield* ReportFile.checkWritable(reportFile)
       // Warn when the budget does not fit PM2's kill_timeout or the
       // Kubernetes grace period. Never fails.
       yield* PlatformCheck.check(config)
       const coordinator = yield* Coordinator.make(config, reportFile)
-      // The sequence runs in a detached fiber that nothing outside interrupts;
-      // this fiber waits for it without being interruptible, so the interrupt
-      // that `NodeRuntime.runMain` sends on SIGTERM cannot skip the drain.
-      const sequence = Effect.gen(function*() {
-        const signals = yield* Signals
-        yield* signals.listen(coordinator.onEvent, config.signals)
-        const program_ = program.pipe(
-          // Inside the scope: the trigger is recorded before the program's
-          // finalizers start, so managed releases know the program is ending.
-          Effect.onExit((exit) => Effect.sync(() => coordinator.onProgramExit(exit))),
-          Effect.scoped,
-          Effect.provideContext(coordinator.context)
-        ) as Effect.Effect<A, E, never>
-        const fiber = yield* Effect.forkDetach(Effect.interruptible(program_), { startImmediately: true })
-        if ((options.ready ?? "start") === "start") yield* coordinator.lifecycle.markReady
-        const report = yield* coordinator.runSequence(fiber)
-        store[outcomeKey] = outcomeOf(report, config)
-        return report
-      }).pipe(Effect.scoped, Effect.interruptible)
-      const fiber = yield* Effect.forkDetach(sequence, { startImmediately: true })
-      return yield* Fiber.join(fiber)
-    })) as Effect.Effect<Report.ShutdownReport, ShutdownConfig.ShutdownConfigError, Exclude<R, Provided>>
+      early.attach(coordinator.onEvent)
+      const program_ = program.pipe(
+        // Inside the scope: the trigger is recorded before the program's
+        // finalizers start, so managed releases know the program is ending.
+        Effect.onExit((exit) => Effect.sync(() => coordinator.onProgramExit(exit))),
+        Effect.scoped,
+        Effect.provideContext(coordinator.context)
+      ) as Effect.Effect<A, E, never>
+      // Detached, and interruptible: the sequence interrupts it at Releasing
+      // and waits for it only until the release deadline; a finalizer that
+      // hangs must not hold this fiber (a child would be awaited).
+      const fiber = yield* Effect.forkDetach(Effect.interruptible(program_), { startImmediately: true })
+      if ((options.ready ?? "start") === "start") yield* coordinator.lifecycle.markReady
+      const report = yield* coordinator.runSequence(fiber)
+      store[outcomeKey] = outcomeOf(report, config)
+      return report
+    }))) as Effect.Effect<Report.ShutdownReport, ShutdownConfig.ShutdownConfigError, Exclude<R, Provided>>
 )
 
 /**
  * Builds `layer`, marks the program Ready, and keeps it running until a
  * trigger; then shuts it down gracefully. The layer's resources are released
  * in reverse acquisition order.
+ *
+ * The layer's error type `E` is not in the result on purpose: like every
+ * program under {@link run}, a layer that fails to build is a trigger, not a
+ * failure of this effect. It ends the program, is recorded in the report as
+ * `trigger: { _tag: "Failed", cause }` (logged at ERROR as readable text),
+ * releases what was acquired, and gives exit code 1. The effect itself fails
+ * only with an invalid configuration.
  *
  * @example
  * ```ts

@@ -30,7 +30,8 @@ import { pathOf } from "./Adapter.ts"
 import { Lifecycle } from "./Lifecycle.ts"
 import * as Listen from "./Listen.ts"
 import type { LifecycleService, Phase } from "./Lifecycle.ts"
-import { millisOr } from "./internal/duration.ts"
+import { millisOr } from "./internal/base/duration.ts"
+import { truncate } from "./internal/base/text.ts"
 
 /**
  * The state of one readiness check after a probe.
@@ -160,7 +161,7 @@ export const make = (lifecycle: LifecycleService): Effect.Effect<HealthService> 
               name,
               // Probes arrive long after this fiber: keep its services.
               check: Effect.provideContext(check, checkContext),
-              timeoutMs: millisOr(options?.timeout, DEFAULT_CHECK_TIMEOUT_MS)
+              timeoutMs: millisOr(options?.timeout, Duration.millis(DEFAULT_CHECK_TIMEOUT_MS))
             }
             checks.push(entry)
             return entry
@@ -178,10 +179,7 @@ export const make = (lifecycle: LifecycleService): Effect.Effect<HealthService> 
     }
   })
 
-const errorText = (cause: unknown): string => {
-  const text = String(cause)
-  return text.length > 200 ? `${text.slice(0, 200)}…` : text
-}
+const errorText = (cause: unknown): string => truncate(String(cause), 200)
 
 /**
  * Register a readiness check for the life of the current scope.

@@ -12,7 +12,7 @@
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import type * as Scope from "effect/Scope"
-import * as EventLoop from "./internal/eventLoop.ts"
+import * as EventLoop from "./internal/base/eventLoop.ts"
 
 /**
  * @category models

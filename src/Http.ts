@@ -62,7 +62,7 @@
  */
 import * as NodeHttpServer from "@effect/platform-node/NodeHttpServer"
 import * as Clock from "effect/Clock"
-import type * as Duration from "effect/Duration"
+import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import type { LazyArg } from "effect/Function"
 import * as HttpServer from "effect/http/HttpServer"
@@ -77,11 +77,16 @@ import * as Health from "./Health.ts"
 import { inFlightRegistry } from "./Adapter.ts"
 import type { InFlight } from "./InFlight.ts"
 import * as Listen from "./Listen.ts"
-import { millisOr } from "./internal/duration.ts"
+import { millisOr } from "./internal/base/duration.ts"
 import { HttpGuard } from "./internal/httpGuard.ts"
 import { DEFAULT_CLOSE_REASON } from "./internal/refusal.ts"
 import * as Lifecycle from "./Lifecycle.ts"
 import * as Resource from "./Resource.ts"
+
+/** Grace for a keep-alive socket that just finished a response (its client may be writing the next request). */
+const DEFAULT_IDLE_GRACE = Duration.millis(100)
+/** Grace for a new connection that has sent nothing yet (Go's net/http gives 5 s). */
+const DEFAULT_NEW_CONNECTION_GRACE = Duration.seconds(5)
 
 /**
  * A Node server the guard understands.
@@ -205,8 +210,8 @@ const makeHttpGuard = (
       clock: yield* Clock.Clock,
       context: yield* Effect.context<never>(),
       isHttp2: kind.isHttp2,
-      idleGraceMs: millisOr(options.idleGrace, 100),
-      newConnectionGraceMs: millisOr(options.newConnectionGrace, 5000),
+      idleGraceMs: millisOr(options.idleGrace, DEFAULT_IDLE_GRACE),
+      newConnectionGraceMs: millisOr(options.newConnectionGrace, DEFAULT_NEW_CONNECTION_GRACE),
       closeReason: options.webSocketCloseReason ?? DEFAULT_CLOSE_REASON,
       answerHealth: options.health === false
         ? undefined

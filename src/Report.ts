@@ -15,6 +15,7 @@
  * @since 0.1.0
  */
 import * as Schema from "effect/Schema"
+import { truncate } from "./internal/base/text.ts"
 
 /**
  * What started the shutdown. The first trigger wins and is recorded; later
@@ -529,15 +530,15 @@ const LEVELS: ReadonlyArray<Level> = [
 
 const byteLength = (text: string): number => Buffer.byteLength(text, "utf8")
 
-const shorten = (text: string, chars: number): string => text.length <= chars ? text : `${text.slice(0, chars)}…`
+
 
 const shortenTrigger = (trigger: Trigger, chars: number): Trigger => {
   switch (trigger._tag) {
     case "Defect":
     case "Failed":
-      return { ...trigger, cause: shorten(trigger.cause, chars) }
+      return { ...trigger, cause: truncate(trigger.cause, chars) }
     case "Requested":
-      return { ...trigger, reason: shorten(trigger.reason, Math.max(chars, 40)) }
+      return { ...trigger, reason: truncate(trigger.reason, Math.max(chars, 40)) }
     default:
       return trigger
   }
@@ -554,7 +555,7 @@ const fitAt = (report: ShutdownReport, level: Level): ShutdownReport => {
       const { error: _, ...rest } = record
       return rest
     }
-    return { ...record, error: shorten(record.error, level.errorChars) }
+    return { ...record, error: truncate(record.error, level.errorChars) }
   }
   const keepRecords = (key: string, records: ReadonlyArray<ReleaseRecord>): Array<ReleaseRecord> => {
     let kept = level.keepReleased ? [...records] : records.filter((r) => r.outcome !== "released")
@@ -571,7 +572,7 @@ const fitAt = (report: ShutdownReport, level: Level): ShutdownReport => {
   const cutCounts = report.cutByKind ?? countCutByKind(allCut)
   const named = oldestFirst(allCut).slice(0, level.namedCut).map((item) => ({
     ...item,
-    label: shorten(item.label, level.labelChars)
+    label: truncate(item.label, level.labelChars)
   }))
   drop("cut", allCut.length - named.length)
   const kinds = cutCounts.slice(0, level.kinds)
@@ -585,12 +586,12 @@ const fitAt = (report: ShutdownReport, level: Level): ShutdownReport => {
     drop("activeResources", types.length - keptTypes.length)
     const openReleases = held.openReleases.slice(0, Math.max(level.problems, 1))
     drop("openReleases", held.openReleases.length - openReleases.length)
-    const handles = (held.handles ?? []).slice(0, level.handles).map((h) => shorten(h, 80))
+    const handles = (held.handles ?? []).slice(0, level.handles).map((h) => truncate(h, 80))
     drop("handles", (held.handles?.length ?? 0) - handles.length)
     heldBy = {
       at: held.at,
       reason: held.reason,
-      openReleases: openReleases.map((name) => shorten(name, Math.max(level.labelChars, 40))),
+      openReleases: openReleases.map((name) => truncate(name, Math.max(level.labelChars, 40))),
       activeResources: Object.fromEntries(keptTypes),
       ...(handles.length > 0 ? { handles } : {})
     }
@@ -667,9 +668,9 @@ export const fit = (report: ShutdownReport, maxBytes: number): string => {
   const words = trigger._tag === "Message" ? trigger.message : trigger._tag === "Requested" ? trigger.reason : ""
   for (let chars = Math.min(words.length, limit); chars >= 0; chars = chars === 0 ? -1 : Math.floor(chars / 2)) {
     const shortened: Trigger = trigger._tag === "Message"
-      ? { ...trigger, message: shorten(words, chars) }
+      ? { ...trigger, message: truncate(words, chars) }
       : trigger._tag === "Requested"
-      ? { ...trigger, reason: shorten(words, chars) }
+      ? { ...trigger, reason: truncate(words, chars) }
       : trigger
     text = toJson({ ...last, trigger: shortened })
     if (byteLength(text) <= limit) return text

@@ -35,7 +35,7 @@ import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
 import * as Runtime from "effect/Runtime"
-import * as DurationText from "./internal/duration.ts"
+import * as DurationText from "./internal/base/duration.ts"
 import { defaultSignals, type SignalName, signalNames } from "./Signals.ts"
 
 /**

@@ -52,8 +52,9 @@ import type { InFlight } from "../InFlight.ts"
 import * as Lifecycle from "../Lifecycle.ts"
 import * as Resource from "../Resource.ts"
 import * as Worker from "./Worker.ts"
-import { reasonOf } from "../internal/errors.ts"
-import { releaseSliceMillis, settledWithin } from "../internal/slice.ts"
+import { reasonOf } from "../internal/base/errors.ts"
+import { OperationError } from "./internal/errors.ts"
+import { releaseSliceMillis, settledWithin } from "./internal/slice.ts"
 
 // -----------------------------------------------------------------------------
 // errors
@@ -74,15 +75,7 @@ import { releaseSliceMillis, settledWithin } from "../internal/slice.ts"
  * @category errors
  * @since 0.1.0
  */
-export class AmqpError extends Data.TaggedError("AmqpError")<{
-  readonly resource: string
-  readonly operation: string
-  readonly reason: string
-}> {
-  override get message(): string {
-    return `${this.resource}: ${this.operation} failed: ${this.reason}`
-  }
-}
+export class AmqpError extends OperationError("AmqpError") {}
 
 /**
  * The broker refused (`basic.nack`) a published message, or the channel

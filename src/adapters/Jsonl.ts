@@ -44,7 +44,7 @@ import * as Logger from "effect/Logger"
 import type * as Scope from "effect/Scope"
 import type { Lifecycle } from "../Lifecycle.ts"
 import * as Resource from "../Resource.ts"
-import { reasonOf } from "../internal/errors.ts"
+import { reasonOf } from "../internal/base/errors.ts"
 
 /**
  * The file could not be opened (or repaired) at acquisition.

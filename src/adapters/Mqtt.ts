@@ -55,8 +55,9 @@ import type { InFlight } from "../InFlight.ts"
 import * as Lifecycle from "../Lifecycle.ts"
 import * as Resource from "../Resource.ts"
 import * as Worker from "./Worker.ts"
-import { reasonOf } from "../internal/errors.ts"
-import { releaseSliceMillis, settledWithin } from "../internal/slice.ts"
+import { reasonOf } from "../internal/base/errors.ts"
+import { OperationError } from "./internal/errors.ts"
+import { releaseSliceMillis, settledWithin } from "./internal/slice.ts"
 
 // -----------------------------------------------------------------------------
 // errors
@@ -76,15 +77,7 @@ import { releaseSliceMillis, settledWithin } from "../internal/slice.ts"
  * @category errors
  * @since 0.1.0
  */
-export class MqttError extends Data.TaggedError("MqttError")<{
-  readonly resource: string
-  readonly operation: string
-  readonly reason: string
-}> {
-  override get message(): string {
-    return `${this.resource}: ${this.operation} failed: ${this.reason}`
-  }
-}
+export class MqttError extends OperationError("MqttError") {}
 
 /**
  * The client could not finish its in-flight packets and disconnect cleanly

@@ -50,15 +50,19 @@ import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Layer from "effect/Layer"
 import type * as Scope from "effect/Scope"
-import * as SqlClient from "effect/sql/SqlClient"
+import type * as SqlClient from "effect/sql/SqlClient"
 import type * as Context from "effect/Context"
 import type * as mysql from "mysql2/promise"
 import type { Lifecycle } from "../Lifecycle.ts"
 import * as Resource from "../Resource.ts"
-import { millisOr } from "../internal/duration.ts"
-import { reasonOf } from "../internal/errors.ts"
-import { managedLayer } from "../internal/managedLayer.ts"
-import { releaseSliceMillis, settledWithin } from "../internal/slice.ts"
+import { millisOr } from "../internal/base/duration.ts"
+import { reasonOf } from "../internal/base/errors.ts"
+import { DEFAULT_PING_TIMEOUT, PingError } from "./internal/errors.ts"
+import { managedLayer } from "./internal/managedLayer.ts"
+import { sqlPing as sqlPingWith } from "./internal/sqlPing.ts"
+import { releaseSliceMillis, settledWithin, withCleanupMargin } from "./internal/slice.ts"
+
+const DEFAULT_KILL_GRACE = Duration.seconds(1)
 
 // -----------------------------------------------------------------------------
 // errors
@@ -103,14 +107,7 @@ export class MysqlQueryError extends Data.TaggedError("MysqlQueryError")<{
  * @category errors
  * @since 0.1.0
  */
-export class MysqlPingError extends Data.TaggedError("MysqlPingError")<{
-  readonly resource: string
-  readonly reason: string
-}> {
-  override get message(): string {
-    return `${this.resource}: ping failed: ${this.reason}`
-  }
-}
+export class MysqlPingError extends PingError("MysqlPingError") {}
 
 /**
  * A query stopped with `KILL QUERY` at the end of the pool's slice.
@@ -184,7 +181,12 @@ export class MysqlPoolReleaseError extends Data.TaggedError("MysqlPoolReleaseErr
 export interface PoolOptions {
   /** Names the pool in logs and in the report. Default `mysql`. */
   readonly name?: string | undefined
-  /** The release slice. Default: what is left of the shutdown budget. */
+  /**
+   * The release slice. Default: what is left of the shutdown budget. The
+   * engine's deadline for the release is this plus 250 ms, so the pool's own
+   * kill step finishes within the slice before the engine would cut it: the
+   * report shows `deadlineMs: 5250` for `timeout: "5 seconds"`.
+   */
   readonly timeout?: Duration.Input | undefined
   /** The end of the slice kept for killing queries and ending the pool. Default 1 second (at most half the slice). */
   readonly killGrace?: Duration.Input | undefined
@@ -501,7 +503,7 @@ const releasePool = (state: PoolState, options: PoolOptions): Effect.Effect<void
   Effect.gen(function*() {
     state.closing = true
     const sliceMs = yield* releaseSliceMillis(options.timeout)
-    const graceMs = Math.min(millisOr(options.killGrace, 1_000), sliceMs / 2)
+    const graceMs = Math.min(millisOr(options.killGrace, DEFAULT_KILL_GRACE), sliceMs / 2)
     const startedAt = yield* Clock.currentTimeMillis
     const left = Effect.map(Clock.currentTimeMillis, (now) => sliceMs - (now - startedAt))
 
@@ -578,13 +580,9 @@ export const fromPool = (
     options.name ?? "mysql",
     manage(pool, options),
     ({ release }) => release,
-    // The release keeps its own slice; the core's deadline adds a little room
-    // so that the kill step, not the core, has the last word.
-    {
-      timeout: options.timeout === undefined
-        ? undefined
-        : Duration.sum(Duration.fromInputUnsafe(options.timeout), Duration.millis(250))
-    }
+    // The release keeps its own slice; the core's deadline adds a named
+    // margin so that the kill step, not the core, has the last word.
+    { timeout: withCleanupMargin(options.timeout) }
   ).pipe(Effect.map(({ managed }) => managed))
 
 /**
@@ -667,7 +665,7 @@ export const ping = (
   options: { readonly name?: string | undefined; readonly timeout?: Duration.Input | undefined } = {}
 ): Effect.Effect<void, MysqlPingError> => {
   const name = options.name ?? "mysql"
-  const timeoutMs = millisOr(options.timeout, 1_000)
+  const timeoutMs = millisOr(options.timeout, DEFAULT_PING_TIMEOUT)
   return Effect.tryPromise({
     try: () => pool.query("SELECT 1"),
     catch: (error) => new MysqlPingError({ resource: name, reason: reasonOf(error) })
@@ -725,15 +723,5 @@ export const layerManaged = <ROut, E, RIn>(
  */
 export const sqlPing = (
   options: { readonly name?: string | undefined; readonly timeout?: Duration.Input | undefined } = {}
-): Effect.Effect<void, MysqlPingError, SqlClient.SqlClient> => {
-  const name = options.name ?? "mysql"
-  const timeoutMs = millisOr(options.timeout, 1_000)
-  return SqlClient.SqlClient.use((sql) => sql`SELECT 1`).pipe(
-    Effect.mapError((error) => new MysqlPingError({ resource: name, reason: reasonOf(error) })),
-    Effect.timeoutOrElse({
-      duration: timeoutMs,
-      orElse: () => Effect.fail(new MysqlPingError({ resource: name, reason: `no answer within ${timeoutMs} ms` }))
-    }),
-    Effect.asVoid
-  )
-}
+): Effect.Effect<void, MysqlPingError, SqlClient.SqlClient> =>
+  sqlPingWith(options.name ?? "mysql", options.timeout, (fields) => new MysqlPingError(fields))

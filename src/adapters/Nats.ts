@@ -50,7 +50,7 @@
  */
 import * as Cause from "effect/Cause"
 import * as Data from "effect/Data"
-import type * as Duration from "effect/Duration"
+import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as FiberSet from "effect/FiberSet"
 import * as Queue from "effect/Queue"
@@ -62,9 +62,13 @@ import { InFlight } from "../InFlight.ts"
 import * as Lifecycle from "../Lifecycle.ts"
 import * as Resource from "../Resource.ts"
 import * as Worker from "./Worker.ts"
-import { millisOr } from "../internal/duration.ts"
-import { reasonOf } from "../internal/errors.ts"
-import { releaseSliceMillis, settledWithin } from "../internal/slice.ts"
+import { millisOr } from "../internal/base/duration.ts"
+import { reasonOf } from "../internal/base/errors.ts"
+import { OperationError } from "./internal/errors.ts"
+import { releaseSliceMillis, settledWithin } from "./internal/slice.ts"
+
+const DEFAULT_PULL_EXPIRES = Duration.seconds(2)
+const DEFAULT_ACK_TIMEOUT = Duration.seconds(5)
 
 // -----------------------------------------------------------------------------
 // errors
@@ -85,15 +89,7 @@ import { releaseSliceMillis, settledWithin } from "../internal/slice.ts"
  * @category errors
  * @since 0.1.0
  */
-export class NatsError extends Data.TaggedError("NatsError")<{
-  readonly resource: string
-  readonly operation: string
-  readonly reason: string
-}> {
-  override get message(): string {
-    return `${this.resource}: ${this.operation} failed: ${this.reason}`
-  }
-}
+export class NatsError extends OperationError("NatsError") {}
 
 /**
  * The server did not confirm an acknowledgement: the message will be
@@ -486,7 +482,7 @@ export const consume = <R>(
     const state: PullState = {
       name,
       consumer: yield* lookupConsumer(options.connection, options.stream, options.consumer, name),
-      expiresMs: Math.max(1_000, millisOr(options.expires, 2_000)),
+      expiresMs: Math.max(1_000, millisOr(options.expires, DEFAULT_PULL_EXPIRES)),
       inbox: yield* Queue.unbounded<JsMsg>(),
       counters: { received: 0, redelivered: 0, handedBack: 0 },
       runFork: Effect.runForkWith(yield* Effect.context<never>()),
@@ -504,7 +500,7 @@ export const consume = <R>(
       process: options.handler,
       kind: "message",
       label: options.label ?? ((message: JsMsg) => `seq ${message.seq}`),
-      ack: ackConfirmed(name, millisOr(options.ackTimeout, 5_000)),
+      ack: ackConfirmed(name, millisOr(options.ackTimeout, DEFAULT_ACK_TIMEOUT)),
       nack: (message, reason) =>
         Effect.sync(() => nakQuietly(message, reason._tag === "Failed" ? nakDelayMs : undefined))
     })

@@ -57,9 +57,14 @@ import type * as Scope from "effect/Scope"
 import type * as pg from "pg"
 import * as Lifecycle from "../Lifecycle.ts"
 import * as Resource from "../Resource.ts"
-import { millisOr } from "../internal/duration.ts"
-import { reasonOf } from "../internal/errors.ts"
+import { millisOr } from "../internal/base/duration.ts"
+import { reasonOf } from "../internal/base/errors.ts"
+import { DEFAULT_PING_TIMEOUT } from "./internal/errors.ts"
 import { PgPingError } from "./internal/pgPing.ts"
+import { settledWithin, withCleanupMargin } from "./internal/slice.ts"
+
+const DEFAULT_CANCEL_GRACE = Duration.seconds(1)
+const DEFAULT_CONNECT_TIMEOUT = Duration.seconds(10)
 
 export {
   /**
@@ -255,7 +260,12 @@ export class PgPoolReleaseError extends Data.TaggedError("PgPoolReleaseError")<{
 export interface PoolOptions {
   /** Names the pool in logs and in the report. Default `postgres`. */
   readonly name?: string | undefined
-  /** The release slice. Default: what is left of the shutdown budget. */
+  /**
+   * The release slice. Default: what is left of the shutdown budget. The
+   * engine's deadline for the release is this plus 250 ms, so the pool's own
+   * cancel step finishes within the slice before the engine would cut it: the
+   * report shows `deadlineMs: 5250` for `timeout: "5 seconds"`.
+   */
   readonly timeout?: Duration.Input | undefined
   /**
    * The end of the slice kept for cancelling queries and ending the pool.
@@ -513,13 +523,6 @@ const cancelBackends = (
       }
     )
 
-const awaitPromise = (promise: Promise<unknown>, millis: number): Effect.Effect<boolean> =>
-  millis <= 0
-    ? Effect.sync(() => false)
-    : Effect.promise(() => promise.then(() => true, () => true)).pipe(
-      Effect.timeoutOption(millis),
-      Effect.map((option) => option._tag === "Some")
-    )
 
 /** The longest a cancel request (from the release, or after an interruption) may take. */
 const CANCEL_TIMEOUT_MS = 2_000
@@ -794,7 +797,7 @@ const releasePool = (state: PoolState, options: PoolOptions): Effect.Effect<void
     const { checkedOut, config, lifecycle, name, pool, uncancelled } = state
     const remaining = Duration.toMillis(yield* lifecycle.remaining)
     const sliceMs = Math.min(millisOr(options.timeout) ?? Number.POSITIVE_INFINITY, remaining)
-    const graceMs = Math.min(millisOr(options.cancelGrace, 1_000), sliceMs / 2)
+    const graceMs = Math.min(millisOr(options.cancelGrace, DEFAULT_CANCEL_GRACE), sliceMs / 2)
     const clock = yield* Clock.Clock
     const startedAt = clock.currentTimeMillisUnsafe()
     const left = () => sliceMs - (clock.currentTimeMillisUnsafe() - startedAt)
@@ -802,7 +805,7 @@ const releasePool = (state: PoolState, options: PoolOptions): Effect.Effect<void
     // 1. Stop handing out connections; idle ones close now.
     const ended = pool.ending ? Promise.resolve() : pool.end()
     // 2. Queries in flight get the slice, minus the grace.
-    let endedInTime = yield* awaitPromise(ended, sliceMs - graceMs)
+    let endedInTime = yield* settledWithin(ended, sliceMs - graceMs)
     let cancelled: Array<CancelledQuery> = []
     let forced = 0
     let abandonedConnects = 0
@@ -825,7 +828,7 @@ const releasePool = (state: PoolState, options: PoolOptions): Effect.Effect<void
           query.query
         )
       }
-      endedInTime = yield* awaitPromise(ended, left() - Math.min(100, graceMs / 4))
+      endedInTime = yield* settledWithin(ended, left() - Math.min(100, graceMs / 4))
       if (!endedInTime) {
         // 4. Whatever is still checked out (a leaked client, an open
         //    transaction, a query on a server that does not answer) is
@@ -845,7 +848,7 @@ const releasePool = (state: PoolState, options: PoolOptions): Effect.Effect<void
           abandonedConnects++
           destroySocket(client)
         }
-        endedInTime = yield* awaitPromise(ended, left())
+        endedInTime = yield* settledWithin(ended, left())
       }
     }
     if (cancelled.length > 0 || uncancelled.length > 0 || forced > 0 || abandonedConnects > 0 || !endedInTime) {
@@ -863,7 +866,7 @@ const releasePool = (state: PoolState, options: PoolOptions): Effect.Effect<void
 const manage = (pool: pg.Pool, options: PoolOptions) =>
   Effect.gen(function*() {
     const name = options.name ?? "postgres"
-    const connectTimeoutMs = Math.max(1, millisOr(options.connectTimeout, 10_000))
+    const connectTimeoutMs = Math.max(1, millisOr(options.connectTimeout, DEFAULT_CONNECT_TIMEOUT))
     // pg reads the pool's options at each new connection: without a
     // connection timeout, an attempt the server never answers (a frozen
     // server, a port that is not Postgres) would hang forever, and with it
@@ -889,7 +892,7 @@ const manage = (pool: pg.Pool, options: PoolOptions) =>
         withClient((client) => client.query<R>(text, values)),
       withClient,
       transaction,
-      ping: ping(pool, { name, timeout: millisOr(options.pingTimeout, 1_000) }),
+      ping: ping(pool, { name, timeout: millisOr(options.pingTimeout, DEFAULT_PING_TIMEOUT) }),
       checkedOut: () => state.checkedOut.size
     }
     return {
@@ -933,9 +936,9 @@ export const fromPool = (
     options.name ?? "postgres",
     manage(pool, options),
     ({ release }) => release,
-    // The release keeps its own slice; the core's deadline adds a little room
-    // so that the cancel step, not the core, has the last word.
-    { timeout: options.timeout === undefined ? undefined : Duration.sum(Duration.fromInputUnsafe(options.timeout), Duration.millis(250)) }
+    // The release keeps its own slice; the core's deadline adds a named
+    // margin so that the cancel step, not the core, has the last word.
+    { timeout: withCleanupMargin(options.timeout) }
   ).pipe(
     // The release is registered first, then the first connection is made
     // outside the acquisition, so that a signal during start-up interrupts
@@ -1022,7 +1025,7 @@ export const ping = (
   options: { readonly name?: string | undefined; readonly timeout?: Duration.Input | undefined } = {}
 ): Effect.Effect<void, PgPingError> => {
   const name = options.name ?? "postgres"
-  const timeoutMs = millisOr(options.timeout, 1_000)
+  const timeoutMs = millisOr(options.timeout, DEFAULT_PING_TIMEOUT)
   return Effect.tryPromise({
     try: () => pool.query("SELECT 1"),
     catch: (error) => new PgPingError({ resource: name, reason: reasonOf(error) })

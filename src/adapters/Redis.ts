@@ -54,8 +54,12 @@ import { InFlight, type InFlightSet } from "../InFlight.ts"
 import * as Lifecycle from "../Lifecycle.ts"
 import * as Resource from "../Resource.ts"
 import * as Worker from "./Worker.ts"
-import { millisOr } from "../internal/duration.ts"
-import { reasonOf } from "../internal/errors.ts"
+import { millisOr } from "../internal/base/duration.ts"
+import { reasonOf } from "../internal/base/errors.ts"
+
+const DEFAULT_CONNECT_TIMEOUT = Duration.seconds(10)
+const DEFAULT_CLAIM_IDLE = Duration.minutes(1)
+const DEFAULT_BLOCK = Duration.seconds(2)
 
 // -----------------------------------------------------------------------------
 // clients and errors
@@ -339,7 +343,7 @@ export const connect = <C extends Connection>(
     const name = options.name ?? "redis"
     const state: ConnectState = {
       name,
-      connectTimeoutMs: Math.max(1, millisOr(options.connectTimeout, 10_000)),
+      connectTimeoutMs: Math.max(1, millisOr(options.connectTimeout, DEFAULT_CONNECT_TIMEOUT)),
       connected: false,
       attempts: 0,
       lastError: undefined
@@ -879,7 +883,7 @@ export const consume = <R>(
 ): Effect.Effect<Consumer, RedisConnectError | RedisCommandError, R | Lifecycle.Lifecycle | InFlight | Scope.Scope> =>
   Effect.gen(function*() {
     const name = options.name ?? `redis stream ${options.stream}`
-    const claimIdleMs = millisOr(options.claimIdle, 60_000)
+    const claimIdleMs = millisOr(options.claimIdle, DEFAULT_CLAIM_IDLE)
     // Released in reverse: the blocking reader first (destroyed: its last
     // read cannot finish), then the connection that acknowledges.
     const commands = yield* connect(options.client.duplicate(), {
@@ -899,9 +903,9 @@ export const consume = <R>(
       group: options.group,
       consumer: options.consumer ?? `${hostname()}-${process.pid}-${Math.random().toString(36).slice(2, 8)}`,
       concurrency: Math.max(1, Math.floor(options.concurrency ?? 1)),
-      blockMs: Math.max(1, millisOr(options.block, 2_000)),
+      blockMs: Math.max(1, millisOr(options.block, DEFAULT_BLOCK)),
       claimIdleMs,
-      claimEveryMs: Math.max(10, millisOr(options.claimEvery, claimIdleMs / 2)),
+      claimEveryMs: Math.max(10, millisOr(options.claimEvery, Duration.millis(claimIdleMs / 2))),
       onAck: options.onAck,
       commands,
       reader,

@@ -21,12 +21,11 @@ import type * as PgClient from "@effect/sql-pg/PgClient"
 import type * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
-import * as SqlClient from "effect/sql/SqlClient"
+import type * as SqlClient from "effect/sql/SqlClient"
 import type { SqlError } from "effect/sql/SqlError"
 import type { Lifecycle } from "../Lifecycle.ts"
-import { millisOr } from "../internal/duration.ts"
-import { managedLayer } from "../internal/managedLayer.ts"
-import { reasonOf } from "../internal/errors.ts"
+import { managedLayer } from "./internal/managedLayer.ts"
+import { sqlPing as sqlPingWith } from "./internal/sqlPing.ts"
 import { PgPingError } from "./internal/pgPing.ts"
 
 export {
@@ -124,15 +123,5 @@ export const layerClient = (
  */
 export const sqlPing = (
   options: { readonly name?: string | undefined; readonly timeout?: Duration.Input | undefined } = {}
-): Effect.Effect<void, PgPingError, SqlClient.SqlClient> => {
-  const name = options.name ?? "postgres"
-  const timeoutMs = millisOr(options.timeout, 1_000)
-  return SqlClient.SqlClient.use((sql) => sql`SELECT 1`).pipe(
-    Effect.mapError((error) => new PgPingError({ resource: name, reason: reasonOf(error) })),
-    Effect.timeoutOrElse({
-      duration: timeoutMs,
-      orElse: () => Effect.fail(new PgPingError({ resource: name, reason: `no answer within ${timeoutMs} ms` }))
-    }),
-    Effect.asVoid
-  )
-}
+): Effect.Effect<void, PgPingError, SqlClient.SqlClient> =>
+  sqlPingWith(options.name ?? "postgres", options.timeout, (fields) => new PgPingError(fields))

@@ -82,7 +82,10 @@ import type * as Scope from "effect/Scope"
 import * as Semaphore from "effect/Semaphore"
 import { InFlight, type InFlightSet } from "../InFlight.ts"
 import * as Lifecycle from "../Lifecycle.ts"
-import { millisOr } from "../internal/duration.ts"
+import { millisOr } from "../internal/base/duration.ts"
+
+const DEFAULT_SETTLE_TIMEOUT = Duration.seconds(5)
+const DEFAULT_MAX_TAKE_BACKOFF = Duration.seconds(5)
 
 /**
  * Why a job is handed back to the broker:
@@ -384,8 +387,8 @@ export const make = <Job, R>(
     const state: WorkerState<Job, R> = {
       options,
       kind: options.kind ?? "job",
-      settleTimeoutMs: millisOr(options.settleTimeout, 5_000),
-      maxBackoffMs: millisOr(options.maxTakeBackoff, 5_000),
+      settleTimeoutMs: millisOr(options.settleTimeout, DEFAULT_SETTLE_TIMEOUT),
+      maxBackoffMs: millisOr(options.maxTakeBackoff, DEFAULT_MAX_TAKE_BACKOFF),
       permits: yield* Semaphore.make(Math.max(1, Math.floor(options.concurrency ?? 1))),
       inFlight: yield* InFlight,
       scope: yield* Effect.scope,

@@ -1,7 +1,7 @@
 /**
  * The example service (examples/service) as a real child process, against
- * the contract in DESIGN.md: the routes, the variables, one JSONL line and
- * one database row per `/work` request, a WebSocket echo that gets 1001 at
+ * the contract in docs/design.md#example-service-contract: the routes, the
+ * variables, one JSONL line and one database row per `/work` request, a WebSocket echo that gets 1001 at
  * shutdown, and exit 0 after a SIGTERM that drains what is in flight.
  *
  * The database is PGlite kept in a temporary directory, so that the test can

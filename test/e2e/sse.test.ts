@@ -1,5 +1,5 @@
 /**
- * Server-sent events across shutdown (DESIGN.md wire behaviour 15), against
+ * Server-sent events across shutdown (docs/design.md#wire-behaviours, 15), against
  * real processes over real sockets:
  *
  * - the example service's `GET /events` (the Effect helper, `Sse.response`)

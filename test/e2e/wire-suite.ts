@@ -1,5 +1,5 @@
 /**
- * The wire behaviours of DESIGN.md, proven against a real child process that
+ * The wire behaviours of docs/design.md#wire-behaviours, proven against a real child process that
  * gets a real SIGTERM, with raw sockets and real `ws` clients. The same suite
  * runs against the Effect HttpServer fixture and the plain-server adapter
  * (Express, Fastify).

@@ -5,7 +5,7 @@
  *
  * @internal
  */
-import * as Data from "effect/Data"
+import { PingError } from "./errors.ts"
 
 /**
  * The readiness ping did not answer in time, or failed.
@@ -21,12 +21,4 @@ import * as Data from "effect/Data"
  * @category errors
  * @since 0.1.0
  */
-export class PgPingError extends Data.TaggedError("PgPingError")<{
-  /** The resource's name, as in logs and in the report (not `Error.name`, which stays the tag). */
-  readonly resource: string
-  readonly reason: string
-}> {
-  override get message(): string {
-    return `${this.resource}: ping failed: ${this.reason}`
-  }
-}
+export class PgPingError extends PingError("PgPingError") {}

@@ -4,8 +4,12 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "nod
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { afterAll } from "vitest"
-import * as ReportFile from "../src/internal/reportFile.ts"
-import { Report } from "../src/index.ts"
+import * as ReportFile from "../../../src/internal/engine/reportFile.ts"
+import { Report, ShutdownConfig } from "../../../src/index.ts"
+
+/** The report file as `Graceful.run` resolves it: the configuration first (the one reader of SHUTDOWN_REPORT_FILE). */
+const load = (options?: ShutdownConfig.ShutdownOptions) =>
+  Effect.flatMap(ShutdownConfig.load(options), (config) => ReportFile.load(config, options))
 
 const withEnv = (env: Record<string, string>) => Effect.provide(ConfigProvider.layer(ConfigProvider.fromEnv({ env })))
 
@@ -29,27 +33,29 @@ const report = (cut: number): Report.ShutdownReport => ({
 describe("ReportFile.load", () => {
   it.effect("no file configured: nothing to write", () =>
     Effect.gen(function*() {
-      expect(yield* ReportFile.load().pipe(withEnv({}))).toBeUndefined()
-      expect(yield* ReportFile.load().pipe(withEnv({ SHUTDOWN_REPORT_FILE: "" }))).toBeUndefined()
+      expect(yield* load().pipe(withEnv({}))).toBeUndefined()
+      expect(yield* load().pipe(withEnv({ SHUTDOWN_REPORT_FILE: "" }))).toBeUndefined()
+      // Blank is unset, as for every other variable (it used to be a path of spaces here).
+      expect(yield* load().pipe(withEnv({ SHUTDOWN_REPORT_FILE: "  " }))).toBeUndefined()
     }))
 
   it.effect("the termination log gets 4096 bytes by default, other paths no limit", () =>
     Effect.gen(function*() {
-      expect(yield* ReportFile.load().pipe(withEnv({ SHUTDOWN_REPORT_FILE: "/dev/termination-log" }))).toEqual({
+      expect(yield* load().pipe(withEnv({ SHUTDOWN_REPORT_FILE: "/dev/termination-log" }))).toEqual({
         path: "/dev/termination-log",
         maxBytes: 4096,
         variable: "SHUTDOWN_REPORT_FILE"
       })
-      expect((yield* ReportFile.load().pipe(withEnv({ SHUTDOWN_REPORT_FILE: "/var/log/report.json" })))?.maxBytes)
+      expect((yield* load().pipe(withEnv({ SHUTDOWN_REPORT_FILE: "/var/log/report.json" })))?.maxBytes)
         .toBeUndefined()
     }))
 
   it.effect("SHUTDOWN_REPORT_MAX_BYTES and the option set the limit; the option wins", () =>
     Effect.gen(function*() {
       const env = { SHUTDOWN_REPORT_FILE: "/var/log/report.json", SHUTDOWN_REPORT_MAX_BYTES: "2048" }
-      expect((yield* ReportFile.load().pipe(withEnv(env)))?.maxBytes).toBe(2048)
-      expect((yield* ReportFile.load({ reportMaxBytes: 8192 }).pipe(withEnv(env)))?.maxBytes).toBe(8192)
-      expect(yield* ReportFile.load({ reportFile: "/tmp/r.json" }).pipe(withEnv(env))).toEqual({
+      expect((yield* load().pipe(withEnv(env)))?.maxBytes).toBe(2048)
+      expect((yield* load({ reportMaxBytes: 8192 }).pipe(withEnv(env)))?.maxBytes).toBe(8192)
+      expect(yield* load({ reportFile: "/tmp/r.json" }).pipe(withEnv(env))).toEqual({
         path: "/tmp/r.json",
         maxBytes: 2048,
         variable: "option reportFile"
@@ -59,7 +65,7 @@ describe("ReportFile.load", () => {
   it.effect("a limit that is not a whole number of bytes, or too small, names the variable", () =>
     Effect.gen(function*() {
       for (const value of ["4k", "-1", "100", "1.5", "abc"]) {
-        const error = yield* ReportFile.load().pipe(
+        const error = yield* load().pipe(
           withEnv({ SHUTDOWN_REPORT_FILE: "/tmp/r.json", SHUTDOWN_REPORT_MAX_BYTES: value }),
           Effect.flip
         )

@@ -1,12 +1,15 @@
 /**
- * The shutdown report under construction. Plain mutable state, so the
- * watchdog and a third signal can take a snapshot synchronously, naming the
- * releases still running at that moment.
+ * The records of the shutdown report under construction: phase timings,
+ * releases, hooks, cut items, what holds the event loop. Plain mutable
+ * state, so the watchdog and a third signal can take a snapshot
+ * synchronously, naming the releases still running at that moment. The
+ * trigger, t = 0, the signals and the budget are not kept here: they are
+ * read from the shutdown state (`state.ts`) and passed in as a {@link Header}.
  *
  * @internal
  */
-import type * as Report from "../Report.ts"
-import type { EventLoopSnapshot } from "./eventLoop.ts"
+import type * as Report from "../../Report.ts"
+import type { EventLoopSnapshot } from "../base/eventLoop.ts"
 
 /** A managed release, from its registration at acquisition until it is recorded. */
 export interface ReleaseTicket {
@@ -16,10 +19,17 @@ export interface ReleaseTicket {
   started?: { readonly at: number; readonly deadlineMs: number }
 }
 
+/** What the report says about the shutdown itself, read from the state. */
+export interface Header {
+  readonly trigger: Report.Trigger
+  /** t = 0, clock milliseconds. */
+  readonly t0: number
+  readonly signals: number
+  /** The release deadline in force, ms after t = 0. */
+  readonly budgetMs?: number | undefined
+}
+
 export class ReportBuilder {
-  private trigger: Report.Trigger = { _tag: "Interrupted" }
-  private startedAt = 0
-  private signals = 0
   private readonly phases: Array<Report.PhaseTiming> = []
   private readonly releases: Array<Report.ReleaseRecord> = []
   private readonly hooks: Array<Report.ReleaseRecord> = []
@@ -28,19 +38,9 @@ export class ReportBuilder {
   private atDrainStart = 0
   private atDrainEnd = 0
   private budgetExhausted = false
-  private budgetMs: number | undefined
   private heldBy: Report.HeldBy | undefined
   /** Releases interrupted at their deadline whose fiber has not ended yet (it ignored the interrupt). */
   private readonly abandoned = new Map<object, string>()
-
-  start(trigger: Report.Trigger, startedAt: number): void {
-    this.trigger = trigger
-    this.startedAt = startedAt
-  }
-
-  setSignals(count: number): void {
-    this.signals = count
-  }
 
   addPhase(phase: Report.PhaseName, at: number, durationMs: number): void {
     this.phases.push({ phase, at, durationMs })
@@ -81,11 +81,6 @@ export class ReportBuilder {
     this.budgetExhausted = true
   }
 
-  /** The release deadline in force, ms after the trigger (set at the trigger, and again when an escalation moves it). */
-  setBudget(ms: number): void {
-    this.budgetMs = ms
-  }
-
   /**
    * A release (or hook) was left running at its deadline. It stays open, and
    * is named in `heldBy`, until the returned function is called when its
@@ -121,10 +116,10 @@ export class ReportBuilder {
    * wins, except that a later `aliveAfterStop` replaces it: it is the newer
    * answer to "why is this process still here".
    */
-  markHeld(reason: Report.HeldBy["reason"], now: number, loop: EventLoopSnapshot): Report.HeldBy {
+  markHeld(reason: Report.HeldBy["reason"], now: number, loop: EventLoopSnapshot, t0: number): Report.HeldBy {
     if (this.heldBy !== undefined && reason !== "aliveAfterStop") return this.heldBy
     this.heldBy = {
-      at: now - this.startedAt,
+      at: now - t0,
       reason,
       openReleases: this.openReleases(),
       activeResources: loop.activeResources,
@@ -146,8 +141,10 @@ export class ReportBuilder {
     readonly outcome: Report.ShutdownReport["outcome"]
     readonly exitCode: number
     readonly now: number
+    readonly header: Header
   }): Report.ShutdownReport {
-    const offset = options.now - this.startedAt
+    const { header } = options
+    const offset = options.now - header.t0
     // Releases still running when the snapshot is taken (watchdog, 3rd
     // signal) are reported as timed out: they are why the process is ending.
     // Those that never started are reported as skipped.
@@ -170,10 +167,10 @@ export class ReportBuilder {
       outcome: options.outcome,
       exitCode: options.exitCode,
       durationMs: offset,
-      trigger: this.trigger,
-      startedAt: this.startedAt,
-      ...(this.budgetMs !== undefined ? { budgetMs: this.budgetMs } : {}),
-      signals: this.signals,
+      trigger: header.trigger,
+      startedAt: header.t0,
+      ...(header.budgetMs !== undefined ? { budgetMs: header.budgetMs } : {}),
+      signals: header.signals,
       inFlight: { atDrainStart: this.atDrainStart, atDrainEnd: this.atDrainEnd },
       phases: [...this.phases],
       ...(this.heldBy !== undefined ? { heldBy: this.heldBy } : {}),

@@ -8,9 +8,12 @@
 import * as Cause from "effect/Cause"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
-import type { HookPhase } from "../Lifecycle.ts"
-import type { BoundedOutcome, Budget } from "./budget.ts"
+import type { HookPhase } from "../../Lifecycle.ts"
+import { truncate } from "../base/text.ts"
+import * as Budget from "./budget.ts"
 import type { ReleaseTicket, ReportBuilder } from "./reportBuilder.ts"
+import * as State from "./state.ts"
+import type { Store } from "./store.ts"
 
 interface Hook {
   readonly name: string
@@ -18,10 +21,7 @@ interface Hook {
   readonly effect: Effect.Effect<void, unknown>
 }
 
-export const renderCause = (cause: Cause.Cause<unknown>): string => {
-  const text = Cause.pretty(cause)
-  return text.length > 500 ? `${text.slice(0, 500)}…` : text
-}
+export const renderCause = (cause: Cause.Cause<unknown>): string => truncate(Cause.pretty(cause), 500)
 
 export interface Releases {
   /** Runs `effect` within `deadlineMs` (clock time) and records the outcome under `ticket`. */
@@ -41,10 +41,10 @@ export interface Releases {
 }
 
 /** Records how a bounded release or hook ended, and logs anything but a clean release. */
-const recordOutcome = (budget: Budget, report: ReportBuilder) => (outcome: BoundedOutcome, ticket: ReleaseTicket) =>
+const recordOutcome = (store: Store, report: ReportBuilder) => (outcome: Budget.BoundedOutcome, ticket: ReleaseTicket) =>
   Effect.suspend(() => {
     const name = ticket.name
-    const at = budget.elapsed(outcome.startedAt)
+    const at = Budget.elapsed(store, outcome.startedAt)
     if (outcome._tag === "Skipped") {
       report.addRelease({ name, outcome: "skipped", at, durationMs: 0, deadlineMs: 0 }, ticket)
       return Effect.logWarning(`${name}: skipped, the shutdown budget is spent`)
@@ -71,32 +71,31 @@ const recordOutcome = (budget: Budget, report: ReportBuilder) => (outcome: Bound
     return Effect.void
   })
 
-export const make = (options: {
-  readonly budget: Budget
-  readonly report: ReportBuilder
-  readonly now: () => number
-  /** Whether the program's own effect has ended (its scope is closing). */
-  readonly programEnded: () => boolean
-  /** Whether the program is still starting (it never became Ready). */
-  readonly starting: () => boolean
-  /** Whether the sequence has reached Releasing. */
-  readonly releasing: () => boolean
-  readonly awaitReleasing: Effect.Effect<void>
-}): Releases => {
-  const { budget, now, report } = options
+/** Whether the sequence has reached Releasing (or Stopped). */
+const isReleasing = (state: State.State): boolean => state._tag === "Releasing" || state._tag === "Stopped"
+
+/** The program never became Ready: start-up is still running, or unwinding. */
+const isStarting = (state: State.State): boolean => {
+  if (state._tag === "Starting") return true
+  const shutdown = State.shutdownOf(state)
+  return shutdown !== undefined && !shutdown.wasReady
+}
+
+export const make = (store: Store, report: ReportBuilder): Releases => {
+  const { now } = store
   const hooks: Array<Hook> = []
 
-  const record = recordOutcome(budget, report)
+  const record = recordOutcome(store, report)
 
   const run = (effect: Effect.Effect<void, unknown>, deadlineMs: number, ticket: ReleaseTicket) =>
     Effect.gen(function*() {
       const startedAt = now()
       // Marked started before it runs, so a snapshot taken meanwhile (the
       // watchdog, a 3rd signal) names it as running, not skipped.
-      report.beginRelease(ticket, budget.elapsed(startedAt), Math.max(0, deadlineMs - startedAt))
+      report.beginRelease(ticket, Budget.elapsed(store, startedAt), Math.max(0, deadlineMs - startedAt))
       // An abandoned release stays named as open (what holds the event loop)
       // until its fiber really ends.
-      const outcome = yield* budget.bounded(effect, deadlineMs, () => report.abandon(ticket.name))
+      const outcome = yield* Budget.bounded(store, effect, deadlineMs, () => report.abandon(ticket.name))
       yield* record(outcome, ticket)
     }).pipe(Effect.withSpan(`graceful.release ${ticket.name}`))
 
@@ -105,16 +104,17 @@ export const make = (options: {
     report.register(ticket)
     return (effect: Effect.Effect<void, unknown>, exit?: Exit.Exit<unknown, unknown>): Effect.Effect<void> =>
       Effect.gen(function*() {
-        if (!options.releasing()) {
-          if (options.starting() && exit !== undefined && Exit.isFailure(exit)) {
+        const state = store.get()
+        if (!isReleasing(state)) {
+          if (isStarting(state) && exit !== undefined && Exit.isFailure(exit)) {
             // Start-up is unwinding (a later layer failed, or a shutdown cut
             // a hung acquire): layers release what they acquired at once,
             // before the program's exit reaches the sequence. Bound and
             // report them like any release.
-            yield* run(effect, now() + Math.min(timeoutMs ?? Number.POSITIVE_INFINITY, budget.remaining()), ticket)
+            yield* run(effect, now() + Math.min(timeoutMs ?? Number.POSITIVE_INFINITY, store.remaining()), ticket)
             return
           }
-          if (!options.programEnded()) {
+          if (State.shutdownOf(state)?.programEnded !== true) {
             // An inner scope closed while the program runs (or drains): an
             // ordinary release, not part of the shutdown. Waiting for
             // Releasing here could deadlock a request that is itself being
@@ -126,9 +126,9 @@ export const make = (options: {
             )
             return
           }
-          yield* options.awaitReleasing
+          yield* store.await(isReleasing)
         }
-        const deadline = timeoutMs === undefined ? now() + budget.remaining() : now() + timeoutMs
+        const deadline = timeoutMs === undefined ? now() + store.remaining() : now() + timeoutMs
         yield* run(effect, deadline, ticket)
       })
   }
@@ -149,7 +149,7 @@ export const make = (options: {
       hooks.push(hook)
       return () => {
         // Hooks stay registered through the shutdown so they still run once.
-        if (budget.started()) return
+        if (State.isTriggered(store.get())) return
         const index = hooks.indexOf(hook)
         if (index >= 0) hooks.splice(index, 1)
       }

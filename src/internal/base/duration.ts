@@ -6,11 +6,15 @@
 import * as Duration from "effect/Duration"
 import * as Option from "effect/Option"
 
-/** Milliseconds of a duration option, or `fallback` when it is not given. */
-export function millisOr(input: Duration.Input | undefined, fallback: number): number
+/**
+ * Milliseconds of a duration option, or of `fallback` (a named default, as a
+ * `Duration`) when it is not given: for the one call that needs a number.
+ */
+export function millisOr(input: Duration.Input | undefined, fallback: Duration.Duration): number
 export function millisOr(input: Duration.Input | undefined, fallback?: undefined): number | undefined
-export function millisOr(input: Duration.Input | undefined, fallback?: number): number | undefined {
-  return input === undefined ? fallback : Duration.toMillis(Duration.fromInputUnsafe(input))
+export function millisOr(input: Duration.Input | undefined, fallback?: Duration.Duration): number | undefined {
+  if (input !== undefined) return Duration.toMillis(Duration.fromInputUnsafe(input))
+  return fallback === undefined ? undefined : Duration.toMillis(fallback)
 }
 
 const goUnits: Record<string, number> = { ns: 1e-6, us: 1e-3, "µs": 1e-3, ms: 1, s: 1_000, m: 60_000, h: 3_600_000 }

@@ -14,8 +14,9 @@ import * as Config from "effect/Config"
 import * as Data from "effect/Data"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
-import * as Report from "../Report.ts"
-import { ShutdownConfigError } from "../ShutdownConfig.ts"
+import * as Report from "../../Report.ts"
+import { type ShutdownConfig, ShutdownConfigError } from "../../ShutdownConfig.ts"
+import { reasonOf } from "../base/errors.ts"
 
 /** Where the report goes. */
 export interface ReportFileTarget {
@@ -58,23 +59,23 @@ const parseMaxBytes = (variable: string, value: string | number): Effect.Effect<
 }
 
 /**
- * Reads `SHUTDOWN_REPORT_FILE` and `SHUTDOWN_REPORT_MAX_BYTES` (through the
- * current `ConfigProvider`) under the code options. `undefined` when no file
- * is configured.
+ * The report file of a loaded configuration (`ShutdownConfig` is the one
+ * owner of `SHUTDOWN_REPORT_FILE`), with its size limit from the code option
+ * or `SHUTDOWN_REPORT_MAX_BYTES` (read here only). `undefined` when no file is
+ * configured.
  */
 export const load = (
+  config: Pick<ShutdownConfig, "reportFile">,
   options: ReportFileOptions = {}
 ): Effect.Effect<ReportFileTarget | undefined, ShutdownConfigError> =>
   Effect.gen(function*() {
+    const path = config.reportFile
+    if (path === undefined) return undefined
     const env = yield* Config.all({
-      path: Config.option(Config.String("SHUTDOWN_REPORT_FILE")),
       maxBytes: Config.option(Config.String("SHUTDOWN_REPORT_MAX_BYTES"))
     }).pipe(
       Effect.mapError((error) => new ShutdownConfigError({ variable: "environment", value: "", reason: String(error) }))
     )
-    const fromEnv = Option.getOrUndefined(env.path)
-    const path = options.reportFile ?? (fromEnv === "" ? undefined : fromEnv)
-    if (path === undefined) return undefined
     const variable = options.reportFile !== undefined ? "option reportFile" : "SHUTDOWN_REPORT_FILE"
     const envMax = Option.getOrUndefined(env.maxBytes)
     const maxBytes = options.reportMaxBytes !== undefined
@@ -96,7 +97,6 @@ const codeOf = (error: unknown): string =>
     ? error.code
     : "UNKNOWN"
 
-const messageOf = (error: unknown): string => error instanceof Error ? error.message : String(error)
 
 /** Free bytes for this process on the file system holding `dir` (root may use the reserved blocks). */
 const freeBytes = (dir: string): number | undefined => {
@@ -126,7 +126,7 @@ export const whyNotWritable = (path: string, needBytes: number): SystemFailure |
     stats = statSync(absolute)
   } catch (error) {
     const code = codeOf(error)
-    if (code !== "ENOENT") return { code, detail: messageOf(error) }
+    if (code !== "ENOENT") return { code, detail: reasonOf(error) }
   }
   if (stats?.isDirectory() === true) return { code: "EISDIR", detail: "it is a directory" }
   if (stats === undefined) {
@@ -135,18 +135,18 @@ export const whyNotWritable = (path: string, needBytes: number): SystemFailure |
       if (!dirStats.isDirectory()) return { code: "ENOTDIR", detail: `${dir} is not a directory` }
     } catch (error) {
       const code = codeOf(error)
-      return { code, detail: code === "ENOENT" ? `the directory ${dir} does not exist` : messageOf(error) }
+      return { code, detail: code === "ENOENT" ? `the directory ${dir} does not exist` : reasonOf(error) }
     }
     try {
       accessSync(dir, constants.W_OK)
     } catch (error) {
-      return { code: codeOf(error), detail: `cannot create a file in ${dir}: ${messageOf(error)}` }
+      return { code: codeOf(error), detail: `cannot create a file in ${dir}: ${reasonOf(error)}` }
     }
   } else {
     try {
       accessSync(absolute, constants.W_OK)
     } catch (error) {
-      return { code: codeOf(error), detail: messageOf(error) }
+      return { code: codeOf(error), detail: reasonOf(error) }
     }
   }
   // A device (the termination log may be one, /dev/null is one) has no free
@@ -205,5 +205,5 @@ export const write = (
 ): Effect.Effect<void, ReportFileError> =>
   Effect.try({
     try: () => writeFileSync(target.path, render(target, report)),
-    catch: (error) => new ReportFileError({ path: target.path, code: codeOf(error), detail: messageOf(error) })
+    catch: (error) => new ReportFileError({ path: target.path, code: codeOf(error), detail: reasonOf(error) })
   })

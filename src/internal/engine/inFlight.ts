@@ -9,10 +9,10 @@ import type * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Latch from "effect/Latch"
 import * as Metric from "effect/Metric"
-import type { InFlightRegistryService, Item } from "../Adapter.ts"
-import type { TrackOptions } from "../InFlight.ts"
-import * as Metrics from "../Metrics.ts"
-import type { CutItem } from "../Report.ts"
+import type { InFlightRegistryService, Item } from "../../Adapter.ts"
+import type { TrackOptions } from "../../InFlight.ts"
+import * as Metrics from "../../Metrics.ts"
+import type { CutItem } from "../../Report.ts"
 
 /** The whole set: what adapters see, plus what only the sequence does. */
 export interface InFlightState extends InFlightRegistryService {

@@ -6,8 +6,8 @@ import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Layer from "effect/Layer"
 import * as Scope from "effect/Scope"
-import type { Lifecycle } from "../Lifecycle.ts"
-import * as Resource from "../Resource.ts"
+import type { Lifecycle } from "../../Lifecycle.ts"
+import * as Resource from "../../Resource.ts"
 
 /**
  * Builds `layer` in a scope of its own and closes that scope as a named,

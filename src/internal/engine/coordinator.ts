@@ -1,7 +1,8 @@
 /**
- * The shutdown coordinator: one per running program. It wires the pieces
- * (phases, budget, triggers, releases, the in-flight set and the report
- * under construction) and runs the shutdown sequence once.
+ * The shutdown coordinator: one per running program. It holds the one
+ * shutdown state (`store.ts`) and wires the pieces that read it (triggers,
+ * releases, the sequence, the in-flight set and the report records), and
+ * runs the shutdown sequence once.
  *
  * @internal
  */
@@ -12,25 +13,24 @@ import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
-import * as Latch from "effect/Latch"
 import * as Option from "effect/Option"
-import * as Adapter from "../Adapter.ts"
-import * as Health from "../Health.ts"
-import * as Host from "../Host.ts"
-import * as InFlight from "../InFlight.ts"
-import * as Lifecycle from "../Lifecycle.ts"
-import * as Report from "../Report.ts"
-import type { ShutdownConfig } from "../ShutdownConfig.ts"
-import type { SignalEvent } from "../Signals.ts"
-import * as Budget from "./budget.ts"
-import * as EventLoop from "./eventLoop.ts"
+import * as Adapter from "../../Adapter.ts"
+import * as Health from "../../Health.ts"
+import * as Host from "../../Host.ts"
+import * as InFlight from "../../InFlight.ts"
+import * as Lifecycle from "../../Lifecycle.ts"
+import * as Report from "../../Report.ts"
+import type { ShutdownConfig } from "../../ShutdownConfig.ts"
+import type { SignalEvent } from "../../Signals.ts"
+import * as EventLoop from "../base/eventLoop.ts"
 import * as InFlightState from "./inFlight.ts"
-import * as Phases from "./phases.ts"
 import { publish } from "./publish.ts"
 import * as Releases from "./releases.ts"
 import * as Sequence from "./sequence.ts"
 import { ReportBuilder } from "./reportBuilder.ts"
 import type * as ReportFile from "./reportFile.ts"
+import * as State from "./state.ts"
+import * as Store from "./store.ts"
 import * as Triggers from "./triggers.ts"
 
 export interface Coordinator {
@@ -75,71 +75,28 @@ export const make = (
     const services = yield* Effect.context<never>()
     const runSync = <A>(effect: Effect.Effect<A>): A => Effect.runSync(Effect.provideContext(effect, services))
     const now = () => clock.currentTimeMillisUnsafe()
-    const ms = Duration.toMillis
-    const [timeoutMs, emergencyMs] = [config.timeout, config.emergencyTimeout].map(ms) as [number, number]
 
+    const store = yield* Store.make({ timeout: config.timeout, emergencyTimeout: config.emergencyTimeout }, now)
     const report = new ReportBuilder()
     const inFlight = yield* InFlightState.make({ onCutOnArrival: (item) => report.addCut(item) })
-    const phases = yield* Phases.make
-    const budget = Budget.make({
-      now,
-      timeoutMs,
-      emergencyTimeoutMs: emergencyMs,
-      onBudget: (budgetMs) => report.setBudget(budgetMs)
-    })
-    let programEnded = false
-    let becameReady = false
-    const releases = Releases.make({
-      budget,
-      report,
-      now,
-      programEnded: () => programEnded,
-      starting: () => !becameReady,
-      releasing: () => Lifecycle.isAtLeast(phases.current(), "Releasing"),
-      awaitReleasing: phases.await("Releasing")
-    })
+    const releases = Releases.make(store, report)
+    const endNow = makeEndNow({ store, report, host, reportFile, runSync })
+    const onEvent = Triggers.make({ store, endNow, log: (effect) => runSync(effect), renderError })
+    const sequence = Sequence.make({ config, store, host, releases, report, inFlight, endNow, reportFile, runSync })
 
-    const { endNow, forced, forcedLatch } = makeEndNow({ report, now, host, reportFile, runSync })
-    const triggers = Triggers.make({
-      now,
-      budget,
-      report,
-      emergencyTimeoutMs: emergencyMs,
-      endNow,
-      log: (effect) => runSync(effect),
-      renderError
-    })
-
-    const sequence = Sequence.make({
-      config,
-      now,
-      host,
-      budget,
-      phases,
-      releases,
-      report,
-      inFlight,
-      first: triggers.first,
-      endNow,
-      forced,
-      reportFile,
-      runSync
-    })
-
-    const lifecycle = makeLifecycle({ phases, triggers, releases, budget, host, onReady: () => (becameReady = true) })
+    const lifecycle = makeLifecycle({ store, releases, host })
     const releaseRegistry = makeReleaseRegistry(releases, inFlight)
     const health = yield* Health.make(lifecycle)
 
     return {
       lifecycle,
-      onEvent: triggers.onEvent,
-      onProgramExit: (exit) => {
-        programEnded = true
-        const next = triggerFromExit(exit)
-        if (!triggers.fire(next) && Report.isFastPath(next)) budget.escalate()
-      },
+      onEvent,
+      onProgramExit: (exit) => void store.apply({ _tag: "ProgramEnded", trigger: triggerFromExit(exit) }),
       runSequence: (program) =>
-        Effect.raceFirst(sequence(program), forcedLatch.await.pipe(Effect.map(() => forced()!))),
+        Effect.raceFirst(
+          sequence(program),
+          store.await(isForced).pipe(Effect.map(() => (store.get() as Extract<State.State, { _tag: "Stopped" }>).report))
+        ),
       context: Context.make(Lifecycle.Lifecycle, lifecycle).pipe(
         Context.add(InFlight.InFlight, inFlight),
         Context.add(Adapter.InFlightRegistry, inFlight),
@@ -149,35 +106,32 @@ export const make = (
     }
   })
 
-/** The `Lifecycle` service over the coordinator's pieces. */
+const isForced = (state: State.State): boolean => state._tag === "Stopped" && state.forced
+
+/** The `Lifecycle` service over the shutdown state. */
 const makeLifecycle = (deps: {
-  readonly phases: Phases.Phases
-  readonly triggers: Triggers.Triggers
+  readonly store: Store.Store
   readonly releases: Releases.Releases
-  readonly budget: Budget.Budget
   readonly host: Host.HostService
-  readonly onReady: () => void
 }): Lifecycle.LifecycleService => {
-  const { budget, host, phases, releases, triggers } = deps
+  const { host, releases, store } = deps
   return {
-    phase: Effect.sync(phases.current),
-    phaseUnsafe: phases.current,
-    changes: phases.changes,
-    awaitPhase: phases.await,
-    trigger: Effect.sync(() => Option.fromNullishOr(triggers.current())),
+    phase: Effect.sync(store.phase),
+    phaseUnsafe: store.phase,
+    changes: store.phases,
+    awaitPhase: (phase) => store.await((state) => Lifecycle.isAtLeast(State.phaseOf(state), phase)),
+    trigger: Effect.sync(() => Option.fromNullishOr(State.shutdownOf(store.get())?.trigger)),
     markReady: Effect.suspend(() =>
-      phases.current() !== "Starting" || triggers.current() !== undefined
-        ? Effect.void
-        : phases.advance("Ready").pipe(Effect.andThen(Effect.sync(deps.onReady)), Effect.andThen(host.notifyReady))
+      store.apply({ _tag: "Ready" })._tag === "BecameReady" ? host.notifyReady : Effect.void
     ),
-    shutdown: (reason) => Effect.sync(() => void triggers.fire({ _tag: "Requested", reason })),
+    shutdown: (reason) => Effect.sync(() => void store.apply({ _tag: "Requested", reason })),
     addHook: <R>(name: string, phase: Lifecycle.HookPhase, effect: Effect.Effect<void, unknown, R>) =>
       Effect.acquireRelease(
         // The hook runs long after this fiber: keep its services.
         Effect.map(Effect.context<R>(), (context) => releases.addHook(name, phase, Effect.provideContext(effect, context))),
         (remove) => Effect.sync(remove)
       ).pipe(Effect.asVoid),
-    remaining: Effect.sync(() => Duration.millis(budget.remaining()))
+    remaining: Effect.sync(() => Duration.millis(store.remaining()))
   }
 }
 
@@ -199,26 +153,26 @@ const makeReleaseRegistry = (
 /**
  * Ends the process now (3rd signal, watchdog, emergency budget of zero),
  * after publishing what is known and what holds the event loop. When the
- * host does not exit (tests), the sequence ends there too, with this report.
+ * host does not exit (tests), the sequence ends there too, with this report
+ * (the state is `Stopped` and `forced`).
  */
 const makeEndNow = (deps: {
+  readonly store: Store.Store
   readonly report: ReportBuilder
-  readonly now: () => number
   readonly host: Host.HostService
   readonly reportFile: ReportFile.ReportFileTarget | undefined
   readonly runSync: (effect: Effect.Effect<void>) => void
-}) => {
-  const { host, now, report } = deps
-  let forced: Report.ShutdownReport | undefined
-  const forcedLatch = Latch.makeUnsafe(false)
-  const endNow = (outcome: Report.ShutdownReport["outcome"], exitCode: number): Report.ShutdownReport => {
-    if (forced !== undefined) return forced
-    if (outcome === "watchdog" || outcome === "forced") report.markHeld(outcome, now(), EventLoop.snapshot())
-    forced = report.snapshot({ outcome, exitCode, now: now() })
-    deps.runSync(publish(forced, deps.reportFile))
-    forcedLatch.openUnsafe()
-    host.exit(exitCode)
-    return forced
-  }
-  return { endNow, forced: () => forced, forcedLatch }
+}) =>
+(outcome: Report.ShutdownReport["outcome"], exitCode: number): Report.ShutdownReport => {
+  const { host, report, store } = deps
+  const before = store.get()
+  if (before._tag === "Stopped" && before.forced) return before.report
+  const header = State.headerOf(before)
+  const now = store.now()
+  if (outcome === "watchdog" || outcome === "forced") report.markHeld(outcome, now, EventLoop.snapshot(), header.t0)
+  const forced = report.snapshot({ outcome, exitCode, now, header })
+  store.apply({ _tag: "Force", report: forced })
+  deps.runSync(publish(forced, deps.reportFile))
+  host.exit(exitCode)
+  return forced
 }

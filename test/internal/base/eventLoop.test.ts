@@ -1,7 +1,7 @@
 import { describe, expect, it } from "@effect/vitest"
 import { createServer, connect, type Server, type Socket } from "node:net"
-import * as EventLoop from "../src/internal/eventLoop.ts"
-import { ReportBuilder } from "../src/internal/reportBuilder.ts"
+import * as EventLoop from "../../../src/internal/base/eventLoop.ts"
+import { ReportBuilder } from "../../../src/internal/engine/reportBuilder.ts"
 
 const listen = (server: Server) => new Promise<number>((resolve) => {
   server.listen(0, "127.0.0.1", () => resolve((server.address() as { port: number }).port))
@@ -91,7 +91,7 @@ describe("ReportBuilder.markHeld", () => {
 
   it("names the releases still open, in release order, and the loop's resources", () => {
     const builder = new ReportBuilder()
-    builder.start({ _tag: "Signal", signal: "SIGTERM" }, 1000)
+    const header = { trigger: { _tag: "Signal", signal: "SIGTERM" } as const, t0: 1000, signals: 0 }
     const log = { name: "log" }
     const db = { name: "db" }
     const stuck = { name: "stuck" }
@@ -100,9 +100,8 @@ describe("ReportBuilder.markHeld", () => {
     builder.register(stuck)
     builder.register({ name: "close listener", hook: true })
     builder.beginRelease(stuck, 100, 1900)
-    builder.setBudget(2000)
-    builder.markHeld("watchdog", 3050, { activeResources: { Timeout: 2, TCPServerWrap: 1 }, handles: ["Server 0.0.0.0:3000"] })
-    const report = builder.snapshot({ outcome: "watchdog", exitCode: 1, now: 3050 })
+    builder.markHeld("watchdog", 3050, { activeResources: { Timeout: 2, TCPServerWrap: 1 }, handles: ["Server 0.0.0.0:3000"] }, header.t0)
+    const report = builder.snapshot({ outcome: "watchdog", exitCode: 1, now: 3050, header: { ...header, budgetMs: 2000 } })
     expect(report.heldBy).toEqual({
       at: 2050,
       reason: "watchdog",
@@ -115,19 +114,19 @@ describe("ReportBuilder.markHeld", () => {
 
   it("the first overrun is kept; a later aliveAfterStop replaces it", () => {
     const builder = new ReportBuilder()
-    builder.start({ _tag: "Signal", signal: "SIGTERM" }, 0)
-    builder.markHeld("budget", 100, loop)
-    builder.markHeld("watchdog", 150, loop)
-    expect(builder.snapshot({ outcome: "degraded", exitCode: 1, now: 200 }).heldBy?.reason).toBe("budget")
-    builder.markHeld("aliveAfterStop", 1200, { activeResources: { TCPSocketWrap: 1 }, handles: [] })
-    const held = builder.snapshot({ outcome: "degraded", exitCode: 1, now: 1200 }).heldBy
+    const header = { trigger: { _tag: "Signal", signal: "SIGTERM" } as const, t0: 0, signals: 0 }
+    builder.markHeld("budget", 100, loop, header.t0)
+    builder.markHeld("watchdog", 150, loop, header.t0)
+    expect(builder.snapshot({ outcome: "degraded", exitCode: 1, now: 200, header }).heldBy?.reason).toBe("budget")
+    builder.markHeld("aliveAfterStop", 1200, { activeResources: { TCPSocketWrap: 1 }, handles: [] }, header.t0)
+    const held = builder.snapshot({ outcome: "degraded", exitCode: 1, now: 1200, header }).heldBy
     expect(held).toEqual({ at: 1200, reason: "aliveAfterStop", openReleases: [], activeResources: { TCPSocketWrap: 1 } })
   })
 
   it("a report with nothing overrun has no heldBy", () => {
     const builder = new ReportBuilder()
-    builder.start({ _tag: "Signal", signal: "SIGTERM" }, 0)
-    expect("heldBy" in builder.snapshot({ outcome: "clean", exitCode: 0, now: 5 })).toBe(false)
+    const header = { trigger: { _tag: "Signal", signal: "SIGTERM" } as const, t0: 0, signals: 0 }
+    expect("heldBy" in builder.snapshot({ outcome: "clean", exitCode: 0, now: 5, header })).toBe(false)
   })
 })
 
@@ -136,7 +135,7 @@ describe("ReportBuilder: abandoned releases and overruns", () => {
 
   it("a release left running at its deadline stays open until its fiber ends", () => {
     const builder = new ReportBuilder()
-    builder.start({ _tag: "Signal", signal: "SIGTERM" }, 0)
+    const header = { trigger: { _tag: "Signal", signal: "SIGTERM" } as const, t0: 0, signals: 0 }
     const db = { name: "db" }
     builder.register(db)
     builder.register({ name: "log" })
@@ -147,13 +146,12 @@ describe("ReportBuilder: abandoned releases and overruns", () => {
     expect(builder.openReleases()).toEqual(["stuck", "log", "db"])
     settled()
     expect(builder.openReleases()).toEqual(["log", "db"])
-    builder.markHeld("budget", 2000, loop)
-    expect(builder.snapshot({ outcome: "degraded", exitCode: 1, now: 2000 }).heldBy?.openReleases).toEqual(["log", "db"])
+    builder.markHeld("budget", 2000, loop, header.t0)
+    expect(builder.snapshot({ outcome: "degraded", exitCode: 1, now: 2000, header }).heldBy?.openReleases).toEqual(["log", "db"])
   })
 
   it("a skipped release is an overrun too", () => {
     const builder = new ReportBuilder()
-    builder.start({ _tag: "Signal", signal: "SIGTERM" }, 0)
     builder.addRelease({ name: "db", outcome: "skipped", at: 0, durationMs: 0, deadlineMs: 0 })
     expect(builder.overran()).toBe(true)
   })

@@ -5,7 +5,7 @@
  * @internal
  */
 import * as Effect from "effect/Effect"
-import * as Report from "../Report.ts"
+import * as Report from "../../Report.ts"
 import * as ReportFile from "./reportFile.ts"
 
 export const publish = (
