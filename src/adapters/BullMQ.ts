@@ -51,7 +51,9 @@ import { inFlightRegistry, type InFlightRegistryService } from "../Adapter.ts"
 import type { InFlight } from "../InFlight.ts"
 import * as Lifecycle from "../Lifecycle.ts"
 import * as Resource from "../Resource.ts"
-import { JobItem, reasonOf, runTracked, settledWithin, sliceMillis } from "./internal/queueJobs.ts"
+import { reasonOf } from "../internal/base/errors.ts"
+import { JobItem, runTracked } from "./internal/queueJobs.ts"
+import { releaseSliceMillis, settledWithin } from "./internal/slice.ts"
 
 // -----------------------------------------------------------------------------
 // errors
@@ -260,7 +262,7 @@ const stopWorker = (state: WorkerState, worker: bullmq.Worker): Effect.Effect<vo
 /** `worker.close()` within the slice; past it, the close goes on and the report says so. */
 const closeWorker = (name: string, worker: bullmq.Worker, timeout: Duration.Input | undefined) =>
   Effect.gen(function*() {
-    const slice = yield* sliceMillis(timeout)
+    const slice = yield* releaseSliceMillis(timeout)
     const closed = yield* settledWithin(worker.close(), slice)
     if (!closed) {
       return yield* new BullMQError({ resource: name, operation: "close", reason: `not closed within ${Math.round(slice)} ms` })
@@ -440,7 +442,7 @@ export const queue = <Data>(
       }),
       (created) =>
         Effect.gen(function*() {
-          const slice = yield* sliceMillis(options.timeout)
+          const slice = yield* releaseSliceMillis(options.timeout)
           // Most of the slice for the adds, the rest for the close.
           const waitMs = Math.max(0, slice - Math.min(500, slice / 4))
           const settled = pending.size === 0 || (yield* settledWithin(Promise.allSettled([...pending]), waitMs))

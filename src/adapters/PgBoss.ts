@@ -53,7 +53,9 @@ import { inFlightRegistry, type InFlightRegistryService } from "../Adapter.ts"
 import type { InFlight } from "../InFlight.ts"
 import * as Lifecycle from "../Lifecycle.ts"
 import * as Resource from "../Resource.ts"
-import { JobItem, reasonOf, runTracked, settledWithin, sliceMillis } from "./internal/queueJobs.ts"
+import { reasonOf } from "../internal/base/errors.ts"
+import { JobItem, runTracked } from "./internal/queueJobs.ts"
+import { releaseSliceMillis, settledWithin } from "./internal/slice.ts"
 
 // -----------------------------------------------------------------------------
 // errors
@@ -159,7 +161,7 @@ export const start = (options: StartOptions): Effect.Effect<Boss, PgBossError, L
       }),
       (created) =>
         Effect.gen(function*() {
-          const slice = yield* sliceMillis(options.timeout)
+          const slice = yield* releaseSliceMillis(options.timeout)
           const stopped = yield* settledWithin(
             created.stop({ graceful: true, close: true, timeout: Math.max(0, Math.floor(slice)) }),
             slice
@@ -385,7 +387,7 @@ export const work = <Data, R>(
         Effect.gen(function*() {
           state.taking = false
           yield* Deferred.succeed(state.stopped, undefined)
-          const slice = yield* sliceMillis(options.timeout)
+          const slice = yield* releaseSliceMillis(options.timeout)
           const ended = yield* Effect.timeoutOption(Fiber.joinAll(fibers), slice)
           if (ended._tag === "None") {
             yield* Effect.forEach(fibers, Fiber.interrupt, { discard: true })

@@ -9,7 +9,8 @@ import { Deferred, Effect, Exit, Fiber } from "effect"
 import { TestClock } from "effect/testing"
 import { Adapter, Graceful, Resource } from "../../src/index.ts"
 import * as GracefulTest from "../../src/testing.ts"
-import { JobItem, runTracked, sliceMillis } from "../../src/adapters/internal/queueJobs.ts"
+import { JobItem, runTracked } from "../../src/adapters/internal/queueJobs.ts"
+import { releaseSliceMillis as sliceMillis } from "../../src/adapters/internal/slice.ts"
 
 const settle = Effect.gen(function*() {
   for (let i = 0; i < 20; i++) yield* Effect.yieldNow

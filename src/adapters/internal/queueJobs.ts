@@ -1,16 +1,13 @@
 /**
  * What the job-queue adapters (`BullMQ`, `PgBoss`) share: a job handler run
  * as an item of the in-flight set, so the drain waits for it and a cut
- * names it; and the release slice read from the public `Lifecycle`.
+ * names it.
  *
  * @internal
  */
-import * as Duration from "effect/Duration"
-import * as Effect from "effect/Effect"
 import type * as Exit from "effect/Exit"
 import type * as Fiber from "effect/Fiber"
 import type { InFlightRegistryService, Item } from "../../Adapter.ts"
-import { Lifecycle } from "../../Lifecycle.ts"
 
 /**
  * One job being processed, as the in-flight set holds it. Its label names
@@ -63,28 +60,3 @@ export const runTracked = <A, E>(
     })
   })
 }
-
-/**
- * The milliseconds a release may take: its own `timeout` when given, never
- * more than what is left of the shutdown budget.
- */
-export const sliceMillis = (timeout: Duration.Input | undefined): Effect.Effect<number, never, Lifecycle> =>
-  Effect.map(
-    Lifecycle.use((lifecycle) => lifecycle.remaining),
-    (remaining) => {
-      const own = timeout === undefined ? Number.POSITIVE_INFINITY : Duration.toMillis(Duration.fromInputUnsafe(timeout))
-      return Math.max(0, Math.min(own, Duration.toMillis(remaining)))
-    }
-  )
-
-/** Waits for `promise` at most `millis`; `true` when it settled (either way) in time. */
-export const settledWithin = (promise: Promise<unknown>, millis: number): Effect.Effect<boolean> =>
-  millis <= 0
-    ? Effect.sync(() => false)
-    : Effect.promise(() => promise.then(() => true, () => true)).pipe(
-      Effect.timeoutOption(millis),
-      Effect.map((option) => option._tag === "Some")
-    )
-
-/** The message of anything thrown. */
-export const reasonOf = (error: unknown): string => error instanceof Error ? error.message : String(error)
