@@ -78,8 +78,9 @@ import { inFlightRegistry } from "./Adapter.ts"
 import type { InFlight } from "./InFlight.ts"
 import * as Listen from "./Listen.ts"
 import { millisOr } from "./internal/duration.ts"
-import { HttpGuard } from "./internal/httpGuard.ts"
-import { DEFAULT_CLOSE_REASON } from "./internal/refusal.ts"
+import { HttpGuard } from "./internal/http/guard.ts"
+import { selfCheck } from "./internal/http/nodeInternals.ts"
+import { DEFAULT_CLOSE_REASON } from "./internal/http/refusal.ts"
 import * as Lifecycle from "./Lifecycle.ts"
 import * as Resource from "./Resource.ts"
 
@@ -129,8 +130,20 @@ export interface GuardOptions {
    * Default 5 seconds.
    */
   readonly newConnectionGrace?: Duration.Input | undefined
+  /**
+   * How long a connection the guard has ended (FIN sent) waits for its
+   * peer's FIN before it is destroyed, as Go's and nginx's lingering close
+   * do: a half-open client cannot hold the drain. Default 500 ms.
+   */
+  readonly linger?: Duration.Input | undefined
   /** The reason sent with WebSocket close code 1001. Default `"server shutting down"`. */
   readonly webSocketCloseReason?: string | undefined
+  /**
+   * Whether `/health/ready` on this server names each failing check's error
+   * text. Default `false`: the application's port answers check names and
+   * states only (no host, port or error text); the logs keep the detail.
+   */
+  readonly readinessDetail?: boolean | undefined
 }
 
 /** What the guard needs to know that the user does not say. */
@@ -205,12 +218,16 @@ const makeHttpGuard = (
       clock: yield* Clock.Clock,
       context: yield* Effect.context<never>(),
       isHttp2: kind.isHttp2,
+      isTls: kind.isTls,
       idleGraceMs: millisOr(options.idleGrace, 100),
       newConnectionGraceMs: millisOr(options.newConnectionGrace, 5000),
+      lingerMs: millisOr(options.linger, 500),
       closeReason: options.webSocketCloseReason ?? DEFAULT_CLOSE_REASON,
       answerHealth: options.health === false
         ? undefined
-        : Health.nodeHandler(health, lifecycle, { ...Health.defaultPaths, ...options.health }),
+        : Health.nodeHandler(health, lifecycle, { ...Health.defaultPaths, ...options.health }, {
+          detail: options.readinessDetail === true
+        }),
       cutThroughSocket: internals.cutThroughSocket,
       shrinkBacklog: internals.shrinkBacklog ?? true
     })
@@ -289,7 +306,7 @@ const releaseGuard = (
   guard: HttpGuard,
   watch: CloseWatch,
   restoreEmit: () => void
-): Effect.Effect<void> =>
+): Effect.Effect<void, Error> =>
   Effect.sync(() => guard.release()).pipe(
     // A turn of the loop, so the 503s written by the release are flushed.
     Effect.andThen(Effect.callback<void>((resume) => void setImmediate(() => resume(Effect.void)))),
@@ -301,6 +318,18 @@ const releaseGuard = (
     Effect.ensuring(Effect.sync(() => {
       server.off("close", watch.onClose)
       restoreEmit()
+    })),
+    Effect.andThen(Effect.suspend(() => {
+      const notes: Array<string> = []
+      if (guard.unread > 0) notes.push(`${guard.unread} pipelined request(s) not read (left for the client to retry)`)
+      if (guard.lingered > 0) notes.push(`${guard.lingered} half-open connection(s) destroyed after the linger`)
+      const lost = [...guard.lost].map(([kind, count]) => `${count} ${kind}`)
+      const log = notes.length > 0 ? Effect.logInfo(`${guard.name}: ${notes.join("; ")}`) : Effect.void
+      // A request lost without an answer makes the shutdown degraded: the
+      // report names it under this release.
+      return lost.length === 0
+        ? log
+        : log.pipe(Effect.andThen(Effect.fail(new Error(`requests lost without an answer: ${lost.join(", ")}`))))
     }))
   )
 
@@ -311,6 +340,8 @@ const guardWith = (
 ): Effect.Effect<void, never, Lifecycle.Lifecycle | InFlight | Health.Health | Scope.Scope> =>
   Effect.gen(function*() {
     const name = options.name ?? "http server"
+    const broken = selfCheck()
+    if (broken !== undefined) return yield* Effect.die(new Error(broken))
     const kind = serverKind(server)
     const guard = yield* makeHttpGuard(server, options, internals, kind)
     const watch = watchClose(server)
