@@ -213,12 +213,7 @@ const end = (connection: Connection, farewell?: string) => {
   connection.state = { _tag: "Ended", at: guard.now() }
   if (farewell !== undefined) connection.socket.end(farewell)
   else connection.socket.end()
-  connection.graceFiber = guard.after(guard.settings.lingerMs, () => {
-    connection.graceFiber = undefined
-    if (connection.socket.destroyed) return
-    guard.lingered++
-    connection.socket.destroy()
-  })
+  guard.linger(connection)
 }
 
 /** The connection is busy again (or gone): it is not ended. */
@@ -243,6 +238,7 @@ function onSocketClose(this: TrackedSocket): void {
     }
   }
   connection.guard.connections.delete(this)
+  connection.guard.lingering.delete(connection)
   connection.guard.settle()
 }
 
@@ -361,6 +357,9 @@ export class HttpGuard {
   unread = 0
   /** Ended sockets destroyed after the linger (their peer never closed its side). */
   lingered = 0
+  /** Ended connections waiting for their peer's FIN; one sweep for all of them. */
+  readonly lingering = new Set<Connection>()
+  private lingerSweep: Fiber.Fiber<void> | undefined = undefined
 
   constructor(server: Net.Server, settings: Settings) {
     this.server = server
@@ -379,6 +378,36 @@ export class HttpGuard {
     return Effect.runForkWith(this.settings.context)(
       this.clock.sleep(Duration.millis(Math.max(0, millis))).pipe(Effect.andThen(Effect.sync(f)))
     )
+  }
+
+  /** An ended connection waits at most `linger` for its peer's FIN (one timer for all, not one each). */
+  linger(connection: Connection): void {
+    this.lingering.add(connection)
+    if (this.lingerSweep === undefined) this.scheduleSweep(this.settings.lingerMs)
+  }
+
+  private scheduleSweep(millis: number): void {
+    this.lingerSweep = this.after(millis, () => {
+      this.lingerSweep = undefined
+      const now = this.now()
+      let next = Infinity
+      for (const connection of this.lingering) {
+        const state = connection.state
+        if (connection.socket.destroyed || state._tag !== "Ended") {
+          this.lingering.delete(connection)
+          continue
+        }
+        const wait = state.at + this.settings.lingerMs - now
+        if (wait > 0) {
+          next = Math.min(next, wait)
+          continue
+        }
+        this.lingering.delete(connection)
+        this.lingered++
+        connection.socket.destroy()
+      }
+      if (this.lingering.size > 0) this.scheduleSweep(next === Infinity ? this.settings.lingerMs : next)
+    })
   }
 
   private addLost(kind: string): void {
@@ -686,6 +715,9 @@ export class HttpGuard {
   }
 
   destroyAll(): void {
+    this.lingerSweep?.interruptUnsafe()
+    this.lingerSweep = undefined
+    this.lingering.clear()
     for (const socket of this.connections) {
       const connection = socket[kConnection]
       if (connection !== undefined) cancelEnd(connection)
