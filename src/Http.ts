@@ -15,10 +15,12 @@
  *   in-flight work, and from now on every request that arrives too.
  *   Everything is still served, readiness is 503, and the newest response
  *   of each HTTP/1.1 connection carries `Connection: close`, so the
- *   connection closes after it. On a pipelined connection that is the last
+ *   connection closes after it, whatever the handler set (exactly one
+ *   `Connection: close`). On a pipelined connection that is the last
  *   response queued, even one whose handler already wrote its head (HTTP/1.1
  *   lets nothing follow a response that says close, and the requests queued
- *   before it are already being handled). Upgrade requests are answered 503.
+ *   before it are already being handled); a request that arrives behind a
+ *   response already committed to close is not run (the client retries it). Upgrade requests are answered 503.
  * - **Closing**: the listener stops accepting without resetting anyone: its
  *   accept backlog shrinks (a new SYN is dropped, and the client's retry
  *   meets a closed port), the connections the kernel already queued are
@@ -32,8 +34,12 @@
  *   connection is ended (FIN) once it has been idle for `idleGrace` (default
  *   100 ms), since its client may be writing the next request; a connection
  *   that has sent nothing yet gets `newConnectionGrace` (default 5 s, as in
- *   Go's net/http) from when it was accepted; a connection holding part of a
- *   request is not idle: its request is answered. Either way the decision
+ *   Go's net/http) from when it was accepted (a TLS connection still in its
+ *   handshake too); a connection holding part of a request is not idle: its
+ *   request is answered if its head completes within `newConnectionGrace`
+ *   (from Closing), otherwise it gets `408` and a close, and the shutdown is
+ *   reported degraded. An ended connection waits at most `linger` (default
+ *   500 ms) for its peer's FIN, then is destroyed. Either way the decision
  *   waits until the event loop has read what is already on the wire. A busy
  *   connection closes after its response. WebSockets get close frame 1001;
  *   their close handshakes are part of the drain. HTTP/2 sessions get GOAWAY,
