@@ -137,6 +137,8 @@ export const make = (lifecycle: LifecycleService): Effect.Effect<HealthService> 
         const result = yield* check.check.pipe(Effect.timeoutOption(check.timeoutMs), Effect.exit)
         const durationMs = (yield* Clock.currentTimeMillis) - started
         if (Exit.isFailure(result)) {
+          // The detail goes to the logs; the probe's answer may leave it out.
+          yield* Effect.logWarning(`readiness check ${check.name} failed`, result.cause)
           return { name: check.name, status: "fail", durationMs, error: errorText(result.cause) } as const
         }
         if (Option.isNone(result.value)) {
@@ -235,6 +237,34 @@ const send = (response: Http.ServerResponse, status: number, body: unknown, head
 }
 
 /**
+ * Options of {@link nodeHandler} and {@link serve}.
+ *
+ * @example
+ * ```ts
+ * import type { Health } from "effect-graceful"
+ *
+ * const options: Health.NodeHandlerOptions = { detail: true }
+ * ```
+ *
+ * @category models
+ * @since 0.2.0
+ */
+export interface NodeHandlerOptions {
+  /**
+   * Whether `/health/ready` names each failing check's error text (which
+   * may hold a host, a port, a message from a driver). Default `false`:
+   * check names, states and durations only. The error is logged either way.
+   */
+  readonly detail?: boolean | undefined
+}
+
+const withoutDetail = (check: CheckResult): CheckResult => ({
+  name: check.name,
+  status: check.status,
+  durationMs: check.durationMs
+})
+
+/**
  * A Node request handler for the health routes. Returns `true` when it
  * answered the request (a GET or HEAD on one of the paths), `false` to let
  * the request through.
@@ -259,7 +289,8 @@ const send = (response: Http.ServerResponse, status: number, body: unknown, head
 export const nodeHandler = (
   health: HealthService,
   lifecycle: LifecycleService,
-  paths: Paths = defaultPaths
+  paths: Paths = defaultPaths,
+  options: NodeHandlerOptions = {}
 ) =>
 (request: Http.IncomingMessage, response: Http.ServerResponse): boolean => {
   if (request.method !== "GET" && request.method !== "HEAD") return false
@@ -277,7 +308,7 @@ export const nodeHandler = (
           send(response, readiness.ready ? 200 : 503, {
             status: readiness.ready ? "ready" : "not ready",
             phase: readiness.phase,
-            checks: readiness.checks
+            checks: options.detail === true ? readiness.checks : readiness.checks.map(withoutDetail)
           }, head)
         })
       )
@@ -312,6 +343,8 @@ export const serve = (
     readonly paths?: Paths | undefined
     /** Listen on the inherited socket of this name when socket-activated. Default `"health"`. */
     readonly fdName?: string | undefined
+    /** Whether `/health/ready` names each failing check's error text (a separate port may). Default `false`. */
+    readonly detail?: boolean | undefined
   }
 ): Effect.Effect<{ readonly port: number }, Error, Health | Lifecycle | Scope.Scope> =>
   Effect.gen(function*() {
@@ -320,7 +353,7 @@ export const serve = (
       { port: options.port, host: options.host },
       { fdName: options.fdName ?? "health", takeSole: false }
     )
-    const handle = nodeHandler(yield* Health, yield* Lifecycle, options.paths)
+    const handle = nodeHandler(yield* Health, yield* Lifecycle, options.paths, { detail: options.detail })
     const server = Http.createServer((request, response) => {
       if (!handle(request, response)) {
         response.writeHead(404, { "content-length": 0 })

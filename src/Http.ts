@@ -15,10 +15,12 @@
  *   in-flight work, and from now on every request that arrives too.
  *   Everything is still served, readiness is 503, and the newest response
  *   of each HTTP/1.1 connection carries `Connection: close`, so the
- *   connection closes after it. On a pipelined connection that is the last
+ *   connection closes after it, whatever the handler set (exactly one
+ *   `Connection: close`). On a pipelined connection that is the last
  *   response queued, even one whose handler already wrote its head (HTTP/1.1
  *   lets nothing follow a response that says close, and the requests queued
- *   before it are already being handled). Upgrade requests are answered 503.
+ *   before it are already being handled); a request that arrives behind a
+ *   response already committed to close is not run (the client retries it). Upgrade requests are answered 503.
  * - **Closing**: the listener stops accepting without resetting anyone: its
  *   accept backlog shrinks (a new SYN is dropped, and the client's retry
  *   meets a closed port), the connections the kernel already queued are
@@ -32,8 +34,12 @@
  *   connection is ended (FIN) once it has been idle for `idleGrace` (default
  *   100 ms), since its client may be writing the next request; a connection
  *   that has sent nothing yet gets `newConnectionGrace` (default 5 s, as in
- *   Go's net/http) from when it was accepted; a connection holding part of a
- *   request is not idle: its request is answered. Either way the decision
+ *   Go's net/http) from when it was accepted (a TLS connection still in its
+ *   handshake too); a connection holding part of a request is not idle: its
+ *   request is answered if its head completes within `newConnectionGrace`
+ *   (from Closing), otherwise it gets `408` and a close, and the shutdown is
+ *   reported degraded. An ended connection waits at most `linger` (default
+ *   500 ms) for its peer's FIN, then is destroyed. Either way the decision
  *   waits until the event loop has read what is already on the wire. A busy
  *   connection closes after its response. WebSockets get close frame 1001;
  *   their close handshakes are part of the drain. HTTP/2 sessions get GOAWAY,
@@ -78,8 +84,9 @@ import { inFlightRegistry } from "./Adapter.ts"
 import type { InFlight } from "./InFlight.ts"
 import * as Listen from "./Listen.ts"
 import { millisOr } from "./internal/base/duration.ts"
-import { HttpGuard } from "./internal/httpGuard.ts"
-import { DEFAULT_CLOSE_REASON } from "./internal/refusal.ts"
+import { HttpGuard } from "./internal/http/guard.ts"
+import { selfCheck } from "./internal/http/nodeInternals.ts"
+import { DEFAULT_CLOSE_REASON } from "./internal/http/refusal.ts"
 import * as Lifecycle from "./Lifecycle.ts"
 import * as Resource from "./Resource.ts"
 
@@ -87,6 +94,8 @@ import * as Resource from "./Resource.ts"
 const DEFAULT_IDLE_GRACE = Duration.millis(100)
 /** Grace for a new connection that has sent nothing yet (Go's net/http gives 5 s). */
 const DEFAULT_NEW_CONNECTION_GRACE = Duration.seconds(5)
+/** How long an ended idle socket waits for its peer's FIN before it is destroyed (a lingering close). */
+const DEFAULT_LINGER = Duration.millis(500)
 
 /**
  * A Node server the guard understands.
@@ -134,8 +143,20 @@ export interface GuardOptions {
    * Default 5 seconds.
    */
   readonly newConnectionGrace?: Duration.Input | undefined
+  /**
+   * How long a connection the guard has ended (FIN sent) waits for its
+   * peer's FIN before it is destroyed, as Go's and nginx's lingering close
+   * do: a half-open client cannot hold the drain. Default 500 ms.
+   */
+  readonly linger?: Duration.Input | undefined
   /** The reason sent with WebSocket close code 1001. Default `"server shutting down"`. */
   readonly webSocketCloseReason?: string | undefined
+  /**
+   * Whether `/health/ready` on this server names each failing check's error
+   * text. Default `false`: the application's port answers check names and
+   * states only (no host, port or error text); the logs keep the detail.
+   */
+  readonly readinessDetail?: boolean | undefined
 }
 
 /** What the guard needs to know that the user does not say. */
@@ -210,12 +231,16 @@ const makeHttpGuard = (
       clock: yield* Clock.Clock,
       context: yield* Effect.context<never>(),
       isHttp2: kind.isHttp2,
+      isTls: kind.isTls,
       idleGraceMs: millisOr(options.idleGrace, DEFAULT_IDLE_GRACE),
       newConnectionGraceMs: millisOr(options.newConnectionGrace, DEFAULT_NEW_CONNECTION_GRACE),
+      lingerMs: millisOr(options.linger, DEFAULT_LINGER),
       closeReason: options.webSocketCloseReason ?? DEFAULT_CLOSE_REASON,
       answerHealth: options.health === false
         ? undefined
-        : Health.nodeHandler(health, lifecycle, { ...Health.defaultPaths, ...options.health }),
+        : Health.nodeHandler(health, lifecycle, { ...Health.defaultPaths, ...options.health }, {
+          detail: options.readinessDetail === true
+        }),
       cutThroughSocket: internals.cutThroughSocket,
       shrinkBacklog: internals.shrinkBacklog ?? true
     })
@@ -294,7 +319,7 @@ const releaseGuard = (
   guard: HttpGuard,
   watch: CloseWatch,
   restoreEmit: () => void
-): Effect.Effect<void> =>
+): Effect.Effect<void, Error> =>
   Effect.sync(() => guard.release()).pipe(
     // A turn of the loop, so the 503s written by the release are flushed.
     Effect.andThen(Effect.callback<void>((resume) => void setImmediate(() => resume(Effect.void)))),
@@ -306,6 +331,18 @@ const releaseGuard = (
     Effect.ensuring(Effect.sync(() => {
       server.off("close", watch.onClose)
       restoreEmit()
+    })),
+    Effect.andThen(Effect.suspend(() => {
+      const notes: Array<string> = []
+      if (guard.unread > 0) notes.push(`${guard.unread} pipelined request(s) not read (left for the client to retry)`)
+      if (guard.lingered > 0) notes.push(`${guard.lingered} half-open connection(s) destroyed after the linger`)
+      const lost = [...guard.lost].map(([kind, count]) => `${count} ${kind}`)
+      const log = notes.length > 0 ? Effect.logInfo(`${guard.name}: ${notes.join("; ")}`) : Effect.void
+      // A request lost without an answer makes the shutdown degraded: the
+      // report names it under this release.
+      return lost.length === 0
+        ? log
+        : log.pipe(Effect.andThen(Effect.fail(new Error(`requests lost without an answer: ${lost.join(", ")}`))))
     }))
   )
 
@@ -316,6 +353,8 @@ const guardWith = (
 ): Effect.Effect<void, never, Lifecycle.Lifecycle | InFlight | Health.Health | Scope.Scope> =>
   Effect.gen(function*() {
     const name = options.name ?? "http server"
+    const broken = selfCheck()
+    if (broken !== undefined) return yield* Effect.die(new Error(broken))
     const kind = serverKind(server)
     const guard = yield* makeHttpGuard(server, options, internals, kind)
     const watch = watchClose(server)

@@ -310,3 +310,38 @@ export const load = (options: ShutdownOptions = {}): Effect.Effect<ShutdownConfi
     const signals = yield* parseSignals(pick("signals", options.signals, env.signals))
     return { timeout, delay, drainTimeout, emergencyTimeout, reportFile, reraiseSignal, signals, watchdogSlack }
   })
+
+/**
+ * A duration read from the configuration with the same parser as the
+ * `SHUTDOWN_*` variables: Effect's form (`"5 seconds"`, `"500 millis"`) or
+ * Go's (`"5s"`, `"1m30s"`). For an application's own settings, so every
+ * duration it documents is written the same way.
+ *
+ * @example
+ * ```ts
+ * import { Config, Duration, Effect } from "effect"
+ * import { ShutdownConfig } from "effect-graceful"
+ *
+ * const program = Effect.gen(function*() {
+ *   // DATABASE_CONNECT_TIMEOUT=3s and DATABASE_CONNECT_TIMEOUT="3 seconds" both work.
+ *   const timeout = yield* ShutdownConfig.duration("DATABASE_CONNECT_TIMEOUT").pipe(
+ *     Config.withDefault(Duration.seconds(10))
+ *   )
+ * })
+ * ```
+ *
+ * @category constructors
+ * @since 0.2.0
+ */
+export const duration = (name: string): Config.Config<Duration.Duration> =>
+  Config.String(name).pipe(Config.flatMap((text) => {
+    const parsed = DurationText.parse(text as Duration.Input)
+    if (Option.isSome(parsed) && !Duration.isNegative(parsed.value) && Duration.isFinite(parsed.value)) {
+      return Config.succeed(parsed.value)
+    }
+    return Config.fail(
+      new ConfigProvider.SourceError({
+        message: `${name}=${JSON.stringify(text)}: not a duration (expected e.g. "5 seconds", "500 millis", "5s" or "1m30s")`
+      })
+    )
+  }))

@@ -40,7 +40,7 @@ import * as Stream from "effect/Stream"
 import type * as Http from "node:http"
 import { inFlightRegistry, type InFlightRegistryService, type Item, pathOf } from "./Adapter.ts"
 import type { InFlight } from "./InFlight.ts"
-import { REFUSED_BODY } from "./internal/refusal.ts"
+import { REFUSED_BODY } from "./internal/http/refusal.ts"
 import * as Lifecycle from "./Lifecycle.ts"
 import * as Resource from "./Resource.ts"
 

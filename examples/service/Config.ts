@@ -66,6 +66,28 @@ const port = Effect.flatMap(Config.Int("PORT").pipe(Config.withDefault(3000)), (
     ? Effect.succeed(value)
     : Effect.fail(new InvalidConfig({ variable: "PORT", value: String(value), reason: "not a port (0 to 65535)" })))
 
+/** The URL with its password masked, for an error message. */
+const masked = (text: string) => text.replace(/(\/\/[^:/@]*:)[^@/]*@/, "$1***@")
+
+// A malformed URL (say a non-numeric port) is a configuration error named at
+// start-up, not a connection failure to retry.
+const databaseUrl = Effect.flatMap(nonEmpty("DATABASE_URL"), (value): Effect.Effect<Option.Option<string>, InvalidConfig> => {
+  if (Option.isNone(value)) return Effect.succeed(value)
+  try {
+    const url = new URL(value.value)
+    if (url.hostname === "" && !url.searchParams.has("host")) throw new Error("no host")
+    return Effect.succeed(value)
+  } catch {
+    return Effect.fail(
+      new InvalidConfig({
+        variable: "DATABASE_URL",
+        value: masked(value.value),
+        reason: "not a valid URL (expected postgres://user:password@host:port/database, with a numeric port)"
+      })
+    )
+  }
+})
+
 /**
  * Reads the configuration once, when the layer is built; a bad value (say
  * `PORT=http`) fails the start-up before anything is acquired.
@@ -87,7 +109,7 @@ export const ConfigLive = Layer.effect(
       host: yield* Config.String("HOST").pipe(Config.withDefault("127.0.0.1")),
       reusePort: yield* Config.Boolean("REUSE_PORT").pipe(Config.withDefault(false)),
       logFile: yield* Config.String("LOG_FILE").pipe(Config.withDefault("service.jsonl")),
-      databaseUrl: yield* nonEmpty("DATABASE_URL"),
+      databaseUrl: yield* databaseUrl,
       pgliteDir: yield* nonEmpty("PGLITE_DIR"),
       redisUrl: yield* nonEmpty("REDIS_URL")
     })

@@ -20,6 +20,7 @@ import { Config, Context, Data, Duration, Effect, Layer, Option } from "effect"
 import * as Health from "../../src/Health.ts"
 import * as Pg from "../../src/adapters/Pg.ts"
 import * as Resource from "../../src/Resource.ts"
+import * as ShutdownConfig from "../../src/ShutdownConfig.ts"
 import { ServiceConfig } from "./Config.ts"
 
 /**
@@ -107,7 +108,7 @@ const postgres = (url: string) =>
     // How long getting a connection may take: at start-up, retries included
     // (each logged; a database that stays unreachable fails the start-up
     // with the reason), and for each query after that.
-    const connectTimeout = yield* Config.Duration("DATABASE_CONNECT_TIMEOUT").pipe(
+    const connectTimeout = yield* ShutdownConfig.duration("DATABASE_CONNECT_TIMEOUT").pipe(
       Config.withDefault(Duration.seconds(10))
     )
     const pool = yield* Pg.makePool(

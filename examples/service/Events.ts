@@ -12,6 +12,7 @@
 import { Config, Context, Duration, Effect, Layer, Option } from "effect"
 import { EventEmitter } from "node:events"
 import * as Redis from "../../src/adapters/Redis.ts"
+import * as ShutdownConfig from "../../src/ShutdownConfig.ts"
 import { ServiceConfig } from "./Config.ts"
 
 /** The channel completed work is announced on. */
@@ -109,7 +110,7 @@ const redis = (url: string) =>
     // How long connecting may take at start-up, retries included: a Redis
     // that is down (node-redis retries forever) fails the start-up with the
     // reason instead of hanging it; each retry is logged.
-    const connectTimeout = yield* Config.Duration("REDIS_CONNECT_TIMEOUT").pipe(Config.withDefault(Duration.seconds(10)))
+    const connectTimeout = yield* ShutdownConfig.duration("REDIS_CONNECT_TIMEOUT").pipe(Config.withDefault(Duration.seconds(10)))
     // The publisher connection, released after the subscriber (acquired first).
     const client = yield* Redis.connect(createClient({ url }), {
       name: "redis publisher",

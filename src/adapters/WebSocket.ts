@@ -22,7 +22,7 @@ import type { Duplex } from "node:stream"
 import type { WebSocket, WebSocketServer } from "ws"
 import { inFlightRegistry, pathOf } from "../Adapter.ts"
 import { InFlight } from "../InFlight.ts"
-import { DEFAULT_CLOSE_REASON, REFUSAL_RESPONSE } from "../internal/refusal.ts"
+import { DEFAULT_CLOSE_REASON, REFUSAL_RESPONSE } from "../internal/http/refusal.ts"
 import * as Lifecycle from "../Lifecycle.ts"
 import * as Resource from "../Resource.ts"
 

@@ -273,14 +273,18 @@ export const wireSuite = (title: string, fixture: string, env: Record<string, st
           attempts.push(attempt(port))
           await sleep(1)
         }
-        outcomes.push(...await Promise.all(attempts))
+        const shutdown = await Promise.all(attempts)
+        outcomes.push(...shutdown)
         expect((await service.exited).code, service.output()).toBe(0)
+        // One window is left, and it is the kernel's: a connection completing
+        // its handshake in the microseconds between the loop's last look at
+        // the queue and the close. That window opens once per shutdown, so
+        // the bound is per shutdown (a busy machine may hit it in more than
+        // one of the three). Without the accept loop, 19 to 41 of these 90
+        // were reset on this machine: several per shutdown.
+        expect(shutdown.filter((o) => o !== "served" && o !== "refused").length, shutdown.join(", "))
+          .toBeLessThanOrEqual(1)
       }
-      // One window is left, and it is the kernel's: a connection completing
-      // its handshake in the microseconds between the loop's last look at the
-      // queue and the close. Without the accept loop, 19 to 41 of these 90
-      // were reset on this machine.
-      expect(outcomes.filter((o) => o !== "served" && o !== "refused").length, outcomes.join(", ")).toBeLessThanOrEqual(1)
       expect(outcomes.filter((o) => o === "served").length).toBeGreaterThan(0)
     })
 

@@ -21,11 +21,21 @@ import type * as Context from "effect/Context"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import type * as Fiber from "effect/Fiber"
-import type * as Http from "node:http"
+import * as Http from "node:http"
 import type * as Http2 from "node:http2"
 import * as Net from "node:net"
-import { type InFlightRegistryService, type Item, pathOf } from "../Adapter.ts"
-import { REFUSAL_RESPONSE, REFUSED_BODY } from "./refusal.ts"
+import { type InFlightRegistryService, type Item, pathOf } from "../../Adapter.ts"
+import {
+  closeQueuedHead,
+  closesConnection,
+  type ConnectionsList,
+  connectionsListOf,
+  currentResponse,
+  listenHandle,
+  reopenQueuedHead,
+  webSocketOf
+} from "./nodeInternals.ts"
+import { REFUSAL_RESPONSE, REFUSED_BODY, REQUEST_TIMEOUT_RESPONSE } from "./refusal.ts"
 
 /** What the guard is told once, when it is attached. */
 export interface Settings {
@@ -35,8 +45,11 @@ export interface Settings {
   /** Runs the grace timers on the program's clock (a `TestClock` in tests). */
   readonly context: Context.Context<never>
   readonly isHttp2: boolean
+  readonly isTls: boolean
   readonly idleGraceMs: number
   readonly newConnectionGraceMs: number
+  /** How long an ended socket waits for its peer's FIN before it is destroyed. */
+  readonly lingerMs: number
   readonly closeReason: string
   readonly answerHealth: ((request: Http.IncomingMessage, response: Http.ServerResponse) => boolean) | undefined
   /**
@@ -53,10 +66,26 @@ export interface Settings {
   readonly shrinkBacklog: boolean
 }
 
-const READY = 0
-const DRAINING = 1
-const CLOSING = 2
-type Mode = typeof READY | typeof DRAINING | typeof CLOSING
+/** Where the guard is in the shutdown. */
+type Mode = "Ready" | "Draining" | "Closing"
+
+/**
+ * One HTTP/1 connection's state, as the guard sees it:
+ * - `Open`: serving (busy or idle);
+ * - `Upgraded`: handed to a WebSocket (or another protocol);
+ * - `Closing`: a response that says `Connection: close` has finished: Node
+ *   ends the socket, and nothing read after it can be answered;
+ * - `Ended`: the guard sent FIN (idle, or 408) and lingers for the peer's.
+ */
+type ConnectionState =
+  | { readonly _tag: "Open" }
+  | { readonly _tag: "Upgraded" }
+  | { readonly _tag: "Closing" }
+  | { readonly _tag: "Ended"; readonly at: number }
+
+const OPEN: ConnectionState = { _tag: "Open" }
+const UPGRADED: ConnectionState = { _tag: "Upgraded" }
+const CLOSING_STATE: ConnectionState = { _tag: "Closing" }
 
 /** At most this many turns of the loop to accept what the kernel queued before the listener closes. */
 const MAX_ACCEPT_TURNS = 1024
@@ -64,50 +93,12 @@ const MAX_ACCEPT_TURNS = 1024
 const kConnection = Symbol.for("effect-graceful/http/connection")
 const kRequest = Symbol.for("effect-graceful/http/request")
 
-type TrackedSocket = Net.Socket & {
-  [kConnection]?: Connection
-  /** Node's: the response being written on the socket. */
-  _httpMessage?: Http.ServerResponse | null
-  /** Node's: the socket's HTTP parser. */
-  parser?: unknown
-}
-type TrackedResponse = Http.ServerResponse & { [kRequest]?: TrackedRequest | undefined }
+type TrackedSocket = Net.Socket & { [kConnection]?: Connection }
+type TrackedResponse = Http.ServerResponse & { [kRequest]?: TrackedRequest | undefined; [kForcedClose]?: boolean }
+const kForcedClose = Symbol.for("effect-graceful/http/forced-close")
 type UpgradedSocket = Net.Socket & { [kRequest]?: TrackedRequest | undefined }
 
 const noop = () => {}
-
-/** Node's list of HTTP/1 connections (what `server.closeIdleConnections` reads). */
-interface ConnectionsList {
-  readonly active: () => ReadonlyArray<{ readonly socket?: unknown }>
-}
-const connectionsListOf = (server: object): ConnectionsList | undefined => {
-  for (const symbol of Object.getOwnPropertySymbols(server)) {
-    if (symbol.description === "http.server.connections") {
-      const list = (server as Record<symbol, unknown>)[symbol]
-      if (typeof list === "object" && list !== null && typeof (list as ConnectionsList).active === "function") {
-        return list as ConnectionsList
-      }
-    }
-  }
-  return undefined
-}
-
-/** `ws` keeps its WebSocket on the socket under a symbol described "websocket". */
-interface WsLike {
-  readonly close: (code: number, reason: string) => void
-  readonly terminate: () => void
-}
-const webSocketOf = (socket: Net.Socket): WsLike | undefined => {
-  for (const symbol of Object.getOwnPropertySymbols(socket)) {
-    if (symbol.description === "websocket") {
-      const value = (socket as unknown as Record<symbol, unknown>)[symbol]
-      if (typeof value === "object" && value !== null && "close" in value && "terminate" in value) {
-        return value as WsLike
-      }
-    }
-  }
-  return undefined
-}
 
 /** A close frame written by hand, for a WebSocket no `ws` instance owns. */
 const closeFrame = (code: number, reason: string): Buffer => {
@@ -118,37 +109,6 @@ const closeFrame = (code: number, reason: string): Buffer => {
   frame.writeUInt16BE(code, 2)
   text.copy(frame, 4)
   return frame
-}
-
-/** Node's fields of a response whose head is written but not yet on the wire. */
-interface QueuedResponse {
-  _header: string | null
-  _last: boolean
-  shouldKeepAlive: boolean
-  outputData: Array<{ data: unknown }>
-  socket: Net.Socket | null
-}
-
-const KEEP_ALIVE_HEAD = /\r\nconnection: keep-alive\r\n(?:keep-alive: [^\r]*\r\n)?/i
-
-/**
- * A pipelined response whose handler finished before the shutdown started:
- * its head is written, but it waits in Node's queue behind the response
- * being sent. Rewrites `Connection: keep-alive` to `close` in the queued
- * head, and tells Node to close the connection after it.
- */
-const closeQueuedHead = (response: Http.ServerResponse): void => {
-  const queued = response as unknown as QueuedResponse
-  const head = queued._header
-  const first = queued.outputData?.[0]
-  if (queued.socket != null || head == null || first === undefined || typeof first.data !== "string") return
-  if (!first.data.startsWith(head)) return
-  const closing = head.replace(KEEP_ALIVE_HEAD, "\r\nConnection: close\r\n")
-  if (closing === head) return
-  first.data = closing + first.data.slice(head.length)
-  queued._header = closing
-  queued._last = true
-  queued.shouldKeepAlive = false
 }
 
 /** After a cut, the application may still try to answer: let it, into the void. */
@@ -176,13 +136,10 @@ class Connection {
   pending = 0
   /** From the drain on: the requests followed on this connection, until their responses close. */
   followed: Set<TrackedRequest> | undefined = undefined
-  /** A response marked `Connection: close` before a newer one arrived. */
-  marked: Http.ServerResponse | undefined = undefined
-  upgraded = false
-  ended = false
+  state: ConnectionState = OPEN
   /** Waiting in the guard's end queue (decided two turns after it was scheduled). */
   endQueued = false
-  /** Waiting out its grace. */
+  /** Waiting out its grace (or, ended, its linger). */
   graceFiber: Fiber.Fiber<void> | undefined = undefined
   constructor(guard: HttpGuard, socket: TrackedSocket, now: number) {
     this.guard = guard
@@ -246,10 +203,17 @@ class ConnectionsItem implements Item {
   }
 }
 
-/** An idle connection whose grace is over: FIN. */
-const end = (connection: Connection) => {
-  connection.ended = true
-  connection.socket.end()
+/**
+ * An idle connection whose grace is over: FIN (after `farewell`, a 408),
+ * then a bounded linger for the peer's FIN, as Go's and nginx's lingering
+ * close do; a peer that never closes its side is destroyed after it.
+ */
+const end = (connection: Connection, farewell?: string) => {
+  const guard = connection.guard
+  connection.state = { _tag: "Ended", at: guard.now() }
+  if (farewell !== undefined) connection.socket.end(farewell)
+  else connection.socket.end()
+  guard.linger(connection)
 }
 
 /** The connection is busy again (or gone): it is not ended. */
@@ -270,27 +234,83 @@ function onSocketClose(this: TrackedSocket): void {
   if (connection.followed !== undefined) {
     for (const tracked of connection.followed) {
       neuter(tracked.response!)
-      onResponseClose.call(tracked.response!)
+      responseClosed(tracked.response!)
     }
   }
   connection.guard.connections.delete(this)
+  connection.guard.lingering.delete(connection)
   connection.guard.settle()
 }
 
 function onResponseClose(this: TrackedResponse): void {
-  const tracked = this[kRequest]
+  responseClosed(this)
+}
+
+const responseClosed = (response: TrackedResponse): void => {
+  const tracked = response[kRequest]
   if (tracked === undefined) return
-  this[kRequest] = undefined
+  response[kRequest] = undefined
   const guard = tracked.guard
   if (tracked.tracked) guard.inFlight.removeUnsafe(tracked)
   const connection = tracked.connection
   if (connection === undefined) return
   connection.followed?.delete(tracked)
   connection.pending--
-  if (connection.last === this) connection.last = undefined
-  if (connection.marked === this) connection.marked = undefined
+  if (connection.last === response) connection.last = undefined
+  // Node ends the socket after a response that says close: a request read
+  // after it could never be answered.
+  if (connection.state._tag === "Open" && closesConnection(response)) connection.state = CLOSING_STATE
   connection.lastActiveAt = guard.now()
-  if (guard.mode === CLOSING) guard.scheduleEnd(connection)
+  if (guard.mode === "Closing") guard.scheduleEnd(connection)
+}
+
+const nodeWriteHead = Http.ServerResponse.prototype.writeHead as (
+  this: Http.ServerResponse,
+  ...args: Array<unknown>
+) => Http.ServerResponse
+
+const isConnectionHeader = (name: unknown) => typeof name === "string" && name.toLowerCase() === "connection"
+
+/** The handler's headers without any `Connection` entry (object, flat array or array of pairs). */
+const withoutConnection = (headers: unknown): unknown => {
+  if (Array.isArray(headers)) {
+    if (headers.length > 0 && Array.isArray(headers[0])) {
+      return headers.filter((pair: ReadonlyArray<unknown>) => !isConnectionHeader(pair[0]))
+    }
+    const kept: Array<unknown> = []
+    for (let i = 0; i + 1 < headers.length; i += 2) {
+      if (!isConnectionHeader(headers[i])) kept.push(headers[i], headers[i + 1])
+    }
+    return kept
+  }
+  if (typeof headers === "object" && headers !== null) {
+    const kept: Record<string, unknown> = {}
+    for (const [name, value] of Object.entries(headers)) if (!isConnectionHeader(name)) kept[name] = value
+    return kept
+  }
+  return headers
+}
+
+/**
+ * Every head a followed response writes goes through here (Node's implicit
+ * head calls \`writeHead\` too). The newest response of the connection says
+ * exactly one \`Connection: close\`, whatever the handler set
+ * (\`keep-alive\`, \`appendHeader\`, \`Upgrade\` on a 426).
+ */
+function guardedWriteHead(this: TrackedResponse, statusCode: number, ...rest: Array<unknown>): Http.ServerResponse {
+  const connection = this[kRequest]?.connection
+  if (connection === undefined || connection.last !== this || this.headersSent) {
+    return nodeWriteHead.call(this, statusCode, ...rest)
+  }
+  const reason = typeof rest[0] === "string" ? rest[0] : undefined
+  const headers = withoutConnection(reason === undefined ? rest[0] : rest[1])
+  const own = this.getHeader("connection")
+  if (!(typeof own === "string" && own.toLowerCase() === "close")) this[kForcedClose] = true
+  this.removeHeader("connection")
+  this.setHeader("connection", "close")
+  return reason === undefined
+    ? nodeWriteHead.call(this, statusCode, headers)
+    : nodeWriteHead.call(this, statusCode, reason, headers)
 }
 
 function onUpgradedSocketClose(this: UpgradedSocket): void {
@@ -316,7 +336,7 @@ export class HttpGuard {
   readonly sessions = new Set<Http2.ServerHttp2Session>()
   /** TLS: raw sockets still in their handshake (no HTTP yet). */
   readonly handshaking = new Set<Net.Socket>()
-  mode: Mode = READY
+  mode: Mode = "Ready"
   connectionsItem: ConnectionsItem | undefined = undefined
   /** The listener is closed (or closing has been scheduled and has run). */
   listenerClosed = false
@@ -327,6 +347,19 @@ export class HttpGuard {
   private connectionsList: ConnectionsList | undefined = undefined
   /** Ready only: health probes answered, so the drain never waits for one. */
   private readonly probes = new WeakSet<Http.ServerResponse>()
+  /** TLS: when each raw socket still in its handshake was accepted. */
+  private readonly acceptedAt = new WeakMap<Net.Socket, number>()
+  /** When Closing started (clock milliseconds). */
+  private closingAt = 0
+  /** Requests lost without an answer a client can use, by kind (reported at release). */
+  readonly lost = new Map<string, number>()
+  /** Pipelined requests not read because the connection was already closing (the client retries them). */
+  unread = 0
+  /** Ended sockets destroyed after the linger (their peer never closed its side). */
+  lingered = 0
+  /** Ended connections waiting for their peer's FIN; one sweep for all of them. */
+  readonly lingering = new Set<Connection>()
+  private lingerSweep: Fiber.Fiber<void> | undefined = undefined
 
   constructor(server: Net.Server, settings: Settings) {
     this.server = server
@@ -340,17 +373,63 @@ export class HttpGuard {
     return this.clock.currentTimeMillisUnsafe()
   }
 
+  /** Runs `f` after `millis` on the program's clock; interrupt the fiber to cancel. */
+  after(millis: number, f: () => void): Fiber.Fiber<void> {
+    return Effect.runForkWith(this.settings.context)(
+      this.clock.sleep(Duration.millis(Math.max(0, millis))).pipe(Effect.andThen(Effect.sync(f)))
+    )
+  }
+
+  /** An ended connection waits at most `linger` for its peer's FIN (one timer for all, not one each). */
+  linger(connection: Connection): void {
+    this.lingering.add(connection)
+    if (this.lingerSweep === undefined) this.scheduleSweep(this.settings.lingerMs)
+  }
+
+  private scheduleSweep(millis: number): void {
+    this.lingerSweep = this.after(millis, () => {
+      this.lingerSweep = undefined
+      const now = this.now()
+      let next = Infinity
+      for (const connection of this.lingering) {
+        const state = connection.state
+        if (connection.socket.destroyed || state._tag !== "Ended") {
+          this.lingering.delete(connection)
+          continue
+        }
+        const wait = state.at + this.settings.lingerMs - now
+        if (wait > 0) {
+          next = Math.min(next, wait)
+          continue
+        }
+        this.lingering.delete(connection)
+        this.lingered++
+        connection.socket.destroy()
+      }
+      if (this.lingering.size > 0) this.scheduleSweep(next === Infinity ? this.settings.lingerMs : next)
+    })
+  }
+
+  private addLost(kind: string): void {
+    this.lost.set(kind, (this.lost.get(kind) ?? 0) + 1)
+  }
+
   // ---------------------------------------------------------------------------
   // Server events
   // ---------------------------------------------------------------------------
 
   onConnection(socket: TrackedSocket): void {
     if (socket[kConnection] !== undefined) return
+    if (this.settings.isTls) {
+      // The handshake is over: from now on an HTTP connection like any other.
+      const raw = (socket as unknown as { _parent?: Net.Socket | null })._parent
+      if (raw != null) this.handshaking.delete(raw)
+    }
     const connection = new Connection(this, socket, this.now())
     socket[kConnection] = connection
     this.connections.add(socket)
     socket.on("close", onSocketClose)
-    if (this.mode === CLOSING) this.scheduleEnd(connection)
+    if (this.mode === "Closing") this.scheduleEnd(connection)
   }
 
   /** Any accepted TCP connection (before TLS, if any). */
@@ -361,11 +440,28 @@ export class HttpGuard {
   /** TLS: a raw socket, before its handshake; destroyed at release if it is still there. */
   onRawConnection(socket: Net.Socket): void {
     this.handshaking.add(socket)
-    socket.once("close", () => this.handshaking.delete(socket))
+    this.acceptedAt.set(socket, this.now())
+    socket.once("close", () => {
+      if (this.handshaking.delete(socket)) this.settle()
+    })
+    if (this.mode === "Closing") this.boundHandshake(socket)
+  }
+
+  /**
+   * Closing: a TLS connection accepted before the listener closed is within
+   * the new-connection grace, like a plain one; one whose handshake is not
+   * over by then is destroyed (it has sent no request).
+   */
+  private boundHandshake(socket: Net.Socket): void {
+    const graceEnd = Math.max(this.acceptedAt.get(socket) ?? this.closingAt, this.closingAt) +
+      this.settings.newConnectionGraceMs
+    this.after(graceEnd - this.now(), () => {
+      if (this.handshaking.has(socket)) socket.destroy()
+    })
   }
 
   onSession(session: Http2.ServerHttp2Session): void {
-    if (this.mode === CLOSING) session.close()
+    if (this.mode === "Closing") session.close()
     this.sessions.add(session)
     session.once("close", () => {
       this.sessions.delete(session)
@@ -376,12 +472,12 @@ export class HttpGuard {
   /** Returns true when the guard answered the request itself. */
   onRequest(request: Http.IncomingMessage, response: Http.ServerResponse): boolean {
     const connection = this.settings.isHttp2 ? undefined : (request.socket as TrackedSocket)[kConnection]
-    if (this.mode === READY && connection !== undefined) {
+    if (this.mode === "Ready" && connection !== undefined) {
       // The steady state: the time, and a response only when it waits behind
       // another (pipelining). The one being written is Node's `_httpMessage`;
       // holding no reference lets a finished response be collected.
       connection.lastActiveAt = this.clock.currentTimeMillisUnsafe()
-      if ((request.socket as TrackedSocket)._httpMessage === response) {
+      if (currentResponse(request.socket) === response) {
         if (connection.queued !== undefined) connection.queued = undefined
       } else {
         ;(connection.queued ??= []).push(response)
@@ -398,11 +494,14 @@ export class HttpGuard {
     response: Http.ServerResponse,
     connection: Connection | undefined
   ): boolean {
-    if (connection?.ended === true) {
-      // The request crossed our FIN on the wire. Nothing can be written back
-      // on an ended socket; writing would only turn the close into a reset.
-      // Leave it unanswered: the client sees a clean close.
+    if (connection !== undefined && !this.answerable(connection)) {
+      // Either the request crossed our FIN on the wire (nothing can be
+      // written back on an ended socket; writing would only turn the close
+      // into a reset), or it is pipelined behind a response that already
+      // said close. It is not run: the client sees a clean close after the
+      // last answer and retries it (RFC 9112 §9.3.2).
       neuter(response)
+      this.unread++
       return true
     }
     const tracked = this.follow(request, response, connection)
@@ -410,11 +509,27 @@ export class HttpGuard {
       cancelEnd(connection)
       connection.lastActiveAt = this.now()
       connection.last = response
-      if (this.mode !== READY) this.markLast(connection)
+      if (this.mode !== "Ready") this.markLast(connection)
     }
     // Probes count as activity on the connection but never hold the drain.
     if (this.settings.answerHealth !== undefined && this.settings.answerHealth(request, response)) return true
     return !this.enter(tracked)
+  }
+
+  /**
+   * Whether a request read now on this connection can still be answered: no
+   * FIN sent, and no response before it that says close (unless the guard
+   * put that close on a head still queued, and can take it back).
+   */
+  private answerable(connection: Connection): boolean {
+    if (connection.state._tag !== "Open") return false
+    const last = connection.last as TrackedResponse | undefined
+    if (last === undefined || !closesConnection(last)) return true
+    if (last[kForcedClose] === true && reopenQueuedHead(last)) {
+      last[kForcedClose] = false
+      return true
+    }
+    return false
   }
 
   /** Follows a response to its close (from the drain on, and HTTP/2 always). */
@@ -423,6 +538,7 @@ export class HttpGuard {
     response[kRequest] = tracked
     response.on("close", onResponseClose)
     if (connection !== undefined) {
+      ;(response as unknown as { writeHead: typeof guardedWriteHead }).writeHead = guardedWriteHead
       connection.pending++
       ;(connection.followed ??= new Set()).add(tracked)
     }
@@ -442,7 +558,7 @@ export class HttpGuard {
   /** Returns true when the guard answered the upgrade itself. */
   onUpgrade(request: Http.IncomingMessage, socket: UpgradedSocket): boolean {
     socket.on("error", noop)
-    if (this.mode !== READY) {
+    if (this.mode !== "Ready") {
       socket.end(REFUSAL_RESPONSE)
       return true
     }
@@ -451,7 +567,7 @@ export class HttpGuard {
       this.onConnection(socket)
       connection = (socket as TrackedSocket)[kConnection]!
     }
-    connection.upgraded = true
+    connection.state = UPGRADED
     cancelEnd(connection)
     const isWebSocket = request.headers.upgrade?.toLowerCase() === "websocket"
     const tracked = new TrackedRequest(this, isWebSocket ? "websocket" : "upgrade", request, undefined, undefined)
@@ -475,12 +591,12 @@ export class HttpGuard {
    * first shutdown step that reaches the guard.
    */
   startDrain(): void {
-    if (this.mode !== READY) return
-    this.mode = DRAINING
+    if (this.mode !== "Ready") return
+    this.mode = "Draining"
     for (const socket of this.connections) {
       const connection = socket[kConnection]!
-      if (connection.upgraded) continue
-      this.adopt(connection, socket._httpMessage)
+      if (connection.state._tag === "Upgraded") continue
+      this.adopt(connection, currentResponse(socket))
       if (connection.queued !== undefined) {
         for (const response of connection.queued) this.adopt(connection, response)
         connection.queued = undefined
@@ -504,16 +620,18 @@ export class HttpGuard {
    */
   startClosing(): void {
     this.startDrain()
-    if (this.mode === CLOSING) return
-    this.mode = CLOSING
+    if (this.mode === "Closing") return
+    this.mode = "Closing"
+    this.closingAt = this.now()
     this.closeListener()
     for (const socket of this.connections) {
       const connection = socket[kConnection]!
-      if (connection.upgraded) this.closeUpgraded(connection)
+      if (connection.state._tag === "Upgraded") this.closeUpgraded(connection)
       else this.scheduleEnd(connection)
     }
+    for (const socket of this.handshaking) this.boundHandshake(socket)
     for (const session of this.sessions) session.close()
-    if (this.connections.size > 0 || this.sessions.size > 0 || !this.listenerClosed) {
+    if (this.connections.size > 0 || this.sessions.size > 0 || this.handshaking.size > 0 || !this.listenerClosed) {
       const item = new ConnectionsItem(this, `${this.name} open connections`)
       if (this.inFlight.addUnsafe(item)) this.connectionsItem = item
     }
@@ -535,7 +653,7 @@ export class HttpGuard {
       return
     }
     if (this.settings.shrinkBacklog) {
-      const handle = (this.server as unknown as { _handle?: { listen?: (backlog: number) => number } })._handle
+      const handle = listenHandle(this.server)
       try {
         handle?.listen?.(0)
       } catch {
@@ -575,7 +693,7 @@ export class HttpGuard {
   settle(): void {
     if (
       this.connectionsItem !== undefined && this.listenerClosed && this.connections.size === 0 &&
-      this.sessions.size === 0
+      this.sessions.size === 0 && this.handshaking.size === 0
     ) {
       this.inFlight.removeUnsafe(this.connectionsItem)
       this.connectionsItem = undefined
@@ -592,11 +710,14 @@ export class HttpGuard {
     // After a defect the drain was skipped: what is still unanswered is
     // entered now, found cut on arrival (reported), and answered 503.
     this.startDrain()
-    this.mode = CLOSING
+    this.mode = "Closing"
     this.closeListenerNow()
   }
 
   destroyAll(): void {
+    this.lingerSweep?.interruptUnsafe()
+    this.lingerSweep = undefined
+    this.lingering.clear()
     for (const socket of this.connections) {
       const connection = socket[kConnection]
       if (connection !== undefined) cancelEnd(connection)
@@ -611,24 +732,16 @@ export class HttpGuard {
   // ---------------------------------------------------------------------------
 
   /**
-   * `Connection: close` on the newest response queued on the connection; one
-   * queued before it (pipelining) keeps the connection open for the next,
-   * since HTTP/1.1 lets nothing follow a response that says close.
+   * `Connection: close` on the newest response of the connection: a head
+   * not yet written gets it when it is written ({@link guardedWriteHead});
+   * a head already written and still queued behind another (pipelining) is
+   * rewritten. One queued before the newest keeps the connection open for
+   * the next, since HTTP/1.1 lets nothing follow a response that says close.
    */
   markLast(connection: Connection): void {
-    const last = connection.last
-    const marked = connection.marked
-    if (marked !== undefined && marked !== last && !marked.headersSent && !marked.writableEnded) {
-      marked.removeHeader("connection")
-    }
-    connection.marked = undefined
-    if (last === undefined) return
-    if (!last.headersSent) {
-      last.setHeader("connection", "close")
-      connection.marked = last
-    } else {
-      closeQueuedHead(last)
-    }
+    const last = connection.last as TrackedResponse | undefined
+    if (last === undefined || !last.headersSent) return
+    if (closeQueuedHead(last)) last[kForcedClose] = true
   }
 
   /**
@@ -641,7 +754,7 @@ export class HttpGuard {
    * same turn are decided together.
    */
   scheduleEnd(connection: Connection): void {
-    if (connection.ended || connection.upgraded || connection.endQueued || connection.graceFiber !== undefined) return
+    if (connection.state._tag !== "Open" || connection.endQueued || connection.graceFiber !== undefined) return
     if (connection.pending > 0) return this.markLast(connection)
     connection.endQueued = true
     this.endQueue.push(connection)
@@ -660,7 +773,11 @@ export class HttpGuard {
     for (const connection of batch) {
       if (!connection.endQueued) continue
       connection.endQueued = false
-      if (!this.idle(connection, receiving)) continue
+      if (connection.pending > 0 || connection.state._tag !== "Open") continue
+      if (!this.idle(connection, receiving)) {
+        this.boundHead(connection, now)
+        continue
+      }
       const graceEnd = connection.socket.bytesRead === 0
         ? connection.acceptedAt + this.settings.newConnectionGraceMs
         : connection.lastActiveAt + this.settings.idleGraceMs
@@ -669,17 +786,39 @@ export class HttpGuard {
         end(connection)
         continue
       }
-      connection.graceFiber = Effect.runForkWith(this.settings.context)(
-        this.clock.sleep(Duration.millis(wait)).pipe(Effect.andThen(Effect.sync(() => {
-          connection.graceFiber = undefined
-          if (this.idle(connection, this.receivingSockets())) end(connection)
-        })))
-      )
+      connection.graceFiber = this.after(wait, () => {
+        connection.graceFiber = undefined
+        const receivingNow = this.receivingSockets()
+        if (this.idle(connection, receivingNow)) end(connection)
+        else if (connection.pending === 0 && connection.state._tag === "Open") this.boundHead(connection, this.now())
+      })
     }
   }
 
+  /**
+   * A connection holding part of a request head: it is answered if the head
+   * completes within the new-connection grace (from its accept, or from
+   * Closing if it was accepted before); otherwise it gets 408 and a close,
+   * and the request is reported lost. No client can stretch the drain.
+   */
+  private boundHead(connection: Connection, now: number): void {
+    if (connection.graceFiber !== undefined) return
+    const graceEnd = Math.max(connection.acceptedAt, this.closingAt) + this.settings.newConnectionGraceMs
+    connection.graceFiber = this.after(graceEnd - now, () => {
+      connection.graceFiber = undefined
+      if (connection.pending > 0 || connection.state._tag !== "Open") return
+      const receiving = this.receivingSockets()
+      if (receiving !== undefined && receiving.has(connection.socket)) {
+        this.addLost("request head incomplete (408)")
+        end(connection, REQUEST_TIMEOUT_RESPONSE)
+      } else if (this.idle(connection, receiving)) {
+        end(connection)
+      }
+    })
+  }
+
   private idle(connection: Connection, receiving: ReadonlySet<unknown> | undefined): boolean {
-    if (connection.pending > 0 || connection.ended || connection.upgraded) return false
+    if (connection.pending > 0 || connection.state._tag !== "Open") return false
     return connection.socket.bytesRead === 0 || receiving === undefined || !receiving.has(connection.socket)
   }
 
@@ -713,7 +852,7 @@ export class HttpGuard {
       response.destroy()
     } else if (this.settings.cutThroughSocket && !this.settings.isHttp2) {
       const socket = response.socket as TrackedSocket | null
-      if (socket !== null && socket._httpMessage === response && !socket.destroyed) {
+      if (socket !== null && currentResponse(socket) === response && !socket.destroyed) {
         // The response stays unended, so `NodeHttpServer` interrupts its
         // handler when the socket closes.
         socket.end(REFUSAL_RESPONSE)

@@ -14,3 +14,7 @@ export const REFUSAL_RESPONSE = "HTTP/1.1 503 Service Unavailable\r\nConnection:
 
 /** The reason sent with WebSocket close code 1001 unless the user gives one. */
 export const DEFAULT_CLOSE_REASON = "server shutting down"
+
+/** What a connection whose request head did not complete within the grace gets before its FIN. */
+export const REQUEST_TIMEOUT_RESPONSE =
+  "HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
