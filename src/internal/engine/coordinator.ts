@@ -162,17 +162,26 @@ const makeEndNow = (deps: {
   readonly host: Host.HostService
   readonly reportFile: ReportFile.ReportFileTarget | undefined
   readonly runSync: (effect: Effect.Effect<void>) => void
-}) =>
-(outcome: Report.ShutdownReport["outcome"], exitCode: number): Report.ShutdownReport => {
+}) => {
   const { host, report, store } = deps
-  const before = store.get()
-  if (before._tag === "Stopped" && before.forced) return before.report
-  const header = State.headerOf(before)
-  const now = store.now()
-  if (outcome === "watchdog" || outcome === "forced") report.markHeld(outcome, now, EventLoop.snapshot(), header.t0)
-  const forced = report.snapshot({ outcome, exitCode, now, header })
-  store.apply({ _tag: "Force", report: forced })
-  deps.runSync(publish(forced, deps.reportFile))
-  host.exit(exitCode)
-  return forced
+  // Set while the report is being published, before the state says Stopped:
+  // a watchdog or another signal meanwhile must not publish a second one.
+  let publishing: Report.ShutdownReport | undefined
+  return (outcome: Report.ShutdownReport["outcome"], exitCode: number): Report.ShutdownReport => {
+    const before = store.get()
+    if (before._tag === "Stopped" && before.forced) return before.report
+    if (publishing !== undefined) return publishing
+    const header = State.headerOf(before)
+    const now = store.now()
+    if (outcome === "watchdog" || outcome === "forced") report.markHeld(outcome, now, EventLoop.snapshot(), header.t0)
+    const forced = report.snapshot({ outcome, exitCode, now, header })
+    publishing = forced
+    // Published before the state changes: `runSync` may run other fibers,
+    // and the sequence, woken by `Stopped`, would end the process through
+    // the teardown before the report is out.
+    deps.runSync(publish(forced, deps.reportFile))
+    store.apply({ _tag: "Force", report: forced })
+    host.exit(exitCode)
+    return forced
+  }
 }
