@@ -1,7 +1,7 @@
 /**
  * Faults and edges of the core (issue 10 items 3, 4, 7, 8), on TestClock:
  * start-up that fails or hangs, a zero drain, the signal policy, a signal
- * storm. The same cases run against real processes in test/e2e/faults.test.ts.
+ * storm. The same cases run against real processes in test/e2e/shutdown-edges.test.ts.
  */
 import { describe, expect, it } from "@effect/vitest"
 import { Context, Effect, Fiber, Layer } from "effect"
