@@ -3,7 +3,21 @@
  * failed across its restarts (bars, with the count and the kinds), in the
  * order run. Plain SVG, no dependency.
  */
-import { figuresOf, type ScenarioResult } from "./run.ts"
+
+/** One mechanism's row: what run.ts measured, with its figures already summed (no import back into run.ts). */
+export interface ChartRow {
+  readonly mechanism: string
+  readonly restarts: number
+  readonly restartMs: { readonly median: number }
+  readonly figures: {
+    readonly requests: number
+    readonly failed: number
+    readonly kinds: Readonly<Record<string, number>>
+    readonly stormConnections: number
+    readonly stormDropped: number
+    readonly stormRefused: number
+  }
+}
 
 const escape = (text: string) => text.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;")
 
@@ -16,18 +30,18 @@ const labels: Record<string, string> = {
   "pm2-cluster": "PM2 cluster mode, pm2 reload"
 }
 
-export const renderChart = (results: ReadonlyArray<ScenarioResult>): string => {
+export const renderChart = (results: ReadonlyArray<ChartRow>): string => {
   const width = 1300
   const rowHeight = 46
   const left = 330
   const top = 56
   const height = top + rowHeight * results.length + 40
-  const maxShare = Math.max(0.001, ...results.map((r) => figuresOf(r).failed / Math.max(1, figuresOf(r).requests)))
+  const maxShare = Math.max(0.001, ...results.map((r) => r.figures.failed / Math.max(1, r.figures.requests)))
   // Room on the right for the longest label (about 600 px).
   const scale = (width - left - 620) / maxShare
   const rows = results.map((r, i) => {
     const y = top + i * rowHeight
-    const f = figuresOf(r)
+    const f = r.figures
     const share = f.failed / Math.max(1, f.requests)
     const bar = Math.max(share > 0 ? 2 : 0, share * scale)
     const kinds = [

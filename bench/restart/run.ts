@@ -687,7 +687,7 @@ const main = async () => {
   }
   const basename = process.env.RESTART_RESULTS_NAME ?? "restart"
   writeFileSync(join(resultsDir, `${basename}.json`), JSON.stringify(report, null, 2) + "\n")
-  writeFileSync(join(resultsDir, `${basename}.svg`), renderChart(results))
+  writeFileSync(join(resultsDir, `${basename}.svg`), renderChart(results.map((r) => ({ ...r, figures: figuresOf(r) }))))
   console.log(`\nwrote bench/results/${basename}.json and bench/results/${basename}.svg (${report.durationSeconds} s)`)
 }
 

@@ -22,8 +22,7 @@
 import autocannon from "autocannon"
 import { type ChildProcess, spawn, spawnSync } from "node:child_process"
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs"
-import { tmpdir } from "node:os"
-import { cpus } from "node:os"
+import { cpus, tmpdir } from "node:os"
 import * as Net from "node:net"
 import { join } from "node:path"
 import { createInterface } from "node:readline"
@@ -36,7 +35,7 @@ const slowRequests = Number(process.env.BENCH_SLOW_REQUESTS ?? 10_000)
 const callgrindRequests = Number(process.env.BENCH_CALLGRIND_REQUESTS ?? 10_000)
 const callgrindWarmup = Number(process.env.BENCH_CALLGRIND_WARMUP ?? 20_000)
 const callgrindRuns = Number(process.env.BENCH_CALLGRIND_RUNS ?? 1)
-// BENCH_SERVER_FILE points at another tree's bench/server.ts (before/after runs).
+// BENCH_SERVER_FILE points at another tree's bench/http/server.ts (before/after runs).
 const serverFile = process.env.BENCH_SERVER_FILE ?? join(import.meta.dirname, "server.ts")
 
 interface Server {
@@ -402,9 +401,9 @@ const main = async () => {
     memory: memoryResult,
     instructions: instructionsResult
   }
-  mkdirSync(join(import.meta.dirname, "results"), { recursive: true })
+  mkdirSync(join(import.meta.dirname, "..", "results"), { recursive: true })
   const file = only === undefined ? "http.json" : `http-${only}.json`
-  writeFileSync(join(import.meta.dirname, "results", file), JSON.stringify(results, null, 2) + "\n")
+  writeFileSync(join(import.meta.dirname, "..", "results", file), JSON.stringify(results, null, 2) + "\n")
   console.log(`written to bench/results/${file}`)
 }
 

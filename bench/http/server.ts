@@ -20,7 +20,7 @@ import { HttpRouter, HttpServer, HttpServerResponse } from "effect/http"
 import { createHttpTerminator } from "http-terminator"
 import { writeSync } from "node:fs"
 import * as NodeHttp from "node:http"
-import { Graceful, Http } from "../src/index.ts"
+import { Graceful, Http } from "../../src/index.ts"
 
 const variant = process.env.BENCH_VARIANT ?? "node-bare"
 const gc = (globalThis as { gc?: () => void }).gc

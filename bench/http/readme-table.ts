@@ -1,6 +1,6 @@
 /**
  * Regenerates the README's HTTP benchmark table from bench/results/http.json:
- * `node bench/readme-table.ts` prints it, `--write` replaces the block between
+ * `node bench/http/readme-table.ts` prints it, `--write` replaces the block between
  * the `bench/results/http.json` markers in README.md.
  */
 import { readFileSync, writeFileSync } from "node:fs"
@@ -43,7 +43,7 @@ interface Results {
   readonly memory?: { readonly rows: ReadonlyArray<MemoryRow> }
 }
 
-const root = join(import.meta.dirname, "..")
+const root = join(import.meta.dirname, "..", "..")
 const results = JSON.parse(readFileSync(join(root, "bench", "results", "http.json"), "utf8")) as Results
 
 const number = (n: number) => n.toLocaleString("en-US")
