@@ -33,6 +33,8 @@ export default tseslint.config(
       "@typescript-eslint/no-unused-vars": ["error", { argsIgnorePattern: "^_", varsIgnorePattern: "^_" }],
       // Effect's generators (`Effect.gen(function*() { ... })`) need not yield.
       "require-yield": "off",
+      // A `let` assigned once after a closure that reads it is not a const.
+      "prefer-const": ["error", { ignoreReadBeforeAssign: true }],
       "@typescript-eslint/no-namespace": "off",
       "@typescript-eslint/no-empty-object-type": "off"
     }

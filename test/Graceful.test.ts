@@ -1,7 +1,7 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Context, Effect, Fiber, Layer } from "effect"
 import { TestClock } from "effect/testing"
-import { Graceful, InFlight, Lifecycle, Report, Resource } from "../src/index.ts"
+import { Graceful, InFlight, Lifecycle, type Report, Resource } from "../src/index.ts"
 import * as GracefulTest from "../src/testing.ts"
 
 /** Starts `program` under Graceful.run in a child fiber and lets it reach its first suspension. */

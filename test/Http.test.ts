@@ -4,9 +4,10 @@
  * Nothing here sleeps.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { Deferred, Effect, Fiber } from "effect"
+import { Deferred, Effect, Fiber, type Scope } from "effect"
 import { TestClock } from "effect/testing"
 import * as NodeHttp from "node:http"
+import type { TLSSocket } from "node:tls"
 import { Graceful, Health, Http, Lifecycle, type Report, Resource } from "../src/index.ts"
 import * as GracefulTest from "../src/testing.ts"
 import { RawConnection } from "./e2e/wire.ts"
@@ -21,7 +22,7 @@ interface Started {
 const serve = (
   handler: NodeHttp.RequestListener,
   options: Graceful.RunOptions = {},
-  setup: Effect.Effect<void, never, Health.Health | import("effect").Scope.Scope> = Effect.void,
+  setup: Effect.Effect<void, never, Health.Health | Scope.Scope> = Effect.void,
   onServer: (server: NodeHttp.Server) => void = () => {},
   guardOptions: Http.GuardOptions = { idleGrace: 0 }
 ) =>
@@ -312,11 +313,11 @@ describe("Http.guard on HTTPS (HTTP/1.1 over TLS)", () => {
       const port = yield* Deferred.await(listening)
       const open = () =>
         Effect.promise(() =>
-          new Promise<import("node:tls").TLSSocket>((resolve) => {
+          new Promise<TLSSocket>((resolve) => {
             const socket = Tls.connect({ port, host: "127.0.0.1", ca: tls.cert, servername: "localhost" }, () => resolve(socket))
           })
         )
-      const collect = (socket: import("node:tls").TLSSocket) =>
+      const collect = (socket: TLSSocket) =>
         new Promise<{ text: string; reset: boolean }>((resolve) => {
           let text = ""
           let reset = false

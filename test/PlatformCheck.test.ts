@@ -1,7 +1,7 @@
 import { describe, expect, it } from "@effect/vitest"
 import { ConfigProvider, Effect, Layer, Logger } from "effect"
-import { PlatformCheck, ShutdownConfig } from "../src/index.ts"
 import { Duration as DurationModule } from "effect"
+import { PlatformCheck, ShutdownConfig } from "../src/index.ts"
 
 const ms = DurationModule.toMillis
 

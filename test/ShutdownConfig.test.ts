@@ -1,8 +1,8 @@
 import { describe, expect, it } from "@effect/vitest"
 import { ConfigProvider, Effect, Exit } from "effect"
+import { Duration as DurationModule } from "effect"
 import { Graceful, ShutdownConfig } from "../src/index.ts"
 import * as GracefulTest from "../src/testing.ts"
-import { Duration as DurationModule } from "effect"
 
 const ms = DurationModule.toMillis
 

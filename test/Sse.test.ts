@@ -45,7 +45,6 @@ describe("Sse.make: close timing (TestClock)", () => {
   it.effect("flows through the lame duck, refuses new streams with Retry-After, ends at Closing with a last retry: event; the drain does not wait", () =>
     Effect.gen(function*() {
       const text: Array<string> = []
-      let refusal: HttpServerResponse.HttpServerResponse | undefined
       let open = (): Effect.Effect<HttpServerResponse.HttpServerResponse> => Effect.die("not started")
       let streams = () => -1
       const fiber = yield* start(
@@ -76,7 +75,7 @@ describe("Sse.make: close timing (TestClock)", () => {
       yield* TestClock.adjust("500 millis")
       // Draining: the stream still flows; a new one is refused before any event.
       expect(idsIn(text.join("")).at(-1)).toBe(19)
-      refusal = yield* open()
+      const refusal = yield* open()
       expect(refusal.status).toBe(503)
       expect(refusal.headers["retry-after"]).toBe("2")
 

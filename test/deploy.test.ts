@@ -14,11 +14,11 @@
  */
 import { describe, expect, it } from "@effect/vitest"
 import { ConfigProvider, Effect } from "effect"
+import { Duration as DurationModule } from "effect"
 import { readFileSync } from "node:fs"
 import { createRequire } from "node:module"
 import { join } from "node:path"
 import { PlatformCheck, ShutdownConfig } from "../src/index.ts"
-import { Duration as DurationModule } from "effect"
 
 const ms = DurationModule.toMillis
 

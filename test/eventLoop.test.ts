@@ -1,5 +1,5 @@
 import { describe, expect, it } from "@effect/vitest"
-import { createServer, connect, type Server, type Socket } from "node:net"
+import { connect, createServer, type Server, type Socket } from "node:net"
 import * as EventLoop from "../src/internal/eventLoop.ts"
 import { ReportBuilder } from "../src/internal/reportBuilder.ts"
 

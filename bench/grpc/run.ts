@@ -24,11 +24,11 @@
 import * as grpc from "@grpc/grpc-js"
 import { type ChildProcess, spawn } from "node:child_process"
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs"
-import { freePort } from "../support/ports.ts"
 import { cpus, tmpdir } from "node:os"
 import { join } from "node:path"
 import { createInterface } from "node:readline"
 import { DemoClient, type Tick } from "../../test/e2e/fixtures/grpc/demo.ts"
+import { freePort } from "../support/ports.ts"
 
 const num = (name: string, fallback: number) => {
   const value = process.env[name]

@@ -8,8 +8,8 @@ import { type ChildProcess, spawn, spawnSync } from "node:child_process"
 import { closeSync, existsSync, openSync, readFileSync } from "node:fs"
 import * as Http from "node:http"
 export { freePort } from "../support/ports.ts"
-import Pg from "pg"
 import { join } from "node:path"
+import Pg from "pg"
 
 export const root = join(import.meta.dirname, "..", "..")
 export const exampleMain = join(root, "examples", "service", "main.ts")

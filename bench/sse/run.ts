@@ -25,14 +25,14 @@
  * time, kills every child on the way out. Environment (optional):
  * SSE_STREAMS (100), SSE_ROUNDS (6: 12 restarts), SSE_SECONDS (time cap, 900).
  */
+import { EventSource } from "eventsource"
 import { type ChildProcess, spawn, spawnSync } from "node:child_process"
 import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, writeFileSync } from "node:fs"
 import * as Http from "node:http"
-import { freePort } from "../support/ports.ts"
 import { cpus, tmpdir } from "node:os"
 import { join } from "node:path"
-import { EventSource } from "eventsource"
 import * as Haproxy from "../rolling/haproxy.ts"
+import { freePort } from "../support/ports.ts"
 
 const num = (name: string, fallback: number) => {
   const value = process.env[name]

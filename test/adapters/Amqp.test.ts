@@ -1,10 +1,10 @@
 import { describe, expect, it } from "@effect/vitest"
+import type * as amqp from "amqplib"
 import { Effect, Fiber } from "effect"
 import { TestClock } from "effect/testing"
-import type * as amqp from "amqplib"
+import * as Amqp from "../../src/adapters/Amqp.ts"
 import { Graceful } from "../../src/index.ts"
 import * as GracefulTest from "../../src/testing.ts"
-import * as Amqp from "../../src/adapters/Amqp.ts"
 
 const start = <A, E, R>(program: Effect.Effect<A, E, R>, options?: Graceful.RunOptions) =>
   Effect.gen(function*() {

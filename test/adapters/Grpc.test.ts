@@ -4,8 +4,8 @@
  * by the test. Waiting for I/O is done by turning the event loop, never by
  * sleeping.
  */
-import * as grpc from "@grpc/grpc-js"
 import { describe, expect, it } from "@effect/vitest"
+import * as grpc from "@grpc/grpc-js"
 import { Effect, Fiber } from "effect"
 import { TestClock } from "effect/testing"
 import * as Grpc from "../../src/adapters/Grpc.ts"

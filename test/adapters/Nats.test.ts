@@ -1,10 +1,10 @@
 import { describe, expect, it } from "@effect/vitest"
+import type { Msg, NatsConnection, Subscription, SubscriptionOptions } from "@nats-io/transport-node"
 import { Effect, Fiber } from "effect"
 import { TestClock } from "effect/testing"
-import type { Msg, NatsConnection, Subscription, SubscriptionOptions } from "@nats-io/transport-node"
+import * as Nats from "../../src/adapters/Nats.ts"
 import { Graceful, Lifecycle } from "../../src/index.ts"
 import * as GracefulTest from "../../src/testing.ts"
-import * as Nats from "../../src/adapters/Nats.ts"
 
 const start = <A, E, R>(program: Effect.Effect<A, E, R>, options?: Graceful.RunOptions) =>
   Effect.gen(function*() {

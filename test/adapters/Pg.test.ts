@@ -11,9 +11,9 @@ import { Effect, Exit, Fiber } from "effect"
 import { TestClock } from "effect/testing"
 import { EventEmitter } from "node:events"
 import pg from "pg"
+import * as Pg from "../../src/adapters/Pg.ts"
 import { Graceful, InFlight } from "../../src/index.ts"
 import * as GracefulTest from "../../src/testing.ts"
-import * as Pg from "../../src/adapters/Pg.ts"
 
 interface Pending {
   readonly text: string

@@ -8,9 +8,9 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Effect, Exit, Fiber } from "effect"
 import { TestClock } from "effect/testing"
+import * as Redis from "../../src/adapters/Redis.ts"
 import { Graceful } from "../../src/index.ts"
 import * as GracefulTest from "../../src/testing.ts"
-import * as Redis from "../../src/adapters/Redis.ts"
 
 const settle = Effect.gen(function*() {
   for (let i = 0; i < 5; i++) {

@@ -2,9 +2,9 @@ import { describe, expect, it } from "@effect/vitest"
 import { Deferred, Effect, Fiber } from "effect"
 import { TestClock } from "effect/testing"
 import { WebSocket as Client, WebSocketServer } from "ws"
+import * as WebSocket from "../../src/adapters/WebSocket.ts"
 import { Graceful, Lifecycle, type Report } from "../../src/index.ts"
 import * as GracefulTest from "../../src/testing.ts"
-import * as WebSocket from "../../src/adapters/WebSocket.ts"
 
 const opened = (client: Client) =>
   Effect.promise(() =>

@@ -1,9 +1,9 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Effect, Fiber, Queue } from "effect"
 import { TestClock } from "effect/testing"
+import * as Worker from "../../src/adapters/Worker.ts"
 import { Graceful, Lifecycle } from "../../src/index.ts"
 import * as GracefulTest from "../../src/testing.ts"
-import * as Worker from "../../src/adapters/Worker.ts"
 
 /** Starts `program` under Graceful.run in a child fiber and lets it settle (no time passes). */
 const start = <A, E, R>(program: Effect.Effect<A, E, R>, options?: Graceful.RunOptions) =>

@@ -110,6 +110,7 @@ const agent = () => {
 interface Answer {
   readonly status: number
   readonly headers: Http.IncomingHttpHeaders
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any -- the service's JSON, checked by the assertions
   readonly body: any
 }
 

@@ -16,8 +16,8 @@
 import * as grpc from "@grpc/grpc-js"
 import { service as standardHealthService } from "grpc-health-check"
 import { afterEach, describe, expect, it } from "vitest"
-import { type Fixture, start } from "./harness.ts"
 import { DemoClient, type Tick } from "./fixtures/grpc/demo.ts"
+import { type Fixture, start } from "./harness.ts"
 import { sleep } from "./wire.ts"
 
 const cleanups: Array<() => void> = []

@@ -28,8 +28,8 @@ import {
   namespaceUnavailable,
   nodeBin,
   root,
-  type Started,
   sleep,
+  type Started,
   startService,
   tiniPath,
   unshareArgv

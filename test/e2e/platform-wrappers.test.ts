@@ -23,8 +23,8 @@ import {
   nodeBin,
   root,
   running,
-  type Started,
   sleep,
+  type Started,
   startService,
   treeOf,
   unavailable

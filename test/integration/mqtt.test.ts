@@ -1,7 +1,7 @@
 import mqtt from "mqtt"
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest"
 import { type Fixture, start, uniqueName } from "./harness.ts"
-import { describeResult, jobs, fixtureConnectionsToPort, runRounds, shutdownEnv, TOTAL } from "./rounds.ts"
+import { describeResult, fixtureConnectionsToPort, jobs, runRounds, shutdownEnv, TOTAL } from "./rounds.ts"
 
 let publisher: mqtt.MqttClient
 let running: Array<Fixture> = []

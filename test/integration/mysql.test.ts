@@ -1,5 +1,5 @@
-import mysql from "mysql2/promise"
 import { Effect, Exit } from "effect"
+import mysql from "mysql2/promise"
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest"
 import * as Mysql from "../../src/adapters/Mysql.ts"
 import { type Fixture, start, uniqueName } from "./harness.ts"

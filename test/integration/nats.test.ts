@@ -1,8 +1,8 @@
-import { AckPolicy, jetstream, jetstreamManager, type JetStreamManager } from "@nats-io/jetstream"
+import { AckPolicy, jetstream, type JetStreamManager,jetstreamManager } from "@nats-io/jetstream"
 import { connect, type NatsConnection } from "@nats-io/transport-node"
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest"
 import { type Fixture, start, uniqueName } from "./harness.ts"
-import { describeResult, jobs, fixtureConnectionsToPort, runRounds, shutdownEnv, TOTAL } from "./rounds.ts"
+import { describeResult, fixtureConnectionsToPort, jobs, runRounds, shutdownEnv, TOTAL } from "./rounds.ts"
 
 let nc: NatsConnection
 let jsm: JetStreamManager
