@@ -39,7 +39,7 @@ export const wireSuite = (title: string, fixture: string, env: Record<string, st
       const connection = await open(port)
       expect((await connection.request("/work?ms=0")).headers.connection).toBe("keep-alive")
       connection.send("/work?ms=400")
-      await sleep(100)
+      await service.waitFor("work-started-400")
       service.kill("SIGTERM")
       const response = await connection.read()
       expect(response.status).toBe(200)
