@@ -131,7 +131,7 @@ export const wireSuite = (title: string, fixture: string, env: Record<string, st
       const { service, port } = await boot({ SHUTDOWN_DELAY: "800 millis" })
       const holder = await open(port)
       holder.send("/work?ms=1500")
-      await sleep(50)
+      await service.waitFor("work-started-1500")
       service.kill("SIGTERM")
       await sleep(150)
       // Every response while draining says Connection: close: one connection a probe.
