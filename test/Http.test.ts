@@ -116,10 +116,15 @@ describe("Http.guard", () => {
         (_req, res) => res.end("app"),
         { delay: "2 seconds" },
         Effect.gen(function*() {
-          yield* Health.addCheck("database", Effect.suspend(() => healthy ? Effect.void : Effect.fail("connection refused")))
+          yield* Health.addCheck(
+            "database",
+            Effect.suspend(() => healthy ? Effect.void : Effect.fail("connection refused"))
+          )
           yield* Health.addCheck(
             "cache",
-            Effect.suspend(() => healthy ? Effect.void : Deferred.succeed(cacheProbed, undefined).pipe(Effect.andThen(Effect.never))),
+            Effect.suspend(() =>
+              healthy ? Effect.void : Deferred.succeed(cacheProbed, undefined).pipe(Effect.andThen(Effect.never))
+            ),
             { timeout: "300 millis" }
           )
         })
@@ -176,7 +181,12 @@ describe("Http.guard", () => {
       yield* GracefulTest.send("SIGTERM")
       yield* lifecycle.awaitPhase("Draining")
       const connection = yield* connect(port)
-      connection.send("/ws", { Connection: "Upgrade", Upgrade: "websocket", "Sec-WebSocket-Version": "13", "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==" })
+      connection.send("/ws", {
+        Connection: "Upgrade",
+        Upgrade: "websocket",
+        "Sec-WebSocket-Version": "13",
+        "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="
+      })
       const answer = yield* read(connection)
       expect(answer.status).toBe(503)
       expect(answer.headers.connection).toBe("close")
@@ -267,7 +277,7 @@ describe("Http.layer (Effect HttpServer)", () => {
         const context = yield* Layer.build(App)
         // Released first of all: the handler must have been interrupted by the cut before.
         yield* Resource.addFinalizer("marker", Effect.sync(() => events.push("releasing")))
-        const server = (yield* HttpServer.HttpServer.pipe(Effect.provideContext(context)))
+        const server = yield* HttpServer.HttpServer.pipe(Effect.provideContext(context))
         if (server.address._tag !== "UnixPathAddress") yield* Deferred.succeed(listening, server.address.port)
         return yield* Effect.never
       }).pipe(Graceful.run({ timeout: "20 seconds", drainTimeout: "2 seconds" }), Effect.forkChild)
@@ -314,7 +324,10 @@ describe("Http.guard on HTTPS (HTTP/1.1 over TLS)", () => {
       const open = () =>
         Effect.promise(() =>
           new Promise<TLSSocket>((resolve) => {
-            const socket = Tls.connect({ port, host: "127.0.0.1", ca: tls.cert, servername: "localhost" }, () => resolve(socket))
+            const socket = Tls.connect(
+              { port, host: "127.0.0.1", ca: tls.cert, servername: "localhost" },
+              () => resolve(socket)
+            )
           })
         )
       const collect = (socket: TLSSocket) =>

@@ -8,7 +8,8 @@ const ms = DurationModule.toMillis
 // A process started plainly (by a terminal's shell, not `sh -c`): the process check has nothing to say.
 const plainProcess: PlatformCheck.ProcessInfo = { pid: 4242, ancestors: [{ pid: 4000, argv: ["-bash"] }] }
 
-const withEnv = (env: Record<string, string>, process: PlatformCheck.ProcessInfo = plainProcess) =>
+const withEnv =
+  (env: Record<string, string>, process: PlatformCheck.ProcessInfo = plainProcess) =>
   <A, E, R>(effect: Effect.Effect<A, E, R>) =>
     effect.pipe(
       Effect.provide(ConfigProvider.layer(ConfigProvider.fromEnv({ env }))),

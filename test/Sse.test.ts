@@ -51,9 +51,10 @@ describe("Sse.make: close timing (TestClock)", () => {
         Effect.gen(function*() {
           const sse = yield* Sse.make({ retry: "1500 millis", heartbeat: "0 millis" })
           streams = sse.size
-          open = () => sse.response(ticks).pipe(
-            Effect.provideService(HttpServerRequest.HttpServerRequest, requestFor({ "last-event-id": "10" }))
-          )
+          open = () =>
+            sse.response(ticks).pipe(
+              Effect.provideService(HttpServerRequest.HttpServerRequest, requestFor({ "last-event-id": "10" }))
+            )
           const response = yield* open()
           // The server writes the body on the request's fiber, which is in flight.
           yield* bodyText(response).pipe(
@@ -124,7 +125,10 @@ describe("Sse.make: close timing (TestClock)", () => {
           const response = yield* sse.response(() => Stream.never).pipe(
             Effect.provideService(HttpServerRequest.HttpServerRequest, requestFor())
           )
-          yield* bodyText(response).pipe(Stream.runForEach((chunk) => Effect.sync(() => text.push(chunk))), Effect.forkChild)
+          yield* bodyText(response).pipe(
+            Stream.runForEach((chunk) => Effect.sync(() => text.push(chunk))),
+            Effect.forkChild
+          )
           return yield* Effect.never
         }),
         { timeout: "10 seconds" }

@@ -3,9 +3,10 @@ import { connect, createServer, type Server, type Socket } from "node:net"
 import * as EventLoop from "../src/internal/eventLoop.ts"
 import { ReportBuilder } from "../src/internal/reportBuilder.ts"
 
-const listen = (server: Server) => new Promise<number>((resolve) => {
-  server.listen(0, "127.0.0.1", () => resolve((server.address() as { port: number }).port))
-})
+const listen = (server: Server) =>
+  new Promise<number>((resolve) => {
+    server.listen(0, "127.0.0.1", () => resolve((server.address() as { port: number }).port))
+  })
 
 describe("EventLoop.snapshot", () => {
   it("counts what the process holds by type and describes the sockets and servers", async () => {
@@ -101,7 +102,10 @@ describe("ReportBuilder.markHeld", () => {
     builder.register({ name: "close listener", hook: true })
     builder.beginRelease(stuck, 100, 1900)
     builder.setBudget(2000)
-    builder.markHeld("watchdog", 3050, { activeResources: { Timeout: 2, TCPServerWrap: 1 }, handles: ["Server 0.0.0.0:3000"] })
+    builder.markHeld("watchdog", 3050, {
+      activeResources: { Timeout: 2, TCPServerWrap: 1 },
+      handles: ["Server 0.0.0.0:3000"]
+    })
     const report = builder.snapshot({ outcome: "watchdog", exitCode: 1, now: 3050 })
     expect(report.heldBy).toEqual({
       at: 2050,
@@ -121,7 +125,12 @@ describe("ReportBuilder.markHeld", () => {
     expect(builder.snapshot({ outcome: "degraded", exitCode: 1, now: 200 }).heldBy?.reason).toBe("budget")
     builder.markHeld("aliveAfterStop", 1200, { activeResources: { TCPSocketWrap: 1 }, handles: [] })
     const held = builder.snapshot({ outcome: "degraded", exitCode: 1, now: 1200 }).heldBy
-    expect(held).toEqual({ at: 1200, reason: "aliveAfterStop", openReleases: [], activeResources: { TCPSocketWrap: 1 } })
+    expect(held).toEqual({
+      at: 1200,
+      reason: "aliveAfterStop",
+      openReleases: [],
+      activeResources: { TCPSocketWrap: 1 }
+    })
   })
 
   it("a report with nothing overrun has no heldBy", () => {
@@ -148,7 +157,10 @@ describe("ReportBuilder: abandoned releases and overruns", () => {
     settled()
     expect(builder.openReleases()).toEqual(["log", "db"])
     builder.markHeld("budget", 2000, loop)
-    expect(builder.snapshot({ outcome: "degraded", exitCode: 1, now: 2000 }).heldBy?.openReleases).toEqual(["log", "db"])
+    expect(builder.snapshot({ outcome: "degraded", exitCode: 1, now: 2000 }).heldBy?.openReleases).toEqual([
+      "log",
+      "db"
+    ])
   })
 
   it("a skipped release is an overrun too", () => {

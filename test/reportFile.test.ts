@@ -138,7 +138,9 @@ describe("ReportFile.write", () => {
       const error = yield* ReportFile.write({ path: "/dev/full", maxBytes: 4096 }, report(1)).pipe(Effect.flip)
       expect(error._tag).toBe("ReportFileError")
       expect(error.code).toBe("ENOSPC")
-      expect(error.message).toBe("could not write the shutdown report to /dev/full: ENOSPC: no space left on device, write")
+      expect(error.message).toBe(
+        "could not write the shutdown report to /dev/full: ENOSPC: no space left on device, write"
+      )
     }))
 
   it.effect("a write into a missing directory gives ENOENT", () =>

@@ -128,7 +128,9 @@ const overhead = async () => {
         const cpuUs = (cpuAfter - cpuBefore) / Math.max(1, result.requests.total)
         ;(samples[variant] ??= []).push({ rps: result.requests.average, p99: result.latency.p99, cpuUs })
         console.log(
-          `  round ${round + 1} ${variant.padEnd(16)} ${Math.round(result.requests.average)} req/s, p99 ${result.latency.p99} ms, ${cpuUs.toFixed(1)} µs CPU/request`
+          `  round ${round + 1} ${variant.padEnd(16)} ${
+            Math.round(result.requests.average)
+          } req/s, p99 ${result.latency.p99} ms, ${cpuUs.toFixed(1)} µs CPU/request`
         )
       }
     }
@@ -215,7 +217,9 @@ const shutdownLatency = async () => {
       resets: resets[variant]!
     }
     console.log(
-      `  ${variant.padEnd(16)} SIGTERM → exit with ${idleSockets} idle keep-alive sockets: median ${row.medianMs} ms (${row.runs.join(", ")}), ${row.ratioToBareClose}× a bare server.close(), ${row.resets} resets`
+      `  ${variant.padEnd(16)} SIGTERM → exit with ${idleSockets} idle keep-alive sockets: median ${row.medianMs} ms (${
+        row.runs.join(", ")
+      }), ${row.ratioToBareClose}× a bare server.close(), ${row.resets} resets`
     )
     return row
   })
@@ -230,15 +234,17 @@ const heapPerRequest = async (variant: string) => {
   await new Promise((resolve) => setTimeout(resolve, 200))
   const before = Number(await get(server.port, "/heap"))
   for (let i = 0; i < slowRequests; i += 500) {
-    await Promise.all(Array.from({ length: Math.min(500, slowRequests - i) }, () =>
-      new Promise<void>((resolve, reject) => {
-        const socket = Net.connect({ port: server.port, host: "127.0.0.1" }, () => {
-          socket.write("GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
-          resolve()
-        })
-        socket.on("error", reject)
-        sockets.push(socket)
-      })))
+    await Promise.all(
+      Array.from({ length: Math.min(500, slowRequests - i) }, () =>
+        new Promise<void>((resolve, reject) => {
+          const socket = Net.connect({ port: server.port, host: "127.0.0.1" }, () => {
+            socket.write("GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+            resolve()
+          })
+          socket.on("error", reject)
+          sockets.push(socket)
+        }))
+    )
   }
   while (Number(await get(server.port, "/parked")) < slowRequests) {
     await new Promise((resolve) => setTimeout(resolve, 50))
@@ -267,7 +273,11 @@ const memory = async () => {
       oursBytesPerRequest: Math.round(median(oursBytes)),
       overheadBytesPerRequest: Math.round(median(oursBytes) - median(bareBytes))
     }
-    console.log(`  ${ours.padEnd(16)} heap per in-flight request: ${row.oursBytesPerRequest} B vs ${row.bareBytesPerRequest} B bare → +${row.overheadBytesPerRequest} B`)
+    console.log(
+      `  ${
+        ours.padEnd(16)
+      } heap per in-flight request: ${row.oursBytesPerRequest} B vs ${row.bareBytesPerRequest} B bare → +${row.overheadBytesPerRequest} B`
+    )
     rows.push(row)
   }
   return { rows }
@@ -360,7 +370,11 @@ const section = async <A>(name: string, title: string, run: () => Promise<A>): P
 
 const main = async () => {
   const started = Date.now()
-  const overheadResult = await section("overhead", `HTTP overhead (${rounds} rounds × ${seconds} s, 32 connections)`, overhead)
+  const overheadResult = await section(
+    "overhead",
+    `HTTP overhead (${rounds} rounds × ${seconds} s, 32 connections)`,
+    overhead
+  )
   const shutdownResult = await section("shutdown", `Shutdown latency (${shutdownRuns} runs)`, shutdownLatency)
   const memoryResult = await section("memory", `Memory (${slowRequests} concurrent slow requests)`, memory)
   const instructionsResult = await section(
@@ -373,7 +387,9 @@ const main = async () => {
   for (const row of overheadResult?.rows ?? []) {
     if (row.variant === row.baseline) continue
     console.log(
-      `  ${row.variant.padEnd(16)} throughput ${row.throughputRatio}× ${row.baseline}, p99 ${row.p99Ratio}×, CPU per request ${row.cpuPerRequestRatio}×`
+      `  ${
+        row.variant.padEnd(16)
+      } throughput ${row.throughputRatio}× ${row.baseline}, p99 ${row.p99Ratio}×, CPU per request ${row.cpuPerRequestRatio}×`
     )
   }
   for (const row of instructionsResult?.rows ?? []) {
@@ -382,7 +398,11 @@ const main = async () => {
   }
   for (const row of shutdownResult?.rows ?? []) {
     if (row.variant === "node-bare") continue
-    console.log(`  ${row.variant.padEnd(16)} shutdown with ${row.idleSockets} idle sockets ${row.ratioToBareClose}× node-bare's server.close(), ${row.resets} resets`)
+    console.log(
+      `  ${
+        row.variant.padEnd(16)
+      } shutdown with ${row.idleSockets} idle sockets ${row.ratioToBareClose}× node-bare's server.close(), ${row.resets} resets`
+    )
   }
   const results = {
     date: new Date().toISOString(),

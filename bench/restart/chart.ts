@@ -52,10 +52,16 @@ export const renderChart = (results: ReadonlyArray<ChartRow>): string => {
     const color = f.failed === 0 ? "#2e7d32" : "#c62828"
     const text = f.failed === 0
       ? `0 failed of ${f.requests.toLocaleString("en-US")}`
-      : `${f.failed.toLocaleString("en-US")} failed of ${f.requests.toLocaleString("en-US")} (${(share * 100).toFixed(2)}%)`
+      : `${f.failed.toLocaleString("en-US")} failed of ${f.requests.toLocaleString("en-US")} (${
+        (share * 100).toFixed(2)
+      }%)`
     return [
-      `<text x="${left - 10}" y="${y + 18}" text-anchor="end" font-size="13">${escape(labels[r.mechanism] ?? r.mechanism)}</text>`,
-      `<text x="${left - 10}" y="${y + 34}" text-anchor="end" font-size="11" fill="#666">${r.restarts} restarts, median ${r.restartMs.median} ms each</text>`,
+      `<text x="${left - 10}" y="${y + 18}" text-anchor="end" font-size="13">${
+        escape(labels[r.mechanism] ?? r.mechanism)
+      }</text>`,
+      `<text x="${left - 10}" y="${
+        y + 34
+      }" text-anchor="end" font-size="11" fill="#666">${r.restarts} restarts, median ${r.restartMs.median} ms each</text>`,
       `<rect x="${left}" y="${y + 6}" width="${bar.toFixed(1)}" height="24" fill="${color}"/>`,
       `<text x="${left + bar + 8}" y="${y + 18}" font-size="12" fill="${color}">${escape(text)}</text>`,
       `<text x="${left + bar + 8}" y="${y + 33}" font-size="11" fill="#666">${escape(kinds)}</text>`

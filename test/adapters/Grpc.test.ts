@@ -11,7 +11,14 @@ import { TestClock } from "effect/testing"
 import * as Grpc from "../../src/adapters/Grpc.ts"
 import { Graceful } from "../../src/index.ts"
 import * as GracefulTest from "../../src/testing.ts"
-import { type CountRequest, DemoClient, DemoService, type EchoReply, type EchoRequest, type Tick } from "../e2e/fixtures/grpc/demo.ts"
+import {
+  type CountRequest,
+  DemoClient,
+  DemoService,
+  type EchoReply,
+  type EchoRequest,
+  type Tick
+} from "../e2e/fixtures/grpc/demo.ts"
 
 const implementation = {
   echo: (call: grpc.ServerUnaryCall<EchoRequest, EchoReply>, callback: grpc.sendUnaryData<EchoReply>) => {

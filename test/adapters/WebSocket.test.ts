@@ -20,8 +20,10 @@ describe("WebSocket.guard (a ws server on its own port)", () => {
       const ready = yield* Deferred.make<{ port: number; lifecycle: Lifecycle.LifecycleService }>()
       const fiber: Fiber.Fiber<Report.ShutdownReport, unknown> = yield* Effect.gen(function*() {
         const wss = yield* Effect.callback<WebSocketServer>((resume) => {
-          const server: WebSocketServer = new WebSocketServer({ port: 0, host: "127.0.0.1" }, () =>
-            resume(Effect.succeed(server)))
+          const server: WebSocketServer = new WebSocketServer(
+            { port: 0, host: "127.0.0.1" },
+            () => resume(Effect.succeed(server))
+          )
         })
         wss.on("connection", (ws) => ws.on("message", (data) => ws.send(data)))
         yield* WebSocket.guard(wss)
@@ -63,8 +65,10 @@ describe("WebSocket.guard (a ws server on its own port)", () => {
       const ready = yield* Deferred.make<number>()
       const fiber: Fiber.Fiber<Report.ShutdownReport, unknown> = yield* Effect.gen(function*() {
         const wss = yield* Effect.callback<WebSocketServer>((resume) => {
-          const server: WebSocketServer = new WebSocketServer({ port: 0, host: "127.0.0.1" }, () =>
-            resume(Effect.succeed(server)))
+          const server: WebSocketServer = new WebSocketServer(
+            { port: 0, host: "127.0.0.1" },
+            () => resume(Effect.succeed(server))
+          )
         })
         yield* WebSocket.guard(wss)
         const address = wss.address()
