@@ -1,7 +1,7 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Context, Effect, Fiber, Layer } from "effect"
 import { TestClock } from "effect/testing"
-import { Graceful, InFlight, Lifecycle, Report, Resource } from "../src/index.ts"
+import { Graceful, InFlight, Lifecycle, type Report, Resource } from "../src/index.ts"
 import * as GracefulTest from "../src/testing.ts"
 
 /** Starts `program` under Graceful.run in a child fiber and lets it reach its first suspension. */
@@ -451,11 +451,14 @@ describe("observability", () => {
     Effect.gen(function*() {
       const { Stream } = yield* Effect.promise(() => import("effect"))
       const seen: Array<Lifecycle.Phase> = []
-      const fiber = yield* start(Effect.gen(function*() {
-        const lifecycle = yield* Lifecycle.Lifecycle
-        yield* Effect.forkDetach(Stream.runForEach(lifecycle.changes, (phase) => Effect.sync(() => seen.push(phase))))
-        return yield* Effect.never
-      }), { timeout: "10 seconds", delay: "1 second" })
+      const fiber = yield* start(
+        Effect.gen(function*() {
+          const lifecycle = yield* Lifecycle.Lifecycle
+          yield* Effect.forkDetach(Stream.runForEach(lifecycle.changes, (phase) => Effect.sync(() => seen.push(phase))))
+          return yield* Effect.never
+        }),
+        { timeout: "10 seconds", delay: "1 second" }
+      )
       yield* GracefulTest.send("SIGTERM")
       yield* TestClock.adjust("1 second")
       yield* Fiber.join(fiber)
@@ -468,15 +471,21 @@ describe("observability", () => {
       let late: Effect.Effect<void, never, InFlight.InFlight> | undefined
       let lateRan = false
       const fiber = yield* start(Effect.gen(function*() {
-        yield* Resource.addFinalizer("late work", Effect.gen(function*() {
-          // A release that tries to start tracked work after the drain.
-          yield* late!
-        }).pipe(Effect.provideService(InFlight.InFlight, yield* InFlight.InFlight)))
+        yield* Resource.addFinalizer(
+          "late work",
+          Effect.gen(function*() {
+            // A release that tries to start tracked work after the drain.
+            yield* late!
+          }).pipe(Effect.provideService(InFlight.InFlight, yield* InFlight.InFlight))
+        )
         return yield* Effect.never
       }))
-      late = InFlight.track(Effect.sync(() => {
-        lateRan = true
-      }), { kind: "job", label: "late" })
+      late = InFlight.track(
+        Effect.sync(() => {
+          lateRan = true
+        }),
+        { kind: "job", label: "late" }
+      )
       yield* GracefulTest.send("SIGTERM")
       const report = yield* Fiber.join(fiber)
       expect(lateRan).toBe(false)
@@ -495,11 +504,14 @@ describe("tracing", () => {
           return Tracer.nativeTracer.span(options)
         }
       })
-      const fiber = yield* start(Effect.gen(function*() {
-        yield* Resource.addFinalizer("db", Effect.void)
-        yield* Effect.forkChild(InFlight.track(Effect.never, { kind: "job", label: "a" }))
-        return yield* Effect.never
-      }), { timeout: "10 seconds", delay: "1 second", drainTimeout: "2 seconds" }).pipe(Effect.withTracer(tracer))
+      const fiber = yield* start(
+        Effect.gen(function*() {
+          yield* Resource.addFinalizer("db", Effect.void)
+          yield* Effect.forkChild(InFlight.track(Effect.never, { kind: "job", label: "a" }))
+          return yield* Effect.never
+        }),
+        { timeout: "10 seconds", delay: "1 second", drainTimeout: "2 seconds" }
+      ).pipe(Effect.withTracer(tracer))
       yield* GracefulTest.send("SIGTERM")
       yield* TestClock.adjust("3 seconds")
       yield* Fiber.join(fiber)

@@ -4,9 +4,10 @@
  * Nothing here sleeps.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { Deferred, Effect, Fiber } from "effect"
+import { Deferred, Effect, Fiber, type Scope } from "effect"
 import { TestClock } from "effect/testing"
 import * as NodeHttp from "node:http"
+import type { TLSSocket } from "node:tls"
 import { Graceful, Health, Http, Lifecycle, type Report, Resource } from "../src/index.ts"
 import * as GracefulTest from "../src/testing.ts"
 import { RawConnection } from "./e2e/wire.ts"
@@ -21,7 +22,7 @@ interface Started {
 const serve = (
   handler: NodeHttp.RequestListener,
   options: Graceful.RunOptions = {},
-  setup: Effect.Effect<void, never, Health.Health | import("effect").Scope.Scope> = Effect.void,
+  setup: Effect.Effect<void, never, Health.Health | Scope.Scope> = Effect.void,
   onServer: (server: NodeHttp.Server) => void = () => {},
   guardOptions: Http.GuardOptions = { idleGrace: 0 }
 ) =>
@@ -115,10 +116,15 @@ describe("Http.guard", () => {
         (_req, res) => res.end("app"),
         { delay: "2 seconds" },
         Effect.gen(function*() {
-          yield* Health.addCheck("database", Effect.suspend(() => healthy ? Effect.void : Effect.fail("connection refused")))
+          yield* Health.addCheck(
+            "database",
+            Effect.suspend(() => healthy ? Effect.void : Effect.fail("connection refused"))
+          )
           yield* Health.addCheck(
             "cache",
-            Effect.suspend(() => healthy ? Effect.void : Deferred.succeed(cacheProbed, undefined).pipe(Effect.andThen(Effect.never))),
+            Effect.suspend(() =>
+              healthy ? Effect.void : Deferred.succeed(cacheProbed, undefined).pipe(Effect.andThen(Effect.never))
+            ),
             { timeout: "300 millis" }
           )
         })
@@ -175,7 +181,12 @@ describe("Http.guard", () => {
       yield* GracefulTest.send("SIGTERM")
       yield* lifecycle.awaitPhase("Draining")
       const connection = yield* connect(port)
-      connection.send("/ws", { Connection: "Upgrade", Upgrade: "websocket", "Sec-WebSocket-Version": "13", "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==" })
+      connection.send("/ws", {
+        Connection: "Upgrade",
+        Upgrade: "websocket",
+        "Sec-WebSocket-Version": "13",
+        "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="
+      })
       const answer = yield* read(connection)
       expect(answer.status).toBe(503)
       expect(answer.headers.connection).toBe("close")
@@ -266,7 +277,7 @@ describe("Http.layer (Effect HttpServer)", () => {
         const context = yield* Layer.build(App)
         // Released first of all: the handler must have been interrupted by the cut before.
         yield* Resource.addFinalizer("marker", Effect.sync(() => events.push("releasing")))
-        const server = (yield* HttpServer.HttpServer.pipe(Effect.provideContext(context)))
+        const server = yield* HttpServer.HttpServer.pipe(Effect.provideContext(context))
         if (server.address._tag !== "UnixPathAddress") yield* Deferred.succeed(listening, server.address.port)
         return yield* Effect.never
       }).pipe(Graceful.run({ timeout: "20 seconds", drainTimeout: "2 seconds" }), Effect.forkChild)
@@ -312,11 +323,14 @@ describe("Http.guard on HTTPS (HTTP/1.1 over TLS)", () => {
       const port = yield* Deferred.await(listening)
       const open = () =>
         Effect.promise(() =>
-          new Promise<import("node:tls").TLSSocket>((resolve) => {
-            const socket = Tls.connect({ port, host: "127.0.0.1", ca: tls.cert, servername: "localhost" }, () => resolve(socket))
+          new Promise<TLSSocket>((resolve) => {
+            const socket = Tls.connect(
+              { port, host: "127.0.0.1", ca: tls.cert, servername: "localhost" },
+              () => resolve(socket)
+            )
           })
         )
-      const collect = (socket: import("node:tls").TLSSocket) =>
+      const collect = (socket: TLSSocket) =>
         new Promise<{ text: string; reset: boolean }>((resolve) => {
           let text = ""
           let reset = false

@@ -50,7 +50,9 @@ describe("Listen", () => {
     const two = { LISTEN_PID: pid, LISTEN_FDS: "2", LISTEN_FDNAMES: "health:http" }
     it.effect("by name", () =>
       Effect.gen(function*() {
-        expect(yield* Listen.inherited().pipe(withEnv(two))).toEqual(Option.some({ _tag: "Inherited", fd: 4, name: "http" }))
+        expect(yield* Listen.inherited().pipe(withEnv(two))).toEqual(
+          Option.some({ _tag: "Inherited", fd: 4, name: "http" })
+        )
         expect(yield* Listen.inherited({ fdName: "health", takeSole: false }).pipe(withEnv(two))).toEqual(
           Option.some({ _tag: "Inherited", fd: 3, name: "health" })
         )
@@ -75,7 +77,9 @@ describe("Listen", () => {
           reusePort: false
         })
         expect(
-          yield* Listen.fromEnvironment({ port: 3000 }).pipe(withEnv({ PORT: "8080", HOST: "0.0.0.0", REUSE_PORT: "true" }))
+          yield* Listen.fromEnvironment({ port: 3000 }).pipe(
+            withEnv({ PORT: "8080", HOST: "0.0.0.0", REUSE_PORT: "true" })
+          )
         ).toEqual({ _tag: "Port", port: 8080, host: "0.0.0.0", reusePort: true })
       }))
 

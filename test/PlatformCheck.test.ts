@@ -1,14 +1,15 @@
 import { describe, expect, it } from "@effect/vitest"
 import { ConfigProvider, Effect, Layer, Logger } from "effect"
-import { PlatformCheck, ShutdownConfig } from "../src/index.ts"
 import { Duration as DurationModule } from "effect"
+import { PlatformCheck, ShutdownConfig } from "../src/index.ts"
 
 const ms = DurationModule.toMillis
 
 // A process started plainly (by a terminal's shell, not `sh -c`): the process check has nothing to say.
 const plainProcess: PlatformCheck.ProcessInfo = { pid: 4242, ancestors: [{ pid: 4000, argv: ["-bash"] }] }
 
-const withEnv = (env: Record<string, string>, process: PlatformCheck.ProcessInfo = plainProcess) =>
+const withEnv =
+  (env: Record<string, string>, process: PlatformCheck.ProcessInfo = plainProcess) =>
   <A, E, R>(effect: Effect.Effect<A, E, R>) =>
     effect.pipe(
       Effect.provide(ConfigProvider.layer(ConfigProvider.fromEnv({ env }))),

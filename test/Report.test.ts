@@ -44,7 +44,8 @@ describe("Report.toJson", () => {
   })
 
   it("decodes a report written before the new fields existed", () => {
-    const old = "{\"trigger\":{\"_tag\":\"Signal\",\"signal\":\"SIGTERM\"},\"startedAt\":0,\"signals\":1,\"phases\":[]," +
+    const old =
+      "{\"trigger\":{\"_tag\":\"Signal\",\"signal\":\"SIGTERM\"},\"startedAt\":0,\"signals\":1,\"phases\":[]," +
       "\"hooks\":[],\"releases\":[],\"inFlight\":{\"atDrainStart\":0,\"atDrainEnd\":0},\"cut\":[]," +
       "\"outcome\":\"clean\",\"exitCode\":0,\"durationMs\":3}"
     expect(decode(old).exitCode).toBe(0)
@@ -99,8 +100,12 @@ describe("Report.fit", () => {
   })
 
   it("shortens a long defect cause, marked with …", () => {
-    const cause = "Error: boom\n" + Array.from({ length: 200 }, (_, i) => `    at frame${i} (/app/src/file${i}.ts:1:1)`).join("\n")
-    const report = reportWith(300, { outcome: "defect", trigger: { _tag: "Defect", source: "uncaughtException", cause } })
+    const cause = "Error: boom\n" +
+      Array.from({ length: 200 }, (_, i) => `    at frame${i} (/app/src/file${i}.ts:1:1)`).join("\n")
+    const report = reportWith(300, {
+      outcome: "defect",
+      trigger: { _tag: "Defect", source: "uncaughtException", cause }
+    })
     const text = Report.fit(report, 4096)
     expect(bytes(text)).toBeLessThanOrEqual(4096)
     const fitted = decode(text)
@@ -138,7 +143,9 @@ describe("Report.fit", () => {
       expect(fitted.outcome).toBe("degraded")
     }
     // A larger limit keeps more.
-    expect(decode(Report.fit(report, 8192)).cut.length).toBeGreaterThanOrEqual(decode(Report.fit(report, 1024)).cut.length)
+    expect(decode(Report.fit(report, 8192)).cut.length).toBeGreaterThanOrEqual(
+      decode(Report.fit(report, 1024)).cut.length
+    )
   })
 
   it("keeps what held the event loop, largest counts first", () => {
@@ -172,7 +179,12 @@ describe("Report.summary", () => {
 
   it("says what held the event loop", () => {
     const text = Report.summary(reportWith(0, {
-      heldBy: { at: 2050, reason: "watchdog", openReleases: ["stuck", "db"], activeResources: { Timeout: 2, TCPServerWrap: 1 } }
+      heldBy: {
+        at: 2050,
+        reason: "watchdog",
+        openReleases: ["stuck", "db"],
+        activeResources: { Timeout: 2, TCPServerWrap: 1 }
+      }
     }))
     expect(text).toContain("event loop held at +2050 ms (watchdog) by: releases stuck, db; 2 Timeout, 1 TCPServerWrap")
   })

@@ -5,10 +5,10 @@
  */
 import { describe, expect, it } from "@effect/vitest"
 import { ConfigProvider, Effect, Fiber } from "effect"
+import { TestClock } from "effect/testing"
 import { mkdtempSync, readFileSync, rmSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
-import { TestClock } from "effect/testing"
 import { afterAll } from "vitest"
 import { Graceful, InFlight, Resource } from "../src/index.ts"
 import * as GracefulTest from "../src/testing.ts"

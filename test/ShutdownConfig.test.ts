@@ -1,8 +1,8 @@
 import { describe, expect, it } from "@effect/vitest"
 import { ConfigProvider, Effect, Exit } from "effect"
+import { Duration as DurationModule } from "effect"
 import { Graceful, ShutdownConfig } from "../src/index.ts"
 import * as GracefulTest from "../src/testing.ts"
-import { Duration as DurationModule } from "effect"
 
 const ms = DurationModule.toMillis
 
@@ -66,7 +66,9 @@ describe("ShutdownConfig", () => {
 
   it.effect("code options win over the environment", () =>
     Effect.gen(function*() {
-      const config = yield* ShutdownConfig.load({ timeout: "8 seconds" }).pipe(withEnv({ SHUTDOWN_TIMEOUT: "30 seconds" }))
+      const config = yield* ShutdownConfig.load({ timeout: "8 seconds" }).pipe(
+        withEnv({ SHUTDOWN_TIMEOUT: "30 seconds" })
+      )
       expect(ms(config.timeout)).toBe(8_000)
     }))
 
@@ -79,14 +81,39 @@ describe("ShutdownConfig", () => {
     // Past ~24.8 days Node's timers overflow and fire at once: every SIGTERM
     // would end in a watchdog exit within milliseconds.
     ["a budget Node's timers cannot hold", { SHUTDOWN_TIMEOUT: "25 days" }, "SHUTDOWN_TIMEOUT", "at most 24 hours"],
-    ["a budget far past the timer limit", { SHUTDOWN_TIMEOUT: "1000000000 seconds" }, "SHUTDOWN_TIMEOUT", "at most 24 hours"],
-    ["a sub-millisecond budget", { SHUTDOWN_TIMEOUT: "500 micros" }, "SHUTDOWN_TIMEOUT", "whole number of milliseconds"],
+    [
+      "a budget far past the timer limit",
+      { SHUTDOWN_TIMEOUT: "1000000000 seconds" },
+      "SHUTDOWN_TIMEOUT",
+      "at most 24 hours"
+    ],
+    [
+      "a sub-millisecond budget",
+      { SHUTDOWN_TIMEOUT: "500 micros" },
+      "SHUTDOWN_TIMEOUT",
+      "whole number of milliseconds"
+    ],
     ["zero budget", { SHUTDOWN_TIMEOUT: "0 seconds" }, "SHUTDOWN_TIMEOUT", "at least 1 millisecond"],
     ["zero budget, Go form", { SHUTDOWN_TIMEOUT: "0s" }, "SHUTDOWN_TIMEOUT", "at least 1 millisecond"],
     ["an unknown signal", { SHUTDOWN_SIGNALS: "SIGTERM,SIGQUIT" }, "SHUTDOWN_SIGNALS", "unknown signal SIGQUIT"],
-    ["delay longer than the budget", { SHUTDOWN_TIMEOUT: "10 seconds", SHUTDOWN_DELAY: "30 seconds" }, "SHUTDOWN_DELAY", "shorter than the budget"],
-    ["drain longer than the budget", { SHUTDOWN_TIMEOUT: "10 seconds", SHUTDOWN_DRAIN_TIMEOUT: "10 seconds" }, "SHUTDOWN_DRAIN_TIMEOUT", "shorter than the budget"],
-    ["emergency longer than the budget", { SHUTDOWN_TIMEOUT: "1 second", SHUTDOWN_EMERGENCY_TIMEOUT: "2 seconds" }, "SHUTDOWN_EMERGENCY_TIMEOUT", "emergency"],
+    [
+      "delay longer than the budget",
+      { SHUTDOWN_TIMEOUT: "10 seconds", SHUTDOWN_DELAY: "30 seconds" },
+      "SHUTDOWN_DELAY",
+      "shorter than the budget"
+    ],
+    [
+      "drain longer than the budget",
+      { SHUTDOWN_TIMEOUT: "10 seconds", SHUTDOWN_DRAIN_TIMEOUT: "10 seconds" },
+      "SHUTDOWN_DRAIN_TIMEOUT",
+      "shorter than the budget"
+    ],
+    [
+      "emergency longer than the budget",
+      { SHUTDOWN_TIMEOUT: "1 second", SHUTDOWN_EMERGENCY_TIMEOUT: "2 seconds" },
+      "SHUTDOWN_EMERGENCY_TIMEOUT",
+      "emergency"
+    ],
     ["not a boolean", { SHUTDOWN_RERAISE_SIGNAL: "maybe" }, "SHUTDOWN_RERAISE_SIGNAL", "boolean"]
   ]
   for (const [title, env, variable, reason] of bad) {
@@ -110,14 +137,21 @@ describe("ShutdownConfig", () => {
         SHUTDOWN_DRAIN_TIMEOUT: "45s",
         SHUTDOWN_EMERGENCY_TIMEOUT: "500ms"
       }))
-      expect(millisOf(config)).toMatchObject({ timeoutMs: 90_000, delayMs: 0, drainTimeoutMs: 45_000, emergencyTimeoutMs: 500 })
+      expect(millisOf(config)).toMatchObject({
+        timeoutMs: 90_000,
+        delayMs: 0,
+        drainTimeoutMs: 45_000,
+        emergencyTimeoutMs: 500
+      })
       const hours = yield* ShutdownConfig.load().pipe(withEnv({ SHUTDOWN_TIMEOUT: "1.5h" }))
       expect(ms(hours.timeout)).toBe(5_400_000)
     }))
 
   it.effect("the longest accepted budget is 24 hours; a zero drain is accepted", () =>
     Effect.gen(function*() {
-      const config = yield* ShutdownConfig.load().pipe(withEnv({ SHUTDOWN_TIMEOUT: "24 hours", SHUTDOWN_DRAIN_TIMEOUT: "0 seconds" }))
+      const config = yield* ShutdownConfig.load().pipe(
+        withEnv({ SHUTDOWN_TIMEOUT: "24 hours", SHUTDOWN_DRAIN_TIMEOUT: "0 seconds" })
+      )
       expect(ms(config.timeout)).toBe(86_400_000)
       expect(ms(config.drainTimeout)).toBe(0)
     }))

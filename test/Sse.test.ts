@@ -45,16 +45,16 @@ describe("Sse.make: close timing (TestClock)", () => {
   it.effect("flows through the lame duck, refuses new streams with Retry-After, ends at Closing with a last retry: event; the drain does not wait", () =>
     Effect.gen(function*() {
       const text: Array<string> = []
-      let refusal: HttpServerResponse.HttpServerResponse | undefined
       let open = (): Effect.Effect<HttpServerResponse.HttpServerResponse> => Effect.die("not started")
       let streams = () => -1
       const fiber = yield* start(
         Effect.gen(function*() {
           const sse = yield* Sse.make({ retry: "1500 millis", heartbeat: "0 millis" })
           streams = sse.size
-          open = () => sse.response(ticks).pipe(
-            Effect.provideService(HttpServerRequest.HttpServerRequest, requestFor({ "last-event-id": "10" }))
-          )
+          open = () =>
+            sse.response(ticks).pipe(
+              Effect.provideService(HttpServerRequest.HttpServerRequest, requestFor({ "last-event-id": "10" }))
+            )
           const response = yield* open()
           // The server writes the body on the request's fiber, which is in flight.
           yield* bodyText(response).pipe(
@@ -76,7 +76,7 @@ describe("Sse.make: close timing (TestClock)", () => {
       yield* TestClock.adjust("500 millis")
       // Draining: the stream still flows; a new one is refused before any event.
       expect(idsIn(text.join("")).at(-1)).toBe(19)
-      refusal = yield* open()
+      const refusal = yield* open()
       expect(refusal.status).toBe(503)
       expect(refusal.headers["retry-after"]).toBe("2")
 
@@ -125,7 +125,10 @@ describe("Sse.make: close timing (TestClock)", () => {
           const response = yield* sse.response(() => Stream.never).pipe(
             Effect.provideService(HttpServerRequest.HttpServerRequest, requestFor())
           )
-          yield* bodyText(response).pipe(Stream.runForEach((chunk) => Effect.sync(() => text.push(chunk))), Effect.forkChild)
+          yield* bodyText(response).pipe(
+            Stream.runForEach((chunk) => Effect.sync(() => text.push(chunk))),
+            Effect.forkChild
+          )
           return yield* Effect.never
         }),
         { timeout: "10 seconds" }

@@ -14,11 +14,11 @@
  */
 import { describe, expect, it } from "@effect/vitest"
 import { ConfigProvider, Effect } from "effect"
+import { Duration as DurationModule } from "effect"
 import { readFileSync } from "node:fs"
 import { createRequire } from "node:module"
 import { join } from "node:path"
 import { PlatformCheck, ShutdownConfig } from "../src/index.ts"
-import { Duration as DurationModule } from "effect"
 
 const ms = DurationModule.toMillis
 
@@ -230,7 +230,9 @@ describe("deploy/kubernetes.yaml", () => {
   const containers = get(pod, "containers") as ReadonlyArray<Yaml>
   const container = containers[0]!
   const env = Object.fromEntries(
-    (get(container, "env") as ReadonlyArray<Yaml>).map((entry) => [get(entry, "name") as string, String(get(entry, "value"))])
+    (get(container, "env") as ReadonlyArray<Yaml>).map((
+      entry
+    ) => [get(entry, "name") as string, String(get(entry, "value"))])
   )
   const grace = get(pod, "terminationGracePeriodSeconds") as number
   const preStop = get(container, "lifecycle", "preStop")
@@ -423,7 +425,9 @@ describe("deploy/Dockerfile", () => {
     expect(last("STOPSIGNAL")).toBe("SIGTERM")
     const env = Object.fromEntries(
       instructions.filter((i) => i.op === "ENV").flatMap((i) =>
-        [...i.args.matchAll(/(\w+)=("(?:[^"\\]|\\.)*"|\S+)/g)].map((m) => [m[1]!, m[2]!.startsWith("\"") ? JSON.parse(m[2]!) : m[2]!])
+        [...i.args.matchAll(/(\w+)=("(?:[^"\\]|\\.)*"|\S+)/g)].map((
+          m
+        ) => [m[1]!, m[2]!.startsWith("\"") ? JSON.parse(m[2]!) : m[2]!])
       )
     )
     const config = configOf(env)

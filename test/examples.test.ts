@@ -1,9 +1,9 @@
 /**
  * Hermetic checks of the examples' promises that are about their source.
  */
-import { describe, expect, it } from "vitest"
 import { readFileSync } from "node:fs"
 import { join } from "node:path"
+import { describe, expect, it } from "vitest"
 
 const examples = join(import.meta.dirname, "..", "examples")
 

@@ -24,11 +24,11 @@
 import * as grpc from "@grpc/grpc-js"
 import { type ChildProcess, spawn } from "node:child_process"
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs"
-import { freePort } from "../support/ports.ts"
 import { cpus, tmpdir } from "node:os"
 import { join } from "node:path"
 import { createInterface } from "node:readline"
 import { DemoClient, type Tick } from "../../test/e2e/fixtures/grpc/demo.ts"
+import { freePort } from "../support/ports.ts"
 
 const num = (name: string, fallback: number) => {
   const value = process.env[name]
@@ -138,7 +138,9 @@ class ResumingStream {
     this.call = call
     call.on("data", (tick: Tick) => this.ticks.push(tick.n))
     call.on("error", (error: grpc.ServiceError) => {
-      if (error.code !== grpc.status.UNAVAILABLE && !this.stopped) this.otherErrors.push(`${grpc.status[error.code]}: ${error.details}`)
+      if (error.code !== grpc.status.UNAVAILABLE && !this.stopped) {
+        this.otherErrors.push(`${grpc.status[error.code]}: ${error.details}`)
+      }
     })
     call.on("status", (status: grpc.StatusObject) => {
       if (this.stopped) return
@@ -167,21 +169,32 @@ class ResumingStream {
 
 const main = async () => {
   const started = performance.now()
-  console.log(`gRPC across rolling restarts: ${settings.unaryLoops} unary loops, ${settings.streams} streams, ${settings.rounds} rounds`)
+  console.log(
+    `gRPC across rolling restarts: ${settings.unaryLoops} unary loops, ${settings.streams} streams, ${settings.rounds} rounds`
+  )
   const dir = mkdtempSync(join(tmpdir(), "effect-graceful-bench-grpc-"))
   const slots = [{ slot: "a", port: await freePort() }, { slot: "b", port: await freePort() }]
   const servers = new Map<string, Server>()
   for (const { slot, port } of slots) servers.set(slot, startServer(dir, slot, 0, port))
   await Promise.all([...servers.values()].map((server) => server.bound))
 
-  const client = new DemoClient(`ipv4:${slots.map(({ port }) => `127.0.0.1:${port}`).join(",")}`, grpc.credentials.createInsecure(), {
-    "grpc.service_config": JSON.stringify({ loadBalancingConfig: [{ round_robin: {} }] }),
-    // Reconnect to a restarted server quickly.
-    "grpc.initial_reconnect_backoff_ms": 100,
-    "grpc.max_reconnect_backoff_ms": 1_000
-  })
+  const client = new DemoClient(
+    `ipv4:${slots.map(({ port }) => `127.0.0.1:${port}`).join(",")}`,
+    grpc.credentials.createInsecure(),
+    {
+      "grpc.service_config": JSON.stringify({ loadBalancingConfig: [{ round_robin: {} }] }),
+      // Reconnect to a restarted server quickly.
+      "grpc.initial_reconnect_backoff_ms": 100,
+      "grpc.max_reconnect_backoff_ms": 1_000
+    }
+  )
 
-  const unary = { ok: 0, failed: {} as Record<string, number>, byServer: {} as Record<string, number>, firstFailures: [] as Array<string> }
+  const unary = {
+    ok: 0,
+    failed: {} as Record<string, number>,
+    byServer: {} as Record<string, number>,
+    firstFailures: [] as Array<string>
+  }
   let stop = false
   const loop = async () => {
     while (!stop) {
@@ -262,12 +275,21 @@ const main = async () => {
   }
   const unaryFailed = Object.values(unary.failed).reduce((a, b) => a + b, 0)
   const streamEndings = Object.values(endings).reduce((a, b) => a + b, 0)
-  const notUnavailable = Object.entries(endings).filter(([key]) => !key.startsWith("UNAVAILABLE")).reduce((a, [, b]) => a + b, 0)
+  const notUnavailable = Object.entries(endings).filter(([key]) => !key.startsWith("UNAVAILABLE")).reduce(
+    (a, [, b]) => a + b,
+    0
+  )
   const otherErrors = streams.flatMap((stream) => stream.otherErrors)
-  const reports = [...restarts.map((r) => r.report), ...finals.map((f) => f.report)] as Array<ReturnType<typeof readReport>>
+  const reports = [...restarts.map((r) => r.report), ...finals.map((f) => f.report)] as Array<
+    ReturnType<typeof readReport>
+  >
   const result = {
     date: new Date().toISOString(),
-    machine: { cpus: cpus().length, node: process.version, grpcJs: JSON.parse(readFileSync(join(root, "node_modules", "@grpc", "grpc-js", "package.json"), "utf8")).version },
+    machine: {
+      cpus: cpus().length,
+      node: process.version,
+      grpcJs: JSON.parse(readFileSync(join(root, "node_modules", "@grpc", "grpc-js", "package.json"), "utf8")).version
+    },
     settings,
     rounds: round,
     restarts: restarts.length,

@@ -8,8 +8,8 @@ import { type ChildProcess, spawn, spawnSync } from "node:child_process"
 import { closeSync, existsSync, openSync, readFileSync } from "node:fs"
 import * as Http from "node:http"
 export { freePort } from "../support/ports.ts"
-import Pg from "pg"
 import { join } from "node:path"
+import Pg from "pg"
 
 export const root = join(import.meta.dirname, "..", "..")
 export const exampleMain = join(root, "examples", "service", "main.ts")
@@ -85,7 +85,13 @@ const BENCH_DATABASE = "effect_graceful_platform_bench"
 export const databaseUrl = async (): Promise<string | undefined> => {
   const explicit = process.env.BENCH_DATABASE_URL
   if (explicit !== undefined) return explicit === "" ? undefined : explicit
-  const client = new Pg.Client({ host: "127.0.0.1", port: 5432, user: "postgres", database: "postgres", connectionTimeoutMillis: 2_000 })
+  const client = new Pg.Client({
+    host: "127.0.0.1",
+    port: 5432,
+    user: "postgres",
+    database: "postgres",
+    connectionTimeoutMillis: 2_000
+  })
   try {
     await client.connect()
     const found = await client.query("SELECT 1 FROM pg_database WHERE datname = $1", [BENCH_DATABASE])
@@ -157,13 +163,16 @@ export const startInstance = (
 /** A GET on a fresh connection (no agent): a probe must not hold a keep-alive socket open on the service. */
 export const probe = (port: number, path: string): Promise<{ status: number; body: string }> =>
   new Promise((resolve, reject) => {
-    const request = Http.get({ host: "127.0.0.1", port, path, agent: false, headers: { connection: "close" } }, (response) => {
-      let body = ""
-      response.setEncoding("utf8")
-      response.on("data", (chunk: string) => (body += chunk))
-      response.on("end", () => resolve({ status: response.statusCode ?? 0, body }))
-      response.on("error", reject)
-    })
+    const request = Http.get(
+      { host: "127.0.0.1", port, path, agent: false, headers: { connection: "close" } },
+      (response) => {
+        let body = ""
+        response.setEncoding("utf8")
+        response.on("data", (chunk: string) => (body += chunk))
+        response.on("end", () => resolve({ status: response.statusCode ?? 0, body }))
+        response.on("error", reject)
+      }
+    )
     request.setTimeout(2_000, () => request.destroy(new Error("probe timeout")))
     request.on("error", reject)
   })

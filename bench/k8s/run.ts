@@ -71,7 +71,7 @@ const settings = {
   tailMs: 2_000,
   // The recipe's numbers (deploy/kubernetes.yaml).
   terminationGracePeriodMs: 32_000,
-  shutdownTimeout: "25 seconds",
+  shutdownTimeout: "25 seconds"
 }
 
 interface Scenario {
@@ -334,7 +334,9 @@ const main = async () => {
   const started = performance.now()
   const only = process.env.K8S_ONLY
   const selected = scenarios.filter((s) => only === undefined || only === "" || s.name === only)
-  if (selected.length === 0) throw new Error(`K8S_ONLY=${only}: no such scenario (${scenarios.map((s) => s.name).join(", ")})`)
+  if (selected.length === 0) {
+    throw new Error(`K8S_ONLY=${only}: no such scenario (${scenarios.map((s) => s.name).join(", ")})`)
+  }
   console.log(
     `Kubernetes pod termination, simulated (${settings.rate} req/s of GET /work?ms=${settings.workMs}, a third ` +
       `on a new connection each, ` +
@@ -354,7 +356,9 @@ const main = async () => {
   for (const r of results) {
     console.log(
       `  ${r.scenario.padEnd(10)}  ${`${r.shutdownDelayMs} ms`.padStart(14)}  ${`${r.preStopMs} ms`.padStart(7)}  ` +
-        `${String(r.restarts).padStart(8)}  ${String(r.requests.sent).padStart(8)}  ${String(r.requests.failed).padStart(6)}  ` +
+        `${String(r.restarts).padStart(8)}  ${String(r.requests.sent).padStart(8)}  ${
+          String(r.requests.failed).padStart(6)
+        }  ` +
         `${r.restartsWithFailures}`
     )
   }

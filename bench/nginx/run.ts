@@ -93,7 +93,9 @@ const recipeFile = join(root, "deploy", "nginx.conf")
 const nginxConfig = (dir: string, frontend: number, a: number, b: number) => {
   const recipe = readFileSync(recipeFile, "utf8")
   for (const needle of ["server 127.0.0.1:3001 ", "server 127.0.0.1:3002 ", "listen 127.0.0.1:8080;"]) {
-    if (!recipe.includes(needle)) throw new Error(`deploy/nginx.conf no longer contains "${needle}": update bench/nginx`)
+    if (!recipe.includes(needle)) {
+      throw new Error(`deploy/nginx.conf no longer contains "${needle}": update bench/nginx`)
+    }
   }
   const adapted = recipe
     .replace("server 127.0.0.1:3001 ", `server 127.0.0.1:${a} `)
@@ -248,14 +250,17 @@ const runVariant = async (variant: Variant, dir: string, database: string | unde
   const clock = () => (loads.get.startedAt === 0 ? 0 : loads.get.now())
   let generation = 0
   const env = { ...variant.env, ...(database === undefined ? {} : { DATABASE_URL: database }) }
-  const start = (name: "a" | "b") => startInstance(variant.file, `${name}-${generation++}`, ports[name], vdir, env, clock)
+  const start = (name: "a" | "b") =>
+    startInstance(variant.file, `${name}-${generation++}`, ports[name], vdir, env, clock)
 
   const instances = new Map<"a" | "b", Instance>([["a", start("a")], ["b", start("b")]])
   await Promise.all([...instances.values()].map((instance) => waitReady(instance, 120_000)))
 
   const configFile = join(vdir, "nginx.conf")
   writeFileSync(configFile, nginxConfig(vdir, ports.frontend, ports.a, ports.b))
-  for (const temp of ["client_body", "proxy", "fastcgi", "uwsgi", "scgi"]) mkdirSync(join(vdir, temp), { recursive: true })
+  for (const temp of ["client_body", "proxy", "fastcgi", "uwsgi", "scgi"]) {
+    mkdirSync(join(vdir, temp), { recursive: true })
+  }
   const test = spawnSync("nginx", ["-t", "-q", "-p", vdir, "-c", configFile], { encoding: "utf8" })
   if (test.status !== 0) throw new Error(`nginx rejected ${configFile}:\n${test.stdout}${test.stderr}`)
   const nginxLog = openSync(join(vdir, "nginx.out"), "a")
@@ -320,7 +325,9 @@ const runVariant = async (variant: Variant, dir: string, database: string | unde
       const failed = loads.get.failed + loads.post.failed
       const lost = clients.reduce((n, c) => n + c.lost, 0)
       console.log(
-        `  round ${round}: SIGTERM→exit ${restarts.slice(-2).map((r) => `${r.server} ${r.costMs} ms${r.sigkilled ? " (SIGKILL)" : ""}`).join(", ")}; ` +
+        `  round ${round}: SIGTERM→exit ${
+          restarts.slice(-2).map((r) => `${r.server} ${r.costMs} ms${r.sigkilled ? " (SIGKILL)" : ""}`).join(", ")
+        }; ` +
           `${loads.get.sent + loads.post.sent} requests, ${failed} failed; WebSocket messages lost ${lost}`
       )
     }
@@ -346,7 +353,9 @@ const runVariant = async (variant: Variant, dir: string, database: string | unde
     firstFailures: summary.firstFailures.slice(0, 10)
   })
   const closes: Record<string, number> = {}
-  for (const client of clients) for (const [code, n] of Object.entries(client.closes)) closes[code] = (closes[code] ?? 0) + n
+  for (const client of clients) {
+    for (const [code, n] of Object.entries(client.closes)) closes[code] = (closes[code] ?? 0) + n
+  }
   const reconnects = clients.flatMap((client) => client.reconnectMs)
   const webSockets = {
     clients: clients.length,
@@ -382,7 +391,9 @@ const runVariant = async (variant: Variant, dir: string, database: string | unde
       `POST ${post.sent} sent, ${post.failed} failed ${JSON.stringify(post.failureKinds)}`
   )
   console.log(
-    `  WebSockets: ${webSockets.connections} connections, closes ${JSON.stringify(closes)}, ${webSockets.reconnections} ` +
+    `  WebSockets: ${webSockets.connections} connections, closes ${
+      JSON.stringify(closes)
+    }, ${webSockets.reconnections} ` +
       `reconnections (median ${webSockets.reconnectMs.median} ms), ${webSockets.failedAttempts} failed attempts, ` +
       `${webSockets.messagesLost} of ${webSockets.messagesSent} messages lost, ${connectedAtEnd}/${clients.length} connected at the end`
   )
@@ -400,14 +411,18 @@ const main = async () => {
   const nginxVersion = ensureDebianPackage("nginx", "nginx", ["-v"])
   console.log(`  ${nginxVersion}`)
   const database = await databaseUrl()
-  console.log(`  database for effect-graceful: ${database ?? "PGlite in each instance (no Postgres on 127.0.0.1:5432)"}`)
+  console.log(
+    `  database for effect-graceful: ${database ?? "PGlite in each instance (no Postgres on 127.0.0.1:5432)"}`
+  )
   const dir = mkdtempSync(join(tmpdir(), "nginx-bench-"))
   console.log(`  configs, logs and shutdown reports in ${dir}`)
   const results = []
   for (const variant of selected) results.push(await runVariant(variant, dir, database))
 
   console.log("\nSummary")
-  console.log("  variant          restarts  requests  failed (GET/POST)  WS closes  reconnected  lost msgs  connected at end")
+  console.log(
+    "  variant          restarts  requests  failed (GET/POST)  WS closes  reconnected  lost msgs  connected at end"
+  )
   for (const r of results) {
     const closes = Object.values(r.webSockets.closesByCode).reduce((a, b) => a + b, 0)
     console.log(

@@ -3,7 +3,21 @@
  * failed across its restarts (bars, with the count and the kinds), in the
  * order run. Plain SVG, no dependency.
  */
-import { figuresOf, type ScenarioResult } from "./run.ts"
+
+/** One mechanism's row: what run.ts measured, with its figures already summed (no import back into run.ts). */
+export interface ChartRow {
+  readonly mechanism: string
+  readonly restarts: number
+  readonly restartMs: { readonly median: number }
+  readonly figures: {
+    readonly requests: number
+    readonly failed: number
+    readonly kinds: Readonly<Record<string, number>>
+    readonly stormConnections: number
+    readonly stormDropped: number
+    readonly stormRefused: number
+  }
+}
 
 const escape = (text: string) => text.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;")
 
@@ -16,18 +30,18 @@ const labels: Record<string, string> = {
   "pm2-cluster": "PM2 cluster mode, pm2 reload"
 }
 
-export const renderChart = (results: ReadonlyArray<ScenarioResult>): string => {
+export const renderChart = (results: ReadonlyArray<ChartRow>): string => {
   const width = 1300
   const rowHeight = 46
   const left = 330
   const top = 56
   const height = top + rowHeight * results.length + 40
-  const maxShare = Math.max(0.001, ...results.map((r) => figuresOf(r).failed / Math.max(1, figuresOf(r).requests)))
+  const maxShare = Math.max(0.001, ...results.map((r) => r.figures.failed / Math.max(1, r.figures.requests)))
   // Room on the right for the longest label (about 600 px).
   const scale = (width - left - 620) / maxShare
   const rows = results.map((r, i) => {
     const y = top + i * rowHeight
-    const f = figuresOf(r)
+    const f = r.figures
     const share = f.failed / Math.max(1, f.requests)
     const bar = Math.max(share > 0 ? 2 : 0, share * scale)
     const kinds = [
@@ -38,10 +52,16 @@ export const renderChart = (results: ReadonlyArray<ScenarioResult>): string => {
     const color = f.failed === 0 ? "#2e7d32" : "#c62828"
     const text = f.failed === 0
       ? `0 failed of ${f.requests.toLocaleString("en-US")}`
-      : `${f.failed.toLocaleString("en-US")} failed of ${f.requests.toLocaleString("en-US")} (${(share * 100).toFixed(2)}%)`
+      : `${f.failed.toLocaleString("en-US")} failed of ${f.requests.toLocaleString("en-US")} (${
+        (share * 100).toFixed(2)
+      }%)`
     return [
-      `<text x="${left - 10}" y="${y + 18}" text-anchor="end" font-size="13">${escape(labels[r.mechanism] ?? r.mechanism)}</text>`,
-      `<text x="${left - 10}" y="${y + 34}" text-anchor="end" font-size="11" fill="#666">${r.restarts} restarts, median ${r.restartMs.median} ms each</text>`,
+      `<text x="${left - 10}" y="${y + 18}" text-anchor="end" font-size="13">${
+        escape(labels[r.mechanism] ?? r.mechanism)
+      }</text>`,
+      `<text x="${left - 10}" y="${
+        y + 34
+      }" text-anchor="end" font-size="11" fill="#666">${r.restarts} restarts, median ${r.restartMs.median} ms each</text>`,
       `<rect x="${left}" y="${y + 6}" width="${bar.toFixed(1)}" height="24" fill="${color}"/>`,
       `<text x="${left + bar + 8}" y="${y + 18}" font-size="12" fill="${color}">${escape(text)}</text>`,
       `<text x="${left + bar + 8}" y="${y + 33}" font-size="11" fill="#666">${escape(kinds)}</text>`

@@ -77,7 +77,11 @@ const kindOf = (error: NodeJS.ErrnoException): string => {
     case "ECONNREFUSED":
       return "refused"
     case "ECONNRESET":
-      return error.message === "socket hang up" ? "closed without response" : error.message === "aborted" ? "body cut short" : "reset"
+      return error.message === "socket hang up"
+        ? "closed without response"
+        : error.message === "aborted"
+        ? "body cut short"
+        : "reset"
     case "EPIPE":
       return "reset"
     default:
@@ -113,7 +117,13 @@ export const startLoad = (options: LoadOptions) => {
     streams[stream].kinds[kind] = (streams[stream].kinds[kind] ?? 0) + 1
     kinds[kind] = (kinds[kind] ?? 0) + 1
     if (failures.length < MAX_FAILURE_DETAILS) {
-      failures.push({ at: Math.round(sentAt - startedAt), stream, kind, detail, latencyMs: Math.round(performance.now() - sentAt) })
+      failures.push({
+        at: Math.round(sentAt - startedAt),
+        stream,
+        kind,
+        detail,
+        latencyMs: Math.round(performance.now() - sentAt)
+      })
     }
   }
 
@@ -163,7 +173,10 @@ export const startLoad = (options: LoadOptions) => {
       response.on("aborted", () => settle(false, "body cut short", "aborted"))
     })
     request.on("timeout", () => request.destroy(new Error("timeout")))
-    request.on("error", (error: NodeJS.ErrnoException) => settle(false, kindOf(error), `${error.code ?? ""} ${error.message}`))
+    request.on(
+      "error",
+      (error: NodeJS.ErrnoException) => settle(false, kindOf(error), `${error.code ?? ""} ${error.message}`)
+    )
     return finished
   }
 

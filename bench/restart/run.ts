@@ -115,13 +115,20 @@ const onLine = (line: string) => {
   const holder = /^HOLDER (started|exited) (\d+) (?:\S+ )?(\d+)$/.exec(line)
   const match = mark ?? holder
   if (match === null) return
-  events.push({ event: holder !== null ? `holder-${match[1]}` : match[1]!, pid: Number(match[2]), at: Number(match[3]) })
+  events.push({
+    event: holder !== null ? `holder-${match[1]}` : match[1]!,
+    pid: Number(match[2]),
+    at: Number(match[3])
+  })
   for (const wake of eventWaiters.splice(0)) wake()
 }
 
 const waitForEvent = (predicate: (event: Event) => boolean, what: string, timeoutMs = 30_000) =>
   new Promise<Event>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`no ${what} within ${timeoutMs} ms; last output:\n${output.slice(-3_000)}`)), timeoutMs)
+    const timer = setTimeout(
+      () => reject(new Error(`no ${what} within ${timeoutMs} ms; last output:\n${output.slice(-3_000)}`)),
+      timeoutMs
+    )
     const check = () => {
       const found = events.find(predicate)
       if (found !== undefined) {
@@ -256,7 +263,9 @@ const socketActivationDriver = (port: number): Driver => {
       const old = pid
       holder!.child.stdin!.write("restart\n")
       await waitForEvent((e) => e.event === "holder-exited" && e.pid === old, `exit of ${old}`)
-      pid = (await waitForEvent((e) => e.event === "holder-started" && e.at >= began && e.pid !== old, "the next instance")).pid
+      pid =
+        (await waitForEvent((e) => e.event === "holder-started" && e.at >= began && e.pid !== old, "the next instance"))
+          .pid
       await waitForEvent((e) => e.event === "ready" && e.pid === pid, `ready from ${pid}`)
       return { restartMs: Date.now() - began }
     },
@@ -303,7 +312,15 @@ const ensurePm2 = () => {
   if (existsSync(pm2Bin)) return
   console.log(`installing pm2@${settings.pm2.version} into ${pm2Dir} ...`)
   mkdirSync(pm2Dir, { recursive: true })
-  const result = spawnSync("npm", ["install", "--no-save", "--no-audit", "--no-fund", "--prefix", pm2Dir, `pm2@${settings.pm2.version}`], {
+  const result = spawnSync("npm", [
+    "install",
+    "--no-save",
+    "--no-audit",
+    "--no-fund",
+    "--prefix",
+    pm2Dir,
+    `pm2@${settings.pm2.version}`
+  ], {
     stdio: "inherit"
   })
   if (result.status !== 0 || !existsSync(pm2Bin)) throw new Error("could not install pm2")
@@ -316,8 +333,13 @@ const pm2Driver = (port: number, mode: "fork" | "cluster"): Driver => {
   const instances = mode === "cluster" ? settings.pm2.instances : 1
   const pm2 = (args: ReadonlyArray<string>, env: Record<string, string> = {}) =>
     new Promise<string>((resolve, reject) => {
-      execFile(process.execPath, [pm2Bin, ...args], { env: { ...process.env, PM2_HOME: home, ...env } }, (error, stdout, stderr) =>
-        error ? reject(new Error(`pm2 ${args.join(" ")}: ${error.message}\n${stdout}\n${stderr}`)) : resolve(stdout))
+      execFile(
+        process.execPath,
+        [pm2Bin, ...args],
+        { env: { ...process.env, PM2_HOME: home, ...env } },
+        (error, stdout, stderr) =>
+          error ? reject(new Error(`pm2 ${args.join(" ")}: ${error.message}\n${stdout}\n${stderr}`)) : resolve(stdout)
+      )
     })
   // However the scenario ends, PM2's daemon and its workers go with it.
   let killed = false
@@ -340,23 +362,30 @@ const pm2Driver = (port: number, mode: "fork" | "cluster"): Driver => {
     for (const line of lines) onLine(line)
   }, 25)
   const ecosystem = join(home, "ecosystem.config.json")
-  writeFileSync(ecosystem, JSON.stringify({
-    apps: [{
-      name,
-      script: serviceFile,
-      interpreter: process.execPath,
-      exec_mode: mode,
-      instances,
-      wait_ready: true,
-      listen_timeout: settings.pm2.listenTimeoutMs,
-      kill_timeout: settings.pm2.killTimeoutMs,
-      shutdown_with_message: true,
-      out_file: logFile,
-      error_file: logFile,
-      merge_logs: true,
-      env: serviceEnv(port)
-    }]
-  }, null, 2))
+  writeFileSync(
+    ecosystem,
+    JSON.stringify(
+      {
+        apps: [{
+          name,
+          script: serviceFile,
+          interpreter: process.execPath,
+          exec_mode: mode,
+          instances,
+          wait_ready: true,
+          listen_timeout: settings.pm2.listenTimeoutMs,
+          kill_timeout: settings.pm2.killTimeoutMs,
+          shutdown_with_message: true,
+          out_file: logFile,
+          error_file: logFile,
+          merge_logs: true,
+          env: serviceEnv(port)
+        }]
+      },
+      null,
+      2
+    )
+  )
   const readyCount = () => {
     const exited = new Set(events.filter((e) => e.event === "released").map((e) => e.pid))
     return new Set(events.filter((e) => e.event === "ready" && !exited.has(e.pid)).map((e) => e.pid)).size
@@ -374,7 +403,10 @@ const pm2Driver = (port: number, mode: "fork" | "cluster"): Driver => {
       const ready = new Set(events.filter((e) => e.event === "ready").map((e) => e.pid))
       const live = new Set(events.filter((e) => e.event === "listening" && !released.has(e.pid)).map((e) => e.pid))
       const stopping = events.filter((e) => e.event.startsWith("shutdown:") && !released.has(e.pid))
-      if (fresh.size >= instances && live.size === instances && [...live].every((pid) => ready.has(pid)) && stopping.length === 0) {
+      if (
+        fresh.size >= instances && live.size === instances && [...live].every((pid) => ready.has(pid)) &&
+        stopping.length === 0
+      ) {
         return
       }
       await sleep(50)
@@ -456,9 +488,7 @@ const pm2Driver = (port: number, mode: "fork" | "cluster"): Driver => {
         shutdownWithMessage: shutdowns.length > 0 && shutdowns.every((e) => e.event === "shutdown:Message"),
         killTimeoutRespected: shutdowns.every((e) => released.has(e.pid)),
         waitReady: mode === "cluster"
-          ? shutdowns.filter((e) => readyAt(e.pid) !== undefined).every((e) =>
-            liveReadyAt(e.at, e.pid) >= instances
-          )
+          ? shutdowns.filter((e) => readyAt(e.pid) !== undefined).every((e) => liveReadyAt(e.at, e.pid) >= instances)
           : "n/a (fork mode stops the old process before starting the new one)"
       }
     }
@@ -541,7 +571,10 @@ const runScenario = async (name: MechanismName, port: number): Promise<ScenarioR
     mechanism: name,
     restarts: timings.length * (driver.replacedPerRestart ?? 1),
     commands: timings.length,
-    restartMs: { median: median(timings.map((t) => t.restartMs)), max: Math.max(0, ...timings.map((t) => t.restartMs)) },
+    restartMs: {
+      median: median(timings.map((t) => t.restartMs)),
+      max: Math.max(0, ...timings.map((t) => t.restartMs))
+    },
     load: summary,
     tcpMigrateReq: migrate,
     checks,
@@ -574,7 +607,15 @@ const runInChild = async (name: MechanismName, port: number): Promise<ScenarioRe
   ip("netns", "add", namespace)
   ip("netns", "exec", namespace, "ip", "link", "set", "lo", "up")
   ip("netns", "exec", namespace, "sysctl", "-q", "-w", `net.ipv4.tcp_migrate_req=${migrateFor(name)}`)
-  ip("netns", "exec", namespace, "sysctl", "-q", "-w", `net.ipv4.ip_local_reserved_ports=${PORT_BASE}-${PORT_BASE + 99}`)
+  ip(
+    "netns",
+    "exec",
+    namespace,
+    "sysctl",
+    "-q",
+    "-w",
+    `net.ipv4.ip_local_reserved_ports=${PORT_BASE}-${PORT_BASE + 99}`
+  )
   const command = ["ip", "netns", "exec", namespace, ...self]
   try {
     const child = spawn(command[0]!, command.slice(1), { stdio: ["ignore", "inherit", "inherit"] })
@@ -587,7 +628,9 @@ const runInChild = async (name: MechanismName, port: number): Promise<ScenarioRe
     const code = await new Promise<number | null>((resolve) => child.once("exit", resolve))
     clearTimeout(timer)
     children.delete(child)
-    if (code !== 0 || !existsSync(out)) throw new Error(`scenario ${name} ended with ${code} (deadline ${settings.scenarioDeadlineMs} ms)`)
+    if (code !== 0 || !existsSync(out)) {
+      throw new Error(`scenario ${name} ended with ${code} (deadline ${settings.scenarioDeadlineMs} ms)`)
+    }
     return JSON.parse(readFileSync(out, "utf8")) as ScenarioResult
   } finally {
     spawnSync("ip", ["netns", "del", namespace])
@@ -608,12 +651,14 @@ export const figuresOf = (r: ScenarioResult) => {
     requests: steadyStreams.reduce((sum, s) => sum + s.sent, 0),
     failed: steadyStreams.reduce((sum, s) => sum + s.failed, 0),
     refused: steadyKinds.refused ?? 0,
-    reset: (steadyKinds.reset ?? 0) + (steadyKinds["closed without response"] ?? 0) + (steadyKinds["body cut short"] ?? 0),
+    reset: (steadyKinds.reset ?? 0) + (steadyKinds["closed without response"] ?? 0) +
+      (steadyKinds["body cut short"] ?? 0),
     timeout: steadyKinds.timeout ?? 0,
     kinds: steadyKinds,
     stormConnections: storm.sent,
     /** Connected (the kernel accepted them), then reset or closed without an answer. */
-    stormDropped: (storm.kinds.reset ?? 0) + (storm.kinds["closed without response"] ?? 0) + (storm.kinds["body cut short"] ?? 0),
+    stormDropped: (storm.kinds.reset ?? 0) + (storm.kinds["closed without response"] ?? 0) +
+      (storm.kinds["body cut short"] ?? 0),
     stormRefused: storm.kinds.refused ?? 0,
     stormFailed: storm.failed
   }
@@ -624,18 +669,20 @@ const printTable = (results: ReadonlyArray<ScenarioResult>) => {
   console.log(
     `${"mechanism".padEnd(18)} ${pad("restarts", 8)} ${pad("requests", 9)} ${pad("failed", 7)} ${pad("refused", 8)} ${
       pad("reset", 6)
-    } ${pad("timeout", 8)} ${pad("p99 ms", 7)} ${pad("max ms", 7)} ${pad("restart ms", 11)} | ${pad("storm conns", 11)} ${
-      pad("dropped", 8)
-    } ${pad("refused", 8)}`
+    } ${pad("timeout", 8)} ${pad("p99 ms", 7)} ${pad("max ms", 7)} ${pad("restart ms", 11)} | ${
+      pad("storm conns", 11)
+    } ${pad("dropped", 8)} ${pad("refused", 8)}`
   )
   for (const r of results) {
     const f = figuresOf(r)
     console.log(
       `${r.mechanism.padEnd(18)} ${pad(r.restarts, 8)} ${pad(f.requests, 9)} ${pad(f.failed, 7)} ${pad(f.refused, 8)} ${
         pad(f.reset, 6)
-      } ${pad(f.timeout, 8)} ${pad(r.load.latencyMs.p99, 7)} ${pad(r.load.latencyMs.max, 7)} ${pad(r.restartMs.median, 11)} | ${
-        pad(f.stormConnections, 11)
-      } ${pad(f.stormDropped, 8)} ${pad(f.stormRefused, 8)}${r.error === undefined ? "" : `  ERROR: ${r.error.split("\n")[0]}`}`
+      } ${pad(f.timeout, 8)} ${pad(r.load.latencyMs.p99, 7)} ${pad(r.load.latencyMs.max, 7)} ${
+        pad(r.restartMs.median, 11)
+      } | ${pad(f.stormConnections, 11)} ${pad(f.stormDropped, 8)} ${pad(f.stormRefused, 8)}${
+        r.error === undefined ? "" : `  ERROR: ${r.error.split("\n")[0]}`
+      }`
     )
   }
 }
@@ -651,7 +698,9 @@ const main = async () => {
   }
   const selected = (process.env.RESTART_MECHANISMS?.split(",") ?? mechanismNames) as ReadonlyArray<MechanismName>
   if (selected.some((name) => name.startsWith("pm2"))) ensurePm2()
-  if (process.getuid?.() !== 0) throw new Error("each scenario runs in a network namespace the bench creates: run as root")
+  if (process.getuid?.() !== 0) {
+    throw new Error("each scenario runs in a network namespace the bench creates: run as root")
+  }
   if (selected.includes("socket-activation") && spawnSync("systemd-socket-activate", ["--version"]).status !== 0) {
     throw new Error("systemd-socket-activate not found (Debian: apt-get install systemd)")
   }
@@ -687,7 +736,7 @@ const main = async () => {
   }
   const basename = process.env.RESTART_RESULTS_NAME ?? "restart"
   writeFileSync(join(resultsDir, `${basename}.json`), JSON.stringify(report, null, 2) + "\n")
-  writeFileSync(join(resultsDir, `${basename}.svg`), renderChart(results))
+  writeFileSync(join(resultsDir, `${basename}.svg`), renderChart(results.map((r) => ({ ...r, figures: figuresOf(r) }))))
   console.log(`\nwrote bench/results/${basename}.json and bench/results/${basename}.svg (${report.durationSeconds} s)`)
 }
 

@@ -26,16 +26,22 @@ import * as NodeHttp from "node:http"
 import { Graceful, Http, Lifecycle, Listen, type Report, Resource } from "../../src/index.ts"
 
 const mark = (event: string) => console.log(`MARK ${event} ${process.pid} ${Date.now()}`)
-const msOf = (url: string) => Math.min(Math.max(Number(new URL(url, "http://x").searchParams.get("ms") ?? "0") || 0, 0), 60_000)
+const msOf = (url: string) =>
+  Math.min(Math.max(Number(new URL(url, "http://x").searchParams.get("ms") ?? "0") || 0, 0), 60_000)
 const readyAfterMs = Number(process.env.READY_AFTER_MS ?? "0")
 
 const Server = Layer.unwrap(Effect.gen(function*() {
   const target = yield* Listen.fromEnvironment({ port: 3000, host: "127.0.0.1" })
   return HttpRouter.serve(
-    HttpRouter.add("GET", "/work", (request) =>
-      Effect.sleep(msOf(request.url)).pipe(Effect.as(HttpServerResponse.text(`ok ${process.pid}`)))),
+    HttpRouter.add(
+      "GET",
+      "/work",
+      (request) => Effect.sleep(msOf(request.url)).pipe(Effect.as(HttpServerResponse.text(`ok ${process.pid}`)))
+    ),
     { disableLogger: true, disableListenLog: true }
-  ).pipe(Layer.provide(Http.layer(() => NodeHttp.createServer({ keepAliveTimeout: 65_000 }), Listen.toListenOptions(target))))
+  ).pipe(
+    Layer.provide(Http.layer(() => NodeHttp.createServer({ keepAliveTimeout: 65_000 }), Listen.toListenOptions(target)))
+  )
 }))
 
 // Acquired first, so released last: after the drain, just before exit.
@@ -43,13 +49,15 @@ const Marks = Layer.effectDiscard(Effect.gen(function*() {
   yield* Resource.make("marks", Effect.void, () => Effect.sync(() => mark("released")))
   const lifecycle = yield* Lifecycle.Lifecycle
   yield* Effect.forkScoped(lifecycle.awaitPhase("Ready").pipe(Effect.andThen(Effect.sync(() => mark("ready")))))
-  yield* Effect.forkScoped(lifecycle.awaitPhase("Draining").pipe(
-    Effect.andThen(lifecycle.trigger),
-    Effect.andThen(Option.match({
-      onNone: () => Effect.void,
-      onSome: (trigger) => Effect.sync(() => mark(`shutdown:${triggerName(trigger)}`))
-    }))
-  ))
+  yield* Effect.forkScoped(
+    lifecycle.awaitPhase("Draining").pipe(
+      Effect.andThen(lifecycle.trigger),
+      Effect.andThen(Option.match({
+        onNone: () => Effect.void,
+        onSome: (trigger) => Effect.sync(() => mark(`shutdown:${triggerName(trigger)}`))
+      }))
+    )
+  )
 }))
 
 /** `SIGTERM`, `SIGINT`, `Message` (PM2's shutdown message), ... */

@@ -25,17 +25,28 @@ export interface ChartInput {
     readonly workMs: number
     readonly shutdownDelayMs: number
     readonly bucketMs: number
-    readonly haproxy: { readonly interMs: number; readonly fall: number; readonly rise: number; readonly retries?: number }
+    readonly haproxy: {
+      readonly interMs: number
+      readonly fall: number
+      readonly rise: number
+      readonly retries?: number
+    }
   }
   readonly variants: ReadonlyArray<{
     readonly variant: string
     readonly rounds: number
     readonly restarts: number
-    readonly requests: { readonly sent: number; readonly failed: number; readonly failureKinds: Readonly<Record<string, number>> }
+    readonly requests: {
+      readonly sent: number
+      readonly failed: number
+      readonly failureKinds: Readonly<Record<string, number>>
+    }
     readonly restartCostMs: { readonly median: number; readonly max: number }
     readonly loadEndedAt: number
     readonly perSecond: ReadonlyArray<{ readonly t: number; readonly ok: number; readonly failed: number }>
-    readonly restartEvents: ReadonlyArray<{ readonly server: string; readonly sigtermAt: number; readonly upAt: number }>
+    readonly restartEvents: ReadonlyArray<
+      { readonly server: string; readonly sigtermAt: number; readonly upAt: number }
+    >
   }>
 }
 
@@ -64,7 +75,8 @@ export const renderChart = (input: ChartInput): string => {
   const panelWidth = 600
   const panelHeight = 300
   const margin = { top: 136, left: 64, right: 56, bottom: 110, gap: 130 }
-  const width = margin.left + input.variants.length * panelWidth + (input.variants.length - 1) * margin.gap + margin.right
+  const width = margin.left + input.variants.length * panelWidth + (input.variants.length - 1) * margin.gap +
+    margin.right
   const height = margin.top + panelHeight + margin.bottom
   const bucketSeconds = input.settings.bucketMs / 1000
 
@@ -89,19 +101,29 @@ export const renderChart = (input: ChartInput): string => {
     `<rect width="${width}" height="${height}" fill="#ffffff"/>`,
     `<text x="${margin.left}" y="28" font-size="17" font-weight="600" fill="${COLORS.text}">` +
       `Rolling restarts behind HAProxy under load: effect-graceful vs naive</text>`,
-    `<text x="${margin.left}" y="50" fill="${COLORS.axis}">${escape(
-      `${input.settings.rate} req/s steady over keep-alive connections, GET /work?ms=${input.settings.workMs}, two instances behind ` +
-        `${input.haproxy.replace(/ - .*/, "").replace(/ \d{4}\/\d\d\/\d\d$/, "")} on loopback · ${input.date.slice(0, 10)}`
-    )}</text>`,
-    `<text x="${margin.left}" y="68" fill="${COLORS.axis}">${escape(
-      `health checks on /health/ready every ${input.settings.haproxy.interMs} ms, fall ${input.settings.haproxy.fall}, ` +
-        `rise ${input.settings.haproxy.rise} · SHUTDOWN_DELAY ${input.settings.shutdownDelayMs} ms ≥ fall × inter = ` +
-        `${input.settings.haproxy.fall * input.settings.haproxy.interMs} ms · retries ${input.settings.haproxy.retries ?? "?"} with redispatch`
-    )}</text>`,
-    `<text x="${margin.left}" y="86" fill="${COLORS.axis}">${escape(
-      "each restart: SIGTERM one instance, start its replacement on the same port once it has exited, " +
-        "wait until HAProxy has it UP, then the other instance"
-    )}</text>`
+    `<text x="${margin.left}" y="50" fill="${COLORS.axis}">${
+      escape(
+        `${input.settings.rate} req/s steady over keep-alive connections, GET /work?ms=${input.settings.workMs}, two instances behind ` +
+          `${input.haproxy.replace(/ - .*/, "").replace(/ \d{4}\/\d\d\/\d\d$/, "")} on loopback · ${
+            input.date.slice(0, 10)
+          }`
+      )
+    }</text>`,
+    `<text x="${margin.left}" y="68" fill="${COLORS.axis}">${
+      escape(
+        `health checks on /health/ready every ${input.settings.haproxy.interMs} ms, fall ${input.settings.haproxy.fall}, ` +
+          `rise ${input.settings.haproxy.rise} · SHUTDOWN_DELAY ${input.settings.shutdownDelayMs} ms ≥ fall × inter = ` +
+          `${input.settings.haproxy.fall * input.settings.haproxy.interMs} ms · retries ${
+            input.settings.haproxy.retries ?? "?"
+          } with redispatch`
+      )
+    }</text>`,
+    `<text x="${margin.left}" y="86" fill="${COLORS.axis}">${
+      escape(
+        "each restart: SIGTERM one instance, start its replacement on the same port once it has exited, " +
+          "wait until HAProxy has it UP, then the other instance"
+      )
+    }</text>`
   )
 
   input.variants.forEach((variant, index) => {
@@ -111,15 +133,22 @@ export const renderChart = (input: ChartInput): string => {
     const yOk = (value: number) => y0 + panelHeight - (value / okTop) * panelHeight
     const yFail = (value: number) => y0 + panelHeight - (value / failTop) * panelHeight
     const failed = variant.requests.failed
-    const kinds = Object.entries(variant.requests.failureKinds).map(([kind, count]) => `${thousands(count)} ${kind}`).join(", ")
+    const kinds = Object.entries(variant.requests.failureKinds).map(([kind, count]) => `${thousands(count)} ${kind}`)
+      .join(", ")
 
     out.push(
-      `<text x="${x0}" y="${y0 - 30}" font-size="14" font-weight="600" fill="${COLORS.text}">${escape(variant.variant)}: ` +
-        `<tspan fill="${failed === 0 ? "#1a7f37" : COLORS.failed}">${thousands(failed)} failed</tspan> of ${thousands(variant.requests.sent)} requests</text>`,
-      `<text x="${x0}" y="${y0 - 12}" fill="${COLORS.axis}">${escape(
-        `${variant.restarts} restarts in ${variant.rounds} rounds · SIGTERM → exit median ${variant.restartCostMs.median} ms, max ${variant.restartCostMs.max} ms` +
-          (kinds === "" ? "" : ` · ${kinds}`)
-      )}</text>`
+      `<text x="${x0}" y="${y0 - 30}" font-size="14" font-weight="600" fill="${COLORS.text}">${
+        escape(variant.variant)
+      }: ` +
+        `<tspan fill="${failed === 0 ? "#1a7f37" : COLORS.failed}">${thousands(failed)} failed</tspan> of ${
+          thousands(variant.requests.sent)
+        } requests</text>`,
+      `<text x="${x0}" y="${y0 - 12}" fill="${COLORS.axis}">${
+        escape(
+          `${variant.restarts} restarts in ${variant.rounds} rounds · SIGTERM → exit median ${variant.restartCostMs.median} ms, max ${variant.restartCostMs.max} ms` +
+            (kinds === "" ? "" : ` · ${kinds}`)
+        )
+      }</text>`
     )
 
     // Grid and axes.
@@ -130,18 +159,28 @@ export const renderChart = (input: ChartInput): string => {
       )
     }
     for (let value = 0; value <= failTop; value += failStep) {
-      out.push(`<text x="${x0 + panelWidth + 6}" y="${yFail(value) + 4}" fill="${COLORS.failed}">${thousands(value)}</text>`)
+      out.push(
+        `<text x="${x0 + panelWidth + 6}" y="${yFail(value) + 4}" fill="${COLORS.failed}">${thousands(value)}</text>`
+      )
     }
     for (let t = 0; t <= maxSeconds; t += timeStep) {
       out.push(
-        `<line x1="${x(t)}" x2="${x(t)}" y1="${y0 + panelHeight}" y2="${y0 + panelHeight + 4}" stroke="${COLORS.axis}"/>`,
+        `<line x1="${x(t)}" x2="${x(t)}" y1="${y0 + panelHeight}" y2="${
+          y0 + panelHeight + 4
+        }" stroke="${COLORS.axis}"/>`,
         `<text x="${x(t)}" y="${y0 + panelHeight + 18}" text-anchor="middle" fill="${COLORS.axis}">${t}</text>`
       )
     }
     out.push(
-      `<text x="${x0 + panelWidth / 2}" y="${y0 + panelHeight + 38}" text-anchor="middle" fill="${COLORS.axis}">seconds</text>`,
-      `<text transform="translate(${x0 - 48} ${y0 + panelHeight / 2}) rotate(-90)" text-anchor="middle" fill="${COLORS.ok}">ok requests / s</text>`,
-      `<text transform="translate(${x0 + panelWidth + 44} ${y0 + panelHeight / 2}) rotate(90)" text-anchor="middle" fill="${COLORS.failed}">failed requests / s</text>`
+      `<text x="${x0 + panelWidth / 2}" y="${
+        y0 + panelHeight + 38
+      }" text-anchor="middle" fill="${COLORS.axis}">seconds</text>`,
+      `<text transform="translate(${x0 - 48} ${
+        y0 + panelHeight / 2
+      }) rotate(-90)" text-anchor="middle" fill="${COLORS.ok}">ok requests / s</text>`,
+      `<text transform="translate(${x0 + panelWidth + 44} ${
+        y0 + panelHeight / 2
+      }) rotate(90)" text-anchor="middle" fill="${COLORS.failed}">failed requests / s</text>`
     )
 
     // Restarts: out-of-service bands, then the SIGTERM lines.
@@ -155,7 +194,11 @@ export const renderChart = (input: ChartInput): string => {
     }
     for (const restart of variant.restartEvents) {
       const at = x(restart.sigtermAt / 1000)
-      out.push(`<line x1="${at}" x2="${at}" y1="${y0}" y2="${y0 + panelHeight}" stroke="${COLORS.band[restart.server] ?? "#999999"}" stroke-width="1.2"/>`)
+      out.push(
+        `<line x1="${at}" x2="${at}" y1="${y0}" y2="${y0 + panelHeight}" stroke="${
+          COLORS.band[restart.server] ?? "#999999"
+        }" stroke-width="1.2"/>`
+      )
     }
 
     // Failures per second as bars on the right axis.
@@ -165,31 +208,48 @@ export const renderChart = (input: ChartInput): string => {
       if (point.failed === 0) continue
       const top = yFail(Math.min(point.failed, failTop))
       out.push(
-        `<rect x="${x(point.t)}" y="${top}" width="${barWidth}" height="${y0 + panelHeight - top}" fill="${COLORS.failed}" fill-opacity="0.85">` +
+        `<rect x="${x(point.t)}" y="${top}" width="${barWidth}" height="${
+          y0 + panelHeight - top
+        }" fill="${COLORS.failed}" fill-opacity="0.85">` +
           `<title>${point.t}-${point.t + bucketSeconds} s: ${point.failed} failed</title></rect>`
       )
     }
     // Successful requests per second, plotted at the middle of each bucket.
-    const path = points.map((point, i) => `${i === 0 ? "M" : "L"}${x(point.t + bucketSeconds / 2).toFixed(1)},${yOk(point.ok).toFixed(1)}`).join(" ")
+    const path = points.map((point, i) =>
+      `${i === 0 ? "M" : "L"}${x(point.t + bucketSeconds / 2).toFixed(1)},${yOk(point.ok).toFixed(1)}`
+    ).join(" ")
     out.push(`<path d="${path}" fill="none" stroke="${COLORS.ok}" stroke-width="1.8"/>`)
-    out.push(`<rect x="${x0}" y="${y0}" width="${panelWidth}" height="${panelHeight}" fill="none" stroke="${COLORS.axis}"/>`)
+    out.push(
+      `<rect x="${x0}" y="${y0}" width="${panelWidth}" height="${panelHeight}" fill="none" stroke="${COLORS.axis}"/>`
+    )
   })
 
   // Legend.
   const ly = margin.top + panelHeight + 66
   let lx = margin.left
   const item = (swatch: string, label: string) => {
-    out.push(swatch.replace(/X/g, String(lx)).replace(/Y/g, String(ly)), `<text x="${lx + 22}" y="${ly + 4}" fill="${COLORS.text}">${escape(label)}</text>`)
+    out.push(
+      swatch.replace(/X/g, String(lx)).replace(/Y/g, String(ly)),
+      `<text x="${lx + 22}" y="${ly + 4}" fill="${COLORS.text}">${escape(label)}</text>`
+    )
     lx += 22 + label.length * 6.4 + 24
   }
   item(`<line x1="X" x2="${lx + 16}" y1="Y" y2="Y" stroke="${COLORS.ok}" stroke-width="2"/>`, "ok requests per second")
-  item(`<rect x="X" y="${ly - 6}" width="16" height="12" fill="${COLORS.failed}"/>`, "failed requests per second (non-2xx, reset, no answer, timeout)")
-  item(`<rect x="X" y="${ly - 6}" width="16" height="12" fill="${COLORS.band.a}" fill-opacity="0.35"/>`, "instance a: SIGTERM → HAProxy has its replacement UP")
+  item(
+    `<rect x="X" y="${ly - 6}" width="16" height="12" fill="${COLORS.failed}"/>`,
+    "failed requests per second (non-2xx, reset, no answer, timeout)"
+  )
+  item(
+    `<rect x="X" y="${ly - 6}" width="16" height="12" fill="${COLORS.band.a}" fill-opacity="0.35"/>`,
+    "instance a: SIGTERM → HAProxy has its replacement UP"
+  )
   const ly2 = ly + 22
   lx = margin.left
   out.push(
     `<rect x="${lx}" y="${ly2 - 6}" width="16" height="12" fill="${COLORS.band.b}" fill-opacity="0.35"/>`,
-    `<text x="${lx + 22}" y="${ly2 + 4}" fill="${COLORS.text}">instance b: the same; a vertical line marks each SIGTERM</text>`
+    `<text x="${lx + 22}" y="${
+      ly2 + 4
+    }" fill="${COLORS.text}">instance b: the same; a vertical line marks each SIGTERM</text>`
   )
   out.push("</svg>")
   return out.join("\n") + "\n"

@@ -77,7 +77,11 @@ const kindOf = (error: NodeJS.ErrnoException): string => {
     case "ECONNRESET":
       // Node says "socket hang up" when the connection closed with no answer,
       // "aborted" when a body was cut short, and "read ECONNRESET" on a real RST.
-      return error.message === "socket hang up" ? "closed without response" : error.message === "aborted" ? "body cut short" : "reset"
+      return error.message === "socket hang up"
+        ? "closed without response"
+        : error.message === "aborted"
+        ? "body cut short"
+        : "reset"
     case "ECONNREFUSED":
       return "refused"
     case "EPIPE":
@@ -184,7 +188,9 @@ export class Load {
       path: this.options.path,
       agent: this.agent,
       method,
-      headers: body === undefined ? {} : { "content-type": "application/json", "content-length": Buffer.byteLength(body) }
+      headers: body === undefined
+        ? {}
+        : { "content-type": "application/json", "content-length": Buffer.byteLength(body) }
     })
     request.end(body)
     const timer = setTimeout(() => {
@@ -196,7 +202,10 @@ export class Load {
     request.on("error", (error: NodeJS.ErrnoException) => settle(kindOf(error), `${error.code ?? ""} ${error.message}`))
     request.on("response", (response) => {
       const status = response.statusCode ?? 0
-      response.on("error", (error: NodeJS.ErrnoException) => settle(kindOf(error), `${error.code ?? ""} ${error.message}`))
+      response.on(
+        "error",
+        (error: NodeJS.ErrnoException) => settle(kindOf(error), `${error.code ?? ""} ${error.message}`)
+      )
       response.on("aborted", () => settle("body cut short", "aborted"))
       // Read the whole body: a response counts only once it is complete.
       response.resume()

@@ -28,9 +28,9 @@
 import { type ChildProcess, spawn, spawnSync } from "node:child_process"
 import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, writeFileSync } from "node:fs"
 import * as Http from "node:http"
-import { freePort } from "../support/ports.ts"
 import { cpus, tmpdir } from "node:os"
 import { join, relative } from "node:path"
+import { freePort } from "../support/ports.ts"
 import { renderChart } from "./chart.ts"
 import * as Haproxy from "./haproxy.ts"
 import { Load, type LoadSummary } from "./load.ts"
@@ -77,13 +77,15 @@ interface Variant {
 const variants: ReadonlyArray<Variant> = [
   {
     name: "effect-graceful",
-    description: "examples/service on effect-graceful (one JSONL line and one PGlite row per /work; readiness 503 at SIGTERM, lame-duck delay, drain)",
+    description:
+      "examples/service on effect-graceful (one JSONL line and one PGlite row per /work; readiness 503 at SIGTERM, lame-duck delay, drain)",
     file: process.env.ROLLING_OURS ?? join(root, "examples", "service", "main.ts"),
     env: { SHUTDOWN_DELAY: `${settings.shutdownDelayMs} millis` }
   },
   {
     name: "naive",
-    description: "the same routes on Effect's stock NodeHttpServer.layer + NodeRuntime.runMain, no effect-graceful (and no database or log work)",
+    description:
+      "the same routes on Effect's stock NodeHttpServer.layer + NodeRuntime.runMain, no effect-graceful (and no database or log work)",
     file: join(import.meta.dirname, "naive-service.ts"),
     env: {}
   }
@@ -113,13 +115,16 @@ const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve,
 /** A GET on a fresh connection (no agent): a probe must not hold a keep-alive socket open on the service. */
 const probe = (port: number, path: string): Promise<{ status: number; body: string }> =>
   new Promise((resolve, reject) => {
-    const request = Http.get({ host: "127.0.0.1", port, path, agent: false, headers: { connection: "close" } }, (response) => {
-      let body = ""
-      response.setEncoding("utf8")
-      response.on("data", (chunk: string) => (body += chunk))
-      response.on("end", () => resolve({ status: response.statusCode ?? 0, body }))
-      response.on("error", reject)
-    })
+    const request = Http.get(
+      { host: "127.0.0.1", port, path, agent: false, headers: { connection: "close" } },
+      (response) => {
+        let body = ""
+        response.setEncoding("utf8")
+        response.on("data", (chunk: string) => (body += chunk))
+        response.on("end", () => resolve({ status: response.statusCode ?? 0, body }))
+        response.on("error", reject)
+      }
+    )
     request.setTimeout(2_000, () => request.destroy(new Error("probe timeout")))
     request.on("error", reject)
   })
@@ -291,7 +296,13 @@ const summarizeHaproxyLog = (file: string, epochAtZero: number) => {
     const [, day, month, year, hours, minutes, seconds, millis, server, status, termination, plus, retries] = match
     // HAProxy logs local time.
     const accepted = new Date(
-      Number(year), MONTHS.indexOf(month!), Number(day), Number(hours), Number(minutes), Number(seconds), Number(millis)
+      Number(year),
+      MONTHS.indexOf(month!),
+      Number(day),
+      Number(hours),
+      Number(minutes),
+      Number(seconds),
+      Number(millis)
     ).getTime()
     ;(acceptedAt[server!] ??= []).push(accepted - epochAtZero)
     if (plus === "+") redispatched++
@@ -431,7 +442,9 @@ const runVariant = async (variant: Variant, dir: string) => {
         await waitReady(next, 30_000)
         const readyAt = clock()
         const upAt = await watcher.waitUp(name, readyAt, 15_000)
-        const downAt = watcher.transitions.find((t) => t.server === name && t.at >= sigtermAt && t.status.startsWith("DOWN"))?.at
+        const downAt = watcher.transitions.find((t) =>
+          t.server === name && t.at >= sigtermAt && t.status.startsWith("DOWN")
+        )?.at
         restarts.push({
           round,
           server: name,
@@ -448,7 +461,9 @@ const runVariant = async (variant: Variant, dir: string) => {
       }
       const last = restarts.slice(-ports.servers.length)
       console.log(
-        `  round ${String(round).padStart(2)}: SIGTERM→exit ${last.map((r) => `${r.server} ${r.costMs} ms`).join(", ")}; ` +
+        `  round ${String(round).padStart(2)}: SIGTERM→exit ${
+          last.map((r) => `${r.server} ${r.costMs} ms`).join(", ")
+        }; ` +
           `${load.sent} sent, ${load.failed} failed so far`
       )
       await sleep(settings.pauseBetweenRoundsMs)
@@ -461,7 +476,10 @@ const runVariant = async (variant: Variant, dir: string) => {
   }
   // The run's clock (ms since the load started) as epoch ms, to read HAProxy's log.
   const epochAtZero = performance.timeOrigin + load.startedAt
-  const counters = await watcher.sample().then((rows) => rows.find((r) => r.pxname === "service" && r.svname === "BACKEND"), () => undefined)
+  const counters = await watcher.sample().then(
+    (rows) => rows.find((r) => r.pxname === "service" && r.svname === "BACKEND"),
+    () => undefined
+  )
   stopping = true
   haproxy.kill("SIGTERM")
   for (const instance of instances.values()) instance.child.kill("SIGKILL")
@@ -474,9 +492,10 @@ const runVariant = async (variant: Variant, dir: string) => {
     // Requests HAProxy still passed to the instance after its SIGTERM (by
     // accept time): for ours, what the lame duck served after readiness
     // turned 503 and before HAProxy noticed.
-    servedAfterSigterm: (haproxyLogSummary.acceptedAt[`service/${restart.server}`] ?? []).filter((at) =>
-      at >= restart.sigtermAt && at <= restart.exitedAt
-    ).length
+    servedAfterSigterm:
+      (haproxyLogSummary.acceptedAt[`service/${restart.server}`] ?? []).filter((at) =>
+        at >= restart.sigtermAt && at <= restart.exitedAt
+      ).length
   }))
   const served = events.map((e) => e.servedAfterSigterm)
   const costs = restarts.map((r) => r.costMs)
@@ -497,8 +516,16 @@ const runVariant = async (variant: Variant, dir: string) => {
     },
     restartCostMs: { median: median(costs), max: Math.max(...costs), min: Math.min(...costs) },
     // How long HAProxy took to take the instance out after SIGTERM (when it did).
-    sigtermToHaproxyDownMs: { noticed: noticed.length, median: median(noticed), max: noticed.length > 0 ? Math.max(...noticed) : 0 },
-    requestsServedAfterSigterm: { total: served.reduce((a, b) => a + b, 0), median: median(served), max: Math.max(0, ...served) },
+    sigtermToHaproxyDownMs: {
+      noticed: noticed.length,
+      median: median(noticed),
+      max: noticed.length > 0 ? Math.max(...noticed) : 0
+    },
+    requestsServedAfterSigterm: {
+      total: served.reduce((a, b) => a + b, 0),
+      median: median(served),
+      max: Math.max(0, ...served)
+    },
     haproxy: {
       backendCounters: counters === undefined ? undefined : {
         retries: Number(counters.wretr),
@@ -556,7 +583,9 @@ const main = async () => {
   const ruleHolds = settings.shutdownDelayMs >= detectionMs
   console.log(
     `  health check every ${haproxySettings.interMs} ms, fall ${haproxySettings.fall}, rise ${haproxySettings.rise}: ` +
-      `SHUTDOWN_DELAY ${settings.shutdownDelayMs} ms ${ruleHolds ? "≥" : "< (rule broken!)"} fall × inter = ${detectionMs} ms`
+      `SHUTDOWN_DELAY ${settings.shutdownDelayMs} ms ${
+        ruleHolds ? "≥" : "< (rule broken!)"
+      } fall × inter = ${detectionMs} ms`
   )
   const dir = mkdtempSync(join(tmpdir(), "rolling-"))
   console.log(`  logs, configs and shutdown reports in ${dir}`)
@@ -569,7 +598,9 @@ const main = async () => {
   for (const r of results) {
     console.log(
       `  ${r.variant.padEnd(16)} ${String(r.requests.sent).padStart(8)}  ${String(r.requests.failed).padStart(6)}  ` +
-        `${JSON.stringify(r.requests.failureKinds).padEnd(34)} ${`${r.restartCostMs.median} / ${r.restartCostMs.max} ms`.padStart(23)}  ${r.rounds}`
+        `${JSON.stringify(r.requests.failureKinds).padEnd(34)} ${
+          `${r.restartCostMs.median} / ${r.restartCostMs.max} ms`.padStart(23)
+        }  ${r.rounds}`
     )
   }
   for (const r of results) {
@@ -592,9 +623,14 @@ const main = async () => {
     settings: {
       ...settings,
       haproxy: haproxySettings,
-      delayRule: `SHUTDOWN_DELAY (${settings.shutdownDelayMs} ms) >= fall (${haproxySettings.fall}) x inter (${haproxySettings.interMs} ms) = ${detectionMs} ms`,
+      delayRule:
+        `SHUTDOWN_DELAY (${settings.shutdownDelayMs} ms) >= fall (${haproxySettings.fall}) x inter (${haproxySettings.interMs} ms) = ${detectionMs} ms`,
       delayRuleHolds: ruleHolds,
-      haproxyConfig: Haproxy.config({ frontend: 0, stats: 0, servers: [{ name: "a", port: 0 }, { name: "b", port: 0 }] }, haproxySettings)
+      haproxyConfig: Haproxy.config({
+        frontend: 0,
+        stats: 0,
+        servers: [{ name: "a", port: 0 }, { name: "b", port: 0 }]
+      }, haproxySettings)
     },
     variants: results
   }

@@ -25,14 +25,14 @@
  * time, kills every child on the way out. Environment (optional):
  * SSE_STREAMS (100), SSE_ROUNDS (6: 12 restarts), SSE_SECONDS (time cap, 900).
  */
+import { EventSource } from "eventsource"
 import { type ChildProcess, spawn, spawnSync } from "node:child_process"
 import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, writeFileSync } from "node:fs"
 import * as Http from "node:http"
-import { freePort } from "../support/ports.ts"
 import { cpus, tmpdir } from "node:os"
 import { join } from "node:path"
-import { EventSource } from "eventsource"
 import * as Haproxy from "../rolling/haproxy.ts"
+import { freePort } from "../support/ports.ts"
 
 const num = (name: string, fallback: number) => {
   const value = process.env[name]
@@ -230,7 +230,9 @@ const readReport = (file: string) => {
 const main = async () => {
   const started = performance.now()
   const haproxyVersion = Haproxy.ensureInstalled()
-  console.log(`SSE across rolling restarts: ${settings.streams} EventSource streams, ${settings.rounds} rounds, ${haproxyVersion}`)
+  console.log(
+    `SSE across rolling restarts: ${settings.streams} EventSource streams, ${settings.rounds} rounds, ${haproxyVersion}`
+  )
   const dir = mkdtempSync(join(tmpdir(), "effect-graceful-bench-sse-"))
   const ports = {
     frontend: await freePort(),
@@ -347,8 +349,12 @@ const main = async () => {
   events duplicated       ${result.events.duplicated}
   events out of order     ${result.events.outOfOrder}
   streams broken          ${result.streamFailures.total} (client side), ${serverAborts} (server aborts in HAProxy's log)
-  reconnections           ${result.reconnections.opens - settings.streams} (gap between events: median ${result.reconnections.gapMs.median} ms, max ${result.reconnections.gapMs.max} ms)
-  shutdowns               ${reports.filter((r) => r?.outcome === "clean").length}/${reports.length} clean, ${reports.reduce((t, r) => t + (r?.cut ?? 0), 0)} cut, closing phase median ${median(reports.map((r) => r?.closingMs ?? 0))} ms
+  reconnections           ${
+    result.reconnections.opens - settings.streams
+  } (gap between events: median ${result.reconnections.gapMs.median} ms, max ${result.reconnections.gapMs.max} ms)
+  shutdowns               ${reports.filter((r) => r?.outcome === "clean").length}/${reports.length} clean, ${
+    reports.reduce((t, r) => t + (r?.cut ?? 0), 0)
+  } cut, closing phase median ${median(reports.map((r) => r?.closingMs ?? 0))} ms
   results                 bench/results/sse.json (${result.durationSeconds} s)`)
   const ok = result.events.lost === 0 && result.events.duplicated === 0 && result.events.outOfOrder === 0 &&
     result.streamFailures.total === 0 && serverAborts === 0

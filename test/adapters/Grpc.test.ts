@@ -4,14 +4,21 @@
  * by the test. Waiting for I/O is done by turning the event loop, never by
  * sleeping.
  */
-import * as grpc from "@grpc/grpc-js"
 import { describe, expect, it } from "@effect/vitest"
+import * as grpc from "@grpc/grpc-js"
 import { Effect, Fiber } from "effect"
 import { TestClock } from "effect/testing"
 import * as Grpc from "../../src/adapters/Grpc.ts"
 import { Graceful } from "../../src/index.ts"
 import * as GracefulTest from "../../src/testing.ts"
-import { type CountRequest, DemoClient, DemoService, type EchoReply, type EchoRequest, type Tick } from "../e2e/fixtures/grpc/demo.ts"
+import {
+  type CountRequest,
+  DemoClient,
+  DemoService,
+  type EchoReply,
+  type EchoRequest,
+  type Tick
+} from "../e2e/fixtures/grpc/demo.ts"
 
 const implementation = {
   echo: (call: grpc.ServerUnaryCall<EchoRequest, EchoReply>, callback: grpc.sendUnaryData<EchoReply>) => {

@@ -3,8 +3,8 @@ import { Effect, Exit, Fiber, Logger, Scope } from "effect"
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
-import { Graceful, Lifecycle } from "../../src/index.ts"
 import * as Jsonl from "../../src/adapters/Jsonl.ts"
+import { Graceful, Lifecycle } from "../../src/index.ts"
 import * as GracefulTest from "../../src/testing.ts"
 
 const dirs: Array<string> = []

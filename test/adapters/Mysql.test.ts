@@ -1,11 +1,11 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Effect, Fiber } from "effect"
 import { TestClock } from "effect/testing"
-import { EventEmitter } from "node:events"
 import type mysql from "mysql2/promise"
+import { EventEmitter } from "node:events"
+import * as Mysql from "../../src/adapters/Mysql.ts"
 import { Graceful } from "../../src/index.ts"
 import * as GracefulTest from "../../src/testing.ts"
-import * as Mysql from "../../src/adapters/Mysql.ts"
 
 const start = <A, E, R>(program: Effect.Effect<A, E, R>, options?: Graceful.RunOptions) =>
   Effect.gen(function*() {

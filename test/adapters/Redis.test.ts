@@ -3,14 +3,14 @@
  * connect, and the Streams consumer's reclaim schedule, which reads time
  * through Effect's clock. Hermetic: the connections are in-memory objects
  * with node-redis' method names; the real server is in the integration suite
- * (test/integration/redis.test.ts, faults.test.ts).
+ * (test/integration/redis.test.ts, connection-faults.test.ts).
  */
 import { describe, expect, it } from "@effect/vitest"
 import { Effect, Exit, Fiber } from "effect"
 import { TestClock } from "effect/testing"
+import * as Redis from "../../src/adapters/Redis.ts"
 import { Graceful } from "../../src/index.ts"
 import * as GracefulTest from "../../src/testing.ts"
-import * as Redis from "../../src/adapters/Redis.ts"
 
 const settle = Effect.gen(function*() {
   for (let i = 0; i < 5; i++) {

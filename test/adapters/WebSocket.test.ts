@@ -2,9 +2,9 @@ import { describe, expect, it } from "@effect/vitest"
 import { Deferred, Effect, Fiber } from "effect"
 import { TestClock } from "effect/testing"
 import { WebSocket as Client, WebSocketServer } from "ws"
+import * as WebSocket from "../../src/adapters/WebSocket.ts"
 import { Graceful, Lifecycle, type Report } from "../../src/index.ts"
 import * as GracefulTest from "../../src/testing.ts"
-import * as WebSocket from "../../src/adapters/WebSocket.ts"
 
 const opened = (client: Client) =>
   Effect.promise(() =>
@@ -20,8 +20,10 @@ describe("WebSocket.guard (a ws server on its own port)", () => {
       const ready = yield* Deferred.make<{ port: number; lifecycle: Lifecycle.LifecycleService }>()
       const fiber: Fiber.Fiber<Report.ShutdownReport, unknown> = yield* Effect.gen(function*() {
         const wss = yield* Effect.callback<WebSocketServer>((resume) => {
-          const server: WebSocketServer = new WebSocketServer({ port: 0, host: "127.0.0.1" }, () =>
-            resume(Effect.succeed(server)))
+          const server: WebSocketServer = new WebSocketServer(
+            { port: 0, host: "127.0.0.1" },
+            () => resume(Effect.succeed(server))
+          )
         })
         wss.on("connection", (ws) => ws.on("message", (data) => ws.send(data)))
         yield* WebSocket.guard(wss)
@@ -63,8 +65,10 @@ describe("WebSocket.guard (a ws server on its own port)", () => {
       const ready = yield* Deferred.make<number>()
       const fiber: Fiber.Fiber<Report.ShutdownReport, unknown> = yield* Effect.gen(function*() {
         const wss = yield* Effect.callback<WebSocketServer>((resume) => {
-          const server: WebSocketServer = new WebSocketServer({ port: 0, host: "127.0.0.1" }, () =>
-            resume(Effect.succeed(server)))
+          const server: WebSocketServer = new WebSocketServer(
+            { port: 0, host: "127.0.0.1" },
+            () => resume(Effect.succeed(server))
+          )
         })
         yield* WebSocket.guard(wss)
         const address = wss.address()

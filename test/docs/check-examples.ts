@@ -95,16 +95,24 @@ examples.forEach((example, index) => {
 })
 writeFileSync(
   join(out, "tsconfig.json"),
-  JSON.stringify({
-    extends: join(root, "tsconfig.json"),
-    compilerOptions: { noUnusedLocals: false, noUnusedParameters: false, paths, rootDir: root, types: ["node"] },
-    include: ["./*.ts"]
-  }, null, 2)
+  JSON.stringify(
+    {
+      extends: join(root, "tsconfig.json"),
+      compilerOptions: { noUnusedLocals: false, noUnusedParameters: false, paths, rootDir: root, types: ["node"] },
+      include: ["./*.ts"]
+    },
+    null,
+    2
+  )
 )
 
 let failed = false
 try {
-  execFileSync(process.execPath, [join(root, "node_modules", "typescript", "bin", "tsc"), "-p", join(out, "tsconfig.json")], {
+  execFileSync(process.execPath, [
+    join(root, "node_modules", "typescript", "bin", "tsc"),
+    "-p",
+    join(out, "tsconfig.json")
+  ], {
     cwd: out,
     encoding: "utf8",
     stdio: "pipe"
@@ -115,7 +123,9 @@ try {
   for (const line of output.split("\n")) {
     const match = /^(\S+\.ts)\((\d+),(\d+)\): (.*)$/.exec(line)
     const example = match ? origin.get(match[1]!) : undefined
-    console.error(example && match ? `${relative(root, example.file)}:${example.line + Number(match[2]) - 1}: ${match[4]}` : line)
+    console.error(
+      example && match ? `${relative(root, example.file)}:${example.line + Number(match[2]) - 1}: ${match[4]}` : line
+    )
   }
 }
 console.log(`${examples.length} @example blocks in src/ type-checked: ${failed ? "FAILED" : "ok"}`)

@@ -76,41 +76,45 @@ describe("deploy: the .socket + .service pair", () => {
     expect(socketUnit.Socket!.ListenStream).toEqual([`${env.HOST}:${env.PORT}`])
   })
 
-  it.skipIf(!hasActivate)("systemd-socket-activate with the units' settings starts the example service on the socket", async () => {
-    const port = await freePort()
-    const dir = mkdtempSync(join(tmpdir(), "effect-graceful-socket-"))
-    const [, script] = serviceUnit.Service!.ExecStart![0]!.split(/\s+/)
-    const listen = socketUnit.Socket!.ListenStream![0]!.replace(/:\d+$/, `:${port}`)
-    const child = spawn("systemd-socket-activate", [
-      "-l",
-      listen,
-      `--fdname=${socketUnit.Socket!.FileDescriptorName![0]}`,
-      // A PORT the service would bind if it ignored the socket.
-      "-EPORT=0",
-      "-EHOST=127.0.0.1",
-      `-ELOG_FILE=${join(dir, "requests.jsonl")}`,
-      "--",
-      process.execPath,
-      join(root, script!)
-    ], { stdio: ["ignore", "pipe", "pipe"] })
-    cleanups.push(() => {
-      if (child.exitCode === null) child.kill("SIGKILL")
-      rmSync(dir, { recursive: true, force: true })
-    })
-    let output = ""
-    child.stdout.on("data", (chunk) => (output += String(chunk)))
-    child.stderr.on("data", (chunk) => (output += String(chunk)))
-    for (let i = 0; i < 100 && !output.includes(`Listening on ${listen}`); i++) {
-      await new Promise((resolve) => setTimeout(resolve, 50))
-    }
-    // The first connection starts the service, and waits in the queue meanwhile.
-    const first = await get(port, "/work?ms=0")
-    expect(first.status).toBe(200)
-    expect(JSON.parse(first.body)).toMatchObject({ ok: true })
-    expect(output).toContain(`listening on http://127.0.0.1:${port}`)
-    expect((await get(port, "/health/ready")).status).toBe(200)
-    const exited = new Promise<number | null>((resolve) => child.once("exit", resolve))
-    child.kill("SIGTERM")
-    expect(await exited).toBe(0)
-  }, 60_000)
+  it.skipIf(!hasActivate)(
+    "systemd-socket-activate with the units' settings starts the example service on the socket",
+    async () => {
+      const port = await freePort()
+      const dir = mkdtempSync(join(tmpdir(), "effect-graceful-socket-"))
+      const [, script] = serviceUnit.Service!.ExecStart![0]!.split(/\s+/)
+      const listen = socketUnit.Socket!.ListenStream![0]!.replace(/:\d+$/, `:${port}`)
+      const child = spawn("systemd-socket-activate", [
+        "-l",
+        listen,
+        `--fdname=${socketUnit.Socket!.FileDescriptorName![0]}`,
+        // A PORT the service would bind if it ignored the socket.
+        "-EPORT=0",
+        "-EHOST=127.0.0.1",
+        `-ELOG_FILE=${join(dir, "requests.jsonl")}`,
+        "--",
+        process.execPath,
+        join(root, script!)
+      ], { stdio: ["ignore", "pipe", "pipe"] })
+      cleanups.push(() => {
+        if (child.exitCode === null) child.kill("SIGKILL")
+        rmSync(dir, { recursive: true, force: true })
+      })
+      let output = ""
+      child.stdout.on("data", (chunk) => (output += String(chunk)))
+      child.stderr.on("data", (chunk) => (output += String(chunk)))
+      for (let i = 0; i < 100 && !output.includes(`Listening on ${listen}`); i++) {
+        await new Promise((resolve) => setTimeout(resolve, 50))
+      }
+      // The first connection starts the service, and waits in the queue meanwhile.
+      const first = await get(port, "/work?ms=0")
+      expect(first.status).toBe(200)
+      expect(JSON.parse(first.body)).toMatchObject({ ok: true })
+      expect(output).toContain(`listening on http://127.0.0.1:${port}`)
+      expect((await get(port, "/health/ready")).status).toBe(200)
+      const exited = new Promise<number | null>((resolve) => child.once("exit", resolve))
+      child.kill("SIGTERM")
+      expect(await exited).toBe(0)
+    },
+    60_000
+  )
 })

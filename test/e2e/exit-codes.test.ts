@@ -77,7 +77,11 @@ describe("exit codes, real processes and real signals", () => {
   })
 
   it("work cut at the drain deadline: exit 1, the report names it", async () => {
-    const service = run({ FIXTURE_JOB_MS: "60000", SHUTDOWN_TIMEOUT: "3 seconds", SHUTDOWN_DRAIN_TIMEOUT: "500 millis" })
+    const service = run({
+      FIXTURE_JOB_MS: "60000",
+      SHUTDOWN_TIMEOUT: "3 seconds",
+      SHUTDOWN_DRAIN_TIMEOUT: "500 millis"
+    })
     await service.waitFor("ready")
     const sent = service.kill("SIGTERM")
     const exit = await service.exited
@@ -95,7 +99,11 @@ describe("exit codes, real processes and real signals", () => {
     const exit = await service.exited
     expect(exit.code, service.output()).toBe(1)
     const report = service.report()
-    expect(report.releases.map((r) => `${r.name}:${r.outcome}`)).toEqual(["broken:failed", "db:released", "log:released"])
+    expect(report.releases.map((r) => `${r.name}:${r.outcome}`)).toEqual([
+      "broken:failed",
+      "db:released",
+      "log:released"
+    ])
   })
 
   it("a hung release: exit 1 at the budget (within 200 ms), the report names it", async () => {
@@ -135,7 +143,11 @@ describe("exit codes, real processes and real signals", () => {
   })
 
   it("3rd SIGTERM: exit 143 at once", async () => {
-    const service = run({ FIXTURE_SLOW_RELEASE: "60000", FIXTURE_JOB_MS: "60000", SHUTDOWN_EMERGENCY_TIMEOUT: "10 seconds" })
+    const service = run({
+      FIXTURE_SLOW_RELEASE: "60000",
+      FIXTURE_JOB_MS: "60000",
+      SHUTDOWN_EMERGENCY_TIMEOUT: "10 seconds"
+    })
     await service.waitFor("ready")
     service.kill("SIGTERM")
     await new Promise((resolve) => setTimeout(resolve, 100))
@@ -150,7 +162,11 @@ describe("exit codes, real processes and real signals", () => {
   })
 
   it("3rd SIGINT: exit 130 at once", async () => {
-    const service = run({ FIXTURE_SLOW_RELEASE: "60000", FIXTURE_JOB_MS: "60000", SHUTDOWN_EMERGENCY_TIMEOUT: "10 seconds" })
+    const service = run({
+      FIXTURE_SLOW_RELEASE: "60000",
+      FIXTURE_JOB_MS: "60000",
+      SHUTDOWN_EMERGENCY_TIMEOUT: "10 seconds"
+    })
     await service.waitFor("ready")
     for (let i = 0; i < 2; i++) {
       service.kill("SIGINT")

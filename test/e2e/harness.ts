@@ -5,7 +5,7 @@
 import { join } from "node:path"
 import { type Fixture, spawnFixture } from "../support/fixture.ts"
 
-export type { Exited, Fixture } from "../support/fixture.ts"
+export type { Fixture } from "../support/fixture.ts"
 
 const fixtures = join(import.meta.dirname, "fixtures")
 

@@ -61,7 +61,10 @@ const run = (command: string, args: ReadonlyArray<string>, env: Record<string, s
   })
   const line = (pattern: RegExp, nth = 1, timeoutMs = 20_000) =>
     new Promise<RegExpExecArray>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`no line ${pattern} within ${timeoutMs} ms:\n${output}`)), timeoutMs)
+      const timer = setTimeout(
+        () => reject(new Error(`no line ${pattern} within ${timeoutMs} ms:\n${output}`)),
+        timeoutMs
+      )
       let from = 0
       let seen = 0
       const check = () => {
@@ -117,7 +120,8 @@ const get = (port: number, path: string, timeoutMs = 15_000) =>
       response.on("error", (error: NodeJS.ErrnoException) =>
         resolve({ status: response.statusCode, body, error: error.code ?? error.message }))
     })
-    request.on("timeout", () => request.destroy(new Error("timeout")))
+    request.on("timeout", () =>
+      request.destroy(new Error("timeout")))
     request.on("error", (error: NodeJS.ErrnoException) =>
       resolve({ status: undefined, body: "", error: error.code ?? error.message }))
   })
@@ -157,26 +161,38 @@ const activate = async (args: ReadonlyArray<string>, env: Record<string, string>
 }
 
 describe.skipIf(!hasActivate)("socket activation (systemd-socket-activate)", () => {
-  it.each(["effect", "node"])("Http on the %s server listens on the only inherited socket, not on PORT", async (server) => {
-    const port = await freePort()
-    const { first, proc } = await activate(
-      ["-l", `127.0.0.1:${port}`, "--", process.execPath, fixture],
-      { FIXTURE_SERVER: server, PORT: "0" },
-      port
-    )
-    expect(Number(await proc.mark("port"))).toBe(port)
-    // The connection that woke it was queued in the kernel, then answered.
-    expect(await first).toEqual({ status: 200, body: `ok ${proc.child.pid}`, error: undefined })
-    expect(await get(port, "/work")).toEqual({ status: 200, body: `ok ${proc.child.pid}`, error: undefined })
-    proc.child.kill("SIGTERM")
-    expect((await proc.exited).code).toBe(0)
-  })
+  it.each(["effect", "node"])(
+    "Http on the %s server listens on the only inherited socket, not on PORT",
+    async (server) => {
+      const port = await freePort()
+      const { first, proc } = await activate(
+        ["-l", `127.0.0.1:${port}`, "--", process.execPath, fixture],
+        { FIXTURE_SERVER: server, PORT: "0" },
+        port
+      )
+      expect(Number(await proc.mark("port"))).toBe(port)
+      // The connection that woke it was queued in the kernel, then answered.
+      expect(await first).toEqual({ status: 200, body: `ok ${proc.child.pid}`, error: undefined })
+      expect(await get(port, "/work")).toEqual({ status: 200, body: `ok ${proc.child.pid}`, error: undefined })
+      proc.child.kill("SIGTERM")
+      expect((await proc.exited).code).toBe(0)
+    }
+  )
 
   it("named sockets: the HTTP server takes `http`, Health.serve takes `health`", async () => {
     const healthPort = await freePort()
     const httpPort = await freePort()
     const { first, proc } = await activate(
-      ["-l", `127.0.0.1:${healthPort}`, "-l", `127.0.0.1:${httpPort}`, "--fdname=health:http", "--", process.execPath, fixture],
+      [
+        "-l",
+        `127.0.0.1:${healthPort}`,
+        "-l",
+        `127.0.0.1:${httpPort}`,
+        "--fdname=health:http",
+        "--",
+        process.execPath,
+        fixture
+      ],
       { PORT: "0", FIXTURE_HEALTH_PORT: "0" },
       httpPort
     )
@@ -263,36 +279,40 @@ describe.skipIf(!hasActivate)("socket activation (systemd-socket-activate)", () 
 const canNetns = process.getuid?.() === 0 && spawnSync("ip", ["netns", "list"]).status === 0
 
 describe("SO_REUSEPORT (REUSE_PORT=true)", () => {
-  it.skipIf(!canNetns)("with tcp_migrate_req=1, a storm of new connections across the old instance's exit loses nothing", async () => {
-    const namespace = `eg-test-${process.pid}`
-    const ip = (...args: Array<string>) => expect(spawnSync("ip", args).status).toBe(0)
-    ip("netns", "add", namespace)
-    try {
-      ip("netns", "exec", namespace, "ip", "link", "set", "lo", "up")
-      ip("netns", "exec", namespace, "sysctl", "-q", "-w", "net.ipv4.tcp_migrate_req=1")
-      const driver = run("ip", [
-        "netns",
-        "exec",
-        namespace,
-        process.execPath,
-        join(import.meta.dirname, "fixtures", "reuseport-handover.ts")
-      ])
-      const result = JSON.parse((await driver.line(/^RESULT (.*)$/, 1, 60_000))[1]!) as {
-        oldExit: number
-        requests: number
-        failures: Array<string>
-        pids: Array<string>
-        expectedPids: Array<string>
+  it.skipIf(!canNetns)(
+    "with tcp_migrate_req=1, a storm of new connections across the old instance's exit loses nothing",
+    async () => {
+      const namespace = `eg-test-${process.pid}`
+      const ip = (...args: Array<string>) => expect(spawnSync("ip", args).status).toBe(0)
+      ip("netns", "add", namespace)
+      try {
+        ip("netns", "exec", namespace, "ip", "link", "set", "lo", "up")
+        ip("netns", "exec", namespace, "sysctl", "-q", "-w", "net.ipv4.tcp_migrate_req=1")
+        const driver = run("ip", [
+          "netns",
+          "exec",
+          namespace,
+          process.execPath,
+          join(import.meta.dirname, "fixtures", "reuseport-handover.ts")
+        ])
+        const result = JSON.parse((await driver.line(/^RESULT (.*)$/, 1, 60_000))[1]!) as {
+          oldExit: number
+          requests: number
+          failures: Array<string>
+          pids: Array<string>
+          expectedPids: Array<string>
+        }
+        expect(result.oldExit).toBe(0)
+        expect(result.failures).toEqual([])
+        // The storm crossed the handover: both instances answered it.
+        expect(result.pids).toEqual(result.expectedPids)
+        expect(result.requests).toBeGreaterThan(50)
+      } finally {
+        spawnSync("ip", ["netns", "del", namespace])
       }
-      expect(result.oldExit).toBe(0)
-      expect(result.failures).toEqual([])
-      // The storm crossed the handover: both instances answered it.
-      expect(result.pids).toEqual(result.expectedPids)
-      expect(result.requests).toBeGreaterThan(50)
-    } finally {
-      spawnSync("ip", ["netns", "del", namespace])
-    }
-  }, 90_000)
+    },
+    90_000
+  )
 
   it("a replacement binds the port while the old instance drains; the old one's exit refuses nothing", async () => {
     const old = run(process.execPath, [fixture], { PORT: "0", REUSE_PORT: "true" })

@@ -146,7 +146,9 @@ describe("a report file that cannot be written is found at start-up", () => {
     service.kill("SIGTERM")
     const exit = await service.exited
     expect(exit.code, service.output()).toBe(0)
-    expect(service.output()).toContain("could not write the shutdown report to /dev/full: ENOSPC: no space left on device, write")
+    expect(service.output()).toContain(
+      "could not write the shutdown report to /dev/full: ENOSPC: no space left on device, write"
+    )
     expect(service.output()).not.toContain("UnknownError")
   })
 

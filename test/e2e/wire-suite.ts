@@ -39,7 +39,7 @@ export const wireSuite = (title: string, fixture: string, env: Record<string, st
       const connection = await open(port)
       expect((await connection.request("/work?ms=0")).headers.connection).toBe("keep-alive")
       connection.send("/work?ms=400")
-      await sleep(100)
+      await service.waitFor("work-started-400")
       service.kill("SIGTERM")
       const response = await connection.read()
       expect(response.status).toBe(200)
@@ -131,7 +131,7 @@ export const wireSuite = (title: string, fixture: string, env: Record<string, st
       const { service, port } = await boot({ SHUTDOWN_DELAY: "800 millis" })
       const holder = await open(port)
       holder.send("/work?ms=1500")
-      await sleep(50)
+      await service.waitFor("work-started-1500")
       service.kill("SIGTERM")
       await sleep(150)
       // Every response while draining says Connection: close: one connection a probe.

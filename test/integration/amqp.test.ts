@@ -76,7 +76,15 @@ describe("RabbitMQ consumer, real broker, real signals", () => {
     expect(result.redeliveries).toBeGreaterThan(0)
     const left = connectionsNamed(connectionName)
     expect(left).toBe(0)
-    console.log(`[measured] ${describeResult("rabbitmq", result, `, handed back unstarted at Closing ${handedBack}, ack failures ${ackFailures}, connections left ${left}`)}`)
+    console.log(
+      `[measured] ${
+        describeResult(
+          "rabbitmq",
+          result,
+          `, handed back unstarted at Closing ${handedBack}, ack failures ${ackFailures}, connections left ${left}`
+        )
+      }`
+    )
   })
 })
 
@@ -105,7 +113,9 @@ describe("RabbitMQ publisher, real broker, real signals", () => {
     expect((await channel.checkQueue(queue)).messageCount).toBe(count)
     console.log(
       `[measured] rabbitmq publisher: ${count} messages published at once, ${outstanding} confirms outstanding at SIGTERM, ` +
-        `awaited in ${Math.round(release.durationMs)} ms of release; ${count} in the queue; exit ${exit.code} after ${exit.at - sent} ms`
+        `awaited in ${Math.round(release.durationMs)} ms of release; ${count} in the queue; exit ${exit.code} after ${
+          exit.at - sent
+        } ms`
     )
   })
 })

@@ -71,7 +71,9 @@ describe("JSONL writer, real process, real signals", () => {
       }
       console.log(
         `[measured] jsonl (${durability}): ${acks.length} lines acknowledged, ${parsed.length} in the file, lines lost ${lost.length}, ` +
-          `unacknowledged lines in the file ${unacknowledged.length}, torn lines ${torn.length}; exit ${exit.code} after ${exit.at - sent} ms`
+          `unacknowledged lines in the file ${unacknowledged.length}, torn lines ${torn.length}; exit ${exit.code} after ${
+            exit.at - sent
+          } ms`
       )
     })
   }
@@ -92,6 +94,8 @@ describe("JSONL writer, real process, real signals", () => {
     expect(lost).toEqual([])
     // a torn tail is possible only if the kill landed inside a write(2); reopening cuts it off
     expect(torn.length).toBeLessThanOrEqual(1)
-    console.log(`[measured] jsonl SIGKILL: ${acks.length} acknowledged, ${parsed.length} in the file, lines lost ${lost.length}, torn ${torn.length}`)
+    console.log(
+      `[measured] jsonl SIGKILL: ${acks.length} acknowledged, ${parsed.length} in the file, lines lost ${lost.length}, torn ${torn.length}`
+    )
   })
 })

@@ -1,7 +1,7 @@
 import mqtt from "mqtt"
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest"
 import { type Fixture, start, uniqueName } from "./harness.ts"
-import { describeResult, jobs, fixtureConnectionsToPort, runRounds, shutdownEnv, TOTAL } from "./rounds.ts"
+import { describeResult, fixtureConnectionsToPort, jobs, runRounds, shutdownEnv, TOTAL } from "./rounds.ts"
 
 let publisher: mqtt.MqttClient
 let running: Array<Fixture> = []
@@ -74,7 +74,10 @@ describe("MQTT subscriber, real Mosquitto, real signals", () => {
     expect(result.lost, result.lost.map(result.trace).join("\n")).toEqual([])
     expect(result.handledTwice.length).toBeLessThanOrEqual(ackFailures)
     expect(result.handledTwice, result.handledTwice.map(result.trace).join("\n")).toEqual([])
-    expect(result.cuts.length, `${result.inFlightAtSigterm} in flight; ${JSON.stringify(result.stats)}; ${result.trace(100)}`).toBeGreaterThan(0)
+    expect(
+      result.cuts.length,
+      `${result.inFlightAtSigterm} in flight; ${JSON.stringify(result.stats)}; ${result.trace(100)}`
+    ).toBeGreaterThan(0)
     // every cut message came back
     // Cut work came back: handled again (a redelivery) or, when it was cut
     // before its handler started, handled for the first time; `lost` above
@@ -86,7 +89,15 @@ describe("MQTT subscriber, real Mosquitto, real signals", () => {
     await will.close()
     const left = fixtureConnectionsToPort(1883)
     expect(left).toBe(0)
-    console.log(`[measured] ${describeResult("mqtt", result, `, left unacknowledged at Closing ${handedBack}, wills published 0 of 11 stops, connections left ${left}`)}`)
+    console.log(
+      `[measured] ${
+        describeResult(
+          "mqtt",
+          result,
+          `, left unacknowledged at Closing ${handedBack}, wills published 0 of 11 stops, connections left ${left}`
+        )
+      }`
+    )
     expect(TOTAL).toBe(1000)
   })
 
@@ -107,7 +118,11 @@ describe("MQTT subscriber, real Mosquitto, real signals", () => {
     // exactly one will: the crash's
     expect(will.received.map((m) => m.payload)).toEqual(["gone"])
     await will.close()
-    console.log(`[measured] mqtt will: SIGTERM published none; SIGKILL published it ${will.received[0]!.at - killedAt} ms after the kill`)
+    console.log(
+      `[measured] mqtt will: SIGTERM published none; SIGKILL published it ${
+        will.received[0]!.at - killedAt
+      } ms after the kill`
+    )
   })
 })
 
@@ -116,7 +131,12 @@ describe("MQTT subscriber with a clean session, real Mosquitto, real signals", (
     const topic = uniqueName("it/events")
     const willTopic = uniqueName("it/will")
     const will = await watch(willTopic)
-    const subscriber = run({ MQTT_CLEAN: "1", MQTT_TOPIC: topic, MQTT_CLIENT_ID: uniqueName("it-mqtt-clean"), MQTT_WILL_TOPIC: willTopic })
+    const subscriber = run({
+      MQTT_CLEAN: "1",
+      MQTT_TOPIC: topic,
+      MQTT_CLIENT_ID: uniqueName("it-mqtt-clean"),
+      MQTT_WILL_TOPIC: willTopic
+    })
     await subscriber.waitFor("ready")
     let id = 0
     let publishing = true
@@ -147,7 +167,9 @@ describe("MQTT subscriber with a clean session, real Mosquitto, real signals", (
     expect(will.received).toEqual([])
     await will.close()
     console.log(
-      `[measured] mqtt clean session: ${started.length} messages started, all finished; ${id - started.length} published meanwhile ` +
+      `[measured] mqtt clean session: ${started.length} messages started, all finished; ${
+        id - started.length
+      } published meanwhile ` +
         `not started; exit ${exit.code} after ${exit.at - sent} ms; no will`
     )
   })

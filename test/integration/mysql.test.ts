@@ -1,5 +1,5 @@
-import mysql from "mysql2/promise"
 import { Effect, Exit } from "effect"
+import mysql from "mysql2/promise"
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest"
 import * as Mysql from "../../src/adapters/Mysql.ts"
 import { type Fixture, start, uniqueName } from "./harness.ts"
@@ -40,7 +40,9 @@ const steps = async () => {
 }
 
 beforeAll(async () => {
-  await admin.query(`CREATE TABLE ${table} (id int AUTO_INCREMENT PRIMARY KEY, step varchar(40) NOT NULL) ENGINE=InnoDB`)
+  await admin.query(
+    `CREATE TABLE ${table} (id int AUTO_INCREMENT PRIMARY KEY, step varchar(40) NOT NULL) ENGINE=InnoDB`
+  )
   await admin.query(`CREATE USER '${user}'@'127.0.0.1' IDENTIFIED BY ''`)
   await admin.query(`CREATE USER '${user}'@'localhost' IDENTIFIED BY ''`)
   await admin.query(`GRANT ALL ON test.* TO '${user}'@'127.0.0.1'`)
@@ -73,7 +75,11 @@ describe("MySQL/MariaDB, real server, real signals", () => {
     expect(report.releases.map((r) => `${r.name}:${r.outcome}`)).toEqual(["mysql:released"])
     const left = await settledConnectionsLeft()
     expect(left).toBe(0)
-    console.log(`[measured] mysql: transaction in flight at SIGTERM committed, exit ${exit.code} after ${exit.at - sent} ms, connections left ${left}`)
+    console.log(
+      `[measured] mysql: transaction in flight at SIGTERM committed, exit ${exit.code} after ${
+        exit.at - sent
+      } ms, connections left ${left}`
+    )
   })
 
   it("an untracked transaction open at SIGTERM (a connection taken straight from the pool) commits: the pool ends only after it", async () => {
@@ -92,11 +98,20 @@ describe("MySQL/MariaDB, real server, real signals", () => {
     expect(release.durationMs).toBeGreaterThan(1000)
     const left = await settledConnectionsLeft()
     expect(left).toBe(0)
-    console.log(`[measured] mysql: untracked transaction open at SIGTERM committed; the release waited ${Math.round(release.durationMs)} ms for it; exit ${exit.code} after ${exit.at - sent} ms, connections left ${left}`)
+    console.log(
+      `[measured] mysql: untracked transaction open at SIGTERM committed; the release waited ${
+        Math.round(release.durationMs)
+      } ms for it; exit ${exit.code} after ${exit.at - sent} ms, connections left ${left}`
+    )
   })
 
   it("a query still running at the end of the release slice is killed with KILL QUERY and reported; exit 1; no connection is left", async () => {
-    const service = run({ MYSQL_MODE: "stuck", MYSQL_RELEASE_TIMEOUT: "2 seconds", MYSQL_KILL_GRACE: "500 millis", SHUTDOWN_TIMEOUT: "6 seconds" })
+    const service = run({
+      MYSQL_MODE: "stuck",
+      MYSQL_RELEASE_TIMEOUT: "2 seconds",
+      MYSQL_KILL_GRACE: "500 millis",
+      SHUTDOWN_TIMEOUT: "6 seconds"
+    })
     await service.waitFor("query-started")
     const [active] = await admin.query<Array<mysql.RowDataPacket>>(
       "SELECT COMMAND, INFO FROM information_schema.processlist WHERE USER = ? AND INFO LIKE 'SELECT SLEEP%'",
@@ -108,7 +123,10 @@ describe("MySQL/MariaDB, real server, real signals", () => {
     const elapsed = exit.at - sent
     expect(exit.code, service.output()).toBe(1)
     // the client saw its query stopped early (MariaDB: SLEEP returns 1; MySQL: ER_QUERY_INTERRUPTED)
-    expect(service.has("query-finished-interrupted") || service.has("query-failed-ER_QUERY_INTERRUPTED"), service.output()).toBe(true)
+    expect(
+      service.has("query-finished-interrupted") || service.has("query-failed-ER_QUERY_INTERRUPTED"),
+      service.output()
+    ).toBe(true)
     const release = service.report().releases.find((r) => r.name === "mysql")!
     expect(release.outcome).toBe("failed")
     expect(release.error).toContain("killed 1 query still running at the end of the release slice")
@@ -119,7 +137,11 @@ describe("MySQL/MariaDB, real server, real signals", () => {
     expect(service.output()).toContain("killed a query still running at the end of the release slice")
     const left = await settledConnectionsLeft()
     expect(left).toBe(0)
-    console.log(`[measured] mysql: query past its slice (2 s, grace 500 ms) killed after ${Math.round(release.durationMs)} ms of release, exit ${exit.code} after ${elapsed} ms, connections left ${left}`)
+    console.log(
+      `[measured] mysql: query past its slice (2 s, grace 500 ms) killed after ${
+        Math.round(release.durationMs)
+      } ms of release, exit ${exit.code} after ${elapsed} ms, connections left ${left}`
+    )
   })
 
   it("a connection leaked with an open transaction is destroyed at the end of the slice, rolled back, reported", async () => {
@@ -135,7 +157,11 @@ describe("MySQL/MariaDB, real server, real signals", () => {
     expect(await steps()).toEqual([])
     const left = await settledConnectionsLeft()
     expect(left).toBe(0)
-    console.log(`[measured] mysql: leaked connection with an open transaction destroyed after ${Math.round(release.durationMs)} ms of a 1 s slice, rolled back, exit ${exit.code} after ${exit.at - sent} ms, connections left ${left}`)
+    console.log(
+      `[measured] mysql: leaked connection with an open transaction destroyed after ${
+        Math.round(release.durationMs)
+      } ms of a 1 s slice, rolled back, exit ${exit.code} after ${exit.at - sent} ms, connections left ${left}`
+    )
   })
 
   it("a tracked query cut at the drain deadline is killed on the server at once", async () => {
@@ -151,7 +177,11 @@ describe("MySQL/MariaDB, real server, real signals", () => {
     expect(exit.at - sent).toBeLessThan(2500)
     const left = await settledConnectionsLeft()
     expect(left).toBe(0)
-    console.log(`[measured] mysql: tracked query cut at the drain deadline (500 ms), killed, exit ${exit.code} after ${exit.at - sent} ms, connections left ${left}`)
+    console.log(
+      `[measured] mysql: tracked query cut at the drain deadline (500 ms), killed, exit ${exit.code} after ${
+        exit.at - sent
+      } ms, connections left ${left}`
+    )
   })
 
   it("readiness: ping answers on a live server and fails with MysqlPingError on a dead one", async () => {

@@ -1,8 +1,8 @@
-import { AckPolicy, jetstream, jetstreamManager, type JetStreamManager } from "@nats-io/jetstream"
+import { AckPolicy, jetstream, type JetStreamManager, jetstreamManager } from "@nats-io/jetstream"
 import { connect, type NatsConnection } from "@nats-io/transport-node"
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest"
 import { type Fixture, start, uniqueName } from "./harness.ts"
-import { describeResult, jobs, fixtureConnectionsToPort, runRounds, shutdownEnv, TOTAL } from "./rounds.ts"
+import { describeResult, fixtureConnectionsToPort, jobs, runRounds, shutdownEnv, TOTAL } from "./rounds.ts"
 
 let nc: NatsConnection
 let jsm: JetStreamManager
@@ -35,14 +35,24 @@ describe("NATS JetStream pull consumer, real server, real signals", () => {
     streams.push(stream)
     await jsm.streams.add({ name: stream, subjects: [subject] })
     // ack_wait longer than the test: a redelivery here comes from a nak, never from a timeout
-    await jsm.consumers.add(stream, { durable_name: "workers", ack_policy: AckPolicy.Explicit, ack_wait: 120_000_000_000 })
+    await jsm.consumers.add(stream, {
+      durable_name: "workers",
+      ack_policy: AckPolicy.Explicit,
+      ack_wait: 120_000_000_000
+    })
     const js = jetstream(nc)
     for (const job of jobs()) await js.publish(subject, JSON.stringify(job))
     expect((await jsm.streams.info(stream)).state.messages).toBe(TOTAL)
 
     const result = await runRounds({
       start: () =>
-        run({ ...shutdownEnv, NATS_MODE: "jetstream", NATS_STREAM: stream, NATS_CONSUMER: "workers", NATS_CONNECTION_NAME: uniqueName("it-nats") }),
+        run({
+          ...shutdownEnv,
+          NATS_MODE: "jetstream",
+          NATS_STREAM: stream,
+          NATS_CONSUMER: "workers",
+          NATS_CONNECTION_NAME: uniqueName("it-nats")
+        }),
       overlap: true,
       afterExit: async (_, othersRunning) => {
         const info = await jsm.consumers.info(stream, "workers")
@@ -72,14 +82,27 @@ describe("NATS JetStream pull consumer, real server, real signals", () => {
     expect(result.redeliveries).toBeGreaterThan(0)
     const left = fixtureConnectionsToPort(4222)
     expect(left).toBe(0)
-    console.log(`[measured] ${describeResult("nats jetstream", result, `, handed back unstarted at Closing ${handedBack}, ack failures ${ackFailures}, connections left ${left}`)}`)
+    console.log(
+      `[measured] ${
+        describeResult(
+          "nats jetstream",
+          result,
+          `, handed back unstarted at Closing ${handedBack}, ack failures ${ackFailures}, connections left ${left}`
+        )
+      }`
+    )
   })
 })
 
 describe("NATS core subscription, real server, real signals", () => {
   it("unsubscribes at Closing: handlers that started finish, none starts after, the connection drains", async () => {
     const subject = uniqueName("it.events")
-    const subscriber = run({ NATS_MODE: "core", NATS_SUBJECT: subject, NATS_CONNECTION_NAME: uniqueName("it-nats-core"), HANDLER_MS: "800" })
+    const subscriber = run({
+      NATS_MODE: "core",
+      NATS_SUBJECT: subject,
+      NATS_CONNECTION_NAME: uniqueName("it-nats-core"),
+      HANDLER_MS: "800"
+    })
     await subscriber.waitFor("ready")
     const published: Array<{ readonly n: number; readonly at: number }> = []
     let n = 0
@@ -112,13 +135,18 @@ describe("NATS core subscription, real server, real signals", () => {
     const report = subscriber.report()
     expect(report.inFlight.atDrainStart).toBeGreaterThan(0)
     expect(report.cut).toEqual([])
-    expect(report.hooks.map((h) => `${h.name}:${h.outcome}`)).toEqual(["events: unsubscribe:released", "mark unsubscribed:released"])
+    expect(report.hooks.map((h) => `${h.name}:${h.outcome}`)).toEqual([
+      "events: unsubscribe:released",
+      "mark unsubscribed:released"
+    ])
     expect(report.releases.map((r) => `${r.name}:${r.outcome}`)).toEqual(["nats:released"])
     const left = fixtureConnectionsToPort(4222)
     expect(left).toBe(0)
     console.log(
       `[measured] nats core: ${started.length} handlers started, all finished; ${report.inFlight.atDrainStart} in flight at SIGTERM; ` +
-        `${publishedAfter.length} published after the unsubscribe, none handled; exit ${exit.code} after ${exit.at - sent} ms; connections left ${left}`
+        `${publishedAfter.length} published after the unsubscribe, none handled; exit ${exit.code} after ${
+          exit.at - sent
+        } ms; connections left ${left}`
     )
   })
 })

@@ -74,7 +74,11 @@ describe("Postgres, real server, real signals", () => {
     expect(readFileSync(join(service.dir, "events.jsonl"), "utf8")).toBe("{\"event\":\"transfer committed\"}\n")
     const left = await settledConnectionsOf(app)
     expect(left).toBe(0)
-    note(`transaction in flight at SIGTERM: committed, exit ${exit.code} after ${exit.at - sent} ms, connections left ${left}`)
+    note(
+      `transaction in flight at SIGTERM: committed, exit ${exit.code} after ${
+        exit.at - sent
+      } ms, connections left ${left}`
+    )
     await admin.query(`DELETE FROM ${table}`)
   })
 
@@ -109,7 +113,11 @@ describe("Postgres, real server, real signals", () => {
     expect(service.output()).toContain("cancelled a query still running at the end of the release slice")
     const left = await settledConnectionsOf(app)
     expect(left).toBe(0)
-    note(`query past its slice (2 s, grace 500 ms): cancelled after ${Math.round(release.durationMs)} ms of release, exit ${exit.code} after ${elapsed} ms, connections left ${left}`)
+    note(
+      `query past its slice (2 s, grace 500 ms): cancelled after ${
+        Math.round(release.durationMs)
+      } ms of release, exit ${exit.code} after ${elapsed} ms, connections left ${left}`
+    )
   })
 
   it("a connection leaked with an open transaction is closed by force at the end of the slice, rolled back, reported", async () => {
@@ -127,12 +135,21 @@ describe("Postgres, real server, real signals", () => {
     expect(leaked.rowCount).toBe(0)
     const left = await settledConnectionsOf(app)
     expect(left).toBe(0)
-    note(`leaked client with an open transaction: closed by force after ${Math.round(release.durationMs)} ms of a 1 s slice, rolled back, exit ${exit.code} after ${exit.at - sent} ms, connections left ${left}`)
+    note(
+      `leaked client with an open transaction: closed by force after ${
+        Math.round(release.durationMs)
+      } ms of a 1 s slice, rolled back, exit ${exit.code} after ${exit.at - sent} ms, connections left ${left}`
+    )
   })
 
   it("a tracked query cut at the drain deadline is cancelled on the server at once", async () => {
     const app = uniqueName("it_cut")
-    const service = run({ PG_MODE: "cut", PG_APP: app, SHUTDOWN_DRAIN_TIMEOUT: "500 millis", SHUTDOWN_TIMEOUT: "10 seconds" })
+    const service = run({
+      PG_MODE: "cut",
+      PG_APP: app,
+      SHUTDOWN_DRAIN_TIMEOUT: "500 millis",
+      SHUTDOWN_TIMEOUT: "10 seconds"
+    })
     await service.waitFor("query-started")
     const sent = service.kill("SIGTERM")
     const exit = await service.exited
@@ -145,7 +162,11 @@ describe("Postgres, real server, real signals", () => {
     expect(exit.at - sent).toBeLessThan(2500)
     const left = await settledConnectionsOf(app)
     expect(left).toBe(0)
-    note(`tracked query cut at the drain deadline (500 ms): exit ${exit.code} after ${exit.at - sent} ms, connections left ${left}`)
+    note(
+      `tracked query cut at the drain deadline (500 ms): exit ${exit.code} after ${
+        exit.at - sent
+      } ms, connections left ${left}`
+    )
   })
 
   it("@effect/sql-pg: the in-flight query finishes, the managed client layer is released by name; no connection is left", async () => {
@@ -163,7 +184,9 @@ describe("Postgres, real server, real signals", () => {
     expect(rows.rows[0]!.n).toBe("1")
     const left = await settledConnectionsOf(app)
     expect(left).toBe(0)
-    note(`@effect/sql-pg query in flight: finished, exit ${exit.code} after ${exit.at - sent} ms, connections left ${left}`)
+    note(
+      `@effect/sql-pg query in flight: finished, exit ${exit.code} after ${exit.at - sent} ms, connections left ${left}`
+    )
   })
 
   it("readiness: ping answers on a live server and fails with PgPingError on a dead one", async () => {

@@ -56,7 +56,9 @@ describe("Redis Streams consumer group, real server, real signals", () => {
     // in flight at SIGTERM are cut and must be retried.
     const ids: Array<string> = []
     const batch = redis.multi()
-    for (let i = 0; i < 1000; i++) batch.xAdd(stream, "*", { job: String(i), ms: String(i % 20 === 0 ? 700 : 5 + (i % 7) * 4) })
+    for (let i = 0; i < 1000; i++) {
+      batch.xAdd(stream, "*", { job: String(i), ms: String(i % 20 === 0 ? 700 : 5 + (i % 7) * 4) })
+    }
     for (const id of await batch.exec()) ids.push(String(id))
     expect(new Set(ids).size).toBe(1000)
 
@@ -133,7 +135,11 @@ describe("Redis pub/sub, real server, real signals", () => {
   it("after Closing no handler starts; handlers that had started finish; the subscription and connection are gone", async () => {
     const channel = uniqueName("it:events")
     const clientName = uniqueName("it-sub")
-    const subscriber = run("redis-subscriber.ts", { CHANNEL: channel, REDIS_CLIENT_NAME: clientName, HANDLER_MS: "800" })
+    const subscriber = run("redis-subscriber.ts", {
+      CHANNEL: channel,
+      REDIS_CLIENT_NAME: clientName,
+      HANDLER_MS: "800"
+    })
     await subscriber.waitFor("ready")
     expect(await connectionsNamed(clientName)).toBe(1)
     const published: Array<{ readonly n: number; readonly at: number }> = []
@@ -171,14 +177,19 @@ describe("Redis pub/sub, real server, real signals", () => {
     expect(report.inFlight.atDrainStart).toBeGreaterThan(0)
     expect(report.inFlight.atDrainEnd).toBe(0)
     expect(report.cut).toEqual([])
-    expect(report.hooks.map((h) => `${h.name}:${h.outcome}`)).toEqual(["events: unsubscribe:released", "mark unsubscribed:released"])
+    expect(report.hooks.map((h) => `${h.name}:${h.outcome}`)).toEqual([
+      "events: unsubscribe:released",
+      "mark unsubscribed:released"
+    ])
     expect(report.releases.map((r) => `${r.name}:${r.outcome}`)).toEqual(["events:released"])
     expect(await redis.pubSubNumSub(channel)).toEqual({ [channel]: 0 })
     const left = await settledConnectionsNamed(clientName)
     expect(left).toBe(0)
     console.log(
       `[measured] pub/sub: ${started.length} handlers started, all finished; ${report.inFlight.atDrainStart} in flight at SIGTERM; ` +
-        `${publishedAfter.length} messages published after the unsubscribe, none handled; exit ${exit.code} after ${exit.at - sent} ms; connections left ${left}`
+        `${publishedAfter.length} messages published after the unsubscribe, none handled; exit ${exit.code} after ${
+          exit.at - sent
+        } ms; connections left ${left}`
     )
   })
 })

@@ -124,7 +124,10 @@ export const runRounds = async (options: {
     // 0 when every job in flight finished within the drain, 1 when one was cut
     expect(exit.code, consumer.output()).toBe(report.cut.length === 0 ? 0 : 1)
     expect(report.trigger).toEqual({ _tag: "Signal", signal: "SIGTERM" })
-    expect(report.releases.map((r) => `${r.name}:${r.outcome}`).filter((r) => !r.endsWith(":released")), consumer.output())
+    expect(
+      report.releases.map((r) => `${r.name}:${r.outcome}`).filter((r) => !r.endsWith(":released")),
+      consumer.output()
+    )
       .toEqual([])
     inFlightAtSigterm += report.inFlight.atDrainStart
     cuts.push(...report.cut.map((c) => `${c.kind} ${c.label}`))

@@ -38,7 +38,9 @@ interface Pair {
 }
 
 /** Starts a proxy on an ephemeral loopback port in front of `target`. */
-export const startFaultProxy = async (target: { readonly host?: string; readonly port: number }): Promise<FaultProxy> => {
+export const startFaultProxy = async (
+  target: { readonly host?: string; readonly port: number }
+): Promise<FaultProxy> => {
   const host = target.host ?? "127.0.0.1"
   const pairs = new Set<Pair>()
   let frozen = false

@@ -81,9 +81,10 @@ createInterface({ input: process.stdin }).on("line", (line) => {
       })
   }
 })
-process.on("SIGTERM", () => enqueue(async () => {
-  await stopCurrent()
-  process.exit(0)
-}))
+process.on("SIGTERM", () =>
+  enqueue(async () => {
+    await stopCurrent()
+    process.exit(0)
+  }))
 
 start()

@@ -20,7 +20,7 @@ import { HttpRouter, HttpServer, HttpServerResponse } from "effect/http"
 import { createHttpTerminator } from "http-terminator"
 import { writeSync } from "node:fs"
 import * as NodeHttp from "node:http"
-import { Graceful, Http } from "../src/index.ts"
+import { Graceful, Http } from "../../src/index.ts"
 
 const variant = process.env.BENCH_VARIANT ?? "node-bare"
 const gc = (globalThis as { gc?: () => void }).gc
@@ -73,9 +73,13 @@ const Routes = Layer.mergeAll(
   HttpRouter.add("GET", "/heap", Effect.sync(() => HttpServerResponse.text(String(heapUsed())))),
   HttpRouter.add("GET", "/cpu", Effect.sync(() => HttpServerResponse.text(String(cpuMicros())))),
   HttpRouter.add("GET", "/parked", Effect.sync(() => HttpServerResponse.text(String(parked.length)))),
-  HttpRouter.add("GET", "/slow", Effect.callback<HttpServerResponse.HttpServerResponse>((resume) => {
-    parked.push(() => resume(Effect.succeed(HttpServerResponse.text("slow"))))
-  }))
+  HttpRouter.add(
+    "GET",
+    "/slow",
+    Effect.callback<HttpServerResponse.HttpServerResponse>((resume) => {
+      parked.push(() => resume(Effect.succeed(HttpServerResponse.text("slow"))))
+    })
+  )
 )
 
 const PrintPort = Layer.effectDiscard(HttpServer.HttpServer.use((server) =>
@@ -94,7 +98,9 @@ const printPort = (server: NodeHttp.Server) => {
 switch (variant) {
   case "effect-bare": {
     const App = Layer.mergeAll(HttpRouter.serve(Routes, { disableLogger: true, disableListenLog: true }), PrintPort)
-      .pipe(Layer.provide(NodeHttpServer.layer(() => NodeHttp.createServer({ keepAliveTimeout: 60_000 }), listenOptions)))
+      .pipe(
+        Layer.provide(NodeHttpServer.layer(() => NodeHttp.createServer({ keepAliveTimeout: 60_000 }), listenOptions))
+      )
     Layer.launch(App).pipe(NodeRuntime.runMain)
     break
   }

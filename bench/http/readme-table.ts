@@ -1,6 +1,6 @@
 /**
  * Regenerates the README's HTTP benchmark table from bench/results/http.json:
- * `node bench/readme-table.ts` prints it, `--write` replaces the block between
+ * `node bench/http/readme-table.ts` prints it, `--write` replaces the block between
  * the `bench/results/http.json` markers in README.md.
  */
 import { readFileSync, writeFileSync } from "node:fs"
@@ -43,14 +43,16 @@ interface Results {
   readonly memory?: { readonly rows: ReadonlyArray<MemoryRow> }
 }
 
-const root = join(import.meta.dirname, "..")
+const root = join(import.meta.dirname, "..", "..")
 const results = JSON.parse(readFileSync(join(root, "bench", "results", "http.json"), "utf8")) as Results
 
 const number = (n: number) => n.toLocaleString("en-US")
 const find = <A extends { readonly variant: string }>(rows: ReadonlyArray<A> | undefined, variant: string) =>
   rows?.find((row) => row.variant === variant)
 
-const cells = (f: (variant: string) => string) => [f("effect-graceful"), f("node-graceful"), f("node-terminator"), f("node-terminus")]
+const cells = (
+  f: (variant: string) => string
+) => [f("effect-graceful"), f("node-graceful"), f("node-terminator"), f("node-terminus")]
 
 const overhead = (variant: string) => {
   const row = find(results.overhead?.rows, variant)
@@ -64,7 +66,9 @@ const throughput = (variant: string) => {
 const instructions = (variant: string) => {
   const row = find(results.instructions?.rows, variant)
   const bare = row && find(results.instructions?.rows, row.baseline)
-  return row && bare ? `${row.instructionsRatio} (${number(row.instructionsPerRequest)} vs ${number(bare.instructionsPerRequest)})` : "–"
+  return row && bare
+    ? `${row.instructionsRatio} (${number(row.instructionsPerRequest)} vs ${number(bare.instructionsPerRequest)})`
+    : "–"
 }
 const shutdown = (variant: string) => {
   const row = find(results.shutdown?.rows, variant)
@@ -77,18 +81,28 @@ const memory = (variant: string) => {
 
 const bareShutdown = find(results.shutdown?.rows, "node-bare")
 const lines = [
-  `One run of \`npm run bench:http\` on ${results.date.slice(0, 10)}: ${results.cpus} CPUs shared with other jobs, Node ${results.node}. ` +
+  `One run of \`npm run bench:http\` on ${
+    results.date.slice(0, 10)
+  }: ${results.cpus} CPUs shared with other jobs, Node ${results.node}. ` +
   `Ratios compare variants run side by side (CPU time: median of ${results.overhead?.rounds ?? "–"} rounds); ` +
-  `instructions are counted by callgrind over ${number(results.instructions?.requests ?? 0)} requests on one connection` +
-  (bareShutdown ? `; a bare \`server.close()\` took ${bareShutdown.medianMs} ms with ${bareShutdown.resets} resets.` : "."),
+  `instructions are counted by callgrind over ${
+    number(results.instructions?.requests ?? 0)
+  } requests on one connection` +
+  (bareShutdown
+    ? `; a bare \`server.close()\` took ${bareShutdown.medianMs} ms with ${bareShutdown.resets} resets.`
+    : "."),
   "",
   "| measurement | target | Effect `HttpServer` (`Http.layer`) | plain Node (`Http.serveNode`) | http-terminator | terminus |",
   "|---|---|---|---|---|---|",
   `| instructions per request, guarded / bare | <= 1.03 | ${cells(instructions).join(" | ")} |`,
   `| CPU time per request, guarded / bare | <= 1.03, <= the peers | ${cells(overhead).join(" | ")} |`,
   `| throughput, guarded / bare | – | ${cells(throughput).join(" | ")} |`,
-  `| SIGTERM → exit, ${number(bareShutdown?.idleSockets ?? 1000)} idle keep-alive sockets, / bare \`server.close()\` | <= 2×, 0 resets | ${cells(shutdown).join(" | ")} |`,
-  `| heap per request in flight, beyond bare (10,000 concurrent) | <= 1 KiB | ${memory("effect-graceful")} | ${memory("node-graceful")} | – | – |`
+  `| SIGTERM → exit, ${
+    number(bareShutdown?.idleSockets ?? 1000)
+  } idle keep-alive sockets, / bare \`server.close()\` | <= 2×, 0 resets | ${cells(shutdown).join(" | ")} |`,
+  `| heap per request in flight, beyond bare (10,000 concurrent) | <= 1 KiB | ${memory("effect-graceful")} | ${
+    memory("node-graceful")
+  } | – | – |`
 ]
 const table = lines.join("\n")
 

@@ -22,9 +22,8 @@
 import autocannon from "autocannon"
 import { type ChildProcess, spawn, spawnSync } from "node:child_process"
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs"
-import { tmpdir } from "node:os"
-import { cpus } from "node:os"
 import * as Net from "node:net"
+import { cpus, tmpdir } from "node:os"
 import { join } from "node:path"
 import { createInterface } from "node:readline"
 
@@ -36,7 +35,7 @@ const slowRequests = Number(process.env.BENCH_SLOW_REQUESTS ?? 10_000)
 const callgrindRequests = Number(process.env.BENCH_CALLGRIND_REQUESTS ?? 10_000)
 const callgrindWarmup = Number(process.env.BENCH_CALLGRIND_WARMUP ?? 20_000)
 const callgrindRuns = Number(process.env.BENCH_CALLGRIND_RUNS ?? 1)
-// BENCH_SERVER_FILE points at another tree's bench/server.ts (before/after runs).
+// BENCH_SERVER_FILE points at another tree's bench/http/server.ts (before/after runs).
 const serverFile = process.env.BENCH_SERVER_FILE ?? join(import.meta.dirname, "server.ts")
 
 interface Server {
@@ -129,7 +128,9 @@ const overhead = async () => {
         const cpuUs = (cpuAfter - cpuBefore) / Math.max(1, result.requests.total)
         ;(samples[variant] ??= []).push({ rps: result.requests.average, p99: result.latency.p99, cpuUs })
         console.log(
-          `  round ${round + 1} ${variant.padEnd(16)} ${Math.round(result.requests.average)} req/s, p99 ${result.latency.p99} ms, ${cpuUs.toFixed(1)} µs CPU/request`
+          `  round ${round + 1} ${variant.padEnd(16)} ${
+            Math.round(result.requests.average)
+          } req/s, p99 ${result.latency.p99} ms, ${cpuUs.toFixed(1)} µs CPU/request`
         )
       }
     }
@@ -216,7 +217,9 @@ const shutdownLatency = async () => {
       resets: resets[variant]!
     }
     console.log(
-      `  ${variant.padEnd(16)} SIGTERM → exit with ${idleSockets} idle keep-alive sockets: median ${row.medianMs} ms (${row.runs.join(", ")}), ${row.ratioToBareClose}× a bare server.close(), ${row.resets} resets`
+      `  ${variant.padEnd(16)} SIGTERM → exit with ${idleSockets} idle keep-alive sockets: median ${row.medianMs} ms (${
+        row.runs.join(", ")
+      }), ${row.ratioToBareClose}× a bare server.close(), ${row.resets} resets`
     )
     return row
   })
@@ -231,15 +234,17 @@ const heapPerRequest = async (variant: string) => {
   await new Promise((resolve) => setTimeout(resolve, 200))
   const before = Number(await get(server.port, "/heap"))
   for (let i = 0; i < slowRequests; i += 500) {
-    await Promise.all(Array.from({ length: Math.min(500, slowRequests - i) }, () =>
-      new Promise<void>((resolve, reject) => {
-        const socket = Net.connect({ port: server.port, host: "127.0.0.1" }, () => {
-          socket.write("GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
-          resolve()
-        })
-        socket.on("error", reject)
-        sockets.push(socket)
-      })))
+    await Promise.all(
+      Array.from({ length: Math.min(500, slowRequests - i) }, () =>
+        new Promise<void>((resolve, reject) => {
+          const socket = Net.connect({ port: server.port, host: "127.0.0.1" }, () => {
+            socket.write("GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+            resolve()
+          })
+          socket.on("error", reject)
+          sockets.push(socket)
+        }))
+    )
   }
   while (Number(await get(server.port, "/parked")) < slowRequests) {
     await new Promise((resolve) => setTimeout(resolve, 50))
@@ -268,7 +273,11 @@ const memory = async () => {
       oursBytesPerRequest: Math.round(median(oursBytes)),
       overheadBytesPerRequest: Math.round(median(oursBytes) - median(bareBytes))
     }
-    console.log(`  ${ours.padEnd(16)} heap per in-flight request: ${row.oursBytesPerRequest} B vs ${row.bareBytesPerRequest} B bare → +${row.overheadBytesPerRequest} B`)
+    console.log(
+      `  ${
+        ours.padEnd(16)
+      } heap per in-flight request: ${row.oursBytesPerRequest} B vs ${row.bareBytesPerRequest} B bare → +${row.overheadBytesPerRequest} B`
+    )
     rows.push(row)
   }
   return { rows }
@@ -361,7 +370,11 @@ const section = async <A>(name: string, title: string, run: () => Promise<A>): P
 
 const main = async () => {
   const started = Date.now()
-  const overheadResult = await section("overhead", `HTTP overhead (${rounds} rounds × ${seconds} s, 32 connections)`, overhead)
+  const overheadResult = await section(
+    "overhead",
+    `HTTP overhead (${rounds} rounds × ${seconds} s, 32 connections)`,
+    overhead
+  )
   const shutdownResult = await section("shutdown", `Shutdown latency (${shutdownRuns} runs)`, shutdownLatency)
   const memoryResult = await section("memory", `Memory (${slowRequests} concurrent slow requests)`, memory)
   const instructionsResult = await section(
@@ -374,7 +387,9 @@ const main = async () => {
   for (const row of overheadResult?.rows ?? []) {
     if (row.variant === row.baseline) continue
     console.log(
-      `  ${row.variant.padEnd(16)} throughput ${row.throughputRatio}× ${row.baseline}, p99 ${row.p99Ratio}×, CPU per request ${row.cpuPerRequestRatio}×`
+      `  ${
+        row.variant.padEnd(16)
+      } throughput ${row.throughputRatio}× ${row.baseline}, p99 ${row.p99Ratio}×, CPU per request ${row.cpuPerRequestRatio}×`
     )
   }
   for (const row of instructionsResult?.rows ?? []) {
@@ -383,7 +398,11 @@ const main = async () => {
   }
   for (const row of shutdownResult?.rows ?? []) {
     if (row.variant === "node-bare") continue
-    console.log(`  ${row.variant.padEnd(16)} shutdown with ${row.idleSockets} idle sockets ${row.ratioToBareClose}× node-bare's server.close(), ${row.resets} resets`)
+    console.log(
+      `  ${
+        row.variant.padEnd(16)
+      } shutdown with ${row.idleSockets} idle sockets ${row.ratioToBareClose}× node-bare's server.close(), ${row.resets} resets`
+    )
   }
   const results = {
     date: new Date().toISOString(),
@@ -402,9 +421,9 @@ const main = async () => {
     memory: memoryResult,
     instructions: instructionsResult
   }
-  mkdirSync(join(import.meta.dirname, "results"), { recursive: true })
+  mkdirSync(join(import.meta.dirname, "..", "results"), { recursive: true })
   const file = only === undefined ? "http.json" : `http-${only}.json`
-  writeFileSync(join(import.meta.dirname, "results", file), JSON.stringify(results, null, 2) + "\n")
+  writeFileSync(join(import.meta.dirname, "..", "results", file), JSON.stringify(results, null, 2) + "\n")
   console.log(`written to bench/results/${file}`)
 }
 

@@ -1,7 +1,7 @@
 /**
  * Faults and edges of the core (issue 10 items 3, 4, 7, 8), on TestClock:
  * start-up that fails or hangs, a zero drain, the signal policy, a signal
- * storm. The same cases run against real processes in test/e2e/faults.test.ts.
+ * storm. The same cases run against real processes in test/e2e/shutdown-edges.test.ts.
  */
 import { describe, expect, it } from "@effect/vitest"
 import { Context, Effect, Fiber, Layer } from "effect"
@@ -18,7 +18,9 @@ describe("start-up", () => {
     Effect.gen(function*() {
       const Db = Layer.effectDiscard(Resource.make("db", Effect.void, () => Effect.sleep("8 seconds")))
       const Broken = Layer.effectDiscard(Effect.fail(new Error("port in use")))
-      const fiber = yield* Graceful.launch(Layer.provideMerge(Broken, Db), { timeout: "3 seconds" }).pipe(Effect.forkChild)
+      const fiber = yield* Graceful.launch(Layer.provideMerge(Broken, Db), { timeout: "3 seconds" }).pipe(
+        Effect.forkChild
+      )
       yield* settle
       yield* TestClock.adjust("10 seconds")
       const report = yield* Fiber.join(fiber)
@@ -86,7 +88,10 @@ describe("signal policy", () => {
       yield* GracefulTest.send("SIGTERM")
       yield* Fiber.join(ignored)
 
-      const chosen = yield* Effect.never.pipe(Graceful.run({ timeout: "5 seconds", signals: ["SIGTERM", "SIGUSR2"] }), Effect.forkChild)
+      const chosen = yield* Effect.never.pipe(
+        Graceful.run({ timeout: "5 seconds", signals: ["SIGTERM", "SIGUSR2"] }),
+        Effect.forkChild
+      )
       yield* settle
       yield* GracefulTest.send("SIGUSR2")
       const report = yield* Fiber.join(chosen)

@@ -23,7 +23,9 @@ const pgUrl = (port: number) => `postgres://postgres@127.0.0.1:${port}/test`
 interface Service {
   readonly child: ChildProcess
   readonly output: () => string
-  readonly exited: Promise<{ readonly code: number | null; readonly signal: NodeJS.Signals | null; readonly at: number }>
+  readonly exited: Promise<
+    { readonly code: number | null; readonly signal: NodeJS.Signals | null; readonly at: number }
+  >
   /** Resolves with the port once the service prints `listening on`. */
   readonly listening: Promise<number>
   readonly report: () => Report.ShutdownReport
@@ -158,7 +160,11 @@ describe("Postgres faults under the example service", () => {
     const bystanderStatuses = await Promise.all(bystanders)
     const after = await Promise.all(Array.from({ length: 6 }, () => get(port, "/work?ms=0")))
     const alive = service.child.exitCode === null
-    note(`reset mid-query: hit ${JSON.stringify(countOf(hitStatuses))}, bystanders ${JSON.stringify(countOf(bystanderStatuses))}, after ${JSON.stringify(countOf(after))}, alive ${alive}`)
+    note(
+      `reset mid-query: hit ${JSON.stringify(countOf(hitStatuses))}, bystanders ${
+        JSON.stringify(countOf(bystanderStatuses))
+      }, after ${JSON.stringify(countOf(after))}, alive ${alive}`
+    )
     expect(alive, service.output()).toBe(true)
     expect(service.output()).not.toMatch(/uncaughtException|defect/i)
     // The hit requests get an answer (their error), never a reset socket.
@@ -198,7 +204,11 @@ describe("Postgres faults under the example service", () => {
     const statuses = await Promise.all(stuck)
     const report = service.report()
     const releases = report.releases.map((r) => `${r.name}:${r.outcome}`)
-    note(`frozen postgres: exit ${exit.code} in ${exitMs} ms (budget 12000), outcome ${report.outcome}, releases ${JSON.stringify(releases)}, requests ${JSON.stringify(countOf(statuses))}`)
+    note(
+      `frozen postgres: exit ${exit.code} in ${exitMs} ms (budget 12000), outcome ${report.outcome}, releases ${
+        JSON.stringify(releases)
+      }, requests ${JSON.stringify(countOf(statuses))}`
+    )
     const database = report.releases.find((r) => r.name.startsWith("database"))
     note(`frozen postgres: database release: ${JSON.stringify(database)}`)
 
@@ -206,7 +216,8 @@ describe("Postgres faults under the example service", () => {
     expect(exitMs).toBeLessThan(11_000)
     expect(exit.code).toBe(1)
     for (const name of ["redis publisher", "subscription", "request log"]) {
-      expect(report.releases.find((r) => r.name.startsWith(name))?.outcome, `${name} in ${JSON.stringify(releases)}`).toBe("released")
+      expect(report.releases.find((r) => r.name.startsWith(name))?.outcome, `${name} in ${JSON.stringify(releases)}`)
+        .toBe("released")
     }
     // The database is what was stuck, and the report says so.
     expect(database?.outcome).toMatch(/failed|timedOut/)
@@ -231,21 +242,28 @@ describe("Postgres faults under a small app on the library (test/integration/fix
     const exit = await fixture.exited
     const report = fixture.report()
     const exitMs = exit.at - sentAt
-    note(`pg-service waiting for a connection: exit ${exit.code} in ${exitMs} ms (budget 8000), outcome ${report.outcome}, cut ${JSON.stringify(report.cut.map((c) => c.label))}, releases ${JSON.stringify(report.releases.map((r) => `${r.name}:${r.outcome}`))}`)
+    note(
+      `pg-service waiting for a connection: exit ${exit.code} in ${exitMs} ms (budget 8000), outcome ${report.outcome}, cut ${
+        JSON.stringify(report.cut.map((c) => c.label))
+      }, releases ${JSON.stringify(report.releases.map((r) => `${r.name}:${r.outcome}`))}`
+    )
     expect(fixture.has("query-interrupted"), fixture.output()).toBe(true)
     expect(report.outcome).not.toBe("watchdog")
     expect(report.cut.map((c) => c.label)).toEqual(["waits for a connection"])
     expect(report.releases.map((r) => r.name)).toEqual(["postgres", "events"])
     expect(report.releases.find((r) => r.name === "events")?.outcome).toBe("released")
     // The held connection is closed by force at the end of the pool's slice, and said so.
-    expect(report.releases.find((r) => r.name === "postgres")?.error ?? "").toContain("closed 1 checked-out connection(s) by force")
+    expect(report.releases.find((r) => r.name === "postgres")?.error ?? "").toContain(
+      "closed 1 checked-out connection(s) by force"
+    )
     expect(exitMs).toBeLessThan(6_000)
   })
 })
 
 describe("start-up against an endpoint that never becomes the database", () => {
   const redisRetry = /redis publisher: cannot connect to Redis \(attempt \d+\): .*retrying/
-  const postgresRetry = /database \(postgres\): cannot connect to Postgres at 127\.0\.0\.1:\d+ \(attempt \d+\): .*retrying/
+  const postgresRetry =
+    /database \(postgres\): cannot connect to Postgres at 127\.0\.0\.1:\d+ \(attempt \d+\): .*retrying/
 
   /**
    * Starts the service, waits for its first retry line (or 30 s of
@@ -267,11 +285,17 @@ describe("start-up against an endpoint that never becomes the database", () => {
       redisRetry
     )
     const failMs = exit === undefined || firstRetryAt === undefined ? undefined : exit.at - firstRetryAt
-    note(`closed redis port: ${retries} retry lines, exit ${exit?.code ?? "none (still starting after 20 s)"}, ${failMs ?? "-"} ms after the first retry`)
+    note(
+      `closed redis port: ${retries} retry lines, exit ${exit?.code ?? "none (still starting after 20 s)"}, ${
+        failMs ?? "-"
+      } ms after the first retry`
+    )
     expect(retries, output).toBeGreaterThanOrEqual(2)
     expect(exit, output).toBeDefined()
     expect(exit!.code).toBe(1)
-    expect(output).toMatch(/redis publisher: cannot connect to Redis: no connection within 3000 ms \(\d+ failed attempts; last error: connect ECONNREFUSED/)
+    expect(output).toMatch(
+      /redis publisher: cannot connect to Redis: no connection within 3000 ms \(\d+ failed attempts; last error: connect ECONNREFUSED/
+    )
     expect(failMs).toBeLessThan(3_000 + 3_000)
   })
 
@@ -281,11 +305,17 @@ describe("start-up against an endpoint that never becomes the database", () => {
       postgresRetry
     )
     const failMs = exit === undefined || firstRetryAt === undefined ? undefined : exit.at - firstRetryAt
-    note(`not-postgres port: ${retries} retry lines, exit ${exit?.code ?? "none (still starting after 20 s)"}, ${failMs ?? "-"} ms after the first retry`)
+    note(
+      `not-postgres port: ${retries} retry lines, exit ${exit?.code ?? "none (still starting after 20 s)"}, ${
+        failMs ?? "-"
+      } ms after the first retry`
+    )
     expect(retries, output).toBeGreaterThanOrEqual(2)
     expect(exit, output).toBeDefined()
     expect(exit!.code).toBe(1)
-    expect(output).toMatch(/database \(postgres\): cannot connect to Postgres at 127\.0\.0\.1:\d+ within 3000 ms \(\d+ attempts; last error: /)
+    expect(output).toMatch(
+      /database \(postgres\): cannot connect to Postgres at 127\.0\.0\.1:\d+ within 3000 ms \(\d+ attempts; last error: /
+    )
     expect(failMs).toBeLessThan(3_000 + 3_000)
   })
 
@@ -296,17 +326,23 @@ describe("start-up against an endpoint that never becomes the database", () => {
     const service = startService({ DATABASE_URL: pgUrl(proxy.port), DATABASE_CONNECT_TIMEOUT: "3 seconds" })
     const exit = await Promise.race([service.exited, sleep(30_000).then(() => undefined)])
     const output = service.output()
-    note(`frozen postgres at start-up: exit ${exit?.code ?? "none (still starting after 30 s)"} after ${exit === undefined ? "-" : exit.at - startedAt} ms from spawn, ${proxy.accepted()} connection attempts`)
+    note(
+      `frozen postgres at start-up: exit ${exit?.code ?? "none (still starting after 30 s)"} after ${
+        exit === undefined ? "-" : exit.at - startedAt
+      } ms from spawn, ${proxy.accepted()} connection attempts`
+    )
     expect(exit, output).toBeDefined()
     expect(exit!.code).toBe(1)
     expect(output).toMatch(/database \(postgres\): cannot connect to Postgres at 127\.0\.0\.1:\d+ within 3000 ms/)
   })
 
-  it.each([
-    ["REDIS_URL at a closed port", "redis"],
-    ["DATABASE_URL at a port that is not Postgres", "not-postgres"],
-    ["DATABASE_URL at a server that accepts and never answers", "frozen-postgres"]
-  ] as const)("%s: SIGTERM during the start-up stops it at once", async (_title, kind) => {
+  it.each(
+    [
+      ["REDIS_URL at a closed port", "redis"],
+      ["DATABASE_URL at a port that is not Postgres", "not-postgres"],
+      ["DATABASE_URL at a server that accepts and never answers", "frozen-postgres"]
+    ] as const
+  )("%s: SIGTERM during the start-up stops it at once", async (_title, kind) => {
     let service: Service
     let waiting: boolean
     if (kind === "frozen-postgres") {
@@ -329,7 +365,11 @@ describe("start-up against an endpoint that never becomes the database", () => {
     const sentAt = Date.now()
     service.child.kill("SIGTERM")
     const exit = await Promise.race([service.exited, sleep(40_000).then(() => undefined)])
-    note(`${kind}: SIGTERM during start-up (retrying or connecting: ${waiting}): exit ${exit?.code ?? "none"} in ${exit === undefined ? ">40000" : exit.at - sentAt} ms`)
+    note(
+      `${kind}: SIGTERM during start-up (retrying or connecting: ${waiting}): exit ${exit?.code ?? "none"} in ${
+        exit === undefined ? ">40000" : exit.at - sentAt
+      } ms`
+    )
     expect(waiting, service.output()).toBe(true)
     expect(exit, service.output()).toBeDefined()
     expect(exit!.at - sentAt).toBeLessThan(2_000)
