@@ -9,7 +9,7 @@
  *    byte every 500 ms) and with one half-open client (never closes its side
  *    after the server's FIN), default settings (drain deadline 15 s).
  *
- * BENCH_BEFORE_SERVER_FILE: another tree's bench/server.ts (say main's), run
+ * BENCH_BEFORE_SERVER_FILE: another tree's bench/http/server.ts (say main's), run
  * beside ours as `before:<variant>` for before/after figures in one run.
  * Loopback only, bounded in count and time; stops by itself.
  */
@@ -155,7 +155,7 @@ const main = async () => {
   for (const variant of ["node-graceful", ...before.filter((v) => v.endsWith("node-graceful"))]) {
     for (const kind of ["slow head", "half-open"] as const) clientRows.push(await oneClient(variant, kind))
   }
-  const results = join(import.meta.dirname, "results")
+  const results = join(import.meta.dirname, "..", "results")
   mkdirSync(results, { recursive: true })
   writeFileSync(
     join(results, "idle-exit.json"),
