@@ -1,7 +1,7 @@
 /**
- * Regenerates the README's HTTP benchmark table from bench/results/http.json:
+ * Regenerates the HTTP benchmark table of docs/benchmarks.md from bench/results/http.json:
  * `node bench/http/readme-table.ts` prints it, `--write` replaces the block between
- * the `bench/results/http.json` markers in README.md.
+ * the `bench/results/http.json` markers in docs/benchmarks.md.
  */
 import { readFileSync, writeFileSync } from "node:fs"
 import { join } from "node:path"
@@ -109,11 +109,11 @@ const table = lines.join("\n")
 const start = "<!-- bench/results/http.json: start -->"
 const end = "<!-- bench/results/http.json: end -->"
 if (process.argv.includes("--write")) {
-  const file = join(root, "README.md")
+  const file = join(root, "docs", "benchmarks.md")
   const readme = readFileSync(file, "utf8")
   const from = readme.indexOf(start)
   const to = readme.indexOf(end)
-  if (from === -1 || to === -1) throw new Error(`README.md has no ${start} ... ${end} block`)
+  if (from === -1 || to === -1) throw new Error(`docs/benchmarks.md has no ${start} ... ${end} block`)
   writeFileSync(file, readme.slice(0, from + start.length) + "\n" + table + "\n" + readme.slice(to))
 } else {
   console.log(table)

@@ -15,10 +15,10 @@
  *      program that imports every subpath (generated from "exports", so a new
  *      subpath is covered without editing this file) and uses one export of
  *      each, plus `app/main.ts`, `examples/quickstart.ts` (the README's
- *      first example) and the README's TestClock test;
+ *      first example) and the docs' TestClock test;
  *    - `app/main.ts` runs: it starts, a request is in flight, SIGTERM, the
  *      request is answered, exit 0;
- *    - the README's TestClock test passes under vitest.
+ *    - the docs' TestClock test passes under vitest.
  * 3. Each subpath with only its own optional peers installed (the peers its
  *    emitted `.d.ts` and `.js` files import, found by following their
  *    imports): one scratch app per set of peers, at the highest versions, in
@@ -346,12 +346,11 @@ const subpathsModule = (
   return lines.join("\n")
 }
 
-/** The README's TestClock test, taken from its "Testing shutdown with TestClock" section. */
+/** The docs' TestClock test: the first ```ts block of docs/guide/testing.md ("Testing shutdown with TestClock"). */
 const readmeTest = () => {
-  const readme = readFileSync(join(root, "README.md"), "utf8")
-  const section = readme.split(/^## /m).find((part) => part.startsWith("Testing shutdown with TestClock"))
-  const code = section === undefined ? undefined : /```ts\n([\s\S]*?)```/.exec(section)?.[1]
-  if (code === undefined) throw new Error("README.md: no ```ts block under \"## Testing shutdown with TestClock\"")
+  const page = readFileSync(join(root, "docs", "guide", "testing.md"), "utf8")
+  const code = /```ts\n([\s\S]*?)```/.exec(page)?.[1]
+  if (code === undefined) throw new Error("docs/guide/testing.md: no ```ts block")
   return code
 }
 
@@ -567,22 +566,14 @@ const check = async () => {
       )
     }
     await runMain(variant.label, dir)
-    const vitest = await step(
-      `${variant.label}: the README's TestClock test (vitest)`,
-      process.execPath,
-      [
-        join(dir, "node_modules", "vitest", "vitest.mjs"),
-        "run",
-        "readme.test.ts"
-      ],
-      dir,
-      120_000
-    )
+    const vitest = await step(`${variant.label}: the docs' TestClock test (vitest)`, process.execPath, [
+      join(dir, "node_modules", "vitest", "vitest.mjs"),
+      "run",
+      "readme.test.ts"
+    ], dir, 120_000)
     if (vitest !== undefined) {
       const versions = ["vitest", "@effect/vitest"].map((name) => `${name} ${copiesOf(dir, name)[0]?.split(" ")[0]}`)
-      console.log(
-        `  ok   ${variant.label}: the README's TestClock test passes (${versions.join(", ")}) at ${elapsed()}`
-      )
+      console.log(`  ok   ${variant.label}: the docs' TestClock test passes (${versions.join(", ")}) at ${elapsed()}`)
     }
     return exportsOf
   }

@@ -5,6 +5,11 @@
  * `exports`), as Effect's docgen does. Also lists public exports that have no
  * doc comment, no `@example` or no `@category`.
  *
+ * Every ```ts block of every Markdown page under `docs/` is checked the same
+ * way, each block as its own module. A block that is deliberately not a
+ * program (a fragment, a type's shape) is marked ```ts no-check; keep those
+ * rare. `docs/api/` is generated from the doc comments and skipped.
+ *
  *   node test/docs/check-examples.ts            # type-check the examples
  *   node test/docs/check-examples.ts --strict   # and fail on missing docs
  */
@@ -74,6 +79,31 @@ for (const file of sourceFiles(join(root, "src"))) {
   }
 }
 
+const markdownFiles = (dir: string): Array<string> =>
+  readdirSync(dir, { withFileTypes: true }).flatMap((entry) => {
+    const path = join(dir, entry.name)
+    if (entry.isDirectory()) return [".vitepress", "api", "node_modules"].includes(entry.name) ? [] : markdownFiles(path)
+    return entry.name.endsWith(".md") ? [path] : []
+  })
+
+let docsBlocks = 0
+let docsSkipped = 0
+for (const file of markdownFiles(join(root, "docs"))) {
+  const lines = readFileSync(file, "utf8").split("\n")
+  for (let i = 0; i < lines.length; i++) {
+    const fence = /^```(ts|typescript)\b(.*)$/.exec(lines[i]!)
+    if (fence === null) continue
+    let end = i + 1
+    while (end < lines.length && !lines[end]!.startsWith("```")) end++
+    if (/\bno-check\b/.test(fence[2]!)) docsSkipped++
+    else {
+      docsBlocks++
+      examples.push({ file, line: i + 2, code: lines.slice(i + 1, end).join("\n") })
+    }
+    i = end
+  }
+}
+
 // effect-graceful and its subpaths resolve to the sources, as package.json's
 // exports map them to dist.
 const pkg = JSON.parse(readFileSync(join(root, "package.json"), "utf8")) as {
@@ -89,7 +119,7 @@ rmSync(out, { recursive: true, force: true })
 mkdirSync(out, { recursive: true })
 const origin = new Map<string, Example>()
 examples.forEach((example, index) => {
-  const name = `${relative(join(root, "src"), example.file).replace(/[/.]/g, "_")}_${index}.ts`
+  const name = `${relative(root, example.file).replace(/[/.]/g, "_")}_${index}.ts`
   origin.set(name, example)
   writeFileSync(join(out, name), `${example.code}\n\nexport {}\n`)
 })
@@ -128,7 +158,9 @@ try {
     )
   }
 }
-console.log(`${examples.length} @example blocks in src/ type-checked: ${failed ? "FAILED" : "ok"}`)
+console.log(
+  `${examples.length - docsBlocks} @example blocks in src/ and ${docsBlocks} \`\`\`ts blocks in docs/ type-checked (${docsSkipped} marked no-check): ${failed ? "FAILED" : "ok"}`
+)
 if (missing.length > 0) {
   console.log(`${missing.length} public export(s) without complete docs${strict ? "" : " (warning; --strict fails)"}:`)
   for (const entry of missing) console.log(`  ${entry}`)
