@@ -39,7 +39,7 @@ export const wireSuite = (title: string, fixture: string, env: Record<string, st
       const connection = await open(port)
       expect((await connection.request("/work?ms=0")).headers.connection).toBe("keep-alive")
       connection.send("/work?ms=400")
-      await service.waitFor("work-started-400")
+      await service.waitFor("started:/work?ms=400")
       service.kill("SIGTERM")
       const response = await connection.read()
       expect(response.status).toBe(200)
@@ -60,7 +60,7 @@ export const wireSuite = (title: string, fixture: string, env: Record<string, st
         const { service, port } = await boot()
         const connection = await open(port)
         await connection.request("/work?ms=0")
-        await sleep(idleMs)
+        await sleep(idleMs) // the behaviour under test: a socket idle this long
         if (order === "before") {
           connection.send("/work?ms=50")
           service.kill("SIGTERM")
@@ -90,7 +90,7 @@ export const wireSuite = (title: string, fixture: string, env: Record<string, st
         const { service, port } = await boot()
         const connection = await open(port)
         await connection.request("/work?ms=0")
-        await sleep(300)
+        await sleep(300) // the behaviour under test: a long-idle socket, then a request just after the FIN
         service.kill("SIGTERM")
         await sleep(5 * i)
         connection.send("/work?ms=10")
@@ -106,7 +106,7 @@ export const wireSuite = (title: string, fixture: string, env: Record<string, st
       const connection = await open(port)
       await connection.request("/work?ms=0")
       service.kill("SIGTERM")
-      await sleep(200)
+      await service.waitFor("draining")
       const response = await connection.request("/work?ms=10")
       expect(response.status).toBe(200)
       expect(response.headers.connection).toBe("close")
@@ -118,7 +118,7 @@ export const wireSuite = (title: string, fixture: string, env: Record<string, st
       const { service, port } = await boot()
       const connections = await Promise.all(Array.from({ length: 20 }, () => open(port)))
       await Promise.all(connections.map((c) => c.request("/work?ms=0")))
-      await sleep(150)
+      await sleep(150) // the behaviour under test: sockets idle a while before SIGTERM
       const sent = service.kill("SIGTERM")
       const exit = await service.exited
       expect(exit.code, service.output()).toBe(0)
@@ -131,9 +131,9 @@ export const wireSuite = (title: string, fixture: string, env: Record<string, st
       const { service, port } = await boot({ SHUTDOWN_DELAY: "800 millis" })
       const holder = await open(port)
       holder.send("/work?ms=1500")
-      await service.waitFor("work-started-1500")
+      await service.waitFor("started:/work?ms=1500")
       service.kill("SIGTERM")
-      await sleep(150)
+      await service.waitFor("draining")
       // Every response while draining says Connection: close: one connection a probe.
       const ready = await (await open(port)).request("/health/ready")
       expect(ready.status).toBe(503)
@@ -144,7 +144,7 @@ export const wireSuite = (title: string, fixture: string, env: Record<string, st
       const work = await (await open(port)).request("/work?ms=0")
       expect(work.status).toBe(200)
       expect(work.headers.connection).toBe("close")
-      await sleep(900)
+      await sleep(900) // the behaviour under test: past the 800 ms lame-duck delay the listener is closed
       expect(await connectError(port)).toBe("ECONNREFUSED")
       expect((await holder.read()).status).toBe(200)
       expect((await service.exited).code, service.output()).toBe(0)
@@ -156,7 +156,8 @@ export const wireSuite = (title: string, fixture: string, env: Record<string, st
       waiting.send("/work?ms=60000")
       const streaming = await open(port)
       streaming.send("/stream?ms=60000")
-      await sleep(200)
+      await service.waitFor("started:/work?ms=60000")
+      await service.waitFor("started:/stream?ms=60000")
       const sent = service.kill("SIGTERM")
       const response = await waiting.read()
       expect(response.status).toBe(503)
@@ -183,7 +184,7 @@ export const wireSuite = (title: string, fixture: string, env: Record<string, st
       expect(await echoed).toBe("hello")
       const closed = new Promise<number>((resolve) => ws.once("close", (code) => resolve(code)))
       service.kill("SIGTERM")
-      await sleep(150)
+      await service.waitFor("draining")
       const refused = await new Promise<number | string>((resolve) => {
         const late = new WebSocket(`ws://127.0.0.1:${port}/ws`)
         late.once("unexpected-response", (_req, res) => resolve(res.statusCode ?? 0))
@@ -204,7 +205,7 @@ export const wireSuite = (title: string, fixture: string, env: Record<string, st
       const connection = await open(port)
       const get = (ms: number) => `GET /work?ms=${ms} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n`
       connection.write(get(300) + get(0) + get(0))
-      await sleep(100)
+      await service.waitFor("started:/work?ms=300")
       service.kill("SIGTERM")
       const responses = [await connection.read(), await connection.read(), await connection.read()]
       expect(responses.map((r) => r.status)).toEqual([200, 200, 200])
@@ -221,7 +222,7 @@ export const wireSuite = (title: string, fixture: string, env: Record<string, st
         const partial = await open(port)
         const silent = await open(port)
         partial.write("GET /work?ms=0 HTTP/1.1\r\nHost: 127.0.0.1\r\n")
-        await sleep(50)
+        await sleep(50) // the behaviour under test: the request's first half on the wire a while before SIGTERM
         service.kill("SIGTERM")
         await sleep(completedAfterMs)
         partial.write("\r\n")
@@ -271,7 +272,7 @@ export const wireSuite = (title: string, fixture: string, env: Record<string, st
         const attempts: Array<Promise<string>> = []
         for (let i = 0; i < 30; i++) {
           attempts.push(attempt(port))
-          await sleep(1)
+          await sleep(1) // the behaviour under test: connection attempts spread across the close
         }
         const shutdown = await Promise.all(attempts)
         outcomes.push(...shutdown)
@@ -299,7 +300,7 @@ export const wireSuite = (title: string, fixture: string, env: Record<string, st
         await open(port)
         const busy = await open(port, { tls })
         busy.send("/work?ms=200")
-        await sleep(50)
+        await service.waitFor("started:/work?ms=200")
         service.kill("SIGTERM")
         expect((await busy.read()).status).toBe(200)
         expect((await service.exited).code, service.output()).toBe(0)
