@@ -13,7 +13,7 @@
  *   instance with `Last-Event-ID`, and no stream breaks.
  */
 import { EventSource } from "eventsource"
-import { type ChildProcess, spawn } from "node:child_process"
+import type { ChildProcess } from "node:child_process"
 import { mkdtempSync, readFileSync, rmSync } from "node:fs"
 import * as Http from "node:http"
 import * as Net from "node:net"
@@ -21,6 +21,7 @@ import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { afterEach, describe, expect, it } from "vitest"
 import type { Report } from "../../src/index.ts"
+import { spawnListening } from "../support/listening.ts"
 import { type Fixture, start } from "./harness.ts"
 import { RawConnection, sleep } from "./wire.ts"
 
@@ -42,44 +43,27 @@ afterEach(() => {
 /** The example service on `port` (0: any), resolved once it listens. */
 const boot = async (env: Record<string, string> = {}, port = 0): Promise<Service> => {
   const dir = mkdtempSync(join(tmpdir(), "effect-graceful-sse-"))
-  const child = spawn(process.execPath, [main], {
-    env: {
-      ...process.env,
-      PORT: String(port),
-      HOST: "127.0.0.1",
-      LOG_FILE: join(dir, "requests.jsonl"),
-      SHUTDOWN_REPORT_FILE: join(dir, "report.json"),
-      DATABASE_URL: "",
-      REDIS_URL: "",
-      PGLITE_DIR: "",
-      KUBERNETES_SERVICE_HOST: "",
-      ...env
-    },
-    stdio: ["ignore", "pipe", "pipe"]
-  })
+  const started = spawnListening(main, {
+    PORT: String(port),
+    HOST: "127.0.0.1",
+    LOG_FILE: join(dir, "requests.jsonl"),
+    SHUTDOWN_REPORT_FILE: join(dir, "report.json"),
+    DATABASE_URL: "",
+    REDIS_URL: "",
+    PGLITE_DIR: "",
+    KUBERNETES_SERVICE_HOST: "",
+    ...env
+  }, [])
+  cleanups.push(() => rmSync(dir, { recursive: true, force: true }))
+  const { child, port: bound, exited, output } = await started
   cleanups.push(() => {
     if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL")
-    rmSync(dir, { recursive: true, force: true })
-  })
-  let output = ""
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
-    child.on("close", (code, signal) => resolve({ code, signal }))
-  )
-  const bound = await new Promise<number>((resolve, reject) => {
-    const onData = (chunk: Buffer) => {
-      output += String(chunk)
-      const match = /listening on http:\/\/127\.0\.0\.1:(\d+)/.exec(output)
-      if (match) resolve(Number(match[1]))
-    }
-    child.stdout.on("data", onData)
-    child.stderr.on("data", onData)
-    void exited.then(() => reject(new Error(`service exited before listening:\n${output}`)))
   })
   return {
     child,
     port: bound,
     exited,
-    output: () => output,
+    output,
     report: () => JSON.parse(readFileSync(join(dir, "report.json"), "utf8")) as Report.ShutdownReport
   }
 }
