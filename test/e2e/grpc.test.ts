@@ -196,7 +196,7 @@ describe("grpc-js clients across SIGTERM", () => {
   )
 
   it("a call still running at the drain deadline gets UNAVAILABLE; the report names it with its age", async () => {
-    const { fixture, port } = await startServer({ SHUTDOWN_DRAIN_TIMEOUT: "1 second", SHUTDOWN_TIMEOUT: "5 seconds" })
+    const { fixture, port } = await startServer({ SHUTDOWN_DRAIN_TIMEOUT: "1 second", SHUTDOWN_TIMEOUT: "5 seconds", FIXTURE_MARK_CALLS: "true" })
     const client = new DemoClient(`127.0.0.1:${port}`, insecure)
     cleanups.push(() => client.close())
     const hanging = new Promise<grpc.ServiceError | null>((resolve) =>
@@ -206,7 +206,8 @@ describe("grpc-js clients across SIGTERM", () => {
     const short = new Promise<grpc.ServiceError | null>((resolve) =>
       client.echo({ text: "short", delayMs: 300 }, {}, (error) => resolve(error))
     )
-    await sleep(200)
+    await fixture.waitFor("echo:slow")
+    await fixture.waitFor("echo:short")
     const sigtermAt = fixture.kill("SIGTERM")
     expect(await short).toBeNull()
     const error = await hanging
@@ -218,6 +219,7 @@ describe("grpc-js clients across SIGTERM", () => {
     const report = fixture.report()
     expect(report.cut).toHaveLength(1)
     expect(report.cut[0]).toMatchObject({ kind: "grpc", label: "/demo.Demo/Echo" })
-    expect(report.cut[0]!.ageMs).toBeGreaterThanOrEqual(1_100)
+    // It started before the SIGTERM and ran through the whole 1 s drain.
+    expect(report.cut[0]!.ageMs).toBeGreaterThanOrEqual(1_000)
   }, 60_000)
 })

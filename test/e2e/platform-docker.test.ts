@@ -139,6 +139,8 @@ const dockerStop = async (argv: ReadonlyArray<string>): Promise<Stopped> => {
   started.push(service)
   const init = await namespaceInit(service.child.pid!)
   const slow = get(service.port, "/work?ms=1500")
+  // No fact to wait on: the example service prints nothing when a request starts;
+  // 300 ms of a 1,500 ms request, and the answer is asserted below.
   await sleep(300)
   const sent = Date.now()
   process.kill(init, stopSignal)
@@ -147,7 +149,7 @@ const dockerStop = async (argv: ReadonlyArray<string>): Promise<Stopped> => {
     killed = true
     process.kill(init, "SIGKILL")
   }, stopTimeoutMs)
-  await sleep(1_000)
+  await sleep(1_000) // the behaviour under test: readiness one second into the stop
   const readyAfter1s = await get(service.port, "/health/ready")
   const exit = await service.exited
   clearTimeout(killer)

@@ -162,7 +162,7 @@ export const waitUntil = async (what: string, predicate: () => boolean, timeoutM
   const deadline = Date.now() + timeoutMs
   while (!predicate()) {
     if (Date.now() > deadline) throw new Error(`${what}: not within ${timeoutMs} ms`)
-    await sleep(20)
+    await sleep(20) // polling interval of a bounded wait on a fact
   }
 }
 

@@ -126,7 +126,7 @@ describe("signal policy", () => {
     for (let i = 0; i < 6; i++) {
       if (service.child.exitCode !== null || service.child.signalCode !== null) break
       service.kill("SIGTERM")
-      await sleep(60)
+      await sleep(60) // the behaviour under test: a storm of signals, spaced as a supervisor repeats them
     }
     const exit = await service.exited
     expect(exit.signal, service.output()).toBe(null)

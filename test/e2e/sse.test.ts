@@ -118,6 +118,10 @@ const acrossShutdown = async (options: {
   readonly retryMs: number
 }) => {
   const open = await openRaw(options.port)
+  // Not a request start: the stream is open (openRaw resolved on its
+  // headers); 400 ms lets events flow before the signal, 250 ms puts the
+  // late request inside the lame duck (this helper also drives the Express
+  // fixture, which prints no phase line to wait on).
   await sleep(400)
   options.sigterm()
   await sleep(250)
@@ -237,7 +241,7 @@ const waitUntil = async (condition: () => boolean, timeoutMs: number, what: stri
   const deadline = Date.now() + timeoutMs
   while (!condition()) {
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
-    await sleep(20)
+    await sleep(20) // polling interval of a bounded wait on a fact
   }
 }
 
