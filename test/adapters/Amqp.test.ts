@@ -2,20 +2,11 @@ import { describe, expect, it } from "@effect/vitest"
 import type * as amqp from "amqplib"
 import { Effect, Fiber } from "effect"
 import { TestClock } from "effect/testing"
-import * as Amqp from "../../src/adapters/Amqp.ts"
-import { Graceful } from "../../src/index.ts"
+import type * as amqp from "amqplib"
 import * as GracefulTest from "../../src/testing.ts"
+import { settle, start } from "../support/run.ts"
+import * as Amqp from "../../src/adapters/Amqp.ts"
 
-const start = <A, E, R>(program: Effect.Effect<A, E, R>, options?: Graceful.RunOptions) =>
-  Effect.gen(function*() {
-    const fiber = yield* program.pipe(Graceful.run(options ?? { timeout: "10 seconds" }), Effect.forkChild)
-    yield* settle
-    return fiber
-  })
-
-const settle = Effect.gen(function*() {
-  for (let i = 0; i < 20; i++) yield* Effect.yieldNow
-})
 
 /** An in-memory amqplib connection: records what the adapter asks of the broker. */
 const makeBroker = () => {

@@ -2,21 +2,10 @@ import { describe, expect, it } from "@effect/vitest"
 import { Effect, Fiber } from "effect"
 import { TestClock } from "effect/testing"
 import type mysql from "mysql2/promise"
-import { EventEmitter } from "node:events"
-import * as Mysql from "../../src/adapters/Mysql.ts"
-import { Graceful } from "../../src/index.ts"
 import * as GracefulTest from "../../src/testing.ts"
+import { start } from "../support/run.ts"
+import * as Mysql from "../../src/adapters/Mysql.ts"
 
-const start = <A, E, R>(program: Effect.Effect<A, E, R>, options?: Graceful.RunOptions) =>
-  Effect.gen(function*() {
-    const fiber = yield* program.pipe(Graceful.run(options ?? { timeout: "10 seconds" }), Effect.forkChild)
-    yield* settle
-    return fiber
-  })
-
-const settle = Effect.gen(function*() {
-  for (let i = 0; i < 20; i++) yield* Effect.yieldNow
-})
 
 /**
  * An in-memory `mysql2/promise` pool with mysql2's events: `acquire` when a

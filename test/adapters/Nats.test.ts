@@ -2,20 +2,12 @@ import { describe, expect, it } from "@effect/vitest"
 import type { Msg, NatsConnection, Subscription, SubscriptionOptions } from "@nats-io/transport-node"
 import { Effect, Fiber } from "effect"
 import { TestClock } from "effect/testing"
-import * as Nats from "../../src/adapters/Nats.ts"
-import { Graceful, Lifecycle } from "../../src/index.ts"
+import type { Msg, NatsConnection, Subscription, SubscriptionOptions } from "@nats-io/transport-node"
+import { Lifecycle } from "../../src/index.ts"
 import * as GracefulTest from "../../src/testing.ts"
+import { start } from "../support/run.ts"
+import * as Nats from "../../src/adapters/Nats.ts"
 
-const start = <A, E, R>(program: Effect.Effect<A, E, R>, options?: Graceful.RunOptions) =>
-  Effect.gen(function*() {
-    const fiber = yield* program.pipe(Graceful.run(options ?? { timeout: "10 seconds" }), Effect.forkChild)
-    yield* settle
-    return fiber
-  })
-
-const settle = Effect.gen(function*() {
-  for (let i = 0; i < 20; i++) yield* Effect.yieldNow
-})
 
 /** A connection whose drain finishes when the test says so. */
 const makeConnection = () => {

@@ -11,9 +11,10 @@ import { Effect, Exit, Fiber } from "effect"
 import { TestClock } from "effect/testing"
 import { EventEmitter } from "node:events"
 import pg from "pg"
-import * as Pg from "../../src/adapters/Pg.ts"
-import { Graceful, InFlight } from "../../src/index.ts"
+import { InFlight } from "../../src/index.ts"
 import * as GracefulTest from "../../src/testing.ts"
+import { settleIo, startWith } from "../support/run.ts"
+import * as Pg from "../../src/adapters/Pg.ts"
 
 interface Pending {
   readonly text: string
@@ -81,20 +82,9 @@ const makePool = (max = 4) => {
   return { pool, clients }
 }
 
-/** Lets real promise callbacks (pg-pool's nextTicks) and Effect fibers run; no time passes. */
-const settle = Effect.gen(function*() {
-  for (let i = 0; i < 5; i++) {
-    yield* Effect.promise(() => new Promise((resolve) => setImmediate(resolve)))
-    for (let j = 0; j < 10; j++) yield* Effect.yieldNow
-  }
-})
-
-const start = <A, E, R>(program: Effect.Effect<A, E, R>, options?: Graceful.RunOptions) =>
-  Effect.gen(function*() {
-    const fiber = yield* program.pipe(Graceful.run(options ?? { timeout: "10 seconds" }), Effect.forkChild)
-    yield* settle
-    return fiber
-  })
+/** Lets real promise callbacks (the client double's nextTicks) and Effect fibers run; no time passes. */
+const settle = settleIo
+const start = startWith(settle)
 
 describe("Pg pool adapter (TestClock)", () => {
   it.effect("the release slice runs on Effect's clock: the leaked connection is closed by force at slice minus the cancel step, not before", () =>

@@ -8,23 +8,13 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Effect, Exit, Fiber } from "effect"
 import { TestClock } from "effect/testing"
-import * as Redis from "../../src/adapters/Redis.ts"
-import { Graceful } from "../../src/index.ts"
 import * as GracefulTest from "../../src/testing.ts"
+import { settleIo, startWith } from "../support/run.ts"
+import * as Redis from "../../src/adapters/Redis.ts"
 
-const settle = Effect.gen(function*() {
-  for (let i = 0; i < 5; i++) {
-    yield* Effect.promise(() => new Promise((resolve) => setImmediate(resolve)))
-    for (let j = 0; j < 10; j++) yield* Effect.yieldNow
-  }
-})
-
-const start = <A, E, R>(program: Effect.Effect<A, E, R>, options?: Graceful.RunOptions) =>
-  Effect.gen(function*() {
-    const fiber = yield* program.pipe(Graceful.run(options ?? { timeout: "10 seconds" }), Effect.forkChild)
-    yield* settle
-    return fiber
-  })
+/** Lets real promise callbacks (the client double's nextTicks) and Effect fibers run; no time passes. */
+const settle = settleIo
+const start = startWith(settle)
 
 /** A connection to a Redis that refuses: `connect` never settles, `refuse` emits the error node-redis emits per attempt. */
 const makeRefusedConnection = () => {

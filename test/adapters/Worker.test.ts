@@ -1,21 +1,11 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Effect, Fiber, Queue } from "effect"
 import { TestClock } from "effect/testing"
-import * as Worker from "../../src/adapters/Worker.ts"
-import { Graceful, Lifecycle } from "../../src/index.ts"
+import { Lifecycle } from "../../src/index.ts"
 import * as GracefulTest from "../../src/testing.ts"
+import { settle, start } from "../support/run.ts"
+import * as Worker from "../../src/adapters/Worker.ts"
 
-/** Starts `program` under Graceful.run in a child fiber and lets it settle (no time passes). */
-const start = <A, E, R>(program: Effect.Effect<A, E, R>, options?: Graceful.RunOptions) =>
-  Effect.gen(function*() {
-    const fiber = yield* program.pipe(Graceful.run(options ?? { timeout: "10 seconds" }), Effect.forkChild)
-    for (let i = 0; i < 20; i++) yield* Effect.yieldNow
-    return fiber
-  })
-
-const settle = Effect.gen(function*() {
-  for (let i = 0; i < 20; i++) yield* Effect.yieldNow
-})
 
 interface Job {
   readonly id: string
