@@ -1,6 +1,7 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Effect, Fiber } from "effect"
 import { TestClock } from "effect/testing"
+import { EventEmitter } from "node:events"
 import type mysql from "mysql2/promise"
 import * as GracefulTest from "../../src/testing.ts"
 import { start } from "../support/run.ts"

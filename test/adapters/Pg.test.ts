@@ -4,7 +4,7 @@
  * hermetic. The pool is a real `pg.Pool` (pg-pool's queue, its events, its
  * end) whose connections are made by an in-memory client class, passed as
  * pg's own `Client` option; the real server is in the integration suite
- * (test/integration/pg.test.ts, connection-faults.test.ts).
+ * (test/integration/pg.test.ts, pg-faults.test.ts).
  */
 import { describe, expect, it } from "@effect/vitest"
 import { Effect, Exit, Fiber } from "effect"
@@ -204,9 +204,9 @@ describe("Pg pool adapter (TestClock)", () => {
       const second = yield* Effect.exit(db!.query("SELECT 1"))
       expect(Exit.isSuccess(second)).toBe(true)
       // The failed connection was discarded, not returned to the pool.
-      const discarded = clients.filter((client) => !client._queryable)
-      expect(discarded.length).toBeGreaterThan(0)
-      expect(discarded.every((client) => client._ending)).toBe(true)
+      const broken = clients.filter((client) => !client._queryable)
+      expect(broken.length).toBeGreaterThan(0)
+      expect(broken.every((client) => client._ending)).toBe(true)
       yield* GracefulTest.send("SIGTERM")
       const report = yield* Fiber.join(fiber)
       expect(report.trigger).toEqual({ _tag: "Signal", signal: "SIGTERM" })

@@ -66,14 +66,7 @@ describe("Worker", () => {
       yield* TestClock.adjust("300 millis")
       yield* settle
       expect([...broker.acks.values()]).toEqual(Array(10).fill(1))
-      expect(yield* worker!.stats).toEqual({
-        taken: 10,
-        acked: 10,
-        failed: 0,
-        interrupted: 0,
-        ackFailures: 0,
-        inProgress: 0
-      })
+      expect(yield* worker!.stats).toEqual({ taken: 10, acked: 10, failed: 0, interrupted: 0, ackFailures: 0, inProgress: 0 })
       yield* GracefulTest.send("SIGTERM")
       const report = yield* Fiber.join(fiber)
       expect(report.exitCode).toBe(0)
@@ -85,14 +78,11 @@ describe("Worker", () => {
       const broker = yield* makeBroker(jobs)
       let worker: Worker.Worker | undefined
       let lifecycle: Lifecycle.LifecycleService | undefined
-      const fiber = yield* start(
-        Effect.gen(function*() {
-          lifecycle = yield* Lifecycle.Lifecycle
-          worker = yield* Worker.make({ name: "w", concurrency: 2, ...broker.options })
-          return yield* Effect.never
-        }),
-        { timeout: "10 seconds", drainTimeout: "5 seconds" }
-      )
+      const fiber = yield* start(Effect.gen(function*() {
+        lifecycle = yield* Lifecycle.Lifecycle
+        worker = yield* Worker.make({ name: "w", concurrency: 2, ...broker.options })
+        return yield* Effect.never
+      }), { timeout: "10 seconds", drainTimeout: "5 seconds" })
       yield* TestClock.adjust("500 millis")
       yield* GracefulTest.send("SIGTERM")
       expect(lifecycle!.phaseUnsafe()).toBe("Closing")
@@ -186,12 +176,7 @@ describe("Worker", () => {
       const broker = yield* makeBroker([{ id: "a", ms: 10 }])
       let worker: Worker.Worker | undefined
       const fiber = yield* start(Effect.gen(function*() {
-        worker = yield* Worker.make({
-          name: "w",
-          ...broker.options,
-          ack: () => Effect.never,
-          settleTimeout: "1 second"
-        })
+        worker = yield* Worker.make({ name: "w", ...broker.options, ack: () => Effect.never, settleTimeout: "1 second" })
         return yield* Effect.never
       }))
       yield* TestClock.adjust("10 millis")

@@ -25,8 +25,8 @@ import {
   namespaceUnavailable,
   nodeBin,
   running,
-  sleep,
   type Started,
+  sleep,
   startService,
   stateOf,
   tiniPath,
@@ -60,26 +60,14 @@ const nsPids = (pid: number): ReadonlyArray<number> =>
 
 /** Makes an orphan in the namespace (a shell that starts `sleep` and exits), as `docker exec` can. */
 const orphanIn = async (init: number) => {
-  const result = spawnSync("nsenter", [
-    "-t",
-    String(init),
-    "-p",
-    "-m",
-    "--",
-    "/bin/sh",
-    "-c",
-    "sleep 2 </dev/null >/dev/null 2>&1 & exit 0"
-  ], {
+  const result = spawnSync("nsenter", ["-t", String(init), "-p", "-m", "--", "/bin/sh", "-c", "sleep 2 </dev/null >/dev/null 2>&1 & exit 0"], {
     encoding: "utf8",
     timeout: 10_000
   })
   expect(result.status, result.stderr).toBe(0)
   // The shell has exited: its `sleep` now belongs to PID 1.
-  await waitUntil(
-    "the orphan reparented to PID 1",
-    () => childrenOf(init).some((child) => commandLine(child)?.startsWith("sleep") === true),
-    5_000
-  )
+  await waitUntil("the orphan reparented to PID 1", () =>
+    childrenOf(init).some((child) => commandLine(child)?.startsWith("sleep") === true), 5_000)
 }
 
 const zombiesUnder = (pid: number) => childrenOf(pid).filter((child) => stateOf(child) === "Z")
@@ -132,9 +120,7 @@ describe.skipIf(noNamespace !== undefined)("node as PID 1 of a PID namespace, no
   })
 })
 
-describe.skipIf(noNamespace !== undefined || tini === undefined)("tini as PID 1, node as its child", {
-  timeout: 240_000
-}, () => {
+describe.skipIf(noNamespace !== undefined || tini === undefined)("tini as PID 1, node as its child", { timeout: 240_000 }, () => {
   it("SIGTERM to tini reaches node: drained, exit 0; the check stays quiet about PID 1", async () => {
     const { service, init } = await boot({ init: tini! })
     const node = childrenOf(init)[0]!

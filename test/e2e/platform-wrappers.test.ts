@@ -23,8 +23,8 @@ import {
   nodeBin,
   root,
   running,
-  sleep,
   type Started,
+  sleep,
   startService,
   treeOf,
   unavailable
@@ -62,18 +62,13 @@ const boot = async (argv: ReadonlyArray<string>, options: { cwd?: string; env?: 
 const packageWithStart = (script: string) => {
   const dir = mkdtempSync(join(tmpdir(), "effect-graceful-npm-"))
   dirs.push(dir)
-  writeFileSync(
-    join(dir, "package.json"),
-    JSON.stringify({ name: "wrapped", private: true, scripts: { start: script } })
-  )
+  writeFileSync(join(dir, "package.json"), JSON.stringify({ name: "wrapped", private: true, scripts: { start: script } }))
   return dir
 }
 
 const note = (line: string) => console.log(`[measured] ${line}`)
 
-describe.skipIf(noNpm !== undefined)("npm start as shipped (exec node ...), SIGTERM to npm's PID only", {
-  timeout: 240_000
-}, () => {
+describe.skipIf(noNpm !== undefined)("npm start as shipped (exec node ...), SIGTERM to npm's PID only", { timeout: 240_000 }, () => {
   it("npm forwards it: the in-flight request is answered, node drains, npm exits 0", async () => {
     const { service, node } = await boot(["npm", "start"], { cwd: root })
     // `exec` replaced the shell: node is npm's own child.
@@ -136,5 +131,17 @@ describe.skipIf(noNpm !== undefined)("npm through a shell, SIGTERM to npm's PID 
       shell: false,
       node: true
     })
+    expect(service.report(), "node never started its shutdown").toBeUndefined()
+    // Still serving, with no one left to stop it but SIGKILL.
+    expect(await get(service.port, "/health/ready")).toMatchObject({ status: 200 })
+    note(`${label}: SIGTERM to npm → npm and sh die, node ${node} keeps running undrained`)
   }
-)
+
+  it("a start script without exec", async () => {
+    await orphaned(["npm", "start"], packageWithStart(`${nodeBin} ${exampleMain}`), "npm start (no exec)")
+  })
+
+  it("npm exec -- node ...", async () => {
+    await orphaned(["npm", "exec", "--", "node", "examples/service/main.ts"], root, "npm exec")
+  })
+})
