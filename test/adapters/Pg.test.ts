@@ -4,7 +4,7 @@
  * hermetic. The pool is a real `pg.Pool` (pg-pool's queue, its events, its
  * end) whose connections are made by an in-memory client class, passed as
  * pg's own `Client` option; the real server is in the integration suite
- * (test/integration/pg.test.ts, pg-faults.test.ts).
+ * (test/integration/pg.test.ts, connection-faults.test.ts).
  */
 import { describe, expect, it } from "@effect/vitest"
 import { Effect, Exit, Fiber } from "effect"

@@ -3,7 +3,7 @@
  * connect, and the Streams consumer's reclaim schedule, which reads time
  * through Effect's clock. Hermetic: the connections are in-memory objects
  * with node-redis' method names; the real server is in the integration suite
- * (test/integration/redis.test.ts, pg-faults.test.ts).
+ * (test/integration/redis.test.ts, connection-faults.test.ts).
  */
 import { describe, expect, it } from "@effect/vitest"
 import { Effect, Exit, Fiber } from "effect"
