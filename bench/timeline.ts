@@ -62,7 +62,9 @@ const code = await exited
 const report0 = readFileSync(reportFile, "utf8")
 rmSync(dir, { recursive: true, force: true })
 const report = JSON.parse(report0) as Report
-if (report.inFlight.atDrainStart < 2) throw new Error(`expected 2 requests in flight at drain start: ${JSON.stringify(report.inFlight)}`)
+if (report.inFlight.atDrainStart < 2) {
+  throw new Error(`expected 2 requests in flight at drain start: ${JSON.stringify(report.inFlight)}`)
+}
 mkdirSync(join(root, "bench", "results"), { recursive: true })
 writeFileSync(join(root, "bench", "results", "shutdown-report.json"), JSON.stringify(report, null, 2) + "\n")
 console.log(`exit ${code}, responses ${statuses.join(", ")}, ${report.outcome} in ${report.durationMs} ms`)
@@ -92,13 +94,22 @@ const left = 280
 const right = 30
 const total = Math.max(report.durationMs, 1)
 const x = (ms: number) => left + (ms / total) * (width - left - right)
-const colours: Record<string, string> = { draining: "#f5a623", closing: "#4a90d9", cutting: "#d0021b", releasing: "#7ed321" }
+const colours: Record<string, string> = {
+  draining: "#f5a623",
+  closing: "#4a90d9",
+  cutting: "#d0021b",
+  releasing: "#7ed321"
+}
 const rows: Array<string> = []
 let y = 40
 const esc = (s: string) => s.replace(/&/g, "&amp;").replace(/</g, "&lt;")
 const bar = (label: string, at: number, ms: number, colour: string, note: string) => {
   rows.push(`<text x="${left - 10}" y="${y + 14}" text-anchor="end">${esc(label)}</text>`)
-  rows.push(`<rect x="${x(at).toFixed(1)}" y="${y}" width="${Math.max(2, x(at + ms) - x(at)).toFixed(1)}" height="20" rx="3" fill="${colour}"/>`)
+  rows.push(
+    `<rect x="${x(at).toFixed(1)}" y="${y}" width="${
+      Math.max(2, x(at + ms) - x(at)).toFixed(1)
+    }" height="20" rx="3" fill="${colour}"/>`
+  )
   const end = x(at + ms)
   rows.push(
     end > width - right - 220
@@ -107,25 +118,37 @@ const bar = (label: string, at: number, ms: number, colour: string, note: string
   )
   y += 30
 }
-for (const p of report.phases) bar(p.phase, p.at, p.durationMs, colours[p.phase] ?? "#999", `+${p.at} ms, ${p.durationMs} ms`)
+for (const p of report.phases) {
+  bar(p.phase, p.at, p.durationMs, colours[p.phase] ?? "#999", `+${p.at} ms, ${p.durationMs} ms`)
+}
 y += 10
 for (const h of report.hooks) bar(`hook: ${h.name}`, h.at, h.durationMs, "#bd10e0", `${h.outcome} at +${h.at} ms`)
 y += 10
-for (const r of report.releases) bar(`release: ${r.name}`, r.at, r.durationMs, "#9b9b9b", `${r.outcome} at +${r.at} ms, ${r.durationMs} ms`)
+for (const r of report.releases) {
+  bar(`release: ${r.name}`, r.at, r.durationMs, "#9b9b9b", `${r.outcome} at +${r.at} ms, ${r.durationMs} ms`)
+}
 const ticks: Array<string> = []
 const step = total > 8000 ? 2000 : total > 3000 ? 1000 : 500
 for (let t = 0; t <= total; t += step) {
-  ticks.push(`<line x1="${x(t)}" y1="30" x2="${x(t)}" y2="${y}" class="grid"/><text x="${x(t)}" y="${y + 16}" text-anchor="middle" class="note">${t / 1000} s</text>`)
+  ticks.push(
+    `<line x1="${x(t)}" y1="30" x2="${x(t)}" y2="${y}" class="grid"/><text x="${x(t)}" y="${
+      y + 16
+    }" text-anchor="middle" class="note">${t / 1000} s</text>`
+  )
 }
 const height = y + 50
-const title = `SIGTERM with 2 requests in flight (3 s, 5 s), SHUTDOWN_DELAY 2 s: ${report.outcome}, exit ${report.exitCode}, ${report.durationMs} ms`
-const svg = `<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 ${width} ${height}" width="${width}" height="${height}" font-family="system-ui, sans-serif" font-size="13">
+const title =
+  `SIGTERM with 2 requests in flight (3 s, 5 s), SHUTDOWN_DELAY 2 s: ${report.outcome}, exit ${report.exitCode}, ${report.durationMs} ms`
+const svg =
+  `<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 ${width} ${height}" width="${width}" height="${height}" font-family="system-ui, sans-serif" font-size="13">
 <style>.note{fill:#555;font-size:11px}.grid{stroke:#ddd}text{fill:#222}</style>
 <rect width="100%" height="100%" fill="#fff"/>
 <text x="${left}" y="20" font-weight="bold">${esc(title)}</text>
 ${ticks.join("\n")}
 ${rows.join("\n")}
-<text x="${left}" y="${height - 10}" class="note">in flight: ${report.inFlight.atDrainStart} at drain start, ${report.inFlight.atDrainEnd} at drain end. Drawn by bench/timeline.ts from bench/results/shutdown-report.json.</text>
+<text x="${left}" y="${
+    height - 10
+  }" class="note">in flight: ${report.inFlight.atDrainStart} at drain start, ${report.inFlight.atDrainEnd} at drain end. Drawn by bench/timeline.ts from bench/results/shutdown-report.json.</text>
 </svg>
 `
 mkdirSync(join(root, "docs", "public"), { recursive: true })

@@ -22,9 +22,9 @@
  *    that they agree. Exits 1 if any check fails.
  */
 import { PGlite } from "@electric-sql/pglite"
+import { EventSource } from "eventsource"
 import { spawn } from "node:child_process"
 import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs"
-import { EventSource } from "eventsource"
 import * as Http from "node:http"
 import * as Net from "node:net"
 import { tmpdir } from "node:os"
@@ -337,14 +337,18 @@ const report: ShutdownReport | undefined = existsSync(reportFile)
 if (report !== undefined) {
   console.log(`\n  ${bold("phase timings")} ${dim("(from the service's shutdown report, t = 0 at SIGTERM)")}`)
   for (const phase of report.phases) {
-    console.log(`    ${pad(phase.phase, 10)} at ${`+${phase.at}`.padStart(6)} ms, took ${String(phase.durationMs).padStart(5)} ms`)
+    console.log(
+      `    ${pad(phase.phase, 10)} at ${`+${phase.at}`.padStart(6)} ms, took ${String(phase.durationMs).padStart(5)} ms`
+    )
   }
   console.log(`    ${pad("total", 10)} ${report.durationMs} ms, outcome ${report.outcome}`)
   const releases = report.releases
   console.log(
     `    releases   ${releases.map((r) => `${r.name} ${r.outcome} (${r.durationMs} ms)`).join(", ")}`
   )
-  console.log(`    in flight  ${report.inFlight.atDrainStart} at drain start, ${report.inFlight.atDrainEnd} at drain end, ${report.cut.length} cut`)
+  console.log(
+    `    in flight  ${report.inFlight.atDrainStart} at drain start, ${report.inFlight.atDrainEnd} at drain end, ${report.cut.length} cut`
+  )
 }
 
 const lines = existsSync(logFile)
@@ -389,10 +393,18 @@ row("requests started", counts.started, check(checks.started))
 row("requests completed (200)", counts.completed)
 row("requests failed", counts.failed, check(checks.failed))
 row("  of which Connection: close", counts.connectionClose, dim("(served while draining)"))
-row("WebSockets closed with 1001", `${closed1001}/${WEBSOCKETS}`, `${check(checks.ws)} ${dim(`(${echoes} echoes before)`)}`)
+row(
+  "WebSockets closed with 1001",
+  `${closed1001}/${WEBSOCKETS}`,
+  `${check(checks.ws)} ${dim(`(${echoes} echoes before)`)}`
+)
 row("JSONL lines for /work", workLines, `${check(checks.lines)} ${dim("= requests completed")}`)
 row("database rows", rows, `${check(checks.rows)} ${dim("= requests completed")}`)
-row("event streams moved", `${moved}/${EVENT_STREAMS}`, `${check(checks.moved)} ${dim("(to the successor, resumed with Last-Event-ID, none broken)")}`)
+row(
+  "event streams moved",
+  `${moved}/${EVENT_STREAMS}`,
+  `${check(checks.moved)} ${dim("(to the successor, resumed with Last-Event-ID, none broken)")}`
+)
 row("events lost or repeated", lostOrRepeated, `${check(checks.events)} ${dim(`(of ${streamed} streamed)`)}`)
 row("exit code", String(exit.code), check(checks.exit))
 row("successor exit code", String(successorCode), check(checks.successor))

@@ -3,8 +3,8 @@
 import { NodeRuntime } from "@effect/platform-node"
 import { Effect, Layer } from "effect"
 import { HttpRouter, HttpServerResponse } from "effect/http"
-import { createServer } from "node:http"
 import { Graceful, Health, Http, Resource } from "effect-graceful"
+import { createServer } from "node:http"
 
 const openDb = Effect.sync(() => ({ ping: async () => {}, close: async () => {} })) // your client here
 

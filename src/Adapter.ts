@@ -13,11 +13,11 @@
  */
 import * as Context from "effect/Context"
 import type * as Duration from "effect/Duration"
-import type * as Exit from "effect/Exit"
 import * as Effect from "effect/Effect"
+import type * as Exit from "effect/Exit"
+import * as Option from "effect/Option"
 import { InFlight, type InFlightSet, type TrackOptions } from "./InFlight.ts"
 import { Lifecycle } from "./Lifecycle.ts"
-import * as Option from "effect/Option"
 
 /**
  * One unit of in-flight work, as an adapter hands it to
@@ -156,7 +156,9 @@ export class ReleaseRegistry
 
 const missing = (service: string) =>
   Effect.die(
-    new Error(`effect-graceful: ${service} is not provided; run the program with Graceful.run or provide Graceful.layer`)
+    new Error(
+      `effect-graceful: ${service} is not provided; run the program with Graceful.run or provide Graceful.layer`
+    )
   )
 
 /**

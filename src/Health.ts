@@ -27,11 +27,11 @@ import * as Option from "effect/Option"
 import type * as Scope from "effect/Scope"
 import * as Http from "node:http"
 import { pathOf } from "./Adapter.ts"
-import { Lifecycle } from "./Lifecycle.ts"
-import * as Listen from "./Listen.ts"
-import type { LifecycleService, Phase } from "./Lifecycle.ts"
 import { millisOr } from "./internal/base/duration.ts"
 import { truncate } from "./internal/base/text.ts"
+import type { LifecycleService, Phase } from "./Lifecycle.ts"
+import { Lifecycle } from "./Lifecycle.ts"
+import * as Listen from "./Listen.ts"
 
 /**
  * The state of one readiness check after a probe.

@@ -99,4 +99,3 @@ export const track: {
   <A, E, R>(effect: Effect.Effect<A, E, R>, options?: TrackOptions): Effect.Effect<A, E, R | InFlight> =>
     InFlight.use((set) => set.track(effect, options))
 )
-

@@ -206,7 +206,13 @@ export const evaluate = (budgetMs: number, windows: ReadonlyArray<KillWindow>): 
       : `Kubernetes sends SIGKILL ${window.windowMs} ms after SIGTERM (${window.source})`
     const budget = `the shutdown budget SHUTDOWN_TIMEOUT is ${budgetMs} ms`
     if (fits) {
-      return { ...window, budgetMs, requiredMs, fits, message: `${head}; ${budget}: fits, with ${window.windowMs - budgetMs} ms to spare` }
+      return {
+        ...window,
+        budgetMs,
+        requiredMs,
+        fits,
+        message: `${head}; ${budget}: fits, with ${window.windowMs - budgetMs} ms to spare`
+      }
     }
     const lower = Math.max(0, window.windowMs - MARGIN_MS[window.platform])
     const fix = window.platform === "pm2"
@@ -219,7 +225,8 @@ export const evaluate = (budgetMs: number, windows: ReadonlyArray<KillWindow>): 
       budgetMs,
       requiredMs,
       fits,
-      message: `${head}, but ${budget} (+ ${MARGIN_MS[window.platform]} ms margin): the platform will kill the process ` +
+      message:
+        `${head}, but ${budget} (+ ${MARGIN_MS[window.platform]} ms margin): the platform will kill the process ` +
         `before its shutdown ends: ${fix}.`
     }
   })
@@ -349,9 +356,10 @@ export const inspectProcess = (info: ProcessInfo): ReadonlyArray<ProcessWarning>
       warnings.push({
         _tag: "ShellParent",
         startedBy: "init",
-        message: `this process was started by ${shell}${
-          parent!.pid === 1 ? ", which is PID 1" : ", under an init"
-        } (a shell-form CMD or ENTRYPOINT): the container's SIGTERM goes to the shell, which ignores it as PID 1 or ` +
+        message:
+          `this process was started by ${shell}${
+            parent!.pid === 1 ? ", which is PID 1" : ", under an init"
+          } (a shell-form CMD or ENTRYPOINT): the container's SIGTERM goes to the shell, which ignores it as PID 1 or ` +
           "dies of it under an init; either way this process is killed without draining. Use the exec form: " +
           "`CMD [\"node\", \"main.js\"]`."
       })

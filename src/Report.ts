@@ -327,7 +327,9 @@ export type ShutdownReport = typeof ShutdownReport.Type
  */
 export const summary = (report: ShutdownReport): string => {
   const lines = [
-    `shutdown ${report.outcome} in ${Math.round(report.durationMs)} ms (${describeTrigger(report.trigger)}), exit ${report.exitCode}`
+    `shutdown ${report.outcome} in ${Math.round(report.durationMs)} ms (${
+      describeTrigger(report.trigger)
+    }), exit ${report.exitCode}`
   ]
   if (report.phases.length > 0) {
     lines.push(
@@ -359,9 +361,10 @@ export const summary = (report: ShutdownReport): string => {
   }
   if (report.releases.length > 0) {
     lines.push(
-      "  " + report.releases.map((r) =>
-        `${r.outcome} ${r.name} (${Math.round(r.durationMs)} ms${r.error === undefined ? "" : `: ${r.error}`})`
-      ).join(", ")
+      "  " +
+        report.releases.map((r) =>
+          `${r.outcome} ${r.name} (${Math.round(r.durationMs)} ms${r.error === undefined ? "" : `: ${r.error}`})`
+        ).join(", ")
     )
   }
   if (report.heldBy !== undefined) lines.push("  " + describeHeldBy(report.heldBy))
@@ -480,8 +483,7 @@ export const describeTrigger = (trigger: Trigger): string => {
  * @category utils
  * @since 0.1.0
  */
-export const toJson = (report: ShutdownReport): string =>
-  JSON.stringify(Schema.encodeSync(ShutdownReport)(report))
+export const toJson = (report: ShutdownReport): string => JSON.stringify(Schema.encodeSync(ShutdownReport)(report))
 
 /**
  * Kubernetes keeps the first 4096 bytes of `/dev/termination-log`: the
@@ -520,17 +522,81 @@ interface Level {
 }
 
 const LEVELS: ReadonlyArray<Level> = [
-  { namedCut: 5, causeChars: 2000, errorChars: 300, labelChars: 200, keepReleased: true, problems: 100, handles: 10, resourceTypes: 20, kinds: 20, phases: true },
-  { namedCut: 5, causeChars: 1000, errorChars: 200, labelChars: 120, keepReleased: false, problems: 20, handles: 5, resourceTypes: 10, kinds: 10, phases: true },
-  { namedCut: 3, causeChars: 400, errorChars: 100, labelChars: 80, keepReleased: false, problems: 10, handles: 2, resourceTypes: 6, kinds: 5, phases: true },
-  { namedCut: 1, causeChars: 200, errorChars: 60, labelChars: 60, keepReleased: false, problems: 5, handles: 0, resourceTypes: 4, kinds: 3, phases: true },
-  { namedCut: 0, causeChars: 100, errorChars: 0, labelChars: 40, keepReleased: false, problems: 2, handles: 0, resourceTypes: 2, kinds: 1, phases: true },
-  { namedCut: 0, causeChars: 0, errorChars: 0, labelChars: 0, keepReleased: false, problems: 0, handles: 0, resourceTypes: 0, kinds: 0, phases: false }
+  {
+    namedCut: 5,
+    causeChars: 2000,
+    errorChars: 300,
+    labelChars: 200,
+    keepReleased: true,
+    problems: 100,
+    handles: 10,
+    resourceTypes: 20,
+    kinds: 20,
+    phases: true
+  },
+  {
+    namedCut: 5,
+    causeChars: 1000,
+    errorChars: 200,
+    labelChars: 120,
+    keepReleased: false,
+    problems: 20,
+    handles: 5,
+    resourceTypes: 10,
+    kinds: 10,
+    phases: true
+  },
+  {
+    namedCut: 3,
+    causeChars: 400,
+    errorChars: 100,
+    labelChars: 80,
+    keepReleased: false,
+    problems: 10,
+    handles: 2,
+    resourceTypes: 6,
+    kinds: 5,
+    phases: true
+  },
+  {
+    namedCut: 1,
+    causeChars: 200,
+    errorChars: 60,
+    labelChars: 60,
+    keepReleased: false,
+    problems: 5,
+    handles: 0,
+    resourceTypes: 4,
+    kinds: 3,
+    phases: true
+  },
+  {
+    namedCut: 0,
+    causeChars: 100,
+    errorChars: 0,
+    labelChars: 40,
+    keepReleased: false,
+    problems: 2,
+    handles: 0,
+    resourceTypes: 2,
+    kinds: 1,
+    phases: true
+  },
+  {
+    namedCut: 0,
+    causeChars: 0,
+    errorChars: 0,
+    labelChars: 0,
+    keepReleased: false,
+    problems: 0,
+    handles: 0,
+    resourceTypes: 0,
+    kinds: 0,
+    phases: false
+  }
 ]
 
 const byteLength = (text: string): number => Buffer.byteLength(text, "utf8")
-
-
 
 const shortenTrigger = (trigger: Trigger, chars: number): Trigger => {
   switch (trigger._tag) {

@@ -12,7 +12,7 @@
  * @since 0.1.0
  */
 import type * as Context from "effect/Context"
-import * as Duration from "effect/Duration"
+import type * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import type * as Exit from "effect/Exit"
 import * as Layer from "effect/Layer"
@@ -30,7 +30,6 @@ export interface ResourceOptions {
   /** The release's own deadline. It is further bounded by the budget. */
   readonly timeout?: Duration.Input | undefined
 }
-
 
 /**
  * Acquires a resource and registers its named, budgeted release in the
@@ -66,7 +65,9 @@ export const make = <A, E, R, R2 = never>(
         Effect.map(registry.register(name, { timeout: options?.timeout }), (runRelease) => ({ resource, runRelease }))),
       ({ resource, runRelease }, exit) =>
         runRelease(release(resource, exit).pipe(Effect.asVoid, Effect.provideContext(context)), exit)
-    ).pipe(Effect.map(({ resource }) => resource))
+    ).pipe(Effect.map(({ resource }) =>
+      resource
+    ))
   })
 
 /**
@@ -89,8 +90,7 @@ export const addFinalizer = <R = never>(
   name: string,
   release: Effect.Effect<unknown, unknown, R>,
   options?: ResourceOptions
-): Effect.Effect<void, never, R | Lifecycle | Scope.Scope> =>
-  make(name, Effect.void, () => release, options)
+): Effect.Effect<void, never, R | Lifecycle | Scope.Scope> => make(name, Effect.void, () => release, options)
 
 /**
  * A named resource as a `Layer`: acquired when the layer is built, released

@@ -141,12 +141,18 @@ interface Picked<A> {
 
 const fromEnv = (variable: string) =>
   Config.option(Config.String(variable)).pipe(
-    Config.map(Option.flatMap((value) => value.trim() === "" ? Option.none() : Option.some<Source>({ variable, value })))
+    Config.map(
+      Option.flatMap((value) => value.trim() === "" ? Option.none() : Option.some<Source>({ variable, value }))
+    )
   )
 
 const pick = <A>(option: string, codeValue: A | undefined, env: Option.Option<Source>): Picked<A> | undefined => {
   if (codeValue !== undefined) {
-    const value = typeof codeValue === "string" ? codeValue : Array.isArray(codeValue) ? codeValue.join(",") : String(codeValue)
+    const value = typeof codeValue === "string"
+      ? codeValue
+      : Array.isArray(codeValue)
+      ? codeValue.join(",")
+      : String(codeValue)
     return { source: { variable: `option ${option}`, value }, value: codeValue }
   }
   if (Option.isSome(env)) return { source: env.value, value: env.value.value }
@@ -178,7 +184,9 @@ const parseDuration = (
     return fail(picked.source, "must be at most 24 hours")
   }
   const millis = Duration.toMillis(duration)
-  if (!Number.isInteger(millis)) return fail(picked.source, "must be a whole number of milliseconds (timers have millisecond resolution)")
+  if (!Number.isInteger(millis)) {
+    return fail(picked.source, "must be a whole number of milliseconds (timers have millisecond resolution)")
+  }
   return Effect.succeed(Duration.millis(millis))
 }
 
@@ -188,7 +196,9 @@ const parseBoolean = (picked: Picked<boolean> | undefined): Effect.Effect<boolea
   // What `Config.Boolean` accepts: true/false, yes/no, on/off, 1/0, y/n.
   const env = { value: picked.value.trim().toLowerCase() }
   return Config.Boolean("value").parse(ConfigProvider.fromEnv({ env })).pipe(
-    Effect.mapError(() => new ShutdownConfigError({ ...picked.source, reason: "not a boolean (expected true or false)" }))
+    Effect.mapError(() =>
+      new ShutdownConfigError({ ...picked.source, reason: "not a boolean (expected true or false)" })
+    )
   )
 }
 
@@ -200,7 +210,9 @@ const parseSignals = (
     ? picked.value.split(",").map((name) => name.trim().toUpperCase()).filter((name) => name !== "")
     : picked.value
   const unknown = names.filter((name) => !(signalNames as ReadonlyArray<string>).includes(name))
-  if (unknown.length > 0) return fail(picked.source, `unknown signal ${unknown.join(", ")} (expected some of ${signalNames.join(", ")})`)
+  if (unknown.length > 0) {
+    return fail(picked.source, `unknown signal ${unknown.join(", ")} (expected some of ${signalNames.join(", ")})`)
+  }
   if (names.length === 0) return fail(picked.source, "name at least one signal, or nothing would trigger a shutdown")
   return Effect.succeed([...new Set(names as ReadonlyArray<SignalName>)])
 }
@@ -276,9 +288,14 @@ export const load = (options: ShutdownOptions = {}): Effect.Effect<ShutdownConfi
     )
     const timeoutPick = pick("timeout", options.timeout, env.timeout)
     const timeout = yield* parseDuration(timeoutPick, DEFAULT_TIMEOUT)
-    if (timeoutPick !== undefined && ms(timeout) < 1) return yield* fail(timeoutPick.source, "the budget must be at least 1 millisecond")
+    if (timeoutPick !== undefined && ms(timeout) < 1) {
+      return yield* fail(timeoutPick.source, "the budget must be at least 1 millisecond")
+    }
     const delayPick = pick("delay", options.delay, env.delay)
-    const delay = yield* parseDuration(delayPick, Option.isSome(env.kubernetes) ? DEFAULT_KUBERNETES_DELAY : Duration.zero)
+    const delay = yield* parseDuration(
+      delayPick,
+      Option.isSome(env.kubernetes) ? DEFAULT_KUBERNETES_DELAY : Duration.zero
+    )
     if (ms(delay) >= ms(timeout)) {
       return yield* fail(
         delayPick?.source ?? { variable: "SHUTDOWN_DELAY", value: `${ms(delay)} millis (Kubernetes default)` },
@@ -293,7 +310,9 @@ export const load = (options: ShutdownOptions = {}): Effect.Effect<ShutdownConfi
     if (drainPick !== undefined && ms(delay) + ms(drainTimeout) >= ms(timeout)) {
       return yield* fail(
         drainPick.source,
-        `the delay (${ms(delay)} ms) plus the drain timeout must be shorter than the budget SHUTDOWN_TIMEOUT (${ms(timeout)} ms), leaving time to release`
+        `the delay (${ms(delay)} ms) plus the drain timeout must be shorter than the budget SHUTDOWN_TIMEOUT (${
+          ms(timeout)
+        } ms), leaving time to release`
       )
     }
     const emergencyPick = pick("emergencyTimeout", options.emergencyTimeout, env.emergencyTimeout)
@@ -304,7 +323,10 @@ export const load = (options: ShutdownOptions = {}): Effect.Effect<ShutdownConfi
         `the emergency budget must not be longer than the budget SHUTDOWN_TIMEOUT (${ms(timeout)} ms)`
       )
     }
-    const watchdogSlack = yield* parseDuration(pick("watchdogSlack", options.watchdogSlack, Option.none()), DEFAULT_WATCHDOG_SLACK)
+    const watchdogSlack = yield* parseDuration(
+      pick("watchdogSlack", options.watchdogSlack, Option.none()),
+      DEFAULT_WATCHDOG_SLACK
+    )
     const reportFile = options.reportFile ?? Option.getOrUndefined(Option.map(env.reportFile, (source) => source.value))
     const reraiseSignal = yield* parseBoolean(pick("reraiseSignal", options.reraiseSignal, env.reraiseSignal))
     const signals = yield* parseSignals(pick("signals", options.signals, env.signals))
@@ -341,7 +363,9 @@ export const duration = (name: string): Config.Config<Duration.Duration> =>
     }
     return Config.fail(
       new ConfigProvider.SourceError({
-        message: `${name}=${JSON.stringify(text)}: not a duration (expected e.g. "5 seconds", "500 millis", "5s" or "1m30s")`
+        message: `${name}=${
+          JSON.stringify(text)
+        }: not a duration (expected e.g. "5 seconds", "500 millis", "5s" or "1m30s")`
       })
     )
   }))

@@ -40,22 +40,26 @@ const program = Effect.gen(function*() {
     const effects: Array<Effect.Effect<void>> = []
     for (; pCarry >= 1; pCarry--) {
       const n = persisted.sent++
-      effects.push(client(`a${n % accounts}`).Increment({ key: `${runId}-${n}` }).pipe(
-        Effect.matchCause({
-          onSuccess: () => void persisted.ok++,
-          onFailure: (cause) => void count(persisted.failed, kindOf(cause))
-        })
-      ))
+      effects.push(
+        client(`a${n % accounts}`).Increment({ key: `${runId}-${n}` }).pipe(
+          Effect.matchCause({
+            onSuccess: () => void persisted.ok++,
+            onFailure: (cause) => void count(persisted.failed, kindOf(cause))
+          })
+        )
+      )
     }
     for (; vCarry >= 1; vCarry--) {
       const n = volatile.sent++
-      effects.push(client(`a${(n * 7) % accounts}`).Ping().pipe(
-        Effect.timeout("10 seconds"),
-        Effect.matchCause({
-          onSuccess: () => void volatile.ok++,
-          onFailure: (cause) => void count(volatile.failed, kindOf(cause))
-        })
-      ))
+      effects.push(
+        client(`a${(n * 7) % accounts}`).Ping().pipe(
+          Effect.timeout("10 seconds"),
+          Effect.matchCause({
+            onSuccess: () => void volatile.ok++,
+            onFailure: (cause) => void count(volatile.failed, kindOf(cause))
+          })
+        )
+      )
     }
     return Effect.forEach(effects, (effect) => FiberSet.run(calls, effect), { discard: true })
   })
@@ -67,7 +71,11 @@ const program = Effect.gen(function*() {
   console.log(`summary ${JSON.stringify({ persisted, volatile, outstanding: yield* FiberSet.size(calls) })}`)
 })
 
-const ClusterLive = NodeClusterSocket.layer({ clientOnly: true, storage: "sql", shardingConfig: { shardsPerGroup: Number(process.env.SHARDS ?? "30") } }).pipe(
+const ClusterLive = NodeClusterSocket.layer({
+  clientOnly: true,
+  storage: "sql",
+  shardingConfig: { shardsPerGroup: Number(process.env.SHARDS ?? "30") }
+}).pipe(
   Layer.provide(PgClient.layer({ url: Redacted.make(process.env.DATABASE_URL!), applicationName: "bench-client" }))
 )
 

@@ -20,11 +20,11 @@
  */
 import { type ChildProcess, spawn } from "node:child_process"
 import { writeFileSync } from "node:fs"
-import { join } from "node:path"
 import { constants } from "node:os"
+import { join } from "node:path"
 import pg from "pg"
-import { freePort } from "../support/ports.ts"
 import * as H from "../../examples/cluster/harness.ts"
+import { freePort } from "../support/ports.ts"
 
 const RESTARTS = Number(process.env.RESTARTS ?? "10")
 const PERSISTED_RATE = Number(process.env.PERSISTED_RATE ?? "200")
@@ -62,7 +62,10 @@ const httpLoad = (key: string, runners: () => ReadonlyArray<H.Runner>) => {
     const runner = list[(n + attempt) % list.length]!
     const port = await runner.httpPort
     try {
-      const response = await fetch(`http://127.0.0.1:${port}/increment?account=a${n % 100}&key=${id}&ms=${HTTP_WORK_MS}`, { method: "POST" })
+      const response = await fetch(
+        `http://127.0.0.1:${port}/increment?account=a${n % 100}&key=${id}&ms=${HTTP_WORK_MS}`,
+        { method: "POST" }
+      )
       await response.text()
       if (response.status === 200) {
         stats.ok++
@@ -110,7 +113,7 @@ const watchShards = async (database: string) => {
   const unownedSince = new Map<number, number>()
   const gaps: Array<number> = []
   let owners = new Map<number, string>()
-  let shardIds = new Set<number>()
+  const shardIds = new Set<number>()
   let measuring = false
   let running = true
   const loop = (async () => {
@@ -168,7 +171,8 @@ const startClient = (database: string, runId: string) => {
   const summary = new Promise<Summary>((resolve, reject) =>
     child.once("exit", () => {
       const match = /^summary (.*)$/m.exec(output)
-      match ? resolve(JSON.parse(match[1]!) as Summary) : reject(new Error(`client: no summary\n${output.slice(-3000)}`))
+      if (match) resolve(JSON.parse(match[1]!) as Summary)
+      else reject(new Error(`client: no summary\n${output.slice(-3000)}`))
     })
   )
   return { child, sending, summary }
@@ -192,7 +196,11 @@ const startCluster = async (
     const runner = H.startRunner({ database, port, mode, shards: SHARDS, env: env ?? {} })
     runners.push(runner)
     // One at a time: the first runs the storage migrations.
-    await H.waitFor(`runner ${port} holds shards`, async () => [...watch.owners().values()].includes(`runner-${port}`), 60_000)
+    await H.waitFor(
+      `runner ${port} holds shards`,
+      async () => [...watch.owners().values()].includes(`runner-${port}`),
+      60_000
+    )
       .catch((error) => {
         throw new Error(`${String(error)}\n${runner.output.slice(-3000)}`)
       })
@@ -269,20 +277,26 @@ const variant = async ({ key, name, mode, env }: Variant, crash: boolean) => {
       await H.sleep(250)
     }
     const sent = summary.persisted.sent
-    const lost = Number((await db.query(
-      `SELECT count(*) AS n FROM generate_series(0, $1::int - 1) AS g(n)
+    const lost = Number(
+      (await db.query(
+        `SELECT count(*) AS n FROM generate_series(0, $1::int - 1) AS g(n)
        WHERE NOT EXISTS (SELECT 1 FROM account_increments WHERE key = $2 || '-' || g.n)`,
-      [sent, key]
-    )).rows[0].n)
+        [sent, key]
+      )).rows[0].n
+    )
     // HTTP requests answered 200 whose row is missing.
-    const httpLost = Number((await db.query(
-      `SELECT count(*) AS n FROM unnest($1::text[]) AS k(key)
+    const httpLost = Number(
+      (await db.query(
+        `SELECT count(*) AS n FROM unnest($1::text[]) AS k(key)
        WHERE NOT EXISTS (SELECT 1 FROM account_increments a WHERE a.key = k.key)`,
-      [http.okKeys]
-    )).rows[0].n)
-    const processedTwice = Number((await db.query(
-      `SELECT count(*) AS n FROM (SELECT key FROM account_increments GROUP BY key HAVING count(*) > 1) AS twice`
-    )).rows[0].n)
+        [http.okKeys]
+      )).rows[0].n
+    )
+    const processedTwice = Number(
+      (await db.query(
+        `SELECT count(*) AS n FROM (SELECT key FROM account_increments GROUP BY key HAVING count(*) > 1) AS twice`
+      )).rows[0].n
+    )
     await db.end()
     // The restarts' gaps, before the crash adds its own.
     const gaps = [...watch.gaps]
@@ -318,14 +332,23 @@ const variant = async ({ key, name, mode, env }: Variant, crash: boolean) => {
     const row = {
       name,
       restarts: exitCodes.length,
-      persisted: { sent, lost, processedTwice, clientSaw: { ok: summary.persisted.ok, failed: summary.persisted.failed } },
+      persisted: {
+        sent,
+        lost,
+        processedTwice,
+        clientSaw: { ok: summary.persisted.ok, failed: summary.persisted.failed }
+      },
       http: { sent: http.stats.sent, ok: http.stats.ok, failed: http.stats.failed, answeredButLost: httpLost },
       volatile: {
         sent: summary.volatile.sent,
         failed: Object.values(summary.volatile.failed).reduce((a, b) => a + b, 0),
         failureKinds: summary.volatile.failed
       },
-      shardUnownedMs: { p50: Math.round(percentile(gaps, 50)), max: Math.round(Math.max(0, ...gaps)), gaps: gaps.length },
+      shardUnownedMs: {
+        p50: Math.round(percentile(gaps, 50)),
+        max: Math.round(Math.max(0, ...gaps)),
+        gaps: gaps.length
+      },
       exitCodes: [...new Set(exitCodes)].map((code) => ({ code, count: exitCodes.filter((c) => c === code).length })),
       sigtermToExitMs: { p50: Math.round(percentile(sigtermToExit, 50)), max: Math.round(Math.max(...sigtermToExit)) }
     }

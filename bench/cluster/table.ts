@@ -39,7 +39,9 @@ for (const row of result.variants) {
   lines.push(
     `| ${r.name} | ${r.restarts} | ${n(r.persisted.sent)} | ${r.persisted.lost} | ${r.persisted.processedTwice} | ` +
       `${kinds(r.http.failed)} of ${n(r.http.sent)} | ${kinds(r.volatile.failureKinds)} of ${n(r.volatile.sent)} | ` +
-      `${n(r.shardUnownedMs.p50)} / ${n(r.shardUnownedMs.max)} ms | ${r.exitCodes.map((e) => `${e.code} ×${e.count}`).join(", ")} | ` +
+      `${n(r.shardUnownedMs.p50)} / ${n(r.shardUnownedMs.max)} ms | ${
+        r.exitCodes.map((e) => `${e.code} ×${e.count}`).join(", ")
+      } | ` +
       `${n(r.sigtermToExitMs.p50)} / ${n(r.sigtermToExitMs.max)} ms |`
   )
 }

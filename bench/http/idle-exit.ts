@@ -112,7 +112,9 @@ const idle = async (variants: ReadonlyArray<string>) => {
       resets: resets[variant]!
     }
     console.log(
-      `  ${variant.padEnd(24)} ${idleSockets} idle sockets: median ${row.medianMs} ms (${row.runsMs.join(", ")}), ${row.ratioToBareClose}× bare server.close(), ${row.resets} resets`
+      `  ${variant.padEnd(24)} ${idleSockets} idle sockets: median ${row.medianMs} ms (${
+        row.runsMs.join(", ")
+      }), ${row.ratioToBareClose}× bare server.close(), ${row.resets} resets`
     )
     return row
   })
@@ -159,7 +161,11 @@ const main = async () => {
   mkdirSync(results, { recursive: true })
   writeFileSync(
     join(results, "idle-exit.json"),
-    JSON.stringify({ node: process.version, at: new Date().toISOString(), idle: idleRows, oneClient: clientRows }, null, 2) + "\n"
+    JSON.stringify(
+      { node: process.version, at: new Date().toISOString(), idle: idleRows, oneClient: clientRows },
+      null,
+      2
+    ) + "\n"
   )
 }
 

@@ -34,7 +34,9 @@ const run = spawnSync(
   ],
   { cwd: root, stdio: "inherit", env: { ...process.env, QUEUES_BENCH_OUT: out, QUEUES_BY_HAND: "1" } }
 )
-const figures = readFileSync(out, "utf8").split("\n").filter((line) => line !== "").map((line) => JSON.parse(line) as Record<string, unknown>)
+const figures = readFileSync(out, "utf8").split("\n").filter((line) => line !== "").map((line) =>
+  JSON.parse(line) as Record<string, unknown>
+)
 rmSync(dir, { recursive: true, force: true })
 if (figures.length === 0) {
   console.error("bench:queues: no figures recorded")

@@ -73,7 +73,9 @@ export interface Runner {
   readonly mode: "graceful" | "plain"
   readonly child: ChildProcess
   readonly httpPort: Promise<number>
-  readonly exited: Promise<{ readonly code: number | null; readonly signal: NodeJS.Signals | null; readonly at: number }>
+  readonly exited: Promise<
+    { readonly code: number | null; readonly signal: NodeJS.Signals | null; readonly at: number }
+  >
   output: string
 }
 

@@ -43,20 +43,28 @@ const search = (request: HttpServerRequest.HttpServerRequest, name: string) =>
   new URL(request.url, "http://localhost").searchParams.get(name) ?? ""
 
 const Routes = HttpRouter.addAll([
-  HttpRouter.route("POST", "/increment", Effect.gen(function*() {
-    const request = yield* HttpServerRequest.HttpServerRequest
-    const client = yield* Account.client
-    // `ms`: work the request does before it calls the entity (0 to 10000).
-    const ms = Math.min(10_000, Math.max(0, Number(search(request, "ms")) || 0))
-    if (ms > 0) yield* Effect.sleep(ms)
-    const count = yield* client(search(request, "account")).Increment({ key: search(request, "key") })
-    return HttpServerResponse.jsonUnsafe({ count })
-  }).pipe(Effect.catchCause((cause) => Effect.succeed(HttpServerResponse.text(String(cause), { status: 503 }))))),
-  HttpRouter.route("GET", "/ping", Effect.gen(function*() {
-    const request = yield* HttpServerRequest.HttpServerRequest
-    const client = yield* Account.client
-    return HttpServerResponse.text(yield* client(search(request, "account")).Ping())
-  }).pipe(Effect.catchCause((cause) => Effect.succeed(HttpServerResponse.text(String(cause), { status: 503 })))))
+  HttpRouter.route(
+    "POST",
+    "/increment",
+    Effect.gen(function*() {
+      const request = yield* HttpServerRequest.HttpServerRequest
+      const client = yield* Account.client
+      // `ms`: work the request does before it calls the entity (0 to 10000).
+      const ms = Math.min(10_000, Math.max(0, Number(search(request, "ms")) || 0))
+      if (ms > 0) yield* Effect.sleep(ms)
+      const count = yield* client(search(request, "account")).Increment({ key: search(request, "key") })
+      return HttpServerResponse.jsonUnsafe({ count })
+    }).pipe(Effect.catchCause((cause) => Effect.succeed(HttpServerResponse.text(String(cause), { status: 503 }))))
+  ),
+  HttpRouter.route(
+    "GET",
+    "/ping",
+    Effect.gen(function*() {
+      const request = yield* HttpServerRequest.HttpServerRequest
+      const client = yield* Account.client
+      return HttpServerResponse.text(yield* client(search(request, "account")).Ping())
+    }).pipe(Effect.catchCause((cause) => Effect.succeed(HttpServerResponse.text(String(cause), { status: 503 }))))
+  )
 ])
 
 const pgConfig = { url: Redacted.make(env("DATABASE_URL")), applicationName: runnerName }

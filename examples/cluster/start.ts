@@ -29,7 +29,11 @@ const stop = async () => {
 process.once("SIGINT", () => void stop().then(() => process.exit(0)))
 try {
   for (let i = 0; i < 3; i++) {
-    const runner = H.startRunner({ database, port: await freePort(), mode: (process.env.MODE as "plain" | undefined) ?? "graceful" })
+    const runner = H.startRunner({
+      database,
+      port: await freePort(),
+      mode: (process.env.MODE as "plain" | undefined) ?? "graceful"
+    })
     runners.push(runner)
     runner.child.stdout!.pipe(process.stdout)
     await H.waitFor(

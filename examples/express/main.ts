@@ -3,10 +3,10 @@
  * once and every request in flight is dropped. `main.ts` is the same app
  * made graceful with `Http.serveNode`: `diff -u before.ts main.ts`.
  */
-import express from "express"
-import * as http from "node:http"
 import { Effect, Layer } from "effect"
 import { Graceful, Http } from "effect-graceful"
+import express from "express"
+import * as http from "node:http"
 
 const port = Number(process.env.PORT ?? 3000)
 const host = process.env.HOST ?? "127.0.0.1"

@@ -18,8 +18,8 @@
  *   n + 1, so a client moved to another instance at shutdown loses nothing.
  */
 import { Effect, Layer, Schedule, Stream } from "effect"
-import { HttpRouter, HttpServer, HttpServerResponse } from "effect/http"
 import type { HttpServerRequest } from "effect/http"
+import { HttpRouter, HttpServer, HttpServerResponse } from "effect/http"
 import { randomUUID } from "node:crypto"
 import * as NodeHttp from "node:http"
 import * as Http from "../../src/Http.ts"
@@ -82,9 +82,14 @@ const Routes = Layer.unwrap(Effect.gen(function*() {
           )
         )
       // Acknowledged (handed to the OS) before the response is sent.
-      yield* afterCommit("request log", log.write({ at: new Date().toISOString(), method: request.method, path: "/work", status: 200, durationMs, id }))
+      yield* afterCommit(
+        "request log",
+        log.write({ at: new Date().toISOString(), method: request.method, path: "/work", status: 200, durationMs, id })
+      )
       yield* afterCommit("announcement", events.publish(JSON.stringify({ id, ms })))
-      return HttpServerResponse.jsonUnsafe(warnings.length === 0 ? { ok: true, id, ms, durationMs } : { ok: true, id, ms, durationMs, warnings })
+      return HttpServerResponse.jsonUnsafe(
+        warnings.length === 0 ? { ok: true, id, ms, durationMs } : { ok: true, id, ms, durationMs, warnings }
+      )
     }).pipe(
       Effect.catch((error) =>
         Effect.logError("/work failed", error).pipe(
@@ -138,9 +143,11 @@ const Routes = Layer.unwrap(Effect.gen(function*() {
 }))
 
 const AnnounceAddress = (host: string) =>
-  Layer.effectDiscard(HttpServer.HttpServer.use((server) =>
-    Effect.log(`listening on http://${host}:${"port" in server.address ? server.address.port : "?"}`)
-  ))
+  Layer.effectDiscard(
+    HttpServer.HttpServer.use((server) =>
+      Effect.log(`listening on http://${host}:${"port" in server.address ? server.address.port : "?"}`)
+    )
+  )
 
 /**
  * The API on the guarded server, listening on `HOST:PORT`.
@@ -157,7 +164,10 @@ const AnnounceAddress = (host: string) =>
  */
 export const ApiLive = Layer.unwrap(Effect.gen(function*() {
   const config = yield* ServiceConfig
-  return Layer.mergeAll(HttpRouter.serve(Routes, { disableLogger: true, disableListenLog: true }), AnnounceAddress(config.host)).pipe(
+  return Layer.mergeAll(
+    HttpRouter.serve(Routes, { disableLogger: true, disableListenLog: true }),
+    AnnounceAddress(config.host)
+  ).pipe(
     Layer.provide(Http.layer(
       // Longer than a load balancer's idle timeout, as it should be; the guard
       // ends idle keep-alive sockets at shutdown, so it never waits this out.

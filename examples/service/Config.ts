@@ -71,22 +71,25 @@ const masked = (text: string) => text.replace(/(\/\/[^:/@]*:)[^@/]*@/, "$1***@")
 
 // A malformed URL (say a non-numeric port) is a configuration error named at
 // start-up, not a connection failure to retry.
-const databaseUrl = Effect.flatMap(nonEmpty("DATABASE_URL"), (value): Effect.Effect<Option.Option<string>, InvalidConfig> => {
-  if (Option.isNone(value)) return Effect.succeed(value)
-  try {
-    const url = new URL(value.value)
-    if (url.hostname === "" && !url.searchParams.has("host")) throw new Error("no host")
-    return Effect.succeed(value)
-  } catch {
-    return Effect.fail(
-      new InvalidConfig({
-        variable: "DATABASE_URL",
-        value: masked(value.value),
-        reason: "not a valid URL (expected postgres://user:password@host:port/database, with a numeric port)"
-      })
-    )
+const databaseUrl = Effect.flatMap(
+  nonEmpty("DATABASE_URL"),
+  (value): Effect.Effect<Option.Option<string>, InvalidConfig> => {
+    if (Option.isNone(value)) return Effect.succeed(value)
+    try {
+      const url = new URL(value.value)
+      if (url.hostname === "" && !url.searchParams.has("host")) throw new Error("no host")
+      return Effect.succeed(value)
+    } catch {
+      return Effect.fail(
+        new InvalidConfig({
+          variable: "DATABASE_URL",
+          value: masked(value.value),
+          reason: "not a valid URL (expected postgres://user:password@host:port/database, with a numeric port)"
+        })
+      )
+    }
   }
-})
+)
 
 /**
  * Reads the configuration once, when the layer is built; a bad value (say

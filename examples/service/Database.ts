@@ -17,8 +17,8 @@
  * answer `SELECT 1` within 1 s.
  */
 import { Config, Context, Data, Duration, Effect, Layer, Option } from "effect"
-import * as Health from "../../src/Health.ts"
 import * as Pg from "../../src/adapters/Pg.ts"
+import * as Health from "../../src/Health.ts"
 import * as Resource from "../../src/Resource.ts"
 import * as ShutdownConfig from "../../src/ShutdownConfig.ts"
 import { ServiceConfig } from "./Config.ts"

@@ -110,7 +110,9 @@ const redis = (url: string) =>
     // How long connecting may take at start-up, retries included: a Redis
     // that is down (node-redis retries forever) fails the start-up with the
     // reason instead of hanging it; each retry is logged.
-    const connectTimeout = yield* ShutdownConfig.duration("REDIS_CONNECT_TIMEOUT").pipe(Config.withDefault(Duration.seconds(10)))
+    const connectTimeout = yield* ShutdownConfig.duration("REDIS_CONNECT_TIMEOUT").pipe(
+      Config.withDefault(Duration.seconds(10))
+    )
     // The publisher connection, released after the subscriber (acquired first).
     const client = yield* Redis.connect(createClient({ url }), {
       name: "redis publisher",

@@ -41,20 +41,20 @@
  *
  * @since 0.1.0
  */
+import type * as amqp from "amqplib"
 import * as Cause from "effect/Cause"
 import * as Data from "effect/Data"
 import type * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Queue from "effect/Queue"
 import type * as Scope from "effect/Scope"
-import type * as amqp from "amqplib"
 import type { InFlight } from "../InFlight.ts"
+import { reasonOf } from "../internal/base/errors.ts"
 import * as Lifecycle from "../Lifecycle.ts"
 import * as Resource from "../Resource.ts"
-import * as Worker from "./Worker.ts"
-import { reasonOf } from "../internal/base/errors.ts"
 import { OperationError } from "./internal/errors.ts"
 import { releaseSliceMillis, settledWithin } from "./internal/slice.ts"
+import * as Worker from "./Worker.ts"
 
 // -----------------------------------------------------------------------------
 // errors
@@ -209,9 +209,7 @@ export const connect = (
 /** Closes a channel or connection; one that is already closed is fine. */
 const closeQuietly = (close: () => Promise<void>) =>
   Effect.tryPromise(close).pipe(
-    Effect.catch((error) =>
-      /closed/i.test(reasonOf(error.cause)) ? Effect.void : Effect.fail(error)
-    )
+    Effect.catch((error) => /closed/i.test(reasonOf(error.cause)) ? Effect.void : Effect.fail(error))
   )
 
 /** A channel of its own, closed at Releasing; its errors are logged, never thrown. */
@@ -323,7 +321,10 @@ interface ConsumerState {
 
 /** One call on the channel, its failure an {@link AmqpError} naming the operation. */
 const channelCall = <A>(name: string, operation: string, run: () => Promise<A>): Effect.Effect<A, AmqpError> =>
-  Effect.tryPromise({ try: run, catch: (error) => new AmqpError({ resource: name, operation, reason: reasonOf(error) }) })
+  Effect.tryPromise({
+    try: run,
+    catch: (error) => new AmqpError({ resource: name, operation, reason: reasonOf(error) })
+  })
 
 // A nack on a closed channel throws: the broker requeues such a message
 // by itself, so there is nothing left to do.

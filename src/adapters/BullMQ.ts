@@ -39,6 +39,7 @@
  *
  * @since 0.2.0
  */
+import type * as bullmq from "bullmq"
 import * as Cause from "effect/Cause"
 import * as Data from "effect/Data"
 import type * as Duration from "effect/Duration"
@@ -46,12 +47,11 @@ import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import type * as Fiber from "effect/Fiber"
 import type * as Scope from "effect/Scope"
-import type * as bullmq from "bullmq"
 import { inFlightRegistry, type InFlightRegistryService } from "../Adapter.ts"
 import type { InFlight } from "../InFlight.ts"
+import { reasonOf } from "../internal/base/errors.ts"
 import * as Lifecycle from "../Lifecycle.ts"
 import * as Resource from "../Resource.ts"
-import { reasonOf } from "../internal/base/errors.ts"
 import { JobItem, runTracked } from "./internal/queueJobs.ts"
 import { releaseSliceMillis, settledWithin } from "./internal/slice.ts"
 
@@ -265,7 +265,11 @@ const closeWorker = (name: string, worker: bullmq.Worker, timeout: Duration.Inpu
     const slice = yield* releaseSliceMillis(timeout)
     const closed = yield* settledWithin(worker.close(), slice)
     if (!closed) {
-      return yield* new BullMQError({ resource: name, operation: "close", reason: `not closed within ${Math.round(slice)} ms` })
+      return yield* new BullMQError({
+        resource: name,
+        operation: "close",
+        reason: `not closed within ${Math.round(slice)} ms`
+      })
     }
   })
 
@@ -386,7 +390,11 @@ export interface QueueOptions {
  */
 export interface Producer<Data> {
   /** Adds a job; completes once Redis holds it. */
-  readonly add: (jobName: string, data: Data, options?: bullmq.JobsOptions) => Effect.Effect<bullmq.Job<Data>, BullMQAddError>
+  readonly add: (
+    jobName: string,
+    data: Data,
+    options?: bullmq.JobsOptions
+  ) => Effect.Effect<bullmq.Job<Data>, BullMQAddError>
   /** Adds still waiting for Redis. */
   readonly pending: () => number
   /** The `bullmq` queue itself. */

@@ -34,12 +34,12 @@
  *
  * @since 0.2.0
  */
+import * as Clock from "effect/Clock"
 import * as ClusterMetrics from "effect/cluster/ClusterMetrics"
-import * as ShardId from "effect/cluster/ShardId"
 import { RunnerAddress } from "effect/cluster/RunnerAddress"
+import * as ShardId from "effect/cluster/ShardId"
 import { Sharding } from "effect/cluster/Sharding"
 import type * as ShardingConfig from "effect/cluster/ShardingConfig"
-import * as Clock from "effect/Clock"
 import * as Context from "effect/Context"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
@@ -239,7 +239,9 @@ export const checkBudget = (input: BudgetInput): ReadonlyArray<string> => {
     warnings.push(
       `the handoff waits up to shardLockRefreshInterval (${refreshMs} ms) for the shard locks' release, ` +
         `longer than the close's share of the slice (${closeMs} ms): locks not released by then expire only after ` +
-        `shardLockExpiration (${expirationMs} ms); raise the Cluster timeout to ${2 * refreshMs} ms or lower shardLockRefreshInterval`
+        `shardLockExpiration (${expirationMs} ms); raise the Cluster timeout to ${
+          2 * refreshMs
+        } ms or lower shardLockRefreshInterval`
     )
   }
   for (const finding of PlatformCheck.evaluate(budgetMs, input.windows ?? [])) {
@@ -497,7 +499,8 @@ export const layer = <ROut, E, RIn>(
           Effect.repeat({ until: (registered) => registered, schedule: Schedule.spaced(100) }),
           Effect.timeoutOrElse({
             duration: Duration.fromInputUnsafe(options.registrationTimeout ?? Duration.seconds(30)),
-            orElse: () => Effect.fail(new Error(`cluster runner ${address} did not register within the registration timeout`))
+            orElse: () =>
+              Effect.fail(new Error(`cluster runner ${address} did not register within the registration timeout`))
           })
         )
         return context
@@ -508,8 +511,10 @@ export const layer = <ROut, E, RIn>(
     if (Option.isSome(sql)) {
       yield* Health.addCheck(
         "cluster",
-        Effect.flatMap(isRegistered(sql.value, prefix, address), (registered) =>
-          registered ? Effect.void : Effect.fail(new Error("runner not registered")))
+        Effect.flatMap(
+          isRegistered(sql.value, prefix, address),
+          (registered) => registered ? Effect.void : Effect.fail(new Error("runner not registered"))
+        )
       )
     }
 

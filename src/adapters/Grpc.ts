@@ -37,7 +37,7 @@ import * as grpc from "@grpc/grpc-js"
 import * as Data from "effect/Data"
 import * as Effect from "effect/Effect"
 import type * as Scope from "effect/Scope"
-import { type InFlightRegistryService, inFlightRegistry, type Item } from "../Adapter.ts"
+import { inFlightRegistry, type InFlightRegistryService, type Item } from "../Adapter.ts"
 import type { InFlight } from "../InFlight.ts"
 import * as Lifecycle from "../Lifecycle.ts"
 import * as Resource from "../Resource.ts"
@@ -493,7 +493,7 @@ export const serve = (
       "Closing",
       Effect.sync(() => {
         health.drain()
-        if (endStreams) for (const call of [...state.calls]) if (call.streaming) call.unavailable(SHUTTING_DOWN)
+        if (endStreams) { for (const call of [...state.calls]) if (call.streaming) call.unavailable(SHUTTING_DOWN) }
         const entry = new ShutdownEntry(`${name} shutdown`, server, state)
         const waiting = inFlight.addUnsafe(entry)
         server.tryShutdown(() => {

@@ -34,7 +34,6 @@
  *
  * @since 0.1.0
  */
-import * as fs from "node:fs"
 import type * as Context from "effect/Context"
 import * as Data from "effect/Data"
 import type * as Duration from "effect/Duration"
@@ -42,9 +41,10 @@ import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Logger from "effect/Logger"
 import type * as Scope from "effect/Scope"
+import * as fs from "node:fs"
+import { reasonOf } from "../internal/base/errors.ts"
 import type { Lifecycle } from "../Lifecycle.ts"
 import * as Resource from "../Resource.ts"
-import { reasonOf } from "../internal/base/errors.ts"
 
 /**
  * The file could not be opened (or repaired) at acquisition.
@@ -209,7 +209,6 @@ type Item =
   | { readonly _tag: "Line"; readonly data: Buffer; readonly done: Done | undefined }
   | { readonly _tag: "Sync"; readonly done: Done }
 
-
 /** Serialises one value as one line, or says why it cannot. */
 const encode = (value: unknown): Buffer | string => {
   let json: string | undefined
@@ -325,7 +324,9 @@ const writeBatch = (state: EngineState, batch: ReadonlyArray<Line>, bytes: numbe
     if (!state.fsyncEachBatch) return finish(undefined)
     fsyncFile(state, (syncError) =>
       finish(
-        syncError ? new JsonlWriteError({ path: state.path, operation: "fsync", reason: reasonOf(syncError) }) : undefined
+        syncError
+          ? new JsonlWriteError({ path: state.path, operation: "fsync", reason: reasonOf(syncError) })
+          : undefined
       ))
   })
 }
@@ -339,7 +340,9 @@ const pump = (state: EngineState): void => {
     state.queue.shift()
     fsyncFile(state, (error) => {
       state.busy = false
-      head.done(error ? new JsonlWriteError({ path: state.path, operation: "fsync", reason: reasonOf(error) }) : undefined)
+      head.done(
+        error ? new JsonlWriteError({ path: state.path, operation: "fsync", reason: reasonOf(error) }) : undefined
+      )
       pump(state)
     })
     return
@@ -539,7 +542,9 @@ export const logger = (writer: JsonlWriter): Logger.Logger<unknown, void> =>
   Logger.map(Logger.formatStructured, (event) => {
     if (writer.writeUnsafe(event)) return
     const line = encode(event)
-    process.stderr.write(typeof line === "string" ? JSON.stringify({ ...event, message: String(event.message) }) + "\n" : line)
+    process.stderr.write(
+      typeof line === "string" ? JSON.stringify({ ...event, message: String(event.message) }) + "\n" : line
+    )
   })
 
 /**

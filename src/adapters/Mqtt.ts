@@ -52,12 +52,12 @@ import * as Queue from "effect/Queue"
 import type * as Scope from "effect/Scope"
 import type { IClientOptions, IPublishPacket, MqttClient } from "mqtt"
 import type { InFlight } from "../InFlight.ts"
+import { reasonOf } from "../internal/base/errors.ts"
 import * as Lifecycle from "../Lifecycle.ts"
 import * as Resource from "../Resource.ts"
-import * as Worker from "./Worker.ts"
-import { reasonOf } from "../internal/base/errors.ts"
 import { OperationError } from "./internal/errors.ts"
 import { releaseSliceMillis, settledWithin } from "./internal/slice.ts"
+import * as Worker from "./Worker.ts"
 
 // -----------------------------------------------------------------------------
 // errors
@@ -143,29 +143,31 @@ const open = (
     const { default: mqtt } = yield* Effect.promise(() => import("mqtt"))
     const client = mqtt.connect(url, { ...clientOptions, manualConnect: true })
     prepare(client)
-    return yield* Effect.callback<{ readonly client: MqttClient; readonly sessionPresent: boolean }, MqttError>((resume) => {
-      const onConnect = (connack: { readonly sessionPresent?: boolean }) => {
-        client.off("error", onFirstError)
-        // MQTT.js reconnects by itself; errors after the first CONNACK are logged.
-        client.on("error", (error) => {
-          runFork(Effect.logWarning(`${name}: MQTT error`, reasonOf(error)))
+    return yield* Effect.callback<{ readonly client: MqttClient; readonly sessionPresent: boolean }, MqttError>(
+      (resume) => {
+        const onConnect = (connack: { readonly sessionPresent?: boolean }) => {
+          client.off("error", onFirstError)
+          // MQTT.js reconnects by itself; errors after the first CONNACK are logged.
+          client.on("error", (error) => {
+            runFork(Effect.logWarning(`${name}: MQTT error`, reasonOf(error)))
+          })
+          resume(Effect.succeed({ client, sessionPresent: connack.sessionPresent === true }))
+        }
+        const onFirstError = (error: Error) => {
+          client.off("connect", onConnect)
+          client.end(true)
+          resume(Effect.fail(new MqttError({ resource: name, operation: "connect", reason: reasonOf(error) })))
+        }
+        client.once("connect", onConnect)
+        client.once("error", onFirstError)
+        client.connect()
+        return Effect.sync(() => {
+          client.off("connect", onConnect)
+          client.off("error", onFirstError)
+          client.end(true)
         })
-        resume(Effect.succeed({ client, sessionPresent: connack.sessionPresent === true }))
       }
-      const onFirstError = (error: Error) => {
-        client.off("connect", onConnect)
-        client.end(true)
-        resume(Effect.fail(new MqttError({ resource: name, operation: "connect", reason: reasonOf(error) })))
-      }
-      client.once("connect", onConnect)
-      client.once("error", onFirstError)
-      client.connect()
-      return Effect.sync(() => {
-        client.off("connect", onConnect)
-        client.off("error", onFirstError)
-        client.end(true)
-      })
-    })
+    )
   })
 
 /**
@@ -362,7 +364,9 @@ const subscribeTopics = (
       const refused = granted.filter((grant) => grant.qos === 128).map((grant) => grant.topic)
       return refused.length === 0
         ? Effect.void
-        : Effect.fail(new MqttError({ resource: name, operation: "subscribe", reason: `refused for ${refused.join(", ")}` }))
+        : Effect.fail(
+          new MqttError({ resource: name, operation: "subscribe", reason: `refused for ${refused.join(", ")}` })
+        )
     })
   )
 
@@ -451,7 +455,8 @@ export const consume = <R>(
       process: ({ message }: Delivery) => options.handler(message),
       kind: "message",
       label: ({ message }: Delivery) =>
-        options.label?.(message) ?? `${message.topic}${message.packet.messageId === undefined ? "" : ` #${message.packet.messageId}`}`,
+        options.label?.(message) ??
+          `${message.topic}${message.packet.messageId === undefined ? "" : ` #${message.packet.messageId}`}`,
       ack: ({ done }: Delivery) => Effect.sync(() => done()),
       nack: ({ done }: Delivery, reason) =>
         Effect.sync(() => done(reason._tag === "Failed" && dropFailed ? undefined : notHandled))

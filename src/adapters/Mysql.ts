@@ -44,6 +44,7 @@
  * @since 0.1.0
  */
 import * as Clock from "effect/Clock"
+import type * as Context from "effect/Context"
 import * as Data from "effect/Data"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
@@ -51,16 +52,15 @@ import * as Exit from "effect/Exit"
 import * as Layer from "effect/Layer"
 import type * as Scope from "effect/Scope"
 import type * as SqlClient from "effect/sql/SqlClient"
-import type * as Context from "effect/Context"
 import type * as mysql from "mysql2/promise"
-import type { Lifecycle } from "../Lifecycle.ts"
-import * as Resource from "../Resource.ts"
 import { millisOr } from "../internal/base/duration.ts"
 import { reasonOf } from "../internal/base/errors.ts"
+import type { Lifecycle } from "../Lifecycle.ts"
+import * as Resource from "../Resource.ts"
 import { DEFAULT_PING_TIMEOUT, PingError } from "./internal/errors.ts"
 import { managedLayer } from "./internal/managedLayer.ts"
-import { sqlPing as sqlPingWith } from "./internal/sqlPing.ts"
 import { releaseSliceMillis, settledWithin, withCleanupMargin } from "./internal/slice.ts"
+import { sqlPing as sqlPingWith } from "./internal/sqlPing.ts"
 
 const DEFAULT_KILL_GRACE = Duration.seconds(1)
 
@@ -253,7 +253,9 @@ interface CoreConnection {
 }
 
 const errorCode = (error: unknown): string | undefined =>
-  typeof error === "object" && error !== null && "code" in error && typeof error.code === "string" ? error.code : undefined
+  typeof error === "object" && error !== null && "code" in error && typeof error.code === "string"
+    ? error.code
+    : undefined
 
 /** The connection options a side connection needs, from the pool's own. */
 const sideConfig = (core: CorePool): mysql.ConnectionOptions => {
@@ -275,7 +277,10 @@ interface ProcessRow {
 }
 
 /** Kills the statements the given connections are running, from a connection of its own; returns what they were. */
-const killQueries = async (config: mysql.ConnectionOptions, ids: ReadonlyArray<number>): Promise<Array<KilledQuery>> => {
+const killQueries = async (
+  config: mysql.ConnectionOptions,
+  ids: ReadonlyArray<number>
+): Promise<Array<KilledQuery>> => {
   if (ids.length === 0) return []
   const { createConnection } = await import("mysql2/promise")
   const side = await createConnection(config)
@@ -371,7 +376,8 @@ const lend = (state: PoolState): Effect.Effect<Loan, MysqlQueryError> =>
     }
     let abandoned = false
     state.pool.getConnection().then(
-      (connection) => abandoned ? connection.release() : resume(Effect.succeed({ connection, running: 0, discard: false })),
+      (connection) =>
+        abandoned ? connection.release() : resume(Effect.succeed({ connection, running: 0, discard: false })),
       (error: unknown) => {
         if (!abandoned) resume(Effect.fail(queryError(state.name, error)))
       }
@@ -407,12 +413,11 @@ const discard = (state: PoolState, loan: Loan): void => {
   const id = loan.connection.threadId
   void (loan.running > 0 && typeof id === "number"
     ? killQueries(state.config, [id]).then(() => undefined, () => undefined)
-    : Promise.resolve()
-  ).then(() => {
-    core.destroy()
-    state.checkedOut.delete(core)
-    notifyIdle(state)
-  })
+    : Promise.resolve()).then(() => {
+      core.destroy()
+      state.checkedOut.delete(core)
+      notifyIdle(state)
+    })
 }
 
 const giveBack = (state: PoolState) => (loan: Loan, exit: Exit.Exit<unknown, unknown>) =>
@@ -470,7 +475,9 @@ const stopStragglers = (
   Effect.gen(function*() {
     const { checkedOut, config, name } = state
     prune(state)
-    const ids = [...checkedOut].map((connection) => connection.threadId).filter((id): id is number => typeof id === "number")
+    const ids = [...checkedOut].map((connection) => connection.threadId).filter((id): id is number =>
+      typeof id === "number"
+    )
     const killed = yield* Effect.tryPromise(() => killQueries(config, ids)).pipe(
       Effect.timeoutOption(Math.max(0, (yield* left) / 2)),
       Effect.map((option): ReadonlyArray<KilledQuery> => option._tag === "Some" ? option.value : []),

@@ -48,6 +48,9 @@
  *
  * @since 0.1.0
  */
+import type { Consumer as JsConsumer, ConsumerMessages, JsMsg } from "@nats-io/jetstream"
+import type { Msg, NatsConnection, Subscription as NatsSubscription } from "@nats-io/transport-node"
+import type { NodeConnectionOptions } from "@nats-io/transport-node"
 import * as Cause from "effect/Cause"
 import * as Data from "effect/Data"
 import * as Duration from "effect/Duration"
@@ -55,17 +58,14 @@ import * as Effect from "effect/Effect"
 import * as FiberSet from "effect/FiberSet"
 import * as Queue from "effect/Queue"
 import type * as Scope from "effect/Scope"
-import type { Consumer as JsConsumer, ConsumerMessages, JsMsg } from "@nats-io/jetstream"
-import type { Msg, NatsConnection, Subscription as NatsSubscription } from "@nats-io/transport-node"
-import type { NodeConnectionOptions } from "@nats-io/transport-node"
 import { InFlight } from "../InFlight.ts"
-import * as Lifecycle from "../Lifecycle.ts"
-import * as Resource from "../Resource.ts"
-import * as Worker from "./Worker.ts"
 import { millisOr } from "../internal/base/duration.ts"
 import { reasonOf } from "../internal/base/errors.ts"
+import * as Lifecycle from "../Lifecycle.ts"
+import * as Resource from "../Resource.ts"
 import { OperationError } from "./internal/errors.ts"
 import { releaseSliceMillis, settledWithin } from "./internal/slice.ts"
+import * as Worker from "./Worker.ts"
 
 const DEFAULT_PULL_EXPIRES = Duration.seconds(2)
 const DEFAULT_ACK_TIMEOUT = Duration.seconds(5)
@@ -223,7 +223,9 @@ export const fromConnection = <C extends DrainableConnection>(
   options: ConnectOptions = {}
 ): Effect.Effect<C, never, Lifecycle.Lifecycle | Scope.Scope> => {
   const name = options.name ?? "nats"
-  return Resource.make(name, Effect.succeed(nc), (nc) => release(name, nc, options.timeout), { timeout: options.timeout })
+  return Resource.make(name, Effect.succeed(nc), (nc) => release(name, nc, options.timeout), {
+    timeout: options.timeout
+  })
 }
 
 const release = (name: string, nc: DrainableConnection, timeout: Duration.Input | undefined) =>
@@ -404,7 +406,9 @@ const ackConfirmed = (name: string, ackTimeoutMs: number) => (message: JsMsg): E
     catch: (error) => new NatsAckError({ resource: name, seq: message.seq, reason: reasonOf(error) })
   }).pipe(
     Effect.flatMap((confirmed) =>
-      confirmed ? Effect.void : Effect.fail(new NatsAckError({ resource: name, seq: message.seq, reason: "not confirmed" }))
+      confirmed
+        ? Effect.void
+        : Effect.fail(new NatsAckError({ resource: name, seq: message.seq, reason: "not confirmed" }))
     )
   )
 
@@ -438,7 +442,11 @@ const awaitLastPull = (
     const sliceMs = yield* releaseSliceMillis(timeout)
     if (yield* settledWithin(fetching, sliceMs - Math.min(100, sliceMs / 4))) return
     state.current?.stop()
-    return yield* new NatsError({ resource: state.name, operation: "release", reason: "the last pull request did not end within the release slice" })
+    return yield* new NatsError({
+      resource: state.name,
+      operation: "release",
+      reason: "the last pull request did not end within the release slice"
+    })
   })
 
 /**
@@ -626,7 +634,10 @@ export const subscribe = <R>(
                 Effect.andThen(
                   Cause.hasInterruptsOnly(cause)
                     ? Effect.void
-                    : Effect.logError(`${name}: handler failed for a message on ${message.subject}`, Cause.pretty(cause))
+                    : Effect.logError(
+                      `${name}: handler failed for a message on ${message.subject}`,
+                      Cause.pretty(cause)
+                    )
                 )
               )
           }),

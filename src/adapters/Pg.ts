@@ -55,10 +55,10 @@ import * as Layer from "effect/Layer"
 import * as Schedule from "effect/Schedule"
 import type * as Scope from "effect/Scope"
 import type * as pg from "pg"
-import * as Lifecycle from "../Lifecycle.ts"
-import * as Resource from "../Resource.ts"
 import { millisOr } from "../internal/base/duration.ts"
 import { reasonOf } from "../internal/base/errors.ts"
+import * as Lifecycle from "../Lifecycle.ts"
+import * as Resource from "../Resource.ts"
 import { DEFAULT_PING_TIMEOUT } from "./internal/errors.ts"
 import { PgPingError } from "./internal/pgPing.ts"
 import { settledWithin, withCleanupMargin } from "./internal/slice.ts"
@@ -523,7 +523,6 @@ const cancelBackends = (
       }
     )
 
-
 /** The longest a cancel request (from the release, or after an interruption) may take. */
 const CANCEL_TIMEOUT_MS = 2_000
 
@@ -565,7 +564,9 @@ const watchPool = (state: PoolState): () => void => {
   const onLentError = function(this: pg.PoolClient, error: Error) {
     if (failed.has(this)) return
     failed.add(this)
-    runFork(Effect.logWarning(`${name}: a connection in use failed; its query fails and it is discarded`, reasonOf(error)))
+    runFork(
+      Effect.logWarning(`${name}: a connection in use failed; its query fails and it is discarded`, reasonOf(error))
+    )
   }
   const onAcquire = (client: pg.PoolClient) => {
     checkedOut.add(client)
@@ -663,13 +664,12 @@ const discardLoan = (state: PoolState, loan: Loan): void => {
         runFork(Effect.logWarning(`${name}: could not cancel the query of interrupted work (pid ${pid})`, reason))
       }
     )
-    : Promise.resolve()
-  ).then(() => {
-    // A query still running on a server that does not answer: close the
-    // socket itself, so nothing waits for the server's side of the close.
-    if (loan.count > 0) destroySocket(client)
-    client.release(new Error(`${name}: connection discarded after an interruption`))
-  })
+    : Promise.resolve()).then(() => {
+      // A query still running on a server that does not answer: close the
+      // socket itself, so nothing waits for the server's side of the close.
+      if (loan.count > 0) destroySocket(client)
+      client.release(new Error(`${name}: connection discarded after an interruption`))
+    })
 }
 
 /** Back to the pool if the loan ended cleanly; discarded if its connection's state is unknown. */
@@ -1037,4 +1037,3 @@ export const ping = (
     Effect.asVoid
   )
 }
-

@@ -51,9 +51,9 @@ import type * as Scope from "effect/Scope"
 import type * as pgBoss from "pg-boss"
 import { inFlightRegistry, type InFlightRegistryService } from "../Adapter.ts"
 import type { InFlight } from "../InFlight.ts"
+import { reasonOf } from "../internal/base/errors.ts"
 import * as Lifecycle from "../Lifecycle.ts"
 import * as Resource from "../Resource.ts"
-import { reasonOf } from "../internal/base/errors.ts"
 import { JobItem, runTracked } from "./internal/queueJobs.ts"
 import { releaseSliceMillis, settledWithin } from "./internal/slice.ts"
 
@@ -167,7 +167,11 @@ export const start = (options: StartOptions): Effect.Effect<Boss, PgBossError, L
             slice
           )
           if (!stopped) {
-            return yield* new PgBossError({ resource: name, operation: "stop", reason: `not stopped within ${Math.round(slice)} ms` })
+            return yield* new PgBossError({
+              resource: name,
+              operation: "stop",
+              reason: `not stopped within ${Math.round(slice)} ms`
+            })
           }
         }),
       { timeout: options.timeout }
@@ -320,11 +324,12 @@ const loop = <Data, R>(state: WorkerState<Data, R>): Effect.Effect<void> =>
   Effect.gen(function*() {
     const { options } = state
     while (state.taking) {
-      const fetched = yield* Effect.tryPromise(() => options.boss.boss.fetch<Data>(options.queue, { batchSize: 1 })).pipe(
-        Effect.catchCause((cause) =>
-          Effect.logWarning(`${state.name}: fetch failed`, Cause.pretty(cause)).pipe(Effect.as([]))
+      const fetched = yield* Effect.tryPromise(() => options.boss.boss.fetch<Data>(options.queue, { batchSize: 1 }))
+        .pipe(
+          Effect.catchCause((cause) =>
+            Effect.logWarning(`${state.name}: fetch failed`, Cause.pretty(cause)).pipe(Effect.as([]))
+          )
         )
-      )
       if (fetched.length === 0) {
         yield* Effect.raceFirst(Effect.sleep(state.pollMillis), Deferred.await(state.stopped))
         continue
@@ -391,7 +396,11 @@ export const work = <Data, R>(
           const ended = yield* Effect.timeoutOption(Fiber.joinAll(fibers), slice)
           if (ended._tag === "None") {
             yield* Effect.forEach(fibers, Fiber.interrupt, { discard: true })
-            return yield* new PgBossError({ resource: name, operation: "stop", reason: `loops still busy after ${Math.round(slice)} ms` })
+            return yield* new PgBossError({
+              resource: name,
+              operation: "stop",
+              reason: `loops still busy after ${Math.round(slice)} ms`
+            })
           }
         }),
       { timeout: options.timeout }

@@ -41,7 +41,6 @@
  *
  * @since 0.1.0
  */
-import { hostname } from "node:os"
 import * as Cause from "effect/Cause"
 import * as Clock from "effect/Clock"
 import * as Data from "effect/Data"
@@ -50,12 +49,13 @@ import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as FiberSet from "effect/FiberSet"
 import type * as Scope from "effect/Scope"
+import { hostname } from "node:os"
 import { InFlight, type InFlightSet } from "../InFlight.ts"
+import { millisOr } from "../internal/base/duration.ts"
+import { reasonOf } from "../internal/base/errors.ts"
 import * as Lifecycle from "../Lifecycle.ts"
 import * as Resource from "../Resource.ts"
 import * as Worker from "./Worker.ts"
-import { millisOr } from "../internal/base/duration.ts"
-import { reasonOf } from "../internal/base/errors.ts"
 
 const DEFAULT_CONNECT_TIMEOUT = Duration.seconds(10)
 const DEFAULT_CLAIM_IDLE = Duration.minutes(1)
@@ -96,7 +96,10 @@ export interface PubSubClient {
  */
 export interface PubSubConnection extends Connection {
   subscribe(channels: string | Array<string>, listener: (message: string, channel: string) => unknown): Promise<unknown>
-  pSubscribe(patterns: string | Array<string>, listener: (message: string, channel: string) => unknown): Promise<unknown>
+  pSubscribe(
+    patterns: string | Array<string>,
+    listener: (message: string, channel: string) => unknown
+  ): Promise<unknown>
   unsubscribe(): Promise<unknown>
   pUnsubscribe(): Promise<unknown>
 }
@@ -184,7 +187,6 @@ export class RedisCommandError extends Data.TaggedError("RedisCommandError")<{
   }
 }
 
-
 const command = <A>(name: string, commandName: string, run: () => Promise<A>) =>
   Effect.tryPromise({
     try: run,
@@ -255,7 +257,9 @@ const watchErrors = (
     }
     state.attempts++
     state.lastError = reason
-    runFork(Effect.logWarning(`${state.name}: cannot connect to Redis (attempt ${state.attempts}): ${reason}; retrying`))
+    runFork(
+      Effect.logWarning(`${state.name}: cannot connect to Redis (attempt ${state.attempts}): ${reason}; retrying`)
+    )
   })
 }
 
@@ -283,7 +287,9 @@ const openConnection = (connection: Connection, state: ConnectState): Effect.Eff
           new RedisConnectError({
             resource: state.name,
             reason: `no connection within ${state.connectTimeoutMs} ms` +
-              (state.lastError === undefined ? "" : ` (${state.attempts} failed attempts; last error: ${state.lastError})`)
+              (state.lastError === undefined
+                ? ""
+                : ` (${state.attempts} failed attempts; last error: ${state.lastError})`)
           })
         )
     }),
@@ -486,12 +492,18 @@ const subscribeAll = <R>(state: SubscriptionState<R>): Effect.Effect<void, Redis
   Effect.gen(function*() {
     const { channels, connection, name } = state
     if (channels.length > 0) {
-      yield* command(name, "SUBSCRIBE", () =>
-        connection.subscribe([...channels], (message, channel) => onMessage(state, message, channel, undefined)))
+      yield* command(
+        name,
+        "SUBSCRIBE",
+        () => connection.subscribe([...channels], (message, channel) => onMessage(state, message, channel, undefined))
+      )
     }
     for (const pattern of state.patterns) {
-      yield* command(name, "PSUBSCRIBE", () =>
-        connection.pSubscribe(pattern, (message, channel) => onMessage(state, message, channel, pattern)))
+      yield* command(
+        name,
+        "PSUBSCRIBE",
+        () => connection.pSubscribe(pattern, (message, channel) => onMessage(state, message, channel, pattern))
+      )
     }
   })
 
@@ -538,7 +550,11 @@ const unsubscribeAll = <R>(state: SubscriptionState<R>): Effect.Effect<void, Red
  */
 export const subscribe = <R>(
   options: SubscribeOptions<R>
-): Effect.Effect<Subscription, RedisConnectError | RedisCommandError, R | Lifecycle.Lifecycle | InFlight | Scope.Scope> =>
+): Effect.Effect<
+  Subscription,
+  RedisConnectError | RedisCommandError,
+  R | Lifecycle.Lifecycle | InFlight | Scope.Scope
+> =>
   Effect.gen(function*() {
     const name = options.name ?? "redis subscriber"
     const lifecycle = yield* Lifecycle.Lifecycle
@@ -813,10 +829,14 @@ const takeEntry = <R>(state: ConsumerState<R>): Effect.Effect<StreamEntry, Redis
       startRead(state).then(
         () => resume(Effect.void),
         (error: unknown) =>
-          resume(Effect.fail(new RedisCommandError({ resource: state.name, command: "XREADGROUP", reason: reasonOf(error) })))
+          resume(
+            Effect.fail(new RedisCommandError({ resource: state.name, command: "XREADGROUP", reason: reasonOf(error) }))
+          )
       )
     }).pipe(
-      Effect.tapError((error) => error.reason.startsWith("NOGROUP") ? state.ensureGroup.pipe(Effect.ignore) : Effect.void),
+      Effect.tapError((error) =>
+        error.reason.startsWith("NOGROUP") ? state.ensureGroup.pipe(Effect.ignore) : Effect.void
+      ),
       Effect.andThen(take)
     )
   })

@@ -25,8 +25,8 @@ import type * as SqlClient from "effect/sql/SqlClient"
 import type { SqlError } from "effect/sql/SqlError"
 import type { Lifecycle } from "../Lifecycle.ts"
 import { managedLayer } from "./internal/managedLayer.ts"
-import { sqlPing as sqlPingWith } from "./internal/sqlPing.ts"
 import { PgPingError } from "./internal/pgPing.ts"
+import { sqlPing as sqlPingWith } from "./internal/sqlPing.ts"
 
 export {
   /**

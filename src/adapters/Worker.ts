@@ -81,8 +81,8 @@ import * as Fiber from "effect/Fiber"
 import type * as Scope from "effect/Scope"
 import * as Semaphore from "effect/Semaphore"
 import { InFlight, type InFlightSet } from "../InFlight.ts"
-import * as Lifecycle from "../Lifecycle.ts"
 import { millisOr } from "../internal/base/duration.ts"
+import * as Lifecycle from "../Lifecycle.ts"
 
 const DEFAULT_SETTLE_TIMEOUT = Duration.seconds(5)
 const DEFAULT_MAX_TAKE_BACKOFF = Duration.seconds(5)
@@ -203,7 +203,6 @@ export class SettleTimeoutError extends Data.TaggedError("SettleTimeoutError")<{
   }
 }
 
-
 /** What the parts of a running worker share. */
 interface WorkerState<Job, R> {
   readonly options: WorkerOptions<Job, R>
@@ -254,7 +253,10 @@ const settle = <Job, R>(
     }),
     Effect.as(true),
     Effect.catchCause((cause) =>
-      Effect.logError(`${options.name}: ${action} of ${label} failed; the broker will deliver it again`, Cause.pretty(cause))
+      Effect.logError(
+        `${options.name}: ${action} of ${label} failed; the broker will deliver it again`,
+        Cause.pretty(cause)
+      )
         .pipe(Effect.as(false))
     )
   )
@@ -335,10 +337,13 @@ const takeOne = <Job, R>(state: WorkerState<Job, R>): Effect.Effect<void, never,
       // `runJob` starts: hand such a job back too.
       let started = false
       yield* Effect.forkIn(
-        inFlight.track(Effect.suspend(() => {
-          started = true
-          return runJob(state, job, label)
-        }), { kind, label }).pipe(
+        inFlight.track(
+          Effect.suspend(() => {
+            started = true
+            return runJob(state, job, label)
+          }),
+          { kind, label }
+        ).pipe(
           Effect.onExit(() => started ? Effect.void : handBack(state, job, label)),
           Effect.ensuring(permits.release(1))
         ),

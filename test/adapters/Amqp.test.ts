@@ -1,11 +1,10 @@
 import { describe, expect, it } from "@effect/vitest"
+import type * as amqp from "amqplib"
 import { Effect, Fiber } from "effect"
 import { TestClock } from "effect/testing"
-import type * as amqp from "amqplib"
+import * as Amqp from "../../src/adapters/Amqp.ts"
 import * as GracefulTest from "../../src/testing.ts"
 import { settle, start } from "../support/run.ts"
-import * as Amqp from "../../src/adapters/Amqp.ts"
-
 
 /** An in-memory amqplib connection: records what the adapter asks of the broker. */
 const makeBroker = () => {
@@ -37,14 +36,21 @@ const makeBroker = () => {
       events.push("close channel")
       return Promise.resolve()
     },
-    publish: (_exchange: string, routingKey: string, _content: Buffer, _options: unknown, callback: (error: unknown) => void) => {
+    publish: (
+      _exchange: string,
+      routingKey: string,
+      _content: Buffer,
+      _options: unknown,
+      callback: (error: unknown) => void
+    ) => {
       events.push(`publish ${routingKey}`)
       confirms.push(callback)
       return true
     },
-    waitForConfirms: () => new Promise<void>((resolve) => {
-      waitForConfirms = resolve
-    })
+    waitForConfirms: () =>
+      new Promise<void>((resolve) => {
+        waitForConfirms = resolve
+      })
   }
   const connection: Amqp.Connection = {
     createChannel: () => Promise.resolve(channel as unknown as amqp.Channel),
@@ -58,7 +64,13 @@ const makeBroker = () => {
     deliver: (id: string, ms: number) =>
       onMessage!({
         content: Buffer.from(String(ms)),
-        fields: { deliveryTag: ++deliveryTag, redelivered: false, exchange: "", routingKey: "jobs", consumerTag: "ctag-1" },
+        fields: {
+          deliveryTag: ++deliveryTag,
+          redelivered: false,
+          exchange: "",
+          routingKey: "jobs",
+          consumerTag: "ctag-1"
+        },
         properties: { messageId: id, headers: {} }
       } as unknown as amqp.ConsumeMessage),
     confirmAll: () => {
@@ -85,10 +97,13 @@ describe("Amqp.consume", () => {
     Effect.gen(function*() {
       const broker = makeBroker()
       let stats: Effect.Effect<Amqp.ConsumerStats> | undefined
-      const fiber = yield* start(Effect.gen(function*() {
-        stats = (yield* consumer(broker, 2)).stats
-        return yield* Effect.never
-      }), { timeout: "10 seconds", drainTimeout: "5 seconds" })
+      const fiber = yield* start(
+        Effect.gen(function*() {
+          stats = (yield* consumer(broker, 2)).stats
+          return yield* Effect.never
+        }),
+        { timeout: "10 seconds", drainTimeout: "5 seconds" }
+      )
       for (let i = 0; i < 5; i++) broker.deliver(`m${i}`, 1000)
       yield* settle
       yield* TestClock.adjust("500 millis")

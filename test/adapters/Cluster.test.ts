@@ -15,7 +15,8 @@ const Worker = Entity.make("Worker", [Work])
  * message storage), its entity handlers wrapped with `Cluster.handler`;
  * `events` records what happened, in order.
  */
-const makeRunner = (events: Array<string>, seen: Array<Partial<ShardingConfig.ShardingConfig["Service"]>>) =>
+const makeRunner =
+  (events: Array<string>, seen: Array<Partial<ShardingConfig.ShardingConfig["Service"]>>) =>
   (config: Partial<ShardingConfig.ShardingConfig["Service"]>) => {
     seen.push(config)
     const WorkerLive = Worker.toLayer(Effect.succeed(Worker.of({
@@ -35,7 +36,9 @@ const makeRunner = (events: Array<string>, seen: Array<Partial<ShardingConfig.Sh
     )
     return WorkerLive.pipe(
       Layer.provideMerge(ShardingLive),
-      Layer.provideMerge(Layer.effectDiscard(Effect.addFinalizer(() => Effect.sync(() => events.push("sharding scope closed")))))
+      Layer.provideMerge(
+        Layer.effectDiscard(Effect.addFinalizer(() => Effect.sync(() => events.push("sharding scope closed"))))
+      )
     )
   }
 
@@ -71,7 +74,10 @@ describe("Cluster", () => {
       const events: Array<string> = []
       const seen: Array<Partial<ShardingConfig.ShardingConfig["Service"]>> = []
       const fiber = yield* Layer.build(
-        Cluster.layer(makeRunner(events, seen), { runnerAddress: { host: "127.0.0.1", port: 34431 }, timeout: "12 seconds" })
+        Cluster.layer(makeRunner(events, seen), {
+          runnerAddress: { host: "127.0.0.1", port: 34431 },
+          timeout: "12 seconds"
+        })
       ).pipe(Effect.andThen(Effect.never), Graceful.run({ timeout: "25 seconds" }), Effect.forkChild)
       yield* settle
       expect(seen).toHaveLength(1)
@@ -109,7 +115,11 @@ describe("Cluster", () => {
         // A handler already running at SIGTERM (3 s): it outlives the drain.
         yield* client.Work({ ms: 3_000 }).pipe(Effect.forkChild)
         return yield* Effect.never
-      }).pipe(Effect.provide(RunnerLive), Graceful.run({ timeout: "25 seconds", drainTimeout: "5 seconds" }), Effect.forkChild)
+      }).pipe(
+        Effect.provide(RunnerLive),
+        Graceful.run({ timeout: "25 seconds", drainTimeout: "5 seconds" }),
+        Effect.forkChild
+      )
       yield* settle
       yield* GracefulTest.send("SIGTERM")
       for (let i = 0; i < 40; i++) {
@@ -124,7 +134,10 @@ describe("Cluster", () => {
         "sharding scope closed",
         "sql closed"
       ])
-      expect(report.releases.map((r) => `${r.name}:${r.outcome}`)).toEqual(["cluster runner:released", "postgres:released"])
+      expect(report.releases.map((r) => `${r.name}:${r.outcome}`)).toEqual([
+        "cluster runner:released",
+        "postgres:released"
+      ])
       expect(report.cut).toEqual([])
       expect(handoffs).toHaveLength(1)
       expect(handoffs[0]).toMatchObject({ entitiesActive: 1, entitiesTerminated: 1, handlersCut: 0 })
@@ -145,7 +158,11 @@ describe("Cluster", () => {
       const fiber = yield* Effect.gen(function*() {
         yield* (yield* Worker.client)("w-2").Work({ ms: 60_000 }).pipe(Effect.forkChild)
         return yield* Effect.never
-      }).pipe(Effect.provide(RunnerLive), Graceful.run({ timeout: "25 seconds", drainTimeout: "1 second" }), Effect.forkChild)
+      }).pipe(
+        Effect.provide(RunnerLive),
+        Graceful.run({ timeout: "25 seconds", drainTimeout: "1 second" }),
+        Effect.forkChild
+      )
       yield* settle
       yield* GracefulTest.send("SIGTERM")
       for (let i = 0; i < 60; i++) {

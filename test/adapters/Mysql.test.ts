@@ -1,12 +1,11 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Effect, Fiber } from "effect"
 import { TestClock } from "effect/testing"
-import { EventEmitter } from "node:events"
 import type mysql from "mysql2/promise"
+import { EventEmitter } from "node:events"
+import * as Mysql from "../../src/adapters/Mysql.ts"
 import * as GracefulTest from "../../src/testing.ts"
 import { start } from "../support/run.ts"
-import * as Mysql from "../../src/adapters/Mysql.ts"
-
 
 /**
  * An in-memory `mysql2/promise` pool with mysql2's events: `acquire` when a

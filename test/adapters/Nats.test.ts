@@ -1,12 +1,11 @@
 import { describe, expect, it } from "@effect/vitest"
+import type { Msg, NatsConnection, Subscription, SubscriptionOptions } from "@nats-io/transport-node"
 import { Effect, Fiber } from "effect"
 import { TestClock } from "effect/testing"
-import type { Msg, NatsConnection, Subscription, SubscriptionOptions } from "@nats-io/transport-node"
+import * as Nats from "../../src/adapters/Nats.ts"
 import { Lifecycle } from "../../src/index.ts"
 import * as GracefulTest from "../../src/testing.ts"
 import { start } from "../support/run.ts"
-import * as Nats from "../../src/adapters/Nats.ts"
-
 
 /** A connection whose drain finishes when the test says so. */
 const makeConnection = () => {
@@ -39,7 +38,9 @@ describe("Nats.fromConnection", () => {
   it.effect("is released with drain() at Releasing", () =>
     Effect.gen(function*() {
       const nc = makeConnection()
-      const fiber = yield* start(Nats.fromConnection(nc.connection, { timeout: "3 seconds" }).pipe(Effect.andThen(Effect.never)))
+      const fiber = yield* start(
+        Nats.fromConnection(nc.connection, { timeout: "3 seconds" }).pipe(Effect.andThen(Effect.never))
+      )
       yield* GracefulTest.send("SIGTERM")
       yield* TestClock.adjust("1 second")
       expect(nc.events).toEqual(["drain"])
@@ -53,7 +54,9 @@ describe("Nats.fromConnection", () => {
   it.effect("a drain that does not finish within the slice: closed outright, the release fails and says so", () =>
     Effect.gen(function*() {
       const nc = makeConnection()
-      const fiber = yield* start(Nats.fromConnection(nc.connection, { timeout: "2 seconds" }).pipe(Effect.andThen(Effect.never)))
+      const fiber = yield* start(
+        Nats.fromConnection(nc.connection, { timeout: "2 seconds" }).pipe(Effect.andThen(Effect.never))
+      )
       yield* GracefulTest.send("SIGTERM")
       // 2 s slice: 1.75 s for the drain, then close
       yield* TestClock.adjust("1749 millis")
@@ -89,19 +92,24 @@ describe("Nats.subscribe", () => {
       } as unknown as NatsConnection
       const message = (n: number) => ({ subject: "events", string: () => String(n) }) as unknown as Msg
       let stats: Effect.Effect<Nats.SubscriptionStats> | undefined
-      const fiber = yield* start(Effect.gen(function*() {
-        // hooks run in reverse registration order: this one after the unsubscribe
-        yield* Lifecycle.addHook("after unsubscribe", "Closing", Effect.sync(() => events.push("closing")))
-        const subscription = yield* Nats.subscribe({
-          connection,
-          subject: "events",
-          name: "events",
-          handler: (message) =>
-            Effect.sleep("1 second").pipe(Effect.andThen(Effect.sync(() => events.push(`handled ${message.string()}`))))
-        })
-        stats = subscription.stats
-        return yield* Effect.never
-      }), { timeout: "10 seconds", drainTimeout: "5 seconds" })
+      const fiber = yield* start(
+        Effect.gen(function*() {
+          // hooks run in reverse registration order: this one after the unsubscribe
+          yield* Lifecycle.addHook("after unsubscribe", "Closing", Effect.sync(() => events.push("closing")))
+          const subscription = yield* Nats.subscribe({
+            connection,
+            subject: "events",
+            name: "events",
+            handler: (message) =>
+              Effect.sleep("1 second").pipe(
+                Effect.andThen(Effect.sync(() => events.push(`handled ${message.string()}`)))
+              )
+          })
+          stats = subscription.stats
+          return yield* Effect.never
+        }),
+        { timeout: "10 seconds", drainTimeout: "5 seconds" }
+      )
       deliver!(message(1))
       deliver!(message(2))
       yield* TestClock.adjust("500 millis")

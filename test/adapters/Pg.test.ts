@@ -11,10 +11,10 @@ import { Effect, Exit, Fiber } from "effect"
 import { TestClock } from "effect/testing"
 import { EventEmitter } from "node:events"
 import pg from "pg"
+import * as Pg from "../../src/adapters/Pg.ts"
 import { InFlight } from "../../src/index.ts"
 import * as GracefulTest from "../../src/testing.ts"
 import { settleIo, startWith } from "../support/run.ts"
-import * as Pg from "../../src/adapters/Pg.ts"
 
 interface Pending {
   readonly text: string

@@ -8,9 +8,9 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Effect, Exit, Fiber } from "effect"
 import { TestClock } from "effect/testing"
+import * as Redis from "../../src/adapters/Redis.ts"
 import * as GracefulTest from "../../src/testing.ts"
 import { settleIo, startWith } from "../support/run.ts"
-import * as Redis from "../../src/adapters/Redis.ts"
 
 /** Lets real promise callbacks (the client double's nextTicks) and Effect fibers run; no time passes. */
 const settle = settleIo

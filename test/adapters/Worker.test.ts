@@ -1,11 +1,10 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Effect, Fiber, Queue } from "effect"
 import { TestClock } from "effect/testing"
+import * as Worker from "../../src/adapters/Worker.ts"
 import { Lifecycle } from "../../src/index.ts"
 import * as GracefulTest from "../../src/testing.ts"
 import { settle, start } from "../support/run.ts"
-import * as Worker from "../../src/adapters/Worker.ts"
-
 
 interface Job {
   readonly id: string
@@ -66,7 +65,14 @@ describe("Worker", () => {
       yield* TestClock.adjust("300 millis")
       yield* settle
       expect([...broker.acks.values()]).toEqual(Array(10).fill(1))
-      expect(yield* worker!.stats).toEqual({ taken: 10, acked: 10, failed: 0, interrupted: 0, ackFailures: 0, inProgress: 0 })
+      expect(yield* worker!.stats).toEqual({
+        taken: 10,
+        acked: 10,
+        failed: 0,
+        interrupted: 0,
+        ackFailures: 0,
+        inProgress: 0
+      })
       yield* GracefulTest.send("SIGTERM")
       const report = yield* Fiber.join(fiber)
       expect(report.exitCode).toBe(0)
@@ -78,11 +84,14 @@ describe("Worker", () => {
       const broker = yield* makeBroker(jobs)
       let worker: Worker.Worker | undefined
       let lifecycle: Lifecycle.LifecycleService | undefined
-      const fiber = yield* start(Effect.gen(function*() {
-        lifecycle = yield* Lifecycle.Lifecycle
-        worker = yield* Worker.make({ name: "w", concurrency: 2, ...broker.options })
-        return yield* Effect.never
-      }), { timeout: "10 seconds", drainTimeout: "5 seconds" })
+      const fiber = yield* start(
+        Effect.gen(function*() {
+          lifecycle = yield* Lifecycle.Lifecycle
+          worker = yield* Worker.make({ name: "w", concurrency: 2, ...broker.options })
+          return yield* Effect.never
+        }),
+        { timeout: "10 seconds", drainTimeout: "5 seconds" }
+      )
       yield* TestClock.adjust("500 millis")
       yield* GracefulTest.send("SIGTERM")
       expect(lifecycle!.phaseUnsafe()).toBe("Closing")
@@ -176,7 +185,12 @@ describe("Worker", () => {
       const broker = yield* makeBroker([{ id: "a", ms: 10 }])
       let worker: Worker.Worker | undefined
       const fiber = yield* start(Effect.gen(function*() {
-        worker = yield* Worker.make({ name: "w", ...broker.options, ack: () => Effect.never, settleTimeout: "1 second" })
+        worker = yield* Worker.make({
+          name: "w",
+          ...broker.options,
+          ack: () => Effect.never,
+          settleTimeout: "1 second"
+        })
         return yield* Effect.never
       }))
       yield* TestClock.adjust("10 millis")

@@ -7,10 +7,10 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Deferred, Effect, Exit, Fiber } from "effect"
 import { TestClock } from "effect/testing"
-import { Adapter, Graceful, Resource } from "../../src/index.ts"
-import * as GracefulTest from "../../src/testing.ts"
 import { JobItem, runTracked } from "../../src/adapters/internal/queueJobs.ts"
 import { releaseSliceMillis as sliceMillis } from "../../src/adapters/internal/slice.ts"
+import { Adapter, Graceful, Resource } from "../../src/index.ts"
+import * as GracefulTest from "../../src/testing.ts"
 
 const settle = Effect.gen(function*() {
   for (let i = 0; i < 20; i++) yield* Effect.yieldNow
@@ -31,17 +31,21 @@ describe("job items in the in-flight set", () => {
         }
         return yield* Effect.never
       })
-      const fiber = yield* program.pipe(Graceful.run({ timeout: "10 seconds", drainTimeout: "2 seconds" }), Effect.forkChild)
+      const fiber = yield* program.pipe(
+        Graceful.run({ timeout: "10 seconds", drainTimeout: "2 seconds" }),
+        Effect.forkChild
+      )
       yield* settle
       yield* TestClock.adjust("100 millis")
       yield* GracefulTest.send("SIGTERM")
       yield* TestClock.adjust("2 seconds")
       const report = yield* Fiber.join(fiber)
       yield* Effect.promise(() => new Promise((resolve) => setImmediate(resolve)))
-      expect(exits.map(([id, exit]) => [id, exit !== undefined && Exit.isSuccess(exit) ? exit.value : exit?._tag])).toEqual([
-        ["1", "done 1"],
-        ["2", "Failure"]
-      ])
+      expect(exits.map(([id, exit]) => [id, exit !== undefined && Exit.isSuccess(exit) ? exit.value : exit?._tag]))
+        .toEqual([
+          ["1", "done 1"],
+          ["2", "Failure"]
+        ])
       expect(Exit.hasInterrupts(exits[1]![1]!)).toBe(true)
       expect(report.cut).toEqual([{ kind: "job", label: "emails 2 welcome", ageMs: 2100 }])
       expect(report.inFlight).toEqual({ atDrainStart: 2, atDrainEnd: 1 })
@@ -56,16 +60,23 @@ describe("job items in the in-flight set", () => {
         const registry = yield* Adapter.inFlightRegistry
         const runFork = Effect.runForkWith(yield* Effect.context<never>())
         // a release runs after the cut
-        yield* Resource.make("arrives late", Effect.void, () =>
-          Effect.promise(() =>
-            runTracked(registry, new JobItem("emails", "3", ""), () => {
-              ran = true
-              return runFork(Effect.void)
-            })
-          ).pipe(Effect.flatMap((exit) => Deferred.succeed(late, exit))))
+        yield* Resource.make(
+          "arrives late",
+          Effect.void,
+          () =>
+            Effect.promise(() =>
+              runTracked(registry, new JobItem("emails", "3", ""), () => {
+                ran = true
+                return runFork(Effect.void)
+              })
+            ).pipe(Effect.flatMap((exit) => Deferred.succeed(late, exit)))
+        )
         return yield* Effect.never
       })
-      const fiber = yield* program.pipe(Graceful.run({ timeout: "10 seconds", drainTimeout: "1 second" }), Effect.forkChild)
+      const fiber = yield* program.pipe(
+        Graceful.run({ timeout: "10 seconds", drainTimeout: "1 second" }),
+        Effect.forkChild
+      )
       yield* settle
       yield* GracefulTest.send("SIGTERM")
       yield* TestClock.adjust("1 second")
@@ -85,7 +96,10 @@ describe("job items in the in-flight set", () => {
           }))
         return yield* Effect.never
       })
-      const fiber = yield* program.pipe(Graceful.run({ timeout: "10 seconds", drainTimeout: "1 second" }), Effect.forkChild)
+      const fiber = yield* program.pipe(
+        Graceful.run({ timeout: "10 seconds", drainTimeout: "1 second" }),
+        Effect.forkChild
+      )
       yield* settle
       yield* GracefulTest.send("SIGTERM")
       yield* TestClock.adjust("1 second")

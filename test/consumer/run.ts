@@ -172,7 +172,10 @@ const lowestPeerSpecs = async (names: ReadonlyArray<string>): Promise<Array<stri
     const theirPeers = Object.keys(await view(`${name}@${oldest}`, "peerDependencies"))
     const pinned = theirPeers.some((peer) => requiredPeers.includes(peer))
     const types = typesPackage(name)
-    specs.push(`${name}@${pinned ? oldest : peers[name]}`, ...(dev[types] === undefined ? [] : [`${types}@${dev[types]}`]))
+    specs.push(
+      `${name}@${pinned ? oldest : peers[name]}`,
+      ...(dev[types] === undefined ? [] : [`${types}@${dev[types]}`])
+    )
   }
   return specs
 }
@@ -566,11 +569,17 @@ const check = async () => {
       )
     }
     await runMain(variant.label, dir)
-    const vitest = await step(`${variant.label}: the docs' TestClock test (vitest)`, process.execPath, [
-      join(dir, "node_modules", "vitest", "vitest.mjs"),
-      "run",
-      "readme.test.ts"
-    ], dir, 120_000)
+    const vitest = await step(
+      `${variant.label}: the docs' TestClock test (vitest)`,
+      process.execPath,
+      [
+        join(dir, "node_modules", "vitest", "vitest.mjs"),
+        "run",
+        "readme.test.ts"
+      ],
+      dir,
+      120_000
+    )
     if (vitest !== undefined) {
       const versions = ["vitest", "@effect/vitest"].map((name) => `${name} ${copiesOf(dir, name)[0]?.split(" ")[0]}`)
       console.log(`  ok   ${variant.label}: the docs' TestClock test passes (${versions.join(", ")}) at ${elapsed()}`)

@@ -41,12 +41,20 @@ const freePort = () =>
     server.once("error", reject)
     server.listen(0, "127.0.0.1", () => {
       const address = server.address()
-      server.close(() => (typeof address === "object" && address !== null ? resolve(address.port) : reject(new Error("no port"))))
+      server.close(
+        () => (typeof address === "object" && address !== null ? resolve(address.port) : reject(new Error("no port")))
+      )
     })
   })
 
 const port = await freePort()
-const preview = spawn(process.execPath, [join(root, "node_modules", "vitepress", "bin", "vitepress.js"), "preview", "docs", "--port", String(port)], {
+const preview = spawn(process.execPath, [
+  join(root, "node_modules", "vitepress", "bin", "vitepress.js"),
+  "preview",
+  "docs",
+  "--port",
+  String(port)
+], {
   cwd: root,
   stdio: ["ignore", "pipe", "pipe"]
 })
@@ -98,10 +106,14 @@ try {
   page.on("pageerror", (error) => problems.push(`${current}: page error: ${error.message}`))
   page.on("requestfailed", (request) => {
     // A prefetch aborted by the next navigation is not a failure.
-    if (request.url().startsWith(base) && request.failure()?.errorText !== "net::ERR_ABORTED") problems.push(`${current}: request failed: ${request.url()}`)
+    if (request.url().startsWith(base) && request.failure()?.errorText !== "net::ERR_ABORTED") {
+      problems.push(`${current}: request failed: ${request.url()}`)
+    }
   })
   page.on("response", (response) => {
-    if (response.url().startsWith(base) && response.status() >= 400) problems.push(`${current}: ${response.status()} ${response.url()}`)
+    if (response.url().startsWith(base) && response.status() >= 400) {
+      problems.push(`${current}: ${response.status()} ${response.url()}`)
+    }
   })
 
   const all = pages(dist)
@@ -118,17 +130,26 @@ try {
       const url = new URL(href, base + path)
       if (url.origin !== base) continue
       if (/\.(svg|png|json|txt)$/.test(url.pathname)) continue
-      links.push({ from: path, path: decodeURI(url.pathname).replace(/\.html$/, "").replace(/\/index$/, "/"), hash: decodeURIComponent(url.hash.slice(1)) })
+      links.push({
+        from: path,
+        path: decodeURI(url.pathname).replace(/\.html$/, "").replace(/\/index$/, "/"),
+        hash: decodeURIComponent(url.hash.slice(1))
+      })
     }
   }
   for (const link of links) {
     if (!known.has(link.path)) problems.push(`${link.from}: link to ${link.path}, which is no page`)
     // Known gap: TypeDoc's Markdown links a name declared twice (a type and a value) to `#name-2`, which
     // VitePress does not emit; those are counted, not failed.
-    else if (link.path.startsWith("/api/") && /-\d+$/.test(link.hash) && !anchors.get(link.path)!.has(link.hash)) duplicateAnchors++
-    else if (link.hash !== "" && !anchors.get(link.path)!.has(link.hash)) problems.push(`${link.from}: link to ${link.path}#${link.hash}: no such anchor`)
+    else if (link.path.startsWith("/api/") && /-\d+$/.test(link.hash) && !anchors.get(link.path)!.has(link.hash)) {
+      duplicateAnchors++
+    } else if (link.hash !== "" && !anchors.get(link.path)!.has(link.hash)) {
+      problems.push(`${link.from}: link to ${link.path}#${link.hash}: no such anchor`)
+    }
   }
-  console.log(`${all.length} pages rendered, ${links.length} internal links checked at ${elapsed()} (${duplicateAnchors} TypeDoc links to a twice-declared name's "-N" anchor not resolved)`)
+  console.log(
+    `${all.length} pages rendered, ${links.length} internal links checked at ${elapsed()} (${duplicateAnchors} TypeDoc links to a twice-declared name's "-N" anchor not resolved)`
+  )
 
   current = "search"
   await page.goto(base + "/", { waitUntil: "networkidle" })
@@ -147,5 +168,9 @@ try {
   rmSync(profile, { recursive: true, force: true })
 }
 for (const problem of problems) console.error(`  ${problem}`)
-console.log(`docs browser check: ${problems.length === 0 ? "ok" : `${problems.length} problem(s)`} in ${elapsed()}; screenshot test-results/docs-home.png`)
+console.log(
+  `docs browser check: ${
+    problems.length === 0 ? "ok" : `${problems.length} problem(s)`
+  } in ${elapsed()}; screenshot test-results/docs-home.png`
+)
 process.exit(problems.length === 0 ? 0 : 1)

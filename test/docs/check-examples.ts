@@ -82,7 +82,11 @@ for (const file of sourceFiles(join(root, "src"))) {
 const markdownFiles = (dir: string): Array<string> =>
   readdirSync(dir, { withFileTypes: true }).flatMap((entry) => {
     const path = join(dir, entry.name)
-    if (entry.isDirectory()) return [".vitepress", "api", "node_modules"].includes(entry.name) ? [] : markdownFiles(path)
+    if (entry.isDirectory()) {
+      return [".vitepress", "api", "node_modules"].includes(entry.name)
+        ? []
+        : markdownFiles(path)
+    }
     return entry.name.endsWith(".md") ? [path] : []
   })
 
@@ -159,7 +163,11 @@ try {
   }
 }
 console.log(
-  `${examples.length - docsBlocks} @example blocks in src/ and ${docsBlocks} \`\`\`ts blocks in docs/ type-checked (${docsSkipped} marked no-check): ${failed ? "FAILED" : "ok"}`
+  `${
+    examples.length - docsBlocks
+  } @example blocks in src/ and ${docsBlocks} \`\`\`ts blocks in docs/ type-checked (${docsSkipped} marked no-check): ${
+    failed ? "FAILED" : "ok"
+  }`
 )
 if (missing.length > 0) {
   console.log(`${missing.length} public export(s) without complete docs${strict ? "" : " (warning; --strict fails)"}:`)

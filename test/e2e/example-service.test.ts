@@ -87,6 +87,7 @@ const agent = () => {
 interface Answer {
   readonly status: number
   readonly headers: Http.IncomingHttpHeaders
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any -- the service's JSON, checked by the assertions
   readonly body: any
 }
 
@@ -141,95 +142,107 @@ const echo = (ws: WebSocket, text: string) =>
   })
 
 describe("example service (examples/service/main.ts)", () => {
-  it("serves the contract routes, writes one JSONL line and one row per /work, drains on SIGTERM and exits 0", async () => {
-    const service = await boot()
-    const { port } = service
-    const keepAlive = agent()
+  it(
+    "serves the contract routes, writes one JSONL line and one row per /work, drains on SIGTERM and exits 0",
+    async () => {
+      const service = await boot()
+      const { port } = service
+      const keepAlive = agent()
 
-    const live = await get(port, "/health/live")
-    expect(live.status).toBe(200)
-    expect(live.body).toMatchObject({ status: "ok", phase: "Ready" })
+      const live = await get(port, "/health/live")
+      expect(live.status).toBe(200)
+      expect(live.body).toMatchObject({ status: "ok", phase: "Ready" })
 
-    const ready = await get(port, "/health/ready")
-    expect(ready.status).toBe(200)
-    expect(ready.body).toMatchObject({ status: "ready", phase: "Ready", checks: [{ name: "database", status: "pass" }] })
+      const ready = await get(port, "/health/ready")
+      expect(ready.status).toBe(200)
+      expect(ready.body).toMatchObject({
+        status: "ready",
+        phase: "Ready",
+        checks: [{ name: "database", status: "pass" }]
+      })
 
-    const ids: Array<string> = []
-    for (const ms of [0, 30, 60]) {
-      const work = await get(port, `/work?ms=${ms}`, keepAlive)
-      expect(work.status).toBe(200)
-      expect(work.headers["content-type"]).toContain("application/json")
-      expect(work.body).toMatchObject({ ok: true, ms })
-      expect(work.body.durationMs).toBeGreaterThanOrEqual(ms)
-      ids.push(work.body.id)
-    }
-    expect((await get(port, "/work?ms=nope")).status).toBe(400)
-    expect((await get(port, "/work?ms=-5")).status).toBe(400)
-    expect((await get(port, "/nowhere")).status).toBe(404)
+      const ids: Array<string> = []
+      for (const ms of [0, 30, 60]) {
+        const work = await get(port, `/work?ms=${ms}`, keepAlive)
+        expect(work.status).toBe(200)
+        expect(work.headers["content-type"]).toContain("application/json")
+        expect(work.body).toMatchObject({ ok: true, ms })
+        expect(work.body.durationMs).toBeGreaterThanOrEqual(ms)
+        ids.push(work.body.id)
+      }
+      expect((await get(port, "/work?ms=nope")).status).toBe(400)
+      expect((await get(port, "/work?ms=-5")).status).toBe(400)
+      expect((await get(port, "/nowhere")).status).toBe(404)
 
-    const { ws, closed } = await openSocket(port)
-    expect(await echo(ws, "hello")).toBe("hello")
-    expect(await echo(ws, "again")).toBe("again")
+      const { ws, closed } = await openSocket(port)
+      expect(await echo(ws, "hello")).toBe("hello")
+      expect(await echo(ws, "again")).toBe("again")
 
-    // In flight at SIGTERM: it completes, with its line and its row.
-    const slow = get(port, "/work?ms=700", keepAlive)
-    // No fact to wait on: the example prints nothing when a request starts
-    // (it is the user-facing example, not a fixture). 150 ms of a 700 ms
-    // request; the assertions below fail if it was not in flight.
-    await sleep(150)
-    service.child.kill("SIGTERM")
-    const slowAnswer = await slow
-    expect(slowAnswer.status).toBe(200)
-    expect(slowAnswer.headers.connection).toBe("close")
-    ids.push(slowAnswer.body.id)
+      // In flight at SIGTERM: it completes, with its line and its row.
+      const slow = get(port, "/work?ms=700", keepAlive)
+      // No fact to wait on: the example prints nothing when a request starts
+      // (it is the user-facing example, not a fixture). 150 ms of a 700 ms
+      // request; the assertions below fail if it was not in flight.
+      await sleep(150)
+      service.child.kill("SIGTERM")
+      const slowAnswer = await slow
+      expect(slowAnswer.status).toBe(200)
+      expect(slowAnswer.headers.connection).toBe("close")
+      ids.push(slowAnswer.body.id)
 
-    expect(await closed).toEqual({ code: 1001, reason: "server shutting down" })
-    expect(await service.exited, service.output()).toEqual({ code: 0, signal: null })
+      expect(await closed).toEqual({ code: 1001, reason: "server shutting down" })
+      expect(await service.exited, service.output()).toEqual({ code: 0, signal: null })
 
-    const report = service.report()
-    expect(report.outcome).toBe("clean")
-    expect(report.cut).toEqual([])
-    expect(report.inFlight.atDrainStart).toBeGreaterThanOrEqual(1)
-    // Released in reverse order of acquisition: API first, request log last.
-    const releases = report.releases.map((r) => r.name)
-    expect(releases).toEqual(["sse streams", "http server", "subscription", "database (pglite)", "request log"])
-    expect(report.releases.every((r) => r.outcome === "released")).toBe(true)
+      const report = service.report()
+      expect(report.outcome).toBe("clean")
+      expect(report.cut).toEqual([])
+      expect(report.inFlight.atDrainStart).toBeGreaterThanOrEqual(1)
+      // Released in reverse order of acquisition: API first, request log last.
+      const releases = report.releases.map((r) => r.name)
+      expect(releases).toEqual(["sse streams", "http server", "subscription", "database (pglite)", "request log"])
+      expect(report.releases.every((r) => r.outcome === "released")).toBe(true)
 
-    const lines = readLines(service.logFile)
-    const workLines = lines.filter((line) => line.path === "/work")
-    expect(workLines.map((line) => line.id).sort()).toEqual([...ids].sort())
-    expect(lines.filter((line) => line.path === "/ws")).toMatchObject([{ status: 101, messages: 2 }])
+      const lines = readLines(service.logFile)
+      const workLines = lines.filter((line) => line.path === "/work")
+      expect(workLines.map((line) => line.id).sort()).toEqual([...ids].sort())
+      expect(lines.filter((line) => line.path === "/ws")).toMatchObject([{ status: 101, messages: 2 }])
 
-    const rows = await rowsIn(service.pgliteDir)
-    expect(rows.map((row) => row.id)).toEqual([...ids].sort())
-    expect(rows.find((row) => row.id === slowAnswer.body.id)?.ms).toBe(700)
-  }, 60_000)
+      const rows = await rowsIn(service.pgliteDir)
+      expect(rows.map((row) => row.id)).toEqual([...ids].sort())
+      expect(rows.find((row) => row.id === slowAnswer.body.id)?.ms).toBe(700)
+    },
+    60_000
+  )
 
-  it("during SHUTDOWN_DELAY: readiness 503, liveness 200, /work 200 with Connection: close; then connection refused", async () => {
-    const service = await boot({ SHUTDOWN_DELAY: "1 second" })
-    const { port } = service
-    const connection = await RawConnection.open(port)
-    clients.push(connection)
-    expect((await connection.request("/work?ms=0")).headers.connection).toBe("keep-alive")
+  it(
+    "during SHUTDOWN_DELAY: readiness 503, liveness 200, /work 200 with Connection: close; then connection refused",
+    async () => {
+      const service = await boot({ SHUTDOWN_DELAY: "1 second" })
+      const { port } = service
+      const connection = await RawConnection.open(port)
+      clients.push(connection)
+      expect((await connection.request("/work?ms=0")).headers.connection).toBe("keep-alive")
 
-    service.child.kill("SIGTERM")
-    await untilOutput(service, /phase: Draining/)
-    const ready = await get(port, "/health/ready")
-    expect(ready.status).toBe(503)
-    expect(ready.body).toMatchObject({ status: "not ready", phase: "Draining" })
-    expect((await get(port, "/health/live")).status).toBe(200)
-    const during = await connection.request("/work?ms=20")
-    expect(during.status).toBe(200)
-    expect(during.headers.connection).toBe("close")
-    expect(JSON.parse(during.body)).toMatchObject({ ok: true, ms: 20 })
+      service.child.kill("SIGTERM")
+      await untilOutput(service, /phase: Draining/)
+      const ready = await get(port, "/health/ready")
+      expect(ready.status).toBe(503)
+      expect(ready.body).toMatchObject({ status: "not ready", phase: "Draining" })
+      expect((await get(port, "/health/live")).status).toBe(200)
+      const during = await connection.request("/work?ms=20")
+      expect(during.status).toBe(200)
+      expect(during.headers.connection).toBe("close")
+      expect(JSON.parse(during.body)).toMatchObject({ ok: true, ms: 20 })
 
-    await sleep(1_100) // the behaviour under test: past the 1 s lame-duck delay the listener is closed
-    expect(await connectError(port)).toBe("ECONNREFUSED")
-    expect(await service.exited, service.output()).toEqual({ code: 0, signal: null })
-    const lines = readLines(service.logFile).filter((line) => line.path === "/work")
-    expect(lines).toHaveLength(2)
-    expect(await rowsIn(service.pgliteDir)).toHaveLength(2)
-  }, 60_000)
+      await sleep(1_100) // the behaviour under test: past the 1 s lame-duck delay the listener is closed
+      expect(await connectError(port)).toBe("ECONNREFUSED")
+      expect(await service.exited, service.output()).toEqual({ code: 0, signal: null })
+      const lines = readLines(service.logFile).filter((line) => line.path === "/work")
+      expect(lines).toHaveLength(2)
+      expect(await rowsIn(service.pgliteDir)).toHaveLength(2)
+    },
+    60_000
+  )
 
   it("fails at start-up with exit 1, naming the variable, when a SHUTDOWN_* value is invalid", async () => {
     const dir = mkdtempSync(join(tmpdir(), "effect-graceful-example-"))

@@ -16,8 +16,8 @@
 import * as grpc from "@grpc/grpc-js"
 import { service as standardHealthService } from "grpc-health-check"
 import { afterEach, describe, expect, it } from "vitest"
-import { type Fixture, start } from "./harness.ts"
 import { DemoClient, type Tick } from "./fixtures/grpc/demo.ts"
+import { type Fixture, start } from "./harness.ts"
 import { sleep } from "./wire.ts"
 
 const cleanups: Array<() => void> = []
@@ -52,35 +52,39 @@ const check = (client: HealthClient, service = "") =>
   )
 
 describe("grpc.health.v1", () => {
-  it("SERVING when ready, NOT_SERVING from Draining (Watch told at once), Watch ends UNAVAILABLE at Closing", async () => {
-    const { fixture, port } = await startServer({ SHUTDOWN_DELAY: "1 second" })
-    const client = new HealthClient(`127.0.0.1:${port}`, insecure)
-    cleanups.push(() => client.close())
-    expect(await check(client)).toBe("SERVING")
-    expect(await check(client, "demo.Demo")).toBe("SERVING")
-    await expect(check(client, "no.Such")).rejects.toMatchObject({ code: grpc.status.NOT_FOUND })
+  it(
+    "SERVING when ready, NOT_SERVING from Draining (Watch told at once), Watch ends UNAVAILABLE at Closing",
+    async () => {
+      const { fixture, port } = await startServer({ SHUTDOWN_DELAY: "1 second" })
+      const client = new HealthClient(`127.0.0.1:${port}`, insecure)
+      cleanups.push(() => client.close())
+      expect(await check(client)).toBe("SERVING")
+      expect(await check(client, "demo.Demo")).toBe("SERVING")
+      await expect(check(client, "no.Such")).rejects.toMatchObject({ code: grpc.status.NOT_FOUND })
 
-    const watch = client.watch({ service: "" })
-    const seen: Array<string> = []
-    watch.on("data", (response: { status: string }) => seen.push(response.status))
-    const ended = new Promise<grpc.StatusObject>((resolve) => watch.on("status", resolve))
-    watch.on("error", () => {})
-    while (seen.length === 0) await sleep(10)
-    expect(seen).toEqual(["SERVING"])
+      const watch = client.watch({ service: "" })
+      const seen: Array<string> = []
+      watch.on("data", (response: { status: string }) => seen.push(response.status))
+      const ended = new Promise<grpc.StatusObject>((resolve) => watch.on("status", resolve))
+      watch.on("error", () => {})
+      while (seen.length === 0) await sleep(10)
+      expect(seen).toEqual(["SERVING"])
 
-    fixture.kill("SIGTERM")
-    while (seen.length < 2) await sleep(10)
-    expect(seen).toEqual(["SERVING", "NOT_SERVING"])
-    // Lame duck: still answering, NOT_SERVING.
-    expect(await check(client)).toBe("NOT_SERVING")
+      fixture.kill("SIGTERM")
+      while (seen.length < 2) await sleep(10)
+      expect(seen).toEqual(["SERVING", "NOT_SERVING"])
+      // Lame duck: still answering, NOT_SERVING.
+      expect(await check(client)).toBe("NOT_SERVING")
 
-    const status = await ended
-    expect(status.code).toBe(grpc.status.UNAVAILABLE)
-    expect(status.details).toBe("server shutting down")
-    const exited = await fixture.exited
-    expect(exited.code, fixture.output()).toBe(0)
-    expect(fixture.report().cut).toEqual([])
-  }, 60_000)
+      const status = await ended
+      expect(status.code).toBe(grpc.status.UNAVAILABLE)
+      expect(status.details).toBe("server shutting down")
+      const exited = await fixture.exited
+      expect(exited.code, fixture.output()).toBe(0)
+      expect(fixture.report().cut).toEqual([])
+    },
+    60_000
+  )
 })
 
 /** A Count stream that resumes after the last tick it saw whenever its call ends with UNAVAILABLE. */
@@ -117,78 +121,86 @@ class ResumingStream {
 }
 
 describe("grpc-js clients across SIGTERM", () => {
-  it("two servers, round robin: 0 unary calls fail; streams on the stopped server end UNAVAILABLE and resume on the other", async () => {
-    const env = { SHUTDOWN_DELAY: "300 millis" }
-    const [a, b] = await Promise.all([
-      startServer({ ...env, SERVER_NAME: "a" }),
-      startServer({ ...env, SERVER_NAME: "b" })
-    ])
-    const client = new DemoClient(`ipv4:127.0.0.1:${a.port},127.0.0.1:${b.port}`, insecure, {
-      "grpc.service_config": JSON.stringify({ loadBalancingConfig: [{ round_robin: {} }] })
-    })
-    cleanups.push(() => client.close())
+  it(
+    "two servers, round robin: 0 unary calls fail; streams on the stopped server end UNAVAILABLE and resume on the other",
+    async () => {
+      const env = { SHUTDOWN_DELAY: "300 millis" }
+      const [a, b] = await Promise.all([
+        startServer({ ...env, SERVER_NAME: "a" }),
+        startServer({ ...env, SERVER_NAME: "b" })
+      ])
+      const client = new DemoClient(`ipv4:127.0.0.1:${a.port},127.0.0.1:${b.port}`, insecure, {
+        "grpc.service_config": JSON.stringify({ loadBalancingConfig: [{ round_robin: {} }] })
+      })
+      cleanups.push(() => client.close())
 
-    let stop = false
-    cleanups.unshift(() => (stop = true))
-    const unary = { ok: 0, failed: [] as Array<string>, byServer: {} as Record<string, number> }
-    const loop = async () => {
-      while (!stop) {
-        await new Promise<void>((resolve) => {
-          client.echo({ text: "hi", delayMs: 20 }, { deadline: Date.now() + 10_000 }, (error, reply) => {
-            if (error) unary.failed.push(`${error.code} ${error.details}`)
-            else {
-              unary.ok++
-              unary.byServer[reply!.server] = (unary.byServer[reply!.server] ?? 0) + 1
-            }
-            resolve()
+      let stop = false
+      cleanups.unshift(() => (stop = true))
+      const unary = { ok: 0, failed: [] as Array<string>, byServer: {} as Record<string, number> }
+      const loop = async () => {
+        while (!stop) {
+          await new Promise<void>((resolve) => {
+            client.echo({ text: "hi", delayMs: 20 }, { deadline: Date.now() + 10_000 }, (error, reply) => {
+              if (error) unary.failed.push(`${error.code} ${error.details}`)
+              else {
+                unary.ok++
+                unary.byServer[reply!.server] = (unary.byServer[reply!.server] ?? 0) + 1
+              }
+              resolve()
+            })
           })
-        })
+        }
       }
-    }
-    const loops = Array.from({ length: 16 }, loop)
-    // Both subchannels connected: round robin spreads the streams.
-    while ((unary.byServer.a ?? 0) < 20 || (unary.byServer.b ?? 0) < 20) await sleep(20)
-    const streams = Array.from({ length: 8 }, () => new ResumingStream(client))
-    while (streams.some((stream) => stream.ticks.length < 5)) await sleep(20)
-    const onA = streams.filter((stream) => stream.servers.at(-1) === "a").length
-    expect(onA).toBeGreaterThan(0)
+      const loops = Array.from({ length: 16 }, loop)
+      // Both subchannels connected: round robin spreads the streams.
+      while ((unary.byServer.a ?? 0) < 20 || (unary.byServer.b ?? 0) < 20) await sleep(20)
+      const streams = Array.from({ length: 8 }, () => new ResumingStream(client))
+      while (streams.some((stream) => stream.ticks.length < 5)) await sleep(20)
+      const onA = streams.filter((stream) => stream.servers.at(-1) === "a").length
+      expect(onA).toBeGreaterThan(0)
 
-    a.fixture.kill("SIGTERM")
-    const exited = await a.fixture.exited
-    const atExit = unary.ok
-    while (unary.ok < atExit + 200) await sleep(20)
-    const ticksAtExit = streams.map((stream) => stream.ticks.length)
-    while (streams.some((stream, i) => stream.ticks.length < ticksAtExit[i]! + 5)) await sleep(20)
-    stop = true
-    await Promise.all(loops)
-    for (const stream of streams) stream.stop()
+      a.fixture.kill("SIGTERM")
+      const exited = await a.fixture.exited
+      const atExit = unary.ok
+      while (unary.ok < atExit + 200) await sleep(20)
+      const ticksAtExit = streams.map((stream) => stream.ticks.length)
+      while (streams.some((stream, i) => stream.ticks.length < ticksAtExit[i]! + 5)) await sleep(20)
+      stop = true
+      await Promise.all(loops)
+      for (const stream of streams) stream.stop()
 
-    expect(exited.code, a.fixture.output()).toBe(0)
-    expect(unary.failed).toEqual([])
-    expect(unary.ok).toBeGreaterThan(300)
-    const moved = streams.filter((stream) => stream.servers.join(",") === "a,b")
-    expect(moved.length).toBe(onA)
-    for (const stream of streams) {
-      // Every tick once, in order, across the move.
-      expect(stream.ticks).toEqual(Array.from({ length: stream.ticks.length }, (_, i) => i + 1))
-      expect(stream.errors.every((error) => error.startsWith(`${grpc.status.UNAVAILABLE} `))).toBe(true)
-    }
-    // Each stream that was on A ended with a status, UNAVAILABLE, never a reset.
-    for (const stream of moved) {
-      expect(stream.statuses).toEqual([{ code: grpc.status.UNAVAILABLE, details: "server shutting down" }])
-    }
-    const report = a.fixture.report()
-    expect(report.outcome).toBe("clean")
-    expect(report.cut).toEqual([])
-    expect(report.hooks.map((hook) => hook.name)).toEqual(
-      expect.arrayContaining(["grpc server: health NOT_SERVING", "grpc server: GOAWAY"])
-    )
-    b.fixture.kill("SIGTERM")
-    expect((await b.fixture.exited).code).toBe(0)
-  }, 90_000)
+      expect(exited.code, a.fixture.output()).toBe(0)
+      expect(unary.failed).toEqual([])
+      expect(unary.ok).toBeGreaterThan(300)
+      const moved = streams.filter((stream) => stream.servers.join(",") === "a,b")
+      expect(moved.length).toBe(onA)
+      for (const stream of streams) {
+        // Every tick once, in order, across the move.
+        expect(stream.ticks).toEqual(Array.from({ length: stream.ticks.length }, (_, i) => i + 1))
+        expect(stream.errors.every((error) => error.startsWith(`${grpc.status.UNAVAILABLE} `))).toBe(true)
+      }
+      // Each stream that was on A ended with a status, UNAVAILABLE, never a reset.
+      for (const stream of moved) {
+        expect(stream.statuses).toEqual([{ code: grpc.status.UNAVAILABLE, details: "server shutting down" }])
+      }
+      const report = a.fixture.report()
+      expect(report.outcome).toBe("clean")
+      expect(report.cut).toEqual([])
+      expect(report.hooks.map((hook) => hook.name)).toEqual(
+        expect.arrayContaining(["grpc server: health NOT_SERVING", "grpc server: GOAWAY"])
+      )
+      b.fixture.kill("SIGTERM")
+      expect((await b.fixture.exited).code).toBe(0)
+    },
+    90_000
+  )
 
   it("a call still running at the drain deadline gets UNAVAILABLE; the report names it with its age", async () => {
-    const { fixture, port } = await startServer({ SHUTDOWN_DRAIN_TIMEOUT: "1 second", SHUTDOWN_TIMEOUT: "5 seconds", FIXTURE_MARK_CALLS: "true" })
+    const { fixture, port } = await startServer({
+      SHUTDOWN_DRAIN_TIMEOUT: "1 second",
+      SHUTDOWN_TIMEOUT: "5 seconds",
+      FIXTURE_MARK_CALLS: "true"
+    })
     const client = new DemoClient(`127.0.0.1:${port}`, insecure)
     cleanups.push(() => client.close())
     const hanging = new Promise<grpc.ServiceError | null>((resolve) =>

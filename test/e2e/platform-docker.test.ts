@@ -28,8 +28,8 @@ import {
   namespaceUnavailable,
   nodeBin,
   root,
-  type Started,
   sleep,
+  type Started,
   startService,
   tiniPath,
   unshareArgv
@@ -166,50 +166,60 @@ const dockerStop = async (argv: ReadonlyArray<string>): Promise<Stopped> => {
 
 const note = (line: string) => console.log(`[measured] ${line}`)
 
-describe.skipIf(skipReason !== undefined)("docker stop on deploy/Dockerfile's command, as PID 1", { timeout: 240_000 }, () => {
-  it("the recipe: exec-form CMD under tini; a SIGTERM stop signal and a 30 s stop timeout", () => {
-    expect(commandOf(entrypoint, cmd)).toEqual(["/usr/bin/tini", "--", "node", "examples/service/main.ts"])
-    expect(stopSignal).toBe("SIGTERM")
-    expect(stopTimeoutMs).toBe(30_000)
-  })
+describe.skipIf(skipReason !== undefined)(
+  "docker stop on deploy/Dockerfile's command, as PID 1",
+  { timeout: 240_000 },
+  () => {
+    it("the recipe: exec-form CMD under tini; a SIGTERM stop signal and a 30 s stop timeout", () => {
+      expect(commandOf(entrypoint, cmd)).toEqual(["/usr/bin/tini", "--", "node", "examples/service/main.ts"])
+      expect(stopSignal).toBe("SIGTERM")
+      expect(stopTimeoutMs).toBe(30_000)
+    })
 
-  it("as shipped: drains (the in-flight request answered with Connection: close) and exits 0 long before the SIGKILL", async () => {
-    const stopped = await dockerStop(commandOf(entrypoint, cmd))
-    expect(stopped.killed, stopped.output).toBe(false)
-    expect(stopped.exit, stopped.output).toEqual({ code: 0, signal: null })
-    expect(stopped.inFlight).toMatchObject({ status: 200, connection: "close" })
-    expect(stopped.outcome).toBe("clean")
-    // The start-up check saw nothing wrong: node is tini's child, not a shell's.
-    expect(stopped.output).not.toMatch(/is PID 1|started by .*sh -c/)
-    note(`Dockerfile as shipped: docker stop → exit 0 in ${stopped.stopMs} ms (stop timeout ${stopTimeoutMs} ms)`)
-  })
+    it("as shipped: drains (the in-flight request answered with Connection: close) and exits 0 long before the SIGKILL", async () => {
+      const stopped = await dockerStop(commandOf(entrypoint, cmd))
+      expect(stopped.killed, stopped.output).toBe(false)
+      expect(stopped.exit, stopped.output).toEqual({ code: 0, signal: null })
+      expect(stopped.inFlight).toMatchObject({ status: 200, connection: "close" })
+      expect(stopped.outcome).toBe("clean")
+      // The start-up check saw nothing wrong: node is tini's child, not a shell's.
+      expect(stopped.output).not.toMatch(/is PID 1|started by .*sh -c/)
+      note(`Dockerfile as shipped: docker stop → exit 0 in ${stopped.stopMs} ms (stop timeout ${stopTimeoutMs} ms)`)
+    })
 
-  it("shell-form CMD under the same ENTRYPOINT fails: tini's SIGTERM kills the shell, the container ends, node is killed undrained", async () => {
-    const shellForm = JSON.parse(cmd!).join(" ") as string
-    const argv = commandOf(entrypoint, shellForm)
-    expect(argv).toEqual(["/usr/bin/tini", "--", "/bin/sh", "-c", "node examples/service/main.ts"])
-    const stopped = await dockerStop(argv)
-    // The namespace's PID 1 (tini) exits as soon as the shell dies; the kernel
-    // then kills every process left in the namespace: node among them.
-    expect(stopped.exit, stopped.output).toEqual({ code: 143, signal: null })
-    expect(stopped.inFlight).toBeInstanceOf(Error)
-    expect(stopped.outcome, "node never wrote a report").toBeUndefined()
-    // The start-up check had named it.
-    expect(stopped.output).toContain("a shell-form CMD or ENTRYPOINT")
-    note(`shell-form CMD under tini: exit 143 after ${stopped.stopMs} ms, in-flight request: ${String(stopped.inFlight)}`)
-  })
+    it("shell-form CMD under the same ENTRYPOINT fails: tini's SIGTERM kills the shell, the container ends, node is killed undrained", async () => {
+      const shellForm = JSON.parse(cmd!).join(" ") as string
+      const argv = commandOf(entrypoint, shellForm)
+      expect(argv).toEqual(["/usr/bin/tini", "--", "/bin/sh", "-c", "node examples/service/main.ts"])
+      const stopped = await dockerStop(argv)
+      // The namespace's PID 1 (tini) exits as soon as the shell dies; the kernel
+      // then kills every process left in the namespace: node among them.
+      expect(stopped.exit, stopped.output).toEqual({ code: 143, signal: null })
+      expect(stopped.inFlight).toBeInstanceOf(Error)
+      expect(stopped.outcome, "node never wrote a report").toBeUndefined()
+      // The start-up check had named it.
+      expect(stopped.output).toContain("a shell-form CMD or ENTRYPOINT")
+      note(
+        `shell-form CMD under tini: exit 143 after ${stopped.stopMs} ms, in-flight request: ${String(stopped.inFlight)}`
+      )
+    })
 
-  it("shell-form CMD without an init fails: sh as PID 1 ignores SIGTERM, node serves on until the SIGKILL at the stop timeout", async () => {
-    const shellForm = JSON.parse(cmd!).join(" ") as string
-    const argv = commandOf(undefined, shellForm)
-    expect(argv).toEqual(["/bin/sh", "-c", "node examples/service/main.ts"])
-    const stopped = await dockerStop(argv)
-    expect(stopped.killed, stopped.output).toBe(true)
-    // (unshare 2.38 then fails to re-raise SIGKILL on itself and exits 1: its status says nothing here.)
-    // The drain never started: readiness still 200 a second after the stop signal.
-    expect(stopped.readyAfter1s).toMatchObject({ status: 200 })
-    expect(stopped.outcome).toBeUndefined()
-    expect(stopped.output).toContain("a shell-form CMD or ENTRYPOINT")
-    note(`shell-form CMD, sh as PID 1: SIGTERM ignored, SIGKILL at ${stopped.stopMs} ms`)
-  }, 300_000)
-})
+    it(
+      "shell-form CMD without an init fails: sh as PID 1 ignores SIGTERM, node serves on until the SIGKILL at the stop timeout",
+      async () => {
+        const shellForm = JSON.parse(cmd!).join(" ") as string
+        const argv = commandOf(undefined, shellForm)
+        expect(argv).toEqual(["/bin/sh", "-c", "node examples/service/main.ts"])
+        const stopped = await dockerStop(argv)
+        expect(stopped.killed, stopped.output).toBe(true)
+        // (unshare 2.38 then fails to re-raise SIGKILL on itself and exits 1: its status says nothing here.)
+        // The drain never started: readiness still 200 a second after the stop signal.
+        expect(stopped.readyAfter1s).toMatchObject({ status: 200 })
+        expect(stopped.outcome).toBeUndefined()
+        expect(stopped.output).toContain("a shell-form CMD or ENTRYPOINT")
+        note(`shell-form CMD, sh as PID 1: SIGTERM ignored, SIGKILL at ${stopped.stopMs} ms`)
+      },
+      300_000
+    )
+  }
+)

@@ -25,8 +25,8 @@ import {
   namespaceUnavailable,
   nodeBin,
   running,
-  type Started,
   sleep,
+  type Started,
   startService,
   stateOf,
   tiniPath,
@@ -60,14 +60,26 @@ const nsPids = (pid: number): ReadonlyArray<number> =>
 
 /** Makes an orphan in the namespace (a shell that starts `sleep` and exits), as `docker exec` can. */
 const orphanIn = async (init: number) => {
-  const result = spawnSync("nsenter", ["-t", String(init), "-p", "-m", "--", "/bin/sh", "-c", "sleep 2 </dev/null >/dev/null 2>&1 & exit 0"], {
+  const result = spawnSync("nsenter", [
+    "-t",
+    String(init),
+    "-p",
+    "-m",
+    "--",
+    "/bin/sh",
+    "-c",
+    "sleep 2 </dev/null >/dev/null 2>&1 & exit 0"
+  ], {
     encoding: "utf8",
     timeout: 10_000
   })
   expect(result.status, result.stderr).toBe(0)
   // The shell has exited: its `sleep` now belongs to PID 1.
-  await waitUntil("the orphan reparented to PID 1", () =>
-    childrenOf(init).some((child) => commandLine(child)?.startsWith("sleep") === true), 5_000)
+  await waitUntil(
+    "the orphan reparented to PID 1",
+    () => childrenOf(init).some((child) => commandLine(child)?.startsWith("sleep") === true),
+    5_000
+  )
 }
 
 const zombiesUnder = (pid: number) => childrenOf(pid).filter((child) => stateOf(child) === "Z")
@@ -120,7 +132,9 @@ describe.skipIf(noNamespace !== undefined)("node as PID 1 of a PID namespace, no
   })
 })
 
-describe.skipIf(noNamespace !== undefined || tini === undefined)("tini as PID 1, node as its child", { timeout: 240_000 }, () => {
+describe.skipIf(noNamespace !== undefined || tini === undefined)("tini as PID 1, node as its child", {
+  timeout: 240_000
+}, () => {
   it("SIGTERM to tini reaches node: drained, exit 0; the check stays quiet about PID 1", async () => {
     const { service, init } = await boot({ init: tini! })
     const node = childrenOf(init)[0]!
@@ -151,8 +165,10 @@ describe.skipIf(noNamespace !== undefined || tini === undefined)("tini as PID 1,
     await orphanIn(init)
     // The orphan lives 2 s (a zombie's command line is empty); tini reaps on
     // SIGCHLD, or within its 1 s wait loop.
-    await waitUntil("the orphan exited", () =>
-      !childrenOf(init).some((child) => commandLine(child)?.startsWith("sleep") === true))
+    await waitUntil(
+      "the orphan exited",
+      () => !childrenOf(init).some((child) => commandLine(child)?.startsWith("sleep") === true)
+    )
     await sleep(1_500) // the behaviour under test: no zombie left 1.5 s after the orphan exited
     expect(zombiesUnder(init)).toEqual([])
     expect(running(init)).toBe(true)

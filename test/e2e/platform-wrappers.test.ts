@@ -23,8 +23,8 @@ import {
   nodeBin,
   root,
   running,
-  type Started,
   sleep,
+  type Started,
   startService,
   treeOf,
   unavailable
@@ -62,13 +62,18 @@ const boot = async (argv: ReadonlyArray<string>, options: { cwd?: string; env?: 
 const packageWithStart = (script: string) => {
   const dir = mkdtempSync(join(tmpdir(), "effect-graceful-npm-"))
   dirs.push(dir)
-  writeFileSync(join(dir, "package.json"), JSON.stringify({ name: "wrapped", private: true, scripts: { start: script } }))
+  writeFileSync(
+    join(dir, "package.json"),
+    JSON.stringify({ name: "wrapped", private: true, scripts: { start: script } })
+  )
   return dir
 }
 
 const note = (line: string) => console.log(`[measured] ${line}`)
 
-describe.skipIf(noNpm !== undefined)("npm start as shipped (exec node ...), SIGTERM to npm's PID only", { timeout: 240_000 }, () => {
+describe.skipIf(noNpm !== undefined)("npm start as shipped (exec node ...), SIGTERM to npm's PID only", {
+  timeout: 240_000
+}, () => {
   it("npm forwards it: the in-flight request is answered, node drains, npm exits 0", async () => {
     const { service, node } = await boot(["npm", "start"], { cwd: root })
     // `exec` replaced the shell: node is npm's own child.
@@ -115,33 +120,37 @@ describe.skipIf(noNpm !== undefined)("npm start as shipped (exec node ...), SIGT
   })
 })
 
-describe.skipIf(noNpm !== undefined)("npm through a shell, SIGTERM to npm's PID only: node is orphaned, never drained", { timeout: 240_000 }, () => {
-  const orphaned = async (argv: ReadonlyArray<string>, cwd: string, label: string) => {
-    const { service, node } = await boot(argv, { cwd })
-    const [npm, shell] = treeOf(service.child.pid!)
-    expect(commandLine(shell!), "npm runs the command through sh -c").toMatch(/^sh -c /)
-    // The start-up check said so at start.
-    expect(service.output()).toContain("forwards SIGTERM to the shell only")
-    process.kill(npm!, "SIGTERM")
-    const exit = await service.exited
-    // Give node every chance to have been signalled.
-    await sleep(2_000) // the behaviour under test: proving a signal never arrives takes a wait
-    expect({ npm: exit.signal, shell: running(shell!), node: running(node) }).toEqual({
-      npm: "SIGTERM",
-      shell: false,
-      node: true
+describe.skipIf(noNpm !== undefined)(
+  "npm through a shell, SIGTERM to npm's PID only: node is orphaned, never drained",
+  { timeout: 240_000 },
+  () => {
+    const orphaned = async (argv: ReadonlyArray<string>, cwd: string, label: string) => {
+      const { service, node } = await boot(argv, { cwd })
+      const [npm, shell] = treeOf(service.child.pid!)
+      expect(commandLine(shell!), "npm runs the command through sh -c").toMatch(/^sh -c /)
+      // The start-up check said so at start.
+      expect(service.output()).toContain("forwards SIGTERM to the shell only")
+      process.kill(npm!, "SIGTERM")
+      const exit = await service.exited
+      // Give node every chance to have been signalled.
+      await sleep(2_000) // the behaviour under test: proving a signal never arrives takes a wait
+      expect({ npm: exit.signal, shell: running(shell!), node: running(node) }).toEqual({
+        npm: "SIGTERM",
+        shell: false,
+        node: true
+      })
+      expect(service.report(), "node never started its shutdown").toBeUndefined()
+      // Still serving, with no one left to stop it but SIGKILL.
+      expect(await get(service.port, "/health/ready")).toMatchObject({ status: 200 })
+      note(`${label}: SIGTERM to npm → npm and sh die, node ${node} keeps running undrained`)
+    }
+
+    it("a start script without exec", async () => {
+      await orphaned(["npm", "start"], packageWithStart(`${nodeBin} ${exampleMain}`), "npm start (no exec)")
     })
-    expect(service.report(), "node never started its shutdown").toBeUndefined()
-    // Still serving, with no one left to stop it but SIGKILL.
-    expect(await get(service.port, "/health/ready")).toMatchObject({ status: 200 })
-    note(`${label}: SIGTERM to npm → npm and sh die, node ${node} keeps running undrained`)
+
+    it("npm exec -- node ...", async () => {
+      await orphaned(["npm", "exec", "--", "node", "examples/service/main.ts"], root, "npm exec")
+    })
   }
-
-  it("a start script without exec", async () => {
-    await orphaned(["npm", "start"], packageWithStart(`${nodeBin} ${exampleMain}`), "npm start (no exec)")
-  })
-
-  it("npm exec -- node ...", async () => {
-    await orphaned(["npm", "exec", "--", "node", "examples/service/main.ts"], root, "npm exec")
-  })
-})
+)

@@ -193,7 +193,8 @@ export const get = (port: number, path: string): Promise<Answer | Error> =>
       response.on("error", resolve)
     })
     request.on("error", resolve)
-    request.setTimeout(60_000, () => request.destroy(new Error("no answer within 60 s")))
+    request.setTimeout(60_000, () =>
+      request.destroy(new Error("no answer within 60 s")))
   })
 
 /**

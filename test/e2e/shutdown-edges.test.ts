@@ -20,21 +20,33 @@ afterEach(() => {
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
 
 describe("start-up that fails or hangs", () => {
-  it("a layer that fails after another acquired: its release runs within the budget, is reported, the cause printed as text", async () => {
-    const service = run({ FIXTURE_SLOW_RELEASE: "8000", FIXTURE_START_FAILURE: "port in use", SHUTDOWN_TIMEOUT: "2 seconds" })
-    const failedAt = await service.waitFor("start-failure")
-    const exit = await service.exited
-    expect(exit.code, service.output()).toBe(1)
-    // Was: the 8 s release ran unbounded before anything else, outside the report.
-    expect(exit.at - failedAt).toBeLessThan(4_000)
-    console.log(`[timing] start-up failure, 8 s release, 2 s budget: exit ${exit.code} ${exit.at - failedAt} ms after the failure`)
-    const report = service.report()
-    expect(report.trigger._tag).toBe("Failed")
-    expect(report.releases.map((r) => `${r.name}:${r.outcome}`)).toContain("slow:timedOut")
-    // The cause is readable text at ERROR, not only inside the JSON.
-    expect(service.output()).toMatch(/ERROR[^\n]*the program failed/)
-    expect(service.output()).toContain("start-up failed on purpose: port in use")
-  }, 20_000)
+  it(
+    "a layer that fails after another acquired: its release runs within the budget, is reported, the cause printed as text",
+    async () => {
+      const service = run({
+        FIXTURE_SLOW_RELEASE: "8000",
+        FIXTURE_START_FAILURE: "port in use",
+        SHUTDOWN_TIMEOUT: "2 seconds"
+      })
+      const failedAt = await service.waitFor("start-failure")
+      const exit = await service.exited
+      expect(exit.code, service.output()).toBe(1)
+      // Was: the 8 s release ran unbounded before anything else, outside the report.
+      expect(exit.at - failedAt).toBeLessThan(4_000)
+      console.log(
+        `[timing] start-up failure, 8 s release, 2 s budget: exit ${exit.code} ${
+          exit.at - failedAt
+        } ms after the failure`
+      )
+      const report = service.report()
+      expect(report.trigger._tag).toBe("Failed")
+      expect(report.releases.map((r) => `${r.name}:${r.outcome}`)).toContain("slow:timedOut")
+      // The cause is readable text at ERROR, not only inside the JSON.
+      expect(service.output()).toMatch(/ERROR[^\n]*the program failed/)
+      expect(service.output()).toContain("start-up failed on purpose: port in use")
+    },
+    20_000
+  )
 
   it("SIGTERM during a hung acquire stops it at once and names it", async () => {
     const service = run({ FIXTURE_HUNG_ACQUIRE: "1" })

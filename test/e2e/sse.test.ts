@@ -150,23 +150,27 @@ const acrossShutdown = async (options: {
 }
 
 describe("server-sent events at shutdown (wire behaviour 15)", () => {
-  it("Effect (example service GET /events): last event with retry:, chunked terminator, FIN; 503 + Retry-After while draining", async () => {
-    const service = await boot({ SHUTDOWN_DELAY: "1 second" })
+  it(
+    "Effect (example service GET /events): last event with retry:, chunked terminator, FIN; 503 + Retry-After while draining",
+    async () => {
+      const service = await boot({ SHUTDOWN_DELAY: "1 second" })
 
-    // Last-Event-ID is the resume point.
-    expect(await firstIds(service.port, 3, { "last-event-id": "41" })).toEqual([42, 43, 44])
-    expect(await firstIds(service.port, 2, { "last-event-id": "not a number" })).toEqual([1, 2])
+      // Last-Event-ID is the resume point.
+      expect(await firstIds(service.port, 3, { "last-event-id": "41" })).toEqual([42, 43, 44])
+      expect(await firstIds(service.port, 2, { "last-event-id": "not a number" })).toEqual([1, 2])
 
-    await acrossShutdown({ port: service.port, sigterm: () => service.child.kill("SIGTERM"), retryMs: 500 })
-    expect(await service.exited, service.output()).toEqual({ code: 0, signal: null })
-    const report = service.report()
-    expect(report.outcome).toBe("clean")
-    expect(report.cut).toEqual([])
-    expect(report.hooks.map((hook) => hook.name)).toContain("sse streams: last event")
-    // The stream did not hold the drain: Closing took far less than the drain timeout.
-    const closing = report.phases.find((phase) => phase.phase === "closing")
-    expect(closing?.durationMs).toBeLessThan(5_000)
-  }, 60_000)
+      await acrossShutdown({ port: service.port, sigterm: () => service.child.kill("SIGTERM"), retryMs: 500 })
+      expect(await service.exited, service.output()).toEqual({ code: 0, signal: null })
+      const report = service.report()
+      expect(report.outcome).toBe("clean")
+      expect(report.cut).toEqual([])
+      expect(report.hooks.map((hook) => hook.name)).toContain("sse streams: last event")
+      // The stream did not hold the drain: Closing took far less than the drain timeout.
+      const closing = report.phases.find((phase) => phase.phase === "closing")
+      expect(closing?.durationMs).toBeLessThan(5_000)
+    },
+    60_000
+  )
 
   it("plain Node (Express + Sse.open): the same on the wire", async () => {
     const fixture: Fixture = start({ SHUTDOWN_DELAY: "1 second" }, { fixture: "sse-plain.ts" })
@@ -242,40 +246,44 @@ const waitUntil = async (condition: () => boolean, timeoutMs: number, what: stri
 }
 
 describe("EventSource clients across restarts", () => {
-  it("20 streams move A → B → A': every event exactly once and in order, resumed with Last-Event-ID, none broken", async () => {
-    const env = { SHUTDOWN_DELAY: "200 millis" }
-    const [a, b] = await Promise.all([boot(env), boot(env)])
-    const proxy = await failoverProxy([a.port, b.port])
-    const clients = Array.from({ length: 20 }, () => connectClient(proxy.port))
-    await waitUntil(() => clients.every((client) => client.ids.length >= 5), 15_000, "first events")
+  it(
+    "20 streams move A → B → A': every event exactly once and in order, resumed with Last-Event-ID, none broken",
+    async () => {
+      const env = { SHUTDOWN_DELAY: "200 millis" }
+      const [a, b] = await Promise.all([boot(env), boot(env)])
+      const proxy = await failoverProxy([a.port, b.port])
+      const clients = Array.from({ length: 20 }, () => connectClient(proxy.port))
+      await waitUntil(() => clients.every((client) => client.ids.length >= 5), 15_000, "first events")
 
-    // Restart A: its streams move to B; its replacement takes A's port.
-    a.child.kill("SIGTERM")
-    expect(await a.exited, a.output()).toEqual({ code: 0, signal: null })
-    await waitUntil(() => clients.every((client) => client.opens === 2), 10_000, "reconnection to B")
-    const a2 = await boot(env, a.port)
+      // Restart A: its streams move to B; its replacement takes A's port.
+      a.child.kill("SIGTERM")
+      expect(await a.exited, a.output()).toEqual({ code: 0, signal: null })
+      await waitUntil(() => clients.every((client) => client.opens === 2), 10_000, "reconnection to B")
+      const a2 = await boot(env, a.port)
 
-    // Restart B: the streams move to A'.
-    const beforeB = Math.max(...clients.map((client) => client.ids.length))
-    await waitUntil(() => clients.every((client) => client.ids.length >= beforeB + 3), 10_000, "events from B")
-    b.child.kill("SIGTERM")
-    expect(await b.exited, b.output()).toEqual({ code: 0, signal: null })
-    await waitUntil(() => clients.every((client) => client.opens === 3), 10_000, "reconnection to A'")
-    const beforeEnd = Math.max(...clients.map((client) => client.ids.length))
-    await waitUntil(() => clients.every((client) => client.ids.length >= beforeEnd + 3), 10_000, "events from A'")
-    for (const client of clients) client.source.close()
+      // Restart B: the streams move to A'.
+      const beforeB = Math.max(...clients.map((client) => client.ids.length))
+      await waitUntil(() => clients.every((client) => client.ids.length >= beforeB + 3), 10_000, "events from B")
+      b.child.kill("SIGTERM")
+      expect(await b.exited, b.output()).toEqual({ code: 0, signal: null })
+      await waitUntil(() => clients.every((client) => client.opens === 3), 10_000, "reconnection to A'")
+      const beforeEnd = Math.max(...clients.map((client) => client.ids.length))
+      await waitUntil(() => clients.every((client) => client.ids.length >= beforeEnd + 3), 10_000, "events from A'")
+      for (const client of clients) client.source.close()
 
-    for (const client of clients) {
-      expect(client.ids).toEqual(range(1, client.ids.length))
-      expect(client.failures).toEqual([])
-      expect(client.opens).toBe(3)
-    }
-    expect(proxy.resets()).toBe(0)
-    for (const service of [a, b]) {
-      expect(service.report().outcome).toBe("clean")
-      expect(service.report().cut).toEqual([])
-    }
-    a2.child.kill("SIGTERM")
-    expect((await a2.exited).code).toBe(0)
-  }, 120_000)
+      for (const client of clients) {
+        expect(client.ids).toEqual(range(1, client.ids.length))
+        expect(client.failures).toEqual([])
+        expect(client.opens).toBe(3)
+      }
+      expect(proxy.resets()).toBe(0)
+      for (const service of [a, b]) {
+        expect(service.report().outcome).toBe("clean")
+        expect(service.report().cut).toEqual([])
+      }
+      a2.child.kill("SIGTERM")
+      expect((await a2.exited).code).toBe(0)
+    },
+    120_000
+  )
 })

@@ -13,7 +13,7 @@ import { join } from "node:path"
 import { afterEach, describe, expect, it } from "vitest"
 import { type Fixture, spawnFixture } from "../support/fixture.ts"
 import { start } from "./harness.ts"
-import { type RawResponse, RawConnection } from "./wire.ts"
+import { RawConnection, type RawResponse } from "./wire.ts"
 
 let running: Array<Fixture> = []
 let sockets: Array<RawConnection | Net.Socket> = []
@@ -94,7 +94,10 @@ describe("13. pipelined requests while draining", { timeout: 120_000 }, () => {
   // Before: the last request ran (its JSONL line and row exist) and its
   // response went nowhere; the report said clean.
   const cases = [
-    { name: "[GET /work?ms=300, GET /work?ms=0], then POST 100 ms later", first: get("/work?ms=300") + get("/work?ms=0") },
+    {
+      name: "[GET /work?ms=300, GET /work?ms=0], then POST 100 ms later",
+      first: get("/work?ms=300") + get("/work?ms=0")
+    },
     { name: "[GET /work?ms=300, GET /health/live, POST /work]", first: get("/work?ms=300") + get("/health/live") }
   ]
   for (const testCase of cases) {
@@ -236,7 +239,9 @@ describe("13. every response written after the trigger carries exactly one Conne
     expect(connectionHeaders(ready)).toEqual(["keep-alive"])
     service.kill("SIGTERM")
     await service.waitFor("draining")
-    for (const path of ["/keep-alive", "/append", "/raw-keep-alive", "/upgrade-required", "/work?ms=0", "/health/live"]) {
+    for (
+      const path of ["/keep-alive", "/append", "/raw-keep-alive", "/upgrade-required", "/work?ms=0", "/health/live"]
+    ) {
       expect(connectionHeaders(await rawHead(port, path)), path).toEqual(["close"])
     }
     expect((await service.exited).code, service.output()).toBe(0)

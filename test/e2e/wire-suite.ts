@@ -55,7 +55,10 @@ export const wireSuite = (title: string, fixture: string, env: Record<string, st
       // while and on sockets that just finished a response; on the latter
       // also with the request sent just after the signal (the client was
       // writing its next request as shutdown began).
-      const cases = [["before", 0], ["before", 300], ["after", 0], ["before", 0], ["before", 300], ["after", 0]] as const
+      const cases = [["before", 0], ["before", 300], ["after", 0], ["before", 0], ["before", 300], [
+        "after",
+        0
+      ]] as const
       for (const [order, idleMs] of cases) {
         const { service, port } = await boot()
         const connection = await open(port)
@@ -263,7 +266,11 @@ export const wireSuite = (title: string, fixture: string, env: Record<string, st
           socket.on("error", (error: NodeJS.ErrnoException) =>
             resolve(error.code === "ECONNREFUSED" ? "refused" : `${error.code} after ${JSON.stringify(data)}`))
           socket.on("close", () =>
-            resolve(/^HTTP\/1\.1 200/.test(data) && /\r\nconnection: close\r\n/i.test(data) ? "served" : `closed after ${JSON.stringify(data)}`))
+            resolve(
+              /^HTTP\/1\.1 200/.test(data) && /\r\nconnection: close\r\n/i.test(data)
+                ? "served"
+                : `closed after ${JSON.stringify(data)}`
+            ))
         })
       const outcomes: Array<string> = []
       for (let trial = 0; trial < 3; trial++) {
@@ -294,7 +301,10 @@ export const wireSuite = (title: string, fixture: string, env: Record<string, st
       // connection and the release destroys it; a TCP-level prober has not
       // even started its TLS handshake. The close comes last.
       for (const tls of [false, true, true]) {
-        const { service, port } = await boot({ SHUTDOWN_DRAIN_TIMEOUT: "500 millis", ...(tls ? { FIXTURE_TLS: "true" } : {}) })
+        const { service, port } = await boot({
+          SHUTDOWN_DRAIN_TIMEOUT: "500 millis",
+          ...(tls ? { FIXTURE_TLS: "true" } : {})
+        })
         const idle = await open(port, { tls, halfOpen: true })
         expect((await idle.request("/work?ms=0")).status).toBe(200)
         await open(port)

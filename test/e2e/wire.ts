@@ -19,7 +19,8 @@ export interface Closed {
 }
 
 // tls.connect passes allowHalfOpen on to its TLSSocket; its types omit it.
-const tlsOptions = (options: Tls.ConnectionOptions & { readonly allowHalfOpen: boolean }): Tls.ConnectionOptions => options
+const tlsOptions = (options: Tls.ConnectionOptions & { readonly allowHalfOpen: boolean }): Tls.ConnectionOptions =>
+  options
 
 export class RawConnection {
   private buffer = Buffer.alloc(0)
@@ -60,7 +61,10 @@ export class RawConnection {
    * `halfOpen`: the client does not close its side when the server ends the
    * connection (as a client busy elsewhere would not), so the server must.
    */
-  static open(port: number, options: { readonly tls?: boolean; readonly halfOpen?: boolean } = {}): Promise<RawConnection> {
+  static open(
+    port: number,
+    options: { readonly tls?: boolean; readonly halfOpen?: boolean } = {}
+  ): Promise<RawConnection> {
     return new Promise((resolve, reject) => {
       const allowHalfOpen = options.halfOpen === true
       const socket = options.tls === true

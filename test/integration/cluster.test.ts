@@ -53,7 +53,14 @@ describe("Cluster runners, rolling restart on Postgres", () => {
     await H.waitFor("all shards held", allHeld, 30_000)
 
     const client = spawn(process.execPath, [join(root, "bench", "cluster", "client.ts")], {
-      env: { ...process.env, DATABASE_URL: H.databaseUrl(database), RUN_ID: "it", PERSISTED_RATE: "100", VOLATILE_RATE: "20", SHARDS: String(SHARDS) },
+      env: {
+        ...process.env,
+        DATABASE_URL: H.databaseUrl(database),
+        RUN_ID: "it",
+        PERSISTED_RATE: "100",
+        VOLATILE_RATE: "20",
+        SHARDS: String(SHARDS)
+      },
       stdio: ["ignore", "pipe", "pipe"]
     })
     let clientOutput = ""
@@ -90,17 +97,27 @@ describe("Cluster runners, rolling restart on Postgres", () => {
     expect(sent).toBeGreaterThan(500)
 
     // Settle: no stored request left unprocessed.
-    await H.waitFor("stored requests processed", async () =>
-      Number((await db.query(`SELECT count(*) AS n FROM cluster_messages WHERE processed = false AND kind = 0`)).rows[0].n) === 0, 30_000)
+    await H.waitFor(
+      "stored requests processed",
+      async () =>
+        Number(
+          (await db.query(`SELECT count(*) AS n FROM cluster_messages WHERE processed = false AND kind = 0`)).rows[0].n
+        ) === 0,
+      30_000
+    )
 
-    const lost = Number((await db.query(
-      `SELECT count(*) AS n FROM generate_series(0, $1::int - 1) AS g(n)
+    const lost = Number(
+      (await db.query(
+        `SELECT count(*) AS n FROM generate_series(0, $1::int - 1) AS g(n)
        WHERE NOT EXISTS (SELECT 1 FROM account_increments WHERE key = 'it-' || g.n)`,
-      [sent]
-    )).rows[0].n)
-    const twice = Number((await db.query(
-      `SELECT count(*) AS n FROM (SELECT key FROM account_increments GROUP BY key HAVING count(*) > 1) AS t`
-    )).rows[0].n)
+        [sent]
+      )).rows[0].n
+    )
+    const twice = Number(
+      (await db.query(
+        `SELECT count(*) AS n FROM (SELECT key FROM account_increments GROUP BY key HAVING count(*) > 1) AS t`
+      )).rows[0].n
+    )
     const rows = Number((await db.query(`SELECT count(*) AS n FROM account_increments`)).rows[0].n)
     expect({ sent, rows, lost, twice }).toEqual({ sent, rows: sent, lost: 0, twice: 0 })
     expect(exits).toEqual(Array(RESTARTS).fill(0))

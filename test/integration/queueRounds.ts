@@ -192,7 +192,11 @@ export const summary = (result: QueueRoundsResult) => ({
  * object a line), when it is set: `npm run bench:queues` collects them into
  * bench/results/queues.json.
  */
-export const recordFigures = (queue: "bullmq" | "pg-boss", mode: "ours" | "by hand", figures: Record<string, unknown>): void => {
+export const recordFigures = (
+  queue: "bullmq" | "pg-boss",
+  mode: "ours" | "by hand",
+  figures: Record<string, unknown>
+): void => {
   const out = process.env.QUEUES_BENCH_OUT
   if (out === undefined || out === "") return
   appendFileSync(out, JSON.stringify({ queue, mode, ...figures }) + "\n")

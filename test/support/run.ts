@@ -28,13 +28,13 @@ export const settleIo = Effect.gen(function*() {
 })
 
 /** `start`, settling with `settled` instead of {@link settle}. */
-export const startWith = (settled: Effect.Effect<void>) =>
-<A, E, R>(program: Effect.Effect<A, E, R>, options?: Graceful.RunOptions) =>
-  Effect.gen(function*() {
-    const fiber = yield* program.pipe(Graceful.run(options ?? { timeout: "10 seconds" }), Effect.forkChild)
-    yield* settled
-    return fiber
-  })
+export const startWith =
+  (settled: Effect.Effect<void>) => <A, E, R>(program: Effect.Effect<A, E, R>, options?: Graceful.RunOptions) =>
+    Effect.gen(function*() {
+      const fiber = yield* program.pipe(Graceful.run(options ?? { timeout: "10 seconds" }), Effect.forkChild)
+      yield* settled
+      return fiber
+    })
 
 /** Runs `program` under `Graceful.run` (default budget 10 s) in a child fiber and lets it settle. */
 export const start = startWith(settle)

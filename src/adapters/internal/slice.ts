@@ -3,8 +3,8 @@
  */
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
-import { Lifecycle } from "../../Lifecycle.ts"
 import { millisOr } from "../../internal/base/duration.ts"
+import { Lifecycle } from "../../Lifecycle.ts"
 
 /**
  * The milliseconds a release may take: its own `timeout` when given, never

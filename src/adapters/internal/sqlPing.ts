@@ -20,7 +20,8 @@ export const sqlPing = <E>(
     Effect.mapError((error) => makeError({ resource: name, reason: reasonOf(error) })),
     Effect.timeoutOrElse({
       duration,
-      orElse: () => Effect.fail(makeError({ resource: name, reason: `no answer within ${Duration.toMillis(duration)} ms` }))
+      orElse: () =>
+        Effect.fail(makeError({ resource: name, reason: `no answer within ${Duration.toMillis(duration)} ms` }))
     }),
     Effect.asVoid
   )

@@ -5,7 +5,7 @@
  * @internal
  */
 import * as Effect from "effect/Effect"
-import * as Exit from "effect/Exit"
+import type * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
 import * as Option from "effect/Option"
 import * as State from "./state.ts"
@@ -81,7 +81,9 @@ export const bounded = (
     if (Option.isNone(exit)) {
       const settled = onAbandon?.()
       yield* Effect.forkDetach(
-        settled === undefined ? Fiber.interrupt(fiber) : Fiber.interrupt(fiber).pipe(Effect.ensuring(Effect.sync(settled)))
+        settled === undefined
+          ? Fiber.interrupt(fiber)
+          : Fiber.interrupt(fiber).pipe(Effect.ensuring(Effect.sync(settled)))
       )
       return { _tag: "TimedOut", startedAt, durationMs, deadlineMs: allowed, exit: undefined } as const
     }

@@ -12,23 +12,23 @@ import * as Context from "effect/Context"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
-import * as Fiber from "effect/Fiber"
+import type * as Fiber from "effect/Fiber"
 import * as Option from "effect/Option"
 import * as Adapter from "../../Adapter.ts"
 import * as Health from "../../Health.ts"
 import * as Host from "../../Host.ts"
 import * as InFlight from "../../InFlight.ts"
 import * as Lifecycle from "../../Lifecycle.ts"
-import * as Report from "../../Report.ts"
+import type * as Report from "../../Report.ts"
 import type { ShutdownConfig } from "../../ShutdownConfig.ts"
 import type { SignalEvent } from "../../Signals.ts"
 import * as EventLoop from "../base/eventLoop.ts"
 import * as InFlightState from "./inFlight.ts"
 import { publish } from "./publish.ts"
 import * as Releases from "./releases.ts"
-import * as Sequence from "./sequence.ts"
 import { ReportBuilder } from "./reportBuilder.ts"
 import type * as ReportFile from "./reportFile.ts"
+import * as Sequence from "./sequence.ts"
 import * as State from "./state.ts"
 import * as Store from "./store.ts"
 import * as Triggers from "./triggers.ts"
@@ -95,7 +95,9 @@ export const make = (
       runSequence: (program) =>
         Effect.raceFirst(
           sequence(program),
-          store.await(isForced).pipe(Effect.map(() => (store.get() as Extract<State.State, { _tag: "Stopped" }>).report))
+          store.await(isForced).pipe(
+            Effect.map(() => (store.get() as Extract<State.State, { _tag: "Stopped" }>).report)
+          )
         ),
       context: Context.make(Lifecycle.Lifecycle, lifecycle).pipe(
         Context.add(InFlight.InFlight, inFlight),
@@ -128,7 +130,10 @@ const makeLifecycle = (deps: {
     addHook: <R>(name: string, phase: Lifecycle.HookPhase, effect: Effect.Effect<void, unknown, R>) =>
       Effect.acquireRelease(
         // The hook runs long after this fiber: keep its services.
-        Effect.map(Effect.context<R>(), (context) => releases.addHook(name, phase, Effect.provideContext(effect, context))),
+        Effect.map(
+          Effect.context<R>(),
+          (context) => releases.addHook(name, phase, Effect.provideContext(effect, context))
+        ),
         (remove) => Effect.sync(remove)
       ).pipe(Effect.asVoid),
     remaining: Effect.sync(() => Duration.millis(store.remaining()))

@@ -85,7 +85,13 @@ export const make = (
 
     const itemOf = (trackOptions: TrackOptions | undefined, interrupt: () => void): Item => {
       const kind = trackOptions?.kind ?? "work"
-      return { kind, label: trackOptions?.label ?? kind, reportCut: trackOptions?.reportCut ?? true, startedAt: 0, interrupt }
+      return {
+        kind,
+        label: trackOptions?.label ?? kind,
+        reportCut: trackOptions?.reportCut ?? true,
+        startedAt: 0,
+        interrupt
+      }
     }
 
     const track = <A, E, R>(effect: Effect.Effect<A, E, R>, trackOptions?: TrackOptions): Effect.Effect<A, E, R> =>

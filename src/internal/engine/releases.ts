@@ -41,35 +41,36 @@ export interface Releases {
 }
 
 /** Records how a bounded release or hook ended, and logs anything but a clean release. */
-const recordOutcome = (store: Store, report: ReportBuilder) => (outcome: Budget.BoundedOutcome, ticket: ReleaseTicket) =>
-  Effect.suspend(() => {
-    const name = ticket.name
-    const at = Budget.elapsed(store, outcome.startedAt)
-    if (outcome._tag === "Skipped") {
-      report.addRelease({ name, outcome: "skipped", at, durationMs: 0, deadlineMs: 0 }, ticket)
-      return Effect.logWarning(`${name}: skipped, the shutdown budget is spent`)
-    }
-    const base = { name, at, durationMs: outcome.durationMs, deadlineMs: outcome.deadlineMs }
-    if (outcome._tag === "TimedOut") {
-      report.addRelease({ ...base, outcome: "timedOut" }, ticket)
-      return Effect.logWarning(`${name}: did not finish within ${outcome.deadlineMs} ms; interrupted`)
-    }
-    if (outcome.exit !== undefined && Exit.isFailure(outcome.exit)) {
-      const error = renderCause(outcome.exit.cause)
-      report.addRelease({ ...base, outcome: "failed", error }, ticket)
-      return Effect.logError(`${name}: release failed`, error)
-    }
-    if (outcome.durationMs > outcome.deadlineMs) {
-      // It returned, but only after blocking past its deadline (a
-      // synchronous call holding the event loop): that is a timeout too.
-      report.addRelease({ ...base, outcome: "timedOut", error: "finished after its deadline" }, ticket)
-      return Effect.logWarning(
-        `${name}: finished ${outcome.durationMs} ms after start, past its ${outcome.deadlineMs} ms deadline`
-      )
-    }
-    report.addRelease({ ...base, outcome: "released" }, ticket)
-    return Effect.void
-  })
+const recordOutcome =
+  (store: Store, report: ReportBuilder) => (outcome: Budget.BoundedOutcome, ticket: ReleaseTicket) =>
+    Effect.suspend(() => {
+      const name = ticket.name
+      const at = Budget.elapsed(store, outcome.startedAt)
+      if (outcome._tag === "Skipped") {
+        report.addRelease({ name, outcome: "skipped", at, durationMs: 0, deadlineMs: 0 }, ticket)
+        return Effect.logWarning(`${name}: skipped, the shutdown budget is spent`)
+      }
+      const base = { name, at, durationMs: outcome.durationMs, deadlineMs: outcome.deadlineMs }
+      if (outcome._tag === "TimedOut") {
+        report.addRelease({ ...base, outcome: "timedOut" }, ticket)
+        return Effect.logWarning(`${name}: did not finish within ${outcome.deadlineMs} ms; interrupted`)
+      }
+      if (outcome.exit !== undefined && Exit.isFailure(outcome.exit)) {
+        const error = renderCause(outcome.exit.cause)
+        report.addRelease({ ...base, outcome: "failed", error }, ticket)
+        return Effect.logError(`${name}: release failed`, error)
+      }
+      if (outcome.durationMs > outcome.deadlineMs) {
+        // It returned, but only after blocking past its deadline (a
+        // synchronous call holding the event loop): that is a timeout too.
+        report.addRelease({ ...base, outcome: "timedOut", error: "finished after its deadline" }, ticket)
+        return Effect.logWarning(
+          `${name}: finished ${outcome.durationMs} ms after start, past its ${outcome.deadlineMs} ms deadline`
+        )
+      }
+      report.addRelease({ ...base, outcome: "released" }, ticket)
+      return Effect.void
+    })
 
 /** Whether the sequence has reached Releasing (or Stopped). */
 const isReleasing = (state: State.State): boolean => state._tag === "Releasing" || state._tag === "Stopped"

@@ -8,12 +8,12 @@
  *
  * @internal
  */
-import { accessSync, constants, type Stats, statfsSync, statSync, writeFileSync } from "node:fs"
-import { dirname, resolve } from "node:path"
 import * as Config from "effect/Config"
 import * as Data from "effect/Data"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
+import { accessSync, constants, statfsSync, type Stats, statSync, writeFileSync } from "node:fs"
+import { dirname, resolve } from "node:path"
 import * as Report from "../../Report.ts"
 import { type ShutdownConfig, ShutdownConfigError } from "../../ShutdownConfig.ts"
 import { reasonOf } from "../base/errors.ts"
@@ -96,7 +96,6 @@ const codeOf = (error: unknown): string =>
   typeof error === "object" && error !== null && "code" in error && typeof error.code === "string"
     ? error.code
     : "UNKNOWN"
-
 
 /** Free bytes for this process on the file system holding `dir` (root may use the reserved blocks). */
 const freeBytes = (dir: string): number | undefined => {

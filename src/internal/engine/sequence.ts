@@ -23,9 +23,9 @@ import type { HostService } from "../../Host.ts"
 import * as Metrics from "../../Metrics.ts"
 import * as Report from "../../Report.ts"
 import type { ShutdownConfig } from "../../ShutdownConfig.ts"
+import * as EventLoop from "../base/eventLoop.ts"
 import * as Budget from "./budget.ts"
 import type { InFlightState } from "./inFlight.ts"
-import * as EventLoop from "../base/eventLoop.ts"
 import { publish } from "./publish.ts"
 import type { Releases } from "./releases.ts"
 import type { ReportBuilder } from "./reportBuilder.ts"
@@ -74,17 +74,19 @@ const cutReason = (state: State.State, fastPath: boolean): string => {
 
 /** Cuts what is still in flight, records it, and gives it a moment to unwind. */
 const makeCut = ({ inFlight, report, store }: Dependencies) =>
-Effect.fn("graceful.cutting")(function*(fastPath: boolean) {
-  const startedAt = store.now()
-  const items = yield* inFlight.cut
-  if (items.length === 0) return
-  for (const item of items) report.addCut(item)
-  yield* Effect.logWarning(
-    `cut ${items.length} in-flight item(s) ${cutReason(store.get(), fastPath)}: ${items.map((i) => `${i.kind} ${i.label}`).join(", ")}`
-  )
-  yield* inFlight.awaitCut(Math.min(Duration.toMillis(CUT_GRACE), store.remaining()))
-  report.addPhase("cutting", Budget.elapsed(store, startedAt), store.now() - startedAt)
-})
+  Effect.fn("graceful.cutting")(function*(fastPath: boolean) {
+    const startedAt = store.now()
+    const items = yield* inFlight.cut
+    if (items.length === 0) return
+    for (const item of items) report.addCut(item)
+    yield* Effect.logWarning(
+      `cut ${items.length} in-flight item(s) ${cutReason(store.get(), fastPath)}: ${
+        items.map((i) => `${i.kind} ${i.label}`).join(", ")
+      }`
+    )
+    yield* inFlight.awaitCut(Math.min(Duration.toMillis(CUT_GRACE), store.remaining()))
+    report.addPhase("cutting", Budget.elapsed(store, startedAt), store.now() - startedAt)
+  })
 
 /**
  * Stopped: the outcome and its exit code, the report published; if the
@@ -127,7 +129,8 @@ const makeStop = (deps: Dependencies) => (first: Report.Trigger): Effect.Effect<
 export const make = (deps: Dependencies) => {
   const { config, endNow, inFlight, releases, report, store } = deps
   const { now } = store
-  const advance = (to: "Draining" | "Closing" | "Releasing") => Effect.sync(() => void store.apply({ _tag: "Advance", to }))
+  const advance = (to: "Draining" | "Closing" | "Releasing") =>
+    Effect.sync(() => void store.apply({ _tag: "Advance", to }))
 
   const watchdog = makeWatchdog(deps)
   const stop = makeStop(deps)
@@ -148,13 +151,19 @@ export const make = (deps: Dependencies) => {
       const shutdown = State.shutdownOf(store.get())!
       const first = shutdown.trigger
       yield* Effect.forkScoped(watchdog)
-      yield* Effect.logInfo(`shutdown: ${Report.describeTrigger(first)}; budget ${Duration.toMillis(config.timeout)} ms`)
+      yield* Effect.logInfo(
+        `shutdown: ${Report.describeTrigger(first)}; budget ${Duration.toMillis(config.timeout)} ms`
+      )
       // The cause as readable text at ERROR, as NodeRuntime.runMain prints it;
       // the report keeps it for machines.
       if (first._tag === "Failed") yield* Effect.logError(`the program failed:\n${first.cause}`)
-      if (first._tag === "Defect" && first.source === "program") yield* Effect.logError(`the program died:\n${first.cause}`)
+      if (first._tag === "Defect" && first.source === "program") {
+        yield* Effect.logError(`the program died:\n${first.cause}`)
+      }
       const t0 = shutdown.t0
-      const [delayMs, drainMs, emergencyMs] = [config.delay, config.drainTimeout, config.emergencyTimeout].map(Duration.toMillis) as [number, number, number]
+      const [delayMs, drainMs, emergencyMs] = [config.delay, config.drainTimeout, config.emergencyTimeout].map(
+        Duration.toMillis
+      ) as [number, number, number]
       // Triggered before Ready: nothing was served, so no lame duck and no
       // drain; a start-up step still running (a hung connect) is cut at once.
       const duringStartUp = !shutdown.wasReady
@@ -173,36 +182,47 @@ export const make = (deps: Dependencies) => {
       } else {
         if (first._tag !== "Completed" && first._tag !== "Interrupted" && !duringStartUp) {
           // Lame duck: readiness is down, everything else is still served.
-          yield* timedPhase("draining", Effect.gen(function*() {
-            yield* advance("Draining")
-            yield* releases.runHooks("Draining", hookDeadline())
-            yield* Budget.waitUntil(store, Effect.never, t0 + delayMs)
-          }))
+          yield* timedPhase(
+            "draining",
+            Effect.gen(function*() {
+              yield* advance("Draining")
+              yield* releases.runHooks("Draining", hookDeadline())
+              yield* Budget.waitUntil(store, Effect.never, t0 + delayMs)
+            })
+          )
         }
-        yield* timedPhase("closing", Effect.gen(function*() {
-          const startedAt = now()
-          yield* advance("Closing")
-          yield* releases.runHooks("Closing", hookDeadline())
-          report.setInFlightAtDrainStart(inFlight.reportableSizeUnsafe())
-          yield* Budget.waitUntil(store, inFlight.awaitEmpty, duringStartUp ? now() : drainDeadline)
-          report.setInFlightAtDrainEnd(inFlight.reportableSizeUnsafe())
-          yield* Metric.update(Metrics.drainDuration, now() - startedAt)
-        }))
+        yield* timedPhase(
+          "closing",
+          Effect.gen(function*() {
+            const startedAt = now()
+            yield* advance("Closing")
+            yield* releases.runHooks("Closing", hookDeadline())
+            report.setInFlightAtDrainStart(inFlight.reportableSizeUnsafe())
+            yield* Budget.waitUntil(store, inFlight.awaitEmpty, duringStartUp ? now() : drainDeadline)
+            report.setInFlightAtDrainEnd(inFlight.reportableSizeUnsafe())
+            yield* Metric.update(Metrics.drainDuration, now() - startedAt)
+          })
+        )
       }
       yield* cutInFlight(fastPath)
-      yield* timedPhase("releasing", Effect.gen(function*() {
-        yield* advance("Releasing")
-        yield* Effect.forkDetach(Fiber.interrupt(program))
-        const finished = yield* Effect.raceFirst(
-          Fiber.await(program).pipe(Effect.as(true)),
-          Budget.deadlineReached(store).pipe(Effect.as(false))
-        )
-        if (!finished) {
-          report.markBudgetExhausted()
-          const held = report.markHeld("budget", now(), EventLoop.snapshot(), t0)
-          yield* Effect.logError(`shutdown budget ran out before every release finished; ${Report.describeHeldBy(held)}`)
-        }
-      }))
+      yield* timedPhase(
+        "releasing",
+        Effect.gen(function*() {
+          yield* advance("Releasing")
+          yield* Effect.forkDetach(Fiber.interrupt(program))
+          const finished = yield* Effect.raceFirst(
+            Fiber.await(program).pipe(Effect.as(true)),
+            Budget.deadlineReached(store).pipe(Effect.as(false))
+          )
+          if (!finished) {
+            report.markBudgetExhausted()
+            const held = report.markHeld("budget", now(), EventLoop.snapshot(), t0)
+            yield* Effect.logError(
+              `shutdown budget ran out before every release finished; ${Report.describeHeldBy(held)}`
+            )
+          }
+        })
+      )
       return yield* stop(first)
     },
     Effect.scoped

@@ -218,7 +218,13 @@ const onSignal = (state: State, event: Extract<Event, { _tag: "Signal" }>, now: 
 }
 
 /** A trigger that, when it comes late, escalates the shutdown already under way. */
-const fireOrEscalate = (state: State, trigger: Report.Trigger, now: number, escalateIfLate: boolean, patch?: Partial<Shutdown>): Step => {
+const fireOrEscalate = (
+  state: State,
+  trigger: Report.Trigger,
+  now: number,
+  escalateIfLate: boolean,
+  patch?: Partial<Shutdown>
+): Step => {
   const shutdown = shutdownOf(state)
   if (shutdown === undefined) return fire(state, trigger, now, patch)
   if (state._tag === "Stopped") return stay(state)
@@ -251,7 +257,9 @@ export const transition = (state: State, event: Event, now: number): Step => {
       return fireOrEscalate(state, event.trigger, now, Report.isFastPath(event.trigger), { programEnded: true })
     case "Escalate": {
       const shutdown = shutdownOf(state)
-      return shutdown === undefined || state._tag === "Stopped" ? stay(state) : stay(withShutdown(state, escalate(shutdown, now)))
+      return shutdown === undefined || state._tag === "Stopped"
+        ? stay(state)
+        : stay(withShutdown(state, escalate(shutdown, now)))
     }
     case "Advance":
       return advance(state, event.to)

@@ -14,8 +14,6 @@ import { exitCodeOfSignal, type SignalEvent } from "../../Signals.ts"
 import type * as State from "./state.ts"
 import type { Store } from "./store.ts"
 
-export { DUPLICATE_SIGNAL_WINDOW } from "./state.ts"
-
 /** The event a process event is, for the state. */
 export const eventOf = (event: SignalEvent, renderError: (error: unknown) => string): State.Event => {
   switch (event._tag) {
@@ -51,7 +49,9 @@ export const make = (options: {
   const reaction = store.apply(stateEvent)
   switch (reaction._tag) {
     case "SecondSignal": {
-      const emergency = Duration.toMillis((store.get() as { readonly shutdown: State.Shutdown }).shutdown.limits.emergencyTimeout)
+      const emergency = Duration.toMillis(
+        (store.get() as { readonly shutdown: State.Shutdown }).shutdown.limits.emergencyTimeout
+      )
       return log(Effect.logWarning(
         `second shutdown signal (${reaction.signal}): cutting in-flight work, releasing within the emergency budget (${emergency} ms); a third exits at once`
       ))

@@ -1,11 +1,12 @@
 import { describe, expect, it } from "@effect/vitest"
-import { createServer, connect, type Server, type Socket } from "node:net"
+import { connect, createServer, type Server, type Socket } from "node:net"
 import * as EventLoop from "../../../src/internal/base/eventLoop.ts"
 import { ReportBuilder } from "../../../src/internal/engine/reportBuilder.ts"
 
-const listen = (server: Server) => new Promise<number>((resolve) => {
-  server.listen(0, "127.0.0.1", () => resolve((server.address() as { port: number }).port))
-})
+const listen = (server: Server) =>
+  new Promise<number>((resolve) => {
+    server.listen(0, "127.0.0.1", () => resolve((server.address() as { port: number }).port))
+  })
 
 describe("EventLoop.snapshot", () => {
   it("counts what the process holds by type and describes the sockets and servers", async () => {
@@ -100,8 +101,16 @@ describe("ReportBuilder.markHeld", () => {
     builder.register(stuck)
     builder.register({ name: "close listener", hook: true })
     builder.beginRelease(stuck, 100, 1900)
-    builder.markHeld("watchdog", 3050, { activeResources: { Timeout: 2, TCPServerWrap: 1 }, handles: ["Server 0.0.0.0:3000"] }, header.t0)
-    const report = builder.snapshot({ outcome: "watchdog", exitCode: 1, now: 3050, header: { ...header, budgetMs: 2000 } })
+    builder.markHeld("watchdog", 3050, {
+      activeResources: { Timeout: 2, TCPServerWrap: 1 },
+      handles: ["Server 0.0.0.0:3000"]
+    }, header.t0)
+    const report = builder.snapshot({
+      outcome: "watchdog",
+      exitCode: 1,
+      now: 3050,
+      header: { ...header, budgetMs: 2000 }
+    })
     expect(report.heldBy).toEqual({
       at: 2050,
       reason: "watchdog",
@@ -120,7 +129,12 @@ describe("ReportBuilder.markHeld", () => {
     expect(builder.snapshot({ outcome: "degraded", exitCode: 1, now: 200, header }).heldBy?.reason).toBe("budget")
     builder.markHeld("aliveAfterStop", 1200, { activeResources: { TCPSocketWrap: 1 }, handles: [] }, header.t0)
     const held = builder.snapshot({ outcome: "degraded", exitCode: 1, now: 1200, header }).heldBy
-    expect(held).toEqual({ at: 1200, reason: "aliveAfterStop", openReleases: [], activeResources: { TCPSocketWrap: 1 } })
+    expect(held).toEqual({
+      at: 1200,
+      reason: "aliveAfterStop",
+      openReleases: [],
+      activeResources: { TCPSocketWrap: 1 }
+    })
   })
 
   it("a report with nothing overrun has no heldBy", () => {
@@ -147,7 +161,10 @@ describe("ReportBuilder: abandoned releases and overruns", () => {
     settled()
     expect(builder.openReleases()).toEqual(["log", "db"])
     builder.markHeld("budget", 2000, loop, header.t0)
-    expect(builder.snapshot({ outcome: "degraded", exitCode: 1, now: 2000, header }).heldBy?.openReleases).toEqual(["log", "db"])
+    expect(builder.snapshot({ outcome: "degraded", exitCode: 1, now: 2000, header }).heldBy?.openReleases).toEqual([
+      "log",
+      "db"
+    ])
   })
 
   it("a skipped release is an overrun too", () => {

@@ -4,8 +4,8 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "nod
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { afterAll } from "vitest"
-import * as ReportFile from "../../../src/internal/engine/reportFile.ts"
 import { Report, ShutdownConfig } from "../../../src/index.ts"
+import * as ReportFile from "../../../src/internal/engine/reportFile.ts"
 
 /** The report file as `Graceful.run` resolves it: the configuration first (the one reader of SHUTDOWN_REPORT_FILE). */
 const load = (options?: ShutdownConfig.ShutdownOptions) =>
@@ -144,7 +144,9 @@ describe("ReportFile.write", () => {
       const error = yield* ReportFile.write({ path: "/dev/full", maxBytes: 4096 }, report(1)).pipe(Effect.flip)
       expect(error._tag).toBe("ReportFileError")
       expect(error.code).toBe("ENOSPC")
-      expect(error.message).toBe("could not write the shutdown report to /dev/full: ENOSPC: no space left on device, write")
+      expect(error.message).toBe(
+        "could not write the shutdown report to /dev/full: ENOSPC: no space left on device, write"
+      )
     }))
 
   it.effect("a write into a missing directory gives ENOENT", () =>

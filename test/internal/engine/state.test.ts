@@ -111,7 +111,10 @@ describe("State.transition: the sequence's stages", () => {
   })
 
   it("a defect during the drain escalates the shutdown under way, keeping the first trigger", () => {
-    const defect: State.Event = { _tag: "Defect", trigger: { _tag: "Defect", source: "uncaughtException", cause: "boom" } }
+    const defect: State.Event = {
+      _tag: "Defect",
+      trigger: { _tag: "Defect", source: "uncaughtException", cause: "boom" }
+    }
     const { reactions, state } = run(ready, [[sigterm(), 0], [{ _tag: "Advance", to: "Closing" }, 0], [defect, 2_000]])
     expect(reactions).toEqual(["Triggered", "None", "Escalated"])
     const shutdown = State.shutdownOf(state)!
