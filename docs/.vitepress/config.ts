@@ -65,6 +65,7 @@ export default defineConfig({
   cleanUrls: true,
   lastUpdated: false,
   srcExclude: ["**/node_modules/**"],
+  head: [["link", { rel: "icon", type: "image/svg+xml", href: "/favicon.svg" }]],
   themeConfig: {
     nav: [
       { text: "Guide", link: "/guide/getting-started" },
@@ -73,7 +74,19 @@ export default defineConfig({
       { text: "API", link: "/api/" }
     ],
     sidebar: sidebar(),
-    search: { provider: "local" },
+    search: {
+      provider: "local",
+      options: {
+        // The generated API pages hold every signature in full: indexed whole
+        // they made the search index 6.7 MB, seconds to load before the first
+        // result. Their headings (one per export) are enough to find a name.
+        _render(src, env, md) {
+          const relativePath = (env as { relativePath?: string }).relativePath ?? ""
+          if (!relativePath.startsWith("api/")) return md.render(src, env)
+          return md.render(src.split("\n").filter((line) => /^#{1,4} /.test(line)).join("\n\n"), env)
+        }
+      }
+    },
     outline: [2, 3],
     socialLinks: [{ icon: "github", link: "https://github.com/effect-graceful/effect-graceful" }]
   }

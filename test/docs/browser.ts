@@ -158,7 +158,8 @@ try {
   await page.locator(".DocSearch-Button, .VPNavBarSearchButton").first().click()
   await page.locator("input.search-input, #localsearch-input").first().fill("SHUTDOWN_TIMEOUT")
   const hits = page.locator(".result")
-  await hits.first().waitFor({ timeout: 10_000 }).catch(() => undefined)
+  // The index loads on the first query: wait for the first result (bounded), not a fixed time.
+  await hits.first().waitFor({ timeout: 30_000 }).catch(() => undefined)
   const count = await hits.count()
   if (count === 0) problems.push("search: SHUTDOWN_TIMEOUT found nothing")
   else console.log(`search: SHUTDOWN_TIMEOUT found ${count} results`)
