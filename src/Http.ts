@@ -68,6 +68,7 @@
  */
 import * as NodeHttpServer from "@effect/platform-node/NodeHttpServer"
 import * as Clock from "effect/Clock"
+import * as Config from "effect/Config"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import type { LazyArg } from "effect/Function"
@@ -516,3 +517,30 @@ export const layer = (
   evaluate: LazyArg<NodeServer>,
   options: NodeHttpServer.Options & GuardOptions & Listen.SocketOptions
 ) => Layer.mergeAll(layerServer(evaluate, options), NodeHttpServer.layerHttpServices)
+
+/**
+ * {@link layer} with its options read through `Config`, as
+ * `NodeHttpServer.layerConfig` does: a `Config` of the options, or a record
+ * of one `Config` per option (`Config.Wrap`), so a port from the environment needs no
+ * `Layer.unwrap`. A configuration error fails the layer at start-up, naming
+ * the variable.
+ *
+ * @example
+ * ```ts
+ * import { Config } from "effect"
+ * import * as http from "node:http"
+ * import { Http } from "effect-graceful"
+ *
+ * const HttpLive = Http.layerConfig(() => http.createServer(), {
+ *   port: Config.Port("PORT").pipe(Config.withDefault(3000)),
+ *   host: Config.succeed("127.0.0.1")
+ * })
+ * ```
+ *
+ * @category layers
+ * @since 0.2.0
+ */
+export const layerConfig = (
+  evaluate: LazyArg<NodeServer>,
+  options: Config.Wrap<NodeHttpServer.Options & GuardOptions & Listen.SocketOptions>
+) => Layer.unwrap(Effect.map(Config.unwrap(options), (resolved) => layer(evaluate, resolved)))

@@ -295,6 +295,43 @@ describe("Http.layer (Effect HttpServer)", () => {
     }).pipe(Effect.provide(GracefulTest.layer)))
 })
 
+describe("Http.layerConfig", () => {
+  it.effect("reads its options through Config: the port from the environment, no Layer.unwrap", () =>
+    Effect.gen(function*() {
+      const { Config, ConfigProvider, Layer } = yield* Effect.promise(() => import("effect"))
+      const { HttpServer } = yield* Effect.promise(() => import("effect/http"))
+      const free = yield* Effect.promise(() =>
+        new Promise<number>((resolve) => {
+          const probe = NodeHttp.createServer().listen(0, "127.0.0.1", () => {
+            const { port } = probe.address() as { port: number }
+            probe.close(() => resolve(port))
+          })
+        })
+      )
+      const HttpLive = Http.layerConfig(() => NodeHttp.createServer(), {
+        port: Config.Port("PORT"),
+        host: Config.succeed("127.0.0.1")
+      })
+      const withEnv = (env: Record<string, string>) =>
+        Effect.provide(ConfigProvider.layer(ConfigProvider.fromEnv({ env })))
+      const addressOf = Effect.gen(function*() {
+        const context = yield* Layer.build(HttpLive)
+        const server = yield* HttpServer.HttpServer.pipe(Effect.provideContext(context))
+        return server.address
+      })
+      const addresses: Array<string> = []
+      yield* Effect.tap(addressOf, (address) => Effect.sync(() => addresses.push(String(address)))).pipe(
+        Graceful.run({ timeout: "5 seconds" }),
+        withEnv({ PORT: String(free) })
+      )
+      expect(addresses).toEqual([`127.0.0.1:${free}`])
+
+      const report = yield* addressOf.pipe(Graceful.run({ timeout: "5 seconds" }), withEnv({ PORT: "not-a-port" }))
+      const failure = JSON.stringify(report)
+      expect(String(failure)).toContain("PORT")
+    }).pipe(Effect.provide(GracefulTest.layer)))
+})
+
 describe("Http.guard on HTTPS (HTTP/1.1 over TLS)", () => {
   it.effect("keep-alive over TLS: the response in flight says Connection: close, the idle socket is ended, no reset", () =>
     Effect.gen(function*() {
