@@ -21,7 +21,7 @@ import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { afterEach, describe, expect, it } from "vitest"
 import type { Report } from "../../src/index.ts"
-import { spawnListening } from "../support/listening.ts"
+import { spawnListening, untilOutput } from "../support/listening.ts"
 import { type Fixture, start } from "./harness.ts"
 import { RawConnection, sleep } from "./wire.ts"
 
@@ -115,16 +115,17 @@ const firstIds = (port: number, count: number, headers: Record<string, string>) 
 const acrossShutdown = async (options: {
   readonly port: number
   readonly sigterm: () => void
+  /** Resolves once the service says it is Draining (a line it prints). */
+  readonly draining: () => Promise<unknown>
   readonly retryMs: number
 }) => {
   const open = await openRaw(options.port)
   // Not a request start: the stream is open (openRaw resolved on its
-  // headers); 400 ms lets events flow before the signal, 250 ms puts the
-  // late request inside the lame duck (this helper also drives the Express
-  // fixture, which prints no phase line to wait on).
+  // headers); 400 ms lets events flow before the signal (the behaviour under
+  // test: events keep flowing through the lame duck).
   await sleep(400)
   options.sigterm()
-  await sleep(250)
+  await options.draining()
 
   // Draining: a new stream is refused, before any event.
   const late = await RawConnection.open(options.port)
@@ -159,7 +160,12 @@ describe("server-sent events at shutdown (wire behaviour 15)", () => {
       expect(await firstIds(service.port, 3, { "last-event-id": "41" })).toEqual([42, 43, 44])
       expect(await firstIds(service.port, 2, { "last-event-id": "not a number" })).toEqual([1, 2])
 
-      await acrossShutdown({ port: service.port, sigterm: () => service.child.kill("SIGTERM"), retryMs: 500 })
+      await acrossShutdown({
+        port: service.port,
+        sigterm: () => service.child.kill("SIGTERM"),
+        draining: () => untilOutput(service, /phase: Draining/),
+        retryMs: 500
+      })
       expect(await service.exited, service.output()).toEqual({ code: 0, signal: null })
       const report = service.report()
       expect(report.outcome).toBe("clean")
@@ -176,7 +182,12 @@ describe("server-sent events at shutdown (wire behaviour 15)", () => {
     const fixture: Fixture = start({ SHUTDOWN_DELAY: "1 second" }, { fixture: "sse-plain.ts" })
     cleanups.push(() => fixture.cleanup())
     const port = await fixture.waitFor("port")
-    await acrossShutdown({ port, sigterm: () => fixture.kill("SIGTERM"), retryMs: 300 })
+    await acrossShutdown({
+      port,
+      sigterm: () => fixture.kill("SIGTERM"),
+      draining: () => fixture.waitFor("draining"),
+      retryMs: 300
+    })
     const exited = await fixture.exited
     expect(exited.code, fixture.output()).toBe(0)
     expect(fixture.report().outcome).toBe("clean")

@@ -302,15 +302,18 @@ function guardedWriteHead(this: TrackedResponse, statusCode: number, ...rest: Ar
   if (connection === undefined || connection.last !== this || this.headersSent) {
     return nodeWriteHead.call(this, statusCode, ...rest)
   }
-  const reason = typeof rest[0] === "string" ? rest[0] : undefined
-  const headers = withoutConnection(reason === undefined ? rest[0] : rest[1])
+  // `writeHead(status, reason, headers)` with `reason` undefined is the
+  // three-argument form too (Effect's NodeHttpServer passes `statusText`,
+  // often undefined): the headers are where the arity says, not the type.
+  const withReason = rest.length >= 2 || typeof rest[0] === "string"
+  const headers = withoutConnection(withReason ? rest[1] : rest[0])
   const own = this.getHeader("connection")
   if (!(typeof own === "string" && own.toLowerCase() === "close")) this[kForcedClose] = true
   this.removeHeader("connection")
   this.setHeader("connection", "close")
-  return reason === undefined
-    ? nodeWriteHead.call(this, statusCode, headers)
-    : nodeWriteHead.call(this, statusCode, reason, headers)
+  return withReason
+    ? nodeWriteHead.call(this, statusCode, rest[0], headers)
+    : nodeWriteHead.call(this, statusCode, headers)
 }
 
 function onUpgradedSocketClose(this: UpgradedSocket): void {
