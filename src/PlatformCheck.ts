@@ -257,15 +257,49 @@ export interface ProcessInfo {
   readonly pid: number
   /** The parent first, then the grandparent; empty where `/proc` is not available. */
   readonly ancestors: ReadonlyArray<Ancestor>
+  /** The Node version running it (`process.versions.node`); not checked when absent. */
+  readonly nodeVersion?: string | undefined
 }
 
 /**
- * A way of starting the process that keeps its shutdown from working.
+ * The oldest Node version this library supports (`engines` in its
+ * package.json). {@link inspectProcess} warns below it.
+ *
+ * @example
+ * ```ts
+ * import { PlatformCheck } from "effect-graceful"
+ *
+ * console.log(`needs Node ${PlatformCheck.MINIMUM_NODE_VERSION} or newer`)
+ * ```
+ *
+ * @category process check
+ * @since 0.1.0
+ */
+export const MINIMUM_NODE_VERSION = "22.19.0"
+
+const versionParts = (version: string): ReadonlyArray<number> | undefined => {
+  const match = /^v?(\d+)\.(\d+)\.(\d+)/.exec(version.trim())
+  return match === null ? undefined : [Number(match[1]), Number(match[2]), Number(match[3])]
+}
+
+const isOlder = (version: ReadonlyArray<number>, than: ReadonlyArray<number>): boolean => {
+  for (let i = 0; i < than.length; i++) {
+    const a = version[i] ?? 0
+    const b = than[i] ?? 0
+    if (a !== b) return a < b
+  }
+  return false
+}
+
+/**
+ * A way of starting the process that keeps its shutdown from working, or a
+ * Node older than {@link MINIMUM_NODE_VERSION}.
  *
  * @category models
  * @since 0.1.0
  */
 export type ProcessWarning =
+  | { readonly _tag: "UnsupportedNode"; readonly version: string; readonly message: string }
   | { readonly _tag: "Pid1WithoutInit"; readonly message: string }
   | { readonly _tag: "PackageManagerParent"; readonly manager: string; readonly message: string }
   | {
@@ -320,6 +354,16 @@ const isInit = (ancestor: Ancestor | undefined): boolean =>
 export const inspectProcess = (info: ProcessInfo): ReadonlyArray<ProcessWarning> => {
   const warnings: Array<ProcessWarning> = []
   const [parent, grandparent] = info.ancestors
+  const version = info.nodeVersion === undefined ? undefined : versionParts(info.nodeVersion)
+  if (version !== undefined && isOlder(version, versionParts(MINIMUM_NODE_VERSION)!)) {
+    warnings.push({
+      _tag: "UnsupportedNode",
+      version: info.nodeVersion!,
+      message: `this process runs on Node ${info.nodeVersion}, older than ${MINIMUM_NODE_VERSION}, the oldest ` +
+        "version effect-graceful supports (and @effect/platform-node requires): it is not tested there and may misbehave. " +
+        `Run Node ${MINIMUM_NODE_VERSION} or newer.`
+    })
+  }
   if (info.pid === 1) {
     warnings.push({
       _tag: "Pid1WithoutInit",
@@ -412,7 +456,7 @@ export const readProcessInfo = (): ProcessInfo => {
     ancestors.push(found.ancestor)
     pid = found.ppid
   }
-  return { pid: process.pid, ancestors }
+  return { pid: process.pid, ancestors, nodeVersion: process.versions.node }
 }
 
 /**

@@ -107,7 +107,7 @@ export const PhaseTiming = Schema.Struct({
  * @category models
  * @since 0.1.0
  */
-export type PhaseTiming = typeof PhaseTiming.Type
+export interface PhaseTiming extends Schema.Schema.Type<typeof PhaseTiming> {}
 
 /**
  * How a named release ended.
@@ -149,7 +149,7 @@ export const ReleaseRecord = Schema.Struct({
  * @category models
  * @since 0.1.0
  */
-export type ReleaseRecord = typeof ReleaseRecord.Type
+export interface ReleaseRecord extends Schema.Schema.Type<typeof ReleaseRecord> {}
 
 /**
  * A unit of in-flight work that was still running at the drain deadline and
@@ -169,7 +169,7 @@ export const CutItem = Schema.Struct({
  * @category models
  * @since 0.1.0
  */
-export type CutItem = typeof CutItem.Type
+export interface CutItem extends Schema.Schema.Type<typeof CutItem> {}
 
 /**
  * What held the event loop when the shutdown overran: taken when the budget
@@ -216,7 +216,7 @@ export const HeldBy = Schema.Struct({
  * @category models
  * @since 0.1.0
  */
-export type HeldBy = typeof HeldBy.Type
+export interface HeldBy extends Schema.Schema.Type<typeof HeldBy> {}
 
 /**
  * Cut items of one kind, counted: how many, and the age of the oldest. Present
@@ -236,7 +236,7 @@ export const CutCount = Schema.Struct({
  * @category models
  * @since 0.1.0
  */
-export type CutCount = typeof CutCount.Type
+export interface CutCount extends Schema.Schema.Type<typeof CutCount> {}
 
 /**
  * The whole report.
@@ -304,7 +304,7 @@ export const ShutdownReport = Schema.Struct({
  * @category models
  * @since 0.1.0
  */
-export type ShutdownReport = typeof ShutdownReport.Type
+export interface ShutdownReport extends Schema.Schema.Type<typeof ShutdownReport> {}
 
 /**
  * A short, human summary of a report, a few lines long.

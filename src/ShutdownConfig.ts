@@ -248,6 +248,20 @@ export const DEFAULT_WATCHDOG_SLACK: Duration.Duration = Duration.millis(50)
 
 const ms = Duration.toMillis
 
+/** The variables, each present (non-blank) or not. */
+const environment = Config.all({
+  timeout: fromEnv("SHUTDOWN_TIMEOUT"),
+  delay: fromEnv("SHUTDOWN_DELAY"),
+  drainTimeout: fromEnv("SHUTDOWN_DRAIN_TIMEOUT"),
+  emergencyTimeout: fromEnv("SHUTDOWN_EMERGENCY_TIMEOUT"),
+  reportFile: fromEnv("SHUTDOWN_REPORT_FILE"),
+  reraiseSignal: fromEnv("SHUTDOWN_RERAISE_SIGNAL"),
+  signals: fromEnv("SHUTDOWN_SIGNALS"),
+  kubernetes: fromEnv("KUBERNETES_SERVICE_HOST")
+})
+
+type Environment = Config.Success<typeof environment>
+
 /**
  * Resolves the configuration from the environment (through the current
  * `ConfigProvider`) and the given code options, and validates it.
@@ -273,19 +287,55 @@ const ms = Duration.toMillis
  * @since 0.1.0
  */
 export const load = (options: ShutdownOptions = {}): Effect.Effect<ShutdownConfig, ShutdownConfigError> =>
-  Effect.gen(function*() {
-    const env = yield* Config.all({
-      timeout: fromEnv("SHUTDOWN_TIMEOUT"),
-      delay: fromEnv("SHUTDOWN_DELAY"),
-      drainTimeout: fromEnv("SHUTDOWN_DRAIN_TIMEOUT"),
-      emergencyTimeout: fromEnv("SHUTDOWN_EMERGENCY_TIMEOUT"),
-      reportFile: fromEnv("SHUTDOWN_REPORT_FILE"),
-      reraiseSignal: fromEnv("SHUTDOWN_RERAISE_SIGNAL"),
-      signals: fromEnv("SHUTDOWN_SIGNALS"),
-      kubernetes: fromEnv("KUBERNETES_SERVICE_HOST")
-    }).pipe(
+  Effect.flatMap(
+    environment.pipe(
       Effect.mapError((error) => new ShutdownConfigError({ variable: "environment", value: "", reason: String(error) }))
+    ),
+    (env) => resolve(env, options)
+  )
+
+/**
+ * The same configuration as a `Config`, to read together with an
+ * application's own settings (`Config.all`, `Config.nested`, ...). It reads
+ * the same `SHUTDOWN_*` variables with the same defaults and validation as
+ * {@link load} (without code options); an invalid value fails with a
+ * `ConfigError` whose message is the {@link ShutdownConfigError}'s
+ * (`SHUTDOWN_TIMEOUT="-1 seconds": must not be negative`), the
+ * `ShutdownConfigError` itself as the `SourceError`'s `cause`.
+ *
+ * @example
+ * ```ts
+ * import { Config, Duration, Effect } from "effect"
+ * import { Graceful, ShutdownConfig } from "effect-graceful"
+ *
+ * const AppConfig = Config.all({
+ *   shutdown: ShutdownConfig.config,
+ *   port: Config.Port("PORT").pipe(Config.withDefault(3000))
+ * })
+ *
+ * const program = Effect.gen(function*() {
+ *   const { port, shutdown } = yield* AppConfig
+ *   yield* Effect.log(`listening on ${port}, budget ${Duration.toMillis(shutdown.timeout)} ms`)
+ *   return yield* Effect.never
+ * })
+ *
+ * Effect.runFork(Graceful.run(program))
+ * ```
+ *
+ * @category constructors
+ * @since 0.2.0
+ */
+export const config: Config.Config<ShutdownConfig> = Config.mapEffect(
+  environment,
+  (env) =>
+    Effect.mapError(
+      resolve(env, {}),
+      (error) => new Config.ConfigError(new ConfigProvider.SourceError({ message: error.message, cause: error }))
     )
+)
+
+function resolve(env: Environment, options: ShutdownOptions): Effect.Effect<ShutdownConfig, ShutdownConfigError> {
+  return Effect.gen(function*() {
     const timeoutPick = pick("timeout", options.timeout, env.timeout)
     const timeout = yield* parseDuration(timeoutPick, DEFAULT_TIMEOUT)
     if (timeoutPick !== undefined && ms(timeout) < 1) {
@@ -332,6 +382,7 @@ export const load = (options: ShutdownOptions = {}): Effect.Effect<ShutdownConfi
     const signals = yield* parseSignals(pick("signals", options.signals, env.signals))
     return { timeout, delay, drainTimeout, emergencyTimeout, reportFile, reraiseSignal, signals, watchdogSlack }
   })
+}
 
 /**
  * A duration read from the configuration with the same parser as the

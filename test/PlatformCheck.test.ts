@@ -1,6 +1,7 @@
 import { describe, expect, it } from "@effect/vitest"
 import { ConfigProvider, Effect, Layer, Logger } from "effect"
 import { Duration as DurationModule } from "effect"
+import packageJson from "../package.json" with { type: "json" }
 import { PlatformCheck, ShutdownConfig } from "../src/index.ts"
 
 const ms = DurationModule.toMillis
@@ -209,9 +210,32 @@ describe("PlatformCheck.inspectProcess", () => {
     expect(tags({ pid: 9, ancestors: [{ pid: 8, argv: ["bash"] }] })).toEqual([])
   })
 
+  it("a Node older than 22.19 (package.json engines): warned, with the version; 22.19 and newer are not", () => {
+    const warned = (nodeVersion: string) => tags({ ...plainProcess, nodeVersion })
+    expect(warned("20.20.2")).toEqual(["UnsupportedNode"])
+    expect(warned("v22.18.9")).toEqual(["UnsupportedNode"])
+    expect(warned("18.0.0")).toEqual(["UnsupportedNode"])
+    expect(warned("22.19.0")).toEqual([])
+    expect(warned("22.20.1")).toEqual([])
+    expect(warned("24.0.0")).toEqual([])
+    expect(warned("v100.0.0")).toEqual([])
+    expect(warned("not a version")).toEqual([])
+    expect(PlatformCheck.inspectProcess({ ...plainProcess, nodeVersion: "20.20.2" })).toEqual([{
+      _tag: "UnsupportedNode",
+      version: "20.20.2",
+      message: expect.stringContaining("runs on Node 20.20.2, older than 22.19.0")
+    }])
+  })
+
+  it("MINIMUM_NODE_VERSION is package.json's engines.node", () => {
+    const engines = (packageJson as { readonly engines: { readonly node: string } }).engines.node
+    expect(engines).toBe(`>=${PlatformCheck.MINIMUM_NODE_VERSION}`)
+  })
+
   it("readProcessInfo reads this process and its parent from /proc", () => {
     const info = PlatformCheck.readProcessInfo()
     expect(info.pid).toBe(process.pid)
+    expect(info.nodeVersion).toBe(process.versions.node)
     if (process.platform === "linux") expect(info.ancestors[0]?.pid).toBe(process.ppid)
   })
 })
@@ -227,5 +251,16 @@ describe("PlatformCheck.check: the process check", () => {
       expect(value).toEqual([])
       expect(warnings).toHaveLength(1)
       expect(warnings[0]).toContain("is PID 1")
+    }))
+
+  it.effect("at start-up, under Node 20: a warning naming the version and the supported one", () =>
+    Effect.gen(function*() {
+      const { value, warnings } = yield* captureWarnings(
+        Effect.flatMap(ShutdownConfig.load(), PlatformCheck.check).pipe(
+          withEnv({}, { ...plainProcess, nodeVersion: "20.20.2" })
+        )
+      )
+      expect(value).toEqual([])
+      expect(warnings).toEqual([expect.stringContaining("runs on Node 20.20.2, older than 22.19.0")])
     }))
 })

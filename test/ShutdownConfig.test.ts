@@ -1,5 +1,5 @@
 import { describe, expect, it } from "@effect/vitest"
-import { ConfigProvider, Effect, Exit } from "effect"
+import { Config, ConfigProvider, Effect, Exit } from "effect"
 import { Duration as DurationModule } from "effect"
 import { Graceful, ShutdownConfig } from "../src/index.ts"
 import * as GracefulTest from "../src/testing.ts"
@@ -128,6 +128,36 @@ describe("ShutdownConfig", () => {
         expect(error.reason).toContain(reason)
       }))
   }
+
+  for (const [title, env, variable] of bad) {
+    it.effect(`ShutdownConfig.config rejects ${title} with load's message`, () =>
+      Effect.gen(function*() {
+        const expected = yield* loadError(env)
+        const error = yield* Effect.flip(ShutdownConfig.config.parse(ConfigProvider.fromEnv({ env })))
+        expect(error._tag).toBe("ConfigError")
+        expect(error.message).toContain(`${variable}=${JSON.stringify(env[variable])}: ${expected.reason}`)
+        expect(error.cause).toMatchObject({ cause: expected })
+      }))
+  }
+
+  it.effect("ShutdownConfig.config reads what load reads, combined with an app's own settings", () =>
+    Effect.gen(function*() {
+      const env = {
+        SHUTDOWN_TIMEOUT: "10s",
+        SHUTDOWN_DRAIN_TIMEOUT: "4 seconds",
+        SHUTDOWN_SIGNALS: "SIGTERM",
+        KUBERNETES_SERVICE_HOST: "10.0.0.1",
+        PORT: "8080"
+      }
+      const { port, shutdown } = yield* Config.all({ shutdown: ShutdownConfig.config, port: Config.Port("PORT") })
+        .pipe(withEnv(env))
+      expect(port).toBe(8080)
+      expect(millisOf(shutdown)).toEqual(millisOf(yield* ShutdownConfig.load().pipe(withEnv(env))))
+      expect(millisOf(shutdown)).toMatchObject({ timeoutMs: 10_000, delayMs: 5_000, drainTimeoutMs: 4_000 })
+      expect(shutdown.signals).toEqual(["SIGTERM"])
+      const defaults = yield* ShutdownConfig.config.parse(ConfigProvider.fromEnv({ env: {} }))
+      expect(millisOf(defaults)).toEqual(millisOf(yield* ShutdownConfig.load().pipe(withEnv({}))))
+    }))
 
   it.effect("accepts durations as Go, Kubernetes and Spring write them", () =>
     Effect.gen(function*() {

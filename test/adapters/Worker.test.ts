@@ -2,7 +2,7 @@ import { describe, expect, it } from "@effect/vitest"
 import { Effect, Fiber, Queue } from "effect"
 import { TestClock } from "effect/testing"
 import * as Worker from "../../src/adapters/Worker.ts"
-import { Lifecycle } from "../../src/index.ts"
+import { Graceful, Lifecycle } from "../../src/index.ts"
 import * as GracefulTest from "../../src/testing.ts"
 import { settle, start } from "../support/run.ts"
 
@@ -75,6 +75,54 @@ describe("Worker", () => {
       })
       yield* GracefulTest.send("SIGTERM")
       const report = yield* Fiber.join(fiber)
+      expect(report.exitCode).toBe(0)
+    }).pipe(Effect.provide(GracefulTest.layer)))
+
+  it.effect("with TestClock alone (no settle), queued jobs run back to back: each adjust finishes the next one", () =>
+    Effect.gen(function*() {
+      const broker = yield* makeBroker([{ id: "j1", ms: 1000 }, { id: "j2", ms: 1000 }, { id: "j3", ms: 1000 }])
+      const fiber = yield* Effect.gen(function*() {
+        yield* Worker.make({ name: "w", ...broker.options })
+        return yield* Effect.never
+      }).pipe(Graceful.run({ timeout: "10 seconds" }), Effect.forkChild)
+      yield* TestClock.adjust("1 second")
+      expect(broker.events).toEqual(["start j1", "done j1", "ack j1", "start j2"])
+      yield* TestClock.adjust("1 second")
+      expect(broker.events.slice(4)).toEqual(["done j2", "ack j2", "start j3"])
+      yield* TestClock.adjust("1 second")
+      expect([...broker.acks.entries()]).toEqual([["j1", 1], ["j2", 1], ["j3", 1]])
+      yield* GracefulTest.send("SIGTERM")
+      const report = yield* Fiber.join(fiber)
+      expect(report.exitCode).toBe(0)
+    }).pipe(Effect.provide(GracefulTest.layer)))
+
+  it.effect("with TestClock alone, one adjust spanning two queued jobs finishes both", () =>
+    Effect.gen(function*() {
+      const broker = yield* makeBroker([{ id: "j1", ms: 1000 }, { id: "j2", ms: 1000 }])
+      const fiber = yield* Effect.gen(function*() {
+        yield* Worker.make({ name: "w", ...broker.options })
+        return yield* Effect.never
+      }).pipe(Graceful.run({ timeout: "10 seconds" }), Effect.forkChild)
+      yield* TestClock.adjust("2 seconds")
+      expect([...broker.acks.entries()]).toEqual([["j1", 1], ["j2", 1]])
+      yield* GracefulTest.send("SIGTERM")
+      const report = yield* Fiber.join(fiber)
+      expect(report.exitCode).toBe(0)
+    }).pipe(Effect.provide(GracefulTest.layer)))
+
+  it.effect("with TestClock alone, a job still queued at SIGTERM is never started: it stays in the queue", () =>
+    Effect.gen(function*() {
+      const broker = yield* makeBroker([{ id: "j1", ms: 1000 }, { id: "j2", ms: 1000 }])
+      const fiber = yield* Effect.gen(function*() {
+        yield* Worker.make({ name: "w", ...broker.options })
+        return yield* Effect.never
+      }).pipe(Graceful.run({ timeout: "10 seconds" }), Effect.forkChild)
+      yield* TestClock.adjust("1 millis")
+      yield* GracefulTest.send("SIGTERM")
+      yield* TestClock.adjust("3 seconds")
+      const report = yield* Fiber.join(fiber)
+      expect(broker.events).toEqual(["start j1", "done j1", "ack j1"])
+      expect(yield* Queue.size(broker.queue)).toBe(1)
       expect(report.exitCode).toBe(0)
     }).pipe(Effect.provide(GracefulTest.layer)))
 
