@@ -523,6 +523,13 @@ const check = async () => {
   )
 
   const testSpecs = [devSpec("@types/node"), devSpec("vitest"), devSpec("@effect/vitest")]
+  // @effect/vitest peers on effect: beside the oldest effect, the oldest it
+  // allows (its newest, 4.1.5, needs effect ^4.1.5).
+  const lowestTestSpecs = [
+    devSpec("@types/node"),
+    devSpec("vitest"),
+    `@effect/vitest@${lowest(dev["@effect/vitest"]!)}`
+  ]
 
   interface Variant {
     readonly label: string
@@ -542,7 +549,7 @@ const check = async () => {
       ...requiredPeers.map((name) => `${name}@${variant.versions[name]}`),
       ...pins,
       ...(variant.label === "lowest" ? await lowestPeerSpecs(optionalPeers) : peerSpecs(optionalPeers)),
-      ...testSpecs
+      ...(variant.label === "lowest" ? lowestTestSpecs : testSpecs)
     ])
     if (installed === undefined) return undefined
     await checkTree(variant.label, dir)
