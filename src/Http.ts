@@ -84,6 +84,7 @@ import { inFlightRegistry } from "./Adapter.ts"
 import * as Health from "./Health.ts"
 import type { InFlight } from "./InFlight.ts"
 import { millisOr } from "./internal/base/duration.ts"
+import { runtimeCheck } from "./internal/base/runtime.ts"
 import { HttpGuard } from "./internal/http/guard.ts"
 import { selfCheck } from "./internal/http/nodeInternals.ts"
 import { DEFAULT_CLOSE_REASON } from "./internal/http/refusal.ts"
@@ -355,7 +356,7 @@ const guardWith = (
 ): Effect.Effect<void, never, Lifecycle.Lifecycle | InFlight | Health.Health | Scope.Scope> =>
   Effect.gen(function*() {
     const name = options.name ?? "http server"
-    const broken = selfCheck()
+    const broken = runtimeCheck() ?? selfCheck()
     if (broken !== undefined) return yield* Effect.die(new Error(broken))
     const kind = serverKind(server)
     const guard = yield* makeHttpGuard(server, options, internals, kind)
