@@ -206,7 +206,11 @@ describe("14. HTTPS", () => {
         expect(response.headers.connection).toBe("close")
         served++
       } else {
-        expect(connection.code).toBe("ECONNREFUSED")
+        // Refused once the listener is closed; or reset: the kernel's last
+        // window (a handshake completed into the accept queue after the
+        // guard's last accept), one connection per shutdown at most, as the
+        // wire suite allows for plain TCP. Never a 503, never exit 1.
+        expect(["ECONNREFUSED", "ECONNRESET"]).toContain(connection.code)
       }
       expect((await service.exited).code, service.output()).toBe(0)
     }
