@@ -65,6 +65,7 @@ const Routes = Layer.unwrap(Effect.gen(function*() {
       if (request.method === "POST") yield* Effect.ignore(request.text)
       const id = randomUUID()
       const startedAt = new Date()
+      yield* Effect.logDebug(`work started ms=${ms}`)
       yield* Effect.sleep(ms)
       // The row is the commit point: once it is written the work is done,
       // and an error answer would invite a retry that does it twice. A later

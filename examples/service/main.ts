@@ -16,7 +16,7 @@
  * Each phase change is logged (`phase: Draining`, ...).
  */
 import { NodeRuntime } from "@effect/platform-node"
-import { Layer } from "effect"
+import { Effect, Layer, type LogLevel, References } from "effect"
 import * as Graceful from "../../src/Graceful.ts"
 import { ApiLive } from "./Api.ts"
 import { ConfigLive } from "./Config.ts"
@@ -33,6 +33,14 @@ const AppLive = Layer.merge(ApiLive, PhaseLogLive).pipe(
   Layer.provide(ConfigLive)
 )
 
+// LOG_LEVEL (Debug, Info, Warn, ...; default Info): at Debug, each request's
+// start is logged (`work started`), which the end-to-end tests wait for.
+const minimumLogLevel = (process.env.LOG_LEVEL ?? "") as LogLevel.LogLevel
+const logLevels: ReadonlyArray<string> = ["All", "Trace", "Debug", "Info", "Warn", "Error", "Fatal", "None"]
+
 Graceful.launch(AppLive).pipe(
+  logLevels.includes(minimumLogLevel)
+    ? Effect.provideService(References.MinimumLogLevel, minimumLogLevel)
+    : (self) => self,
   NodeRuntime.runMain({ teardown: Graceful.teardown })
 )

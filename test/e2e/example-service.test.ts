@@ -59,6 +59,8 @@ const boot = async (env: Record<string, string> = {}): Promise<Service> => {
     DATABASE_URL: "",
     REDIS_URL: "",
     KUBERNETES_SERVICE_HOST: "",
+    // Each request's start is logged (`work started ms=N`): tests wait for it.
+    LOG_LEVEL: "Debug",
     ...env
   }).catch((error: unknown) => {
     rmSync(dir, { recursive: true, force: true })
@@ -180,10 +182,8 @@ describe("example service (examples/service/main.ts)", () => {
 
       // In flight at SIGTERM: it completes, with its line and its row.
       const slow = get(port, "/work?ms=700", keepAlive)
-      // No fact to wait on: the example prints nothing when a request starts
-      // (it is the user-facing example, not a fixture). 150 ms of a 700 ms
-      // request; the assertions below fail if it was not in flight.
-      await sleep(150)
+      // In flight: the service logs its start at Debug (LOG_LEVEL=Debug).
+      await untilOutput(service, /work started ms=700/)
       service.child.kill("SIGTERM")
       const slowAnswer = await slow
       expect(slowAnswer.status).toBe(200)

@@ -21,6 +21,7 @@
 import { readFileSync } from "node:fs"
 import { dirname, join } from "node:path"
 import { afterEach, describe, expect, it } from "vitest"
+import { untilOutput } from "../support/listening.ts"
 import {
   type Answer,
   get,
@@ -139,9 +140,7 @@ const dockerStop = async (argv: ReadonlyArray<string>): Promise<Stopped> => {
   started.push(service)
   const init = await namespaceInit(service.child.pid!)
   const slow = get(service.port, "/work?ms=1500")
-  // No fact to wait on: the example service prints nothing when a request starts;
-  // 300 ms of a 1,500 ms request, and the answer is asserted below.
-  await sleep(300)
+  await untilOutput(service, /work started ms=1500/)
   const sent = Date.now()
   process.kill(init, stopSignal)
   let killed = false

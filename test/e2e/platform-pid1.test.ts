@@ -16,6 +16,7 @@
 import { spawnSync } from "node:child_process"
 import { readFileSync } from "node:fs"
 import { afterEach, describe, expect, it } from "vitest"
+import { untilOutput } from "../support/listening.ts"
 import {
   childrenOf,
   commandLine,
@@ -95,9 +96,7 @@ describe.skipIf(noNamespace !== undefined)("node as PID 1 of a PID namespace, no
     const { service, init } = await boot()
     expect(nsPids(init).at(-1), "node is PID 1 in its namespace").toBe(1)
     const slow = get(service.port, "/work?ms=1500")
-    // No fact to wait on: the example service prints nothing when a request starts;
-    // 300 ms of a 1,500 ms request, and the answer is asserted below.
-    await sleep(300)
+    await untilOutput(service, /work started ms=1500/)
     const sent = Date.now()
     process.kill(init, "SIGTERM")
     const answer = await slow
@@ -140,9 +139,7 @@ describe.skipIf(noNamespace !== undefined || tini === undefined)("tini as PID 1,
     const node = childrenOf(init)[0]!
     expect(nsPids(node).at(-1), "node is PID 2 in its namespace").toBe(2)
     const slow = get(service.port, "/work?ms=1500")
-    // No fact to wait on: the example service prints nothing when a request starts;
-    // 300 ms of a 1,500 ms request, and the answer is asserted below.
-    await sleep(300)
+    await untilOutput(service, /work started ms=1500/)
     process.kill(init, "SIGTERM")
     const answer = await slow
     const exit = await service.exited

@@ -48,7 +48,9 @@ export const serviceEnv = (dir: string): Record<string, string> => ({
   SHUTDOWN_REPORT_FILE: join(dir, "report.json"),
   DATABASE_URL: "",
   REDIS_URL: "",
-  KUBERNETES_SERVICE_HOST: ""
+  KUBERNETES_SERVICE_HOST: "",
+  // Each request's start is logged (`work started ms=N`): tests wait for it.
+  LOG_LEVEL: "Debug"
 })
 
 /**
