@@ -5,6 +5,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest"
 import * as BullMQ from "../../src/adapters/BullMQ.ts"
 import { Graceful, Lifecycle } from "../../src/index.ts"
 import * as GracefulTest from "../../src/testing.ts"
+import { startFaultProxy } from "../support/faultProxy.ts"
 import { type Fixture, start, uniqueName } from "./harness.ts"
 import {
   DRAIN_MS,
@@ -214,11 +215,20 @@ describe("BullMQ adapter in one process, real Redis", () => {
     const prefix = uniqueName("queues-bullmq-producer")
     prefixes.push(prefix)
     const count = 2000
-    let pendingAtSigterm = 0
+    /**
+     * The producer reaches Redis through a proxy that is frozen once the
+     * queue is ready: every add is sent and none can be answered, so all of
+     * them are pending at SIGTERM, whatever the machine's load. The proxy
+     * forwards again 300 ms into Closing (a Redis slow for that long is the
+     * case under test), so the release must wait for them.
+     */
+    const proxy = await startFaultProxy({ port: 6379 })
+    const FROZEN_MS = 300
+    let pendingAtClosing = 0
     const report = await Effect.runPromise(
       Effect.gen(function*() {
         const connection = yield* Effect.promise(async () => {
-          const c = redis.duplicate()
+          const c = createClient({ url: `redis://127.0.0.1:${proxy.port}` })
           await c.connect()
           return c
         })
@@ -229,30 +239,32 @@ describe("BullMQ adapter in one process, real Redis", () => {
               connection,
               queueOptions: { prefix }
             })
+            proxy.freeze()
             yield* Effect.forkDetach(
               Effect.forEach(Array.from({ length: count }, (_, n) => n), (n) => producer.add("job", { n }), {
                 concurrency: "unbounded",
                 discard: true
               })
             )
-            yield* Effect.yieldNow
+            // a fact, polled: every add has been handed to the client
+            while (producer.pending() < count) yield* Effect.sleep("5 millis")
             yield* Lifecycle.addHook(
               "count pending",
               "Closing",
               Effect.sync(() => {
-                pendingAtSigterm = producer.pending()
+                pendingAtClosing = producer.pending()
+                setTimeout(() => proxy.forward(), FROZEN_MS)
               })
             )
+            yield* GracefulTest.send("SIGTERM")
             return yield* Effect.never
           }),
           { timeout: "10 seconds", drainTimeout: "100 millis" }
         ))
-        yield* Effect.sleep("20 millis")
-        yield* GracefulTest.send("SIGTERM")
         const report = yield* Fiber.join(fiber)
         yield* Effect.promise(() => connection.quit())
         return report
-      }).pipe(Effect.provide(GracefulTest.layer))
+      }).pipe(Effect.provide(GracefulTest.layer), Effect.ensuring(Effect.promise(() => proxy.close())))
     )
     const client = redis.duplicate()
     await client.connect()
@@ -260,8 +272,10 @@ describe("BullMQ adapter in one process, real Redis", () => {
     const inRedis = await queue.count()
     await queue.close()
     await client.quit()
-    expect(pendingAtSigterm).toBeGreaterThan(0)
+    expect(pendingAtClosing).toBe(count)
     expect(report.releases.map((r) => `${r.name}:${r.outcome}`)).toEqual(["bullmq jobs (producer):released"])
+    // the release waited for Redis to answer: the proxy was still frozen when it began
+    expect(report.releases[0]!.durationMs).toBeGreaterThanOrEqual(FROZEN_MS / 2)
     expect(inRedis).toBe(count)
   })
 })
