@@ -265,6 +265,68 @@ const withoutDetail = (check: CheckResult): CheckResult => ({
 })
 
 /**
+ * A health route's answer: its status and JSON body.
+ *
+ * @example
+ * ```ts
+ * import type { Health } from "effect-graceful"
+ *
+ * const answer: Health.Answer = { status: 200, body: { status: "ok", phase: "Ready" } }
+ * ```
+ *
+ * @category models
+ * @since 0.3.0
+ */
+export interface Answer {
+  readonly status: number
+  readonly body: unknown
+}
+
+/**
+ * The health routes for any server: given a request's method and URL,
+ * `undefined` when it is not a GET or HEAD on one of the paths (let it
+ * through), otherwise the Effect of its answer. `Health.nodeHandler` and the
+ * Bun server's guard both answer through it.
+ *
+ * @example
+ * ```ts
+ * import { Effect } from "effect"
+ * import { Health, Lifecycle } from "effect-graceful"
+ *
+ * const program = Effect.gen(function*() {
+ *   const answer = Health.answer(yield* Health.Health, yield* Lifecycle.Lifecycle)
+ *   const ready = answer("GET", "/health/ready")
+ *   if (ready !== undefined) {
+ *     const { status } = yield* ready
+ *   }
+ * })
+ * ```
+ *
+ * @category constructors
+ * @since 0.3.0
+ */
+export const answer = (
+  health: HealthService,
+  lifecycle: LifecycleService,
+  paths: Paths = defaultPaths,
+  options: NodeHandlerOptions = {}
+) =>
+(method: string, url: string | undefined): Effect.Effect<Answer> | undefined => {
+  if (method !== "GET" && method !== "HEAD") return undefined
+  const path = pathOf(url)
+  if (path === paths.live) return Effect.sync(() => ({ status: 200, body: { status: "ok", phase: lifecycle.phaseUnsafe() } }))
+  if (path !== paths.ready) return undefined
+  return Effect.map(health.readiness, (readiness) => ({
+    status: readiness.ready ? 200 : 503,
+    body: {
+      status: readiness.ready ? "ready" : "not ready",
+      phase: readiness.phase,
+      checks: options.detail === true ? readiness.checks : readiness.checks.map(withoutDetail)
+    }
+  }))
+}
+
+/**
  * A Node request handler for the health routes. Returns `true` when it
  * answered the request (a GET or HEAD on one of the paths), `false` to let
  * the request through.
@@ -291,31 +353,19 @@ export const nodeHandler = (
   lifecycle: LifecycleService,
   paths: Paths = defaultPaths,
   options: NodeHandlerOptions = {}
-) =>
-(request: Http.IncomingMessage, response: Http.ServerResponse): boolean => {
-  if (request.method !== "GET" && request.method !== "HEAD") return false
-  const path = pathOf(request.url)
-  const head = request.method === "HEAD"
-  if (path === paths.live) {
-    send(response, 200, { status: "ok", phase: lifecycle.phaseUnsafe() }, head)
-    return true
-  }
-  if (path === paths.ready) {
-    Effect.runFork(health.readiness.pipe(
-      Effect.tap((readiness) =>
-        Effect.sync(() => {
-          if (response.writableEnded || response.destroyed) return
-          send(response, readiness.ready ? 200 : 503, {
-            status: readiness.ready ? "ready" : "not ready",
-            phase: readiness.phase,
-            checks: options.detail === true ? readiness.checks : readiness.checks.map(withoutDetail)
-          }, head)
-        })
-      )
+) => {
+  const answerOf = answer(health, lifecycle, paths, options)
+  return (request: Http.IncomingMessage, response: Http.ServerResponse): boolean => {
+    const answered = answerOf(request.method ?? "GET", request.url)
+    if (answered === undefined) return false
+    const head = request.method === "HEAD"
+    Effect.runFork(Effect.tap(answered, ({ body, status }) =>
+      Effect.sync(() => {
+        if (!response.writableEnded && !response.destroyed) send(response, status, body, head)
+      })
     ))
     return true
   }
-  return false
 }
 
 /**

@@ -11,5 +11,11 @@ const fixtures = join(import.meta.dirname, "fixtures")
 
 export const start = (
   env: Record<string, string> = {},
-  options: { readonly ipc?: boolean; readonly fixture?: string } = {}
+  options: { readonly ipc?: boolean; readonly fixture?: string; readonly runtime?: string | undefined } = {}
 ): Fixture => spawnFixture(join(fixtures, options.fixture ?? "service.ts"), env, options)
+
+/**
+ * Bun's binary from the npm package `@oven/bun-linux-x64` (pinned in
+ * .ci/run, which sets BUN_BIN); locally /tmp/bun2 as in docs/guide/bun.md.
+ */
+export const bunBin = process.env.BUN_BIN ?? "/tmp/bun2/node_modules/@oven/bun-linux-x64/bin/bun"

@@ -39,16 +39,17 @@ export interface Fixture {
 /**
  * Starts `file` with `env` on top of this process's environment, plus
  * SHUTDOWN_REPORT_FILE and FIXTURE_DIR pointing into a fresh temporary folder.
- * With `ipc`, the child gets an IPC channel (as under PM2).
+ * With `ipc`, the child gets an IPC channel (as under PM2); with `runtime`,
+ * it runs under that binary (Bun's) instead of this Node.
  */
 export const spawnFixture = (
   file: string,
   env: Record<string, string> = {},
-  options: { readonly ipc?: boolean | undefined } = {}
+  options: { readonly ipc?: boolean | undefined; readonly runtime?: string | undefined } = {}
 ): Fixture => {
   const dir = mkdtempSync(join(tmpdir(), "effect-graceful-test-"))
   const reportFile = join(dir, "report.json")
-  const child = spawn(process.execPath, [file], {
+  const child = spawn(options.runtime ?? process.execPath, [file], {
     env: { ...process.env, SHUTDOWN_REPORT_FILE: reportFile, FIXTURE_DIR: dir, ...env },
     stdio: options.ipc === true ? ["ignore", "pipe", "pipe", "ipc"] : ["ignore", "pipe", "pipe"]
   })

@@ -1,0 +1,328 @@
+/**
+ * The HTTP guard for Effect's `HttpServer` on `Bun.serve`
+ * (`@effect/platform-bun`). Bun owns its sockets: there is no connection
+ * event, no socket to end, no response to rewrite at the wire. So this guard
+ * works one level up, around the application's `HttpApp`, and on the Bun
+ * server's own public `stop`:
+ *
+ * - Ready: health routes answered before the app; every request is noted
+ *   (one object in a set) so the drain can adopt it.
+ * - Draining: every request not yet answered, and every one that arrives,
+ *   is in the in-flight set; every response says `Connection: close` (Bun
+ *   then closes the connection after it); upgrades are refused 503.
+ * - Closing: WebSockets get close code 1001. Once no request has arrived or
+ *   been answered for `idleGrace` (a keep-alive client may be writing its
+ *   next request; `stop` would close its connection under it) and one more
+ *   turn of the loop (Bun reads what is already on the wire), `server.stop()`:
+ *   the listener closes (a new connection is refused), idle keep-alive
+ *   connections get a FIN, busy ones close after their response. Until then
+ *   the listener counts as one in-flight item.
+ * - The cut (drain deadline): a handler still running is interrupted and
+ *   its request answered 503 with `Connection: close`; a streamed response
+ *   whose head was sent fails its stream, so Bun aborts the connection
+ *   (the client sees a truncated response, never a complete-looking one).
+ * - Release: whatever is left is answered 503, then `server.stop(true)`
+ *   closes every connection.
+ *
+ * @internal
+ */
+import type * as Clock from "effect/Clock"
+import * as Deferred from "effect/Deferred"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as HttpBody from "effect/http/HttpBody"
+import type * as Scope from "effect/Scope"
+import * as HttpServerRequest from "effect/http/HttpServerRequest"
+import * as HttpServerResponse from "effect/http/HttpServerResponse"
+import * as Socket from "effect/socket/Socket"
+import * as Stream from "effect/Stream"
+import type { InFlightRegistryService, Item } from "../../Adapter.ts"
+import { pathOf } from "../../Adapter.ts"
+import type * as Health from "../../Health.ts"
+import { REFUSED_BODY } from "./refusal.ts"
+
+/** What the guard uses of a `Bun.serve` server: public API only. */
+export interface BunServerHandle {
+  stop(closeActiveConnections?: boolean): Promise<void>
+}
+
+/** The guard's settings, from the options and the services in context. */
+export interface BunGuardSettings {
+  readonly name: string
+  readonly inFlight: InFlightRegistryService
+  readonly clock: Clock.Clock
+  readonly closeReason: string
+  /** How long no request may have arrived or been answered before the listener stops, in ms. */
+  readonly idleGraceMs: number
+  readonly answerHealth: ((method: string, url: string) => Effect.Effect<Health.Answer> | undefined) | undefined
+}
+
+type Mode = "Ready" | "Draining" | "Closing" | "Released"
+
+/** The response a refused or cut request gets. */
+const refusal = (): HttpServerResponse.HttpServerResponse =>
+  HttpServerResponse.text(REFUSED_BODY, {
+    status: 503,
+    headers: { connection: "close", "retry-after": "1", "cache-control": "no-store" }
+  })
+
+class CutError extends Error {
+  constructor() {
+    super("response cut at the drain deadline")
+  }
+}
+
+/** One request (or WebSocket) the guard follows, from arrival to its response's end. */
+class GuardedRequest implements Item {
+  readonly reportCut = true
+  startedAt: number
+  tracked = false
+  done = false
+  socket: Socket.Socket | undefined = undefined
+  readonly cut = Deferred.makeUnsafe<void>()
+  readonly kind: "request" | "websocket"
+  readonly method: string
+  readonly url: string
+  constructor(kind: "request" | "websocket", method: string, url: string, arrivedAt: number) {
+    this.kind = kind
+    this.method = method
+    this.url = url
+    this.startedAt = arrivedAt
+  }
+  get label(): string {
+    return `${this.method} ${pathOf(this.url)}`
+  }
+  interrupt(): void {
+    Deferred.doneUnsafe(this.cut, Exit.void)
+  }
+}
+
+/**
+ * The listener, from Closing until `stop` resolved. At the cut nothing is
+ * done at once: the release closes every connection a turn after the cut's
+ * 503s are written.
+ */
+class ListenerItem implements Item {
+  readonly kind = "connections"
+  readonly reportCut = false
+  startedAt = 0
+  readonly label: string
+  constructor(label: string) {
+    this.label = label
+  }
+  interrupt(): void {}
+}
+
+/** What `HttpServer.serve` runs for each request. */
+type HttpApp<E, R> = Effect.Effect<
+  HttpServerResponse.HttpServerResponse,
+  E,
+  R | HttpServerRequest.HttpServerRequest | Scope.Scope
+>
+
+/** A marker for the race between a handler and its cut. */
+const CUT = Symbol("cut")
+
+export class BunGuard {
+  private mode: Mode = "Ready"
+  private readonly active = new Set<GuardedRequest>()
+  private server: BunServerHandle | undefined = undefined
+  private stopped: Promise<void> | undefined = undefined
+  private listenerItem: ListenerItem | undefined = undefined
+  /** When a request last arrived or was answered (clock ms). */
+  private lastActivityAt = 0
+
+  readonly settings: BunGuardSettings
+  constructor(settings: BunGuardSettings) {
+    this.settings = settings
+  }
+
+  get name(): string {
+    return this.settings.name
+  }
+
+  /** The server to stop at Closing; set once `Bun.serve` has returned it. */
+  attach(server: BunServerHandle): void {
+    this.server = server
+  }
+
+  private now(): number {
+    return this.settings.clock.currentTimeMillisUnsafe()
+  }
+
+  /** The application, guarded: what `HttpServer.serve` runs for each request. */
+  wrap<E, R>(app: HttpApp<E, R>): HttpApp<E, R> {
+    return Effect.flatMap(HttpServerRequest.HttpServerRequest, (request) => {
+      const health = this.settings.answerHealth?.(request.method, request.url)
+      if (health !== undefined) {
+        return Effect.map(health, ({ body, status }) =>
+          HttpServerResponse.jsonUnsafe(body, {
+            status,
+            headers: this.mode === "Ready" ? { "cache-control": "no-store" } : {
+              "cache-control": "no-store",
+              connection: "close"
+            }
+          }))
+      }
+      const isUpgrade = request.headers["upgrade"] !== undefined
+      if (isUpgrade && this.mode !== "Ready") return Effect.succeed(refusal())
+      const arrivedAt = this.now()
+      this.lastActivityAt = arrivedAt
+      const entry = new GuardedRequest(isUpgrade ? "websocket" : "request", request.method, request.url, arrivedAt)
+      this.active.add(entry)
+      if (this.mode !== "Ready" && !this.enter(entry)) {
+        this.leave(entry)
+        return Effect.succeed(refusal())
+      }
+      const provided = isUpgrade
+        ? Effect.provideService(app, HttpServerRequest.HttpServerRequest, this.followUpgrade(request, entry))
+        : app
+      return Effect.raceFirst(provided, Effect.as(Deferred.await(entry.cut), CUT)).pipe(
+        Effect.onExit((exit) => Exit.isSuccess(exit) ? Effect.void : Effect.sync(() => this.leave(entry))),
+        Effect.map((response) => {
+          if (response === CUT) {
+            this.leave(entry)
+            return refusal()
+          }
+          return this.finish(entry, response)
+        })
+      )
+    })
+  }
+
+  /**
+   * The request as the handler sees it, with `upgrade` noting the socket, so
+   * Closing can send it close code 1001. Everything else is the request's own.
+   */
+  private followUpgrade(
+    request: HttpServerRequest.HttpServerRequest,
+    entry: GuardedRequest
+  ): HttpServerRequest.HttpServerRequest {
+    const followed = Object.create(request) as HttpServerRequest.HttpServerRequest
+    Object.defineProperty(followed, "upgrade", {
+      get: () =>
+        Effect.tap(request.upgrade, (socket) =>
+          Effect.suspend(() => {
+            entry.socket = socket
+            // Upgraded during the lame duck's last turn: say goodbye at once.
+            return this.mode === "Closing" ? this.closeSocket(socket) : Effect.void
+          }))
+    })
+    return followed
+  }
+
+  /** A handler's response: `Connection: close` once draining; a stream stays in flight until it ends. */
+  private finish(
+    entry: GuardedRequest,
+    response: HttpServerResponse.HttpServerResponse
+  ): HttpServerResponse.HttpServerResponse {
+    const closing = this.mode !== "Ready" ? HttpServerResponse.setHeader(response, "connection", "close") : response
+    if (closing.body._tag !== "Stream") {
+      this.leave(entry)
+      return closing
+    }
+    const cut = Effect.flatMap(Deferred.await(entry.cut), () => Effect.fail(new CutError()))
+    const body = closing.body
+    return HttpServerResponse.setBody(
+      closing,
+      HttpBody.stream(
+        body.stream.pipe(Stream.interruptWhen(cut), Stream.ensuring(Effect.sync(() => this.leave(entry)))),
+        body.contentType,
+        body.contentLength
+      )
+    )
+  }
+
+  /** Enters a request into the in-flight set; a refused one (after the cut) is recorded as cut. */
+  private enter(entry: GuardedRequest): boolean {
+    if (entry.tracked) return true
+    const arrivedAt = entry.startedAt
+    if (!this.settings.inFlight.addUnsafe(entry)) return false
+    entry.tracked = true
+    // Its age counts from its arrival, not from the shutdown.
+    entry.startedAt = arrivedAt
+    return true
+  }
+
+  private leave(entry: GuardedRequest): void {
+    if (entry.done) return
+    entry.done = true
+    this.lastActivityAt = this.now()
+    this.active.delete(entry)
+    if (entry.tracked) this.settings.inFlight.removeUnsafe(entry)
+  }
+
+  /** Draining: every request not yet answered becomes in-flight work. */
+  startDrain(): void {
+    if (this.mode !== "Ready") return
+    this.mode = "Draining"
+    for (const entry of this.active) {
+      if (!this.enter(entry)) entry.interrupt()
+    }
+  }
+
+  /**
+   * Closing: WebSockets get 1001; once the connections have been quiet for
+   * `idleGrace` and the loop has turned once more, the server stops
+   * listening and ends idle connections.
+   */
+  startClosing(): Effect.Effect<void> {
+    return Effect.suspend(() => {
+      this.startDrain()
+      if (this.mode !== "Draining") return Effect.void
+      this.mode = "Closing"
+      const item = new ListenerItem(`${this.name} listener`)
+      if (this.settings.inFlight.addUnsafe(item)) this.listenerItem = item
+      this.lastActivityAt = Math.max(this.lastActivityAt, this.now())
+      this.stopWhenQuiet()
+      const sockets = [...this.active].flatMap((entry) => entry.socket === undefined ? [] : [entry.socket])
+      return Effect.forEach(sockets, (socket) => this.closeSocket(socket), { discard: true })
+    })
+  }
+
+  private stopWhenQuiet(): void {
+    if (this.mode !== "Closing") return
+    const quietFor = this.now() - this.lastActivityAt
+    if (quietFor < this.settings.idleGraceMs) {
+      setTimeout(() => this.stopWhenQuiet(), this.settings.idleGraceMs - quietFor)
+      return
+    }
+    setImmediate(() => {
+      if (this.mode !== "Closing") return
+      this.stopped ??= (this.server?.stop() ?? Promise.resolve()).catch(() => undefined)
+      void this.stopped.then(() => this.settle())
+    })
+  }
+
+  private settle(): void {
+    if (this.listenerItem === undefined) return
+    this.settings.inFlight.removeUnsafe(this.listenerItem)
+    this.listenerItem = undefined
+  }
+
+  private closeSocket(socket: Socket.Socket): Effect.Effect<void> {
+    return Effect.scoped(
+      Effect.flatMap(socket.writer, (writer) => writer.write(new Socket.CloseEvent(1001, this.settings.closeReason)))
+    ).pipe(Effect.ignore)
+  }
+
+  /**
+   * Release: after a defect the drain was skipped, so what is still
+   * unanswered is entered now, found cut (reported) and answered 503; a turn
+   * later every connection is closed. Resolves once the server has stopped.
+   */
+  release(): Effect.Effect<void> {
+    return Effect.suspend(() => {
+      this.startDrain()
+      for (const entry of this.active) if (!entry.tracked) entry.interrupt()
+      this.mode = "Released"
+      const server = this.server
+      this.settle()
+      if (server === undefined) return Effect.void
+      // A turn first, so the 503s just answered are written.
+      return Effect.promise(() =>
+        new Promise<void>((resolve) => setImmediate(resolve)).then(() => server.stop(true)).catch(() => undefined)
+      )
+    })
+  }
+}
