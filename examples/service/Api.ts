@@ -19,10 +19,15 @@
  */
 import { Effect, Layer, Schedule, Stream } from "effect"
 import type { HttpServerRequest } from "effect/http"
+import type { Etag, HttpPlatform, HttpServerError } from "effect/http"
 import { HttpRouter, HttpServer, HttpServerResponse } from "effect/http"
+import type { FileSystem, Path } from "effect"
 import { randomUUID } from "node:crypto"
 import * as NodeHttp from "node:http"
+import type * as Health from "../../src/Health.ts"
 import * as Http from "../../src/Http.ts"
+import type * as InFlight from "../../src/InFlight.ts"
+import type * as Lifecycle from "../../src/Lifecycle.ts"
 import * as Sse from "../../src/Sse.ts"
 import { ServiceConfig } from "./Config.ts"
 import { Database } from "./Database.ts"
@@ -151,30 +156,43 @@ const AnnounceAddress = (host: string) =>
   )
 
 /**
+ * The guarded HTTP server the API runs on, made from the configuration:
+ * `Http.layer` on Node (the default), `BunHttp.layer` on Bun (bun.ts).
+ */
+export type ServerLayer = (config: ServiceConfig["Service"]) => Layer.Layer<
+  HttpServer.HttpServer | HttpPlatform.HttpPlatform | Etag.Generator | FileSystem.FileSystem | Path.Path,
+  HttpServerError.ServeError,
+  Lifecycle.Lifecycle | InFlight.InFlight | Health.Health
+>
+
+/** The API's server on Node: the guarded `node:http` server. */
+export const nodeServer: ServerLayer = (config) =>
+  Http.layer(
+    // Longer than a load balancer's idle timeout, as it should be; the guard
+    // ends idle keep-alive sockets at shutdown, so it never waits this out.
+    () => NodeHttp.createServer({ keepAliveTimeout: 65_000 }),
+    // Socket activation (LISTEN_FDS) wins over port and host, by itself.
+    { port: config.port, host: config.host, reusePort: config.reusePort }
+  )
+
+/**
  * The API on the guarded server, listening on `HOST:PORT`.
  *
  * @example
  * ```ts
  * import { Layer } from "effect"
- * import { ApiLive } from "./Api.ts"
+ * import { ApiLive, nodeServer } from "./Api.ts"
  * import { ConfigLive } from "./Config.ts"
  *
  * // needs Database, RequestLog, Events and the services Graceful.run provides
- * const Partial = ApiLive.pipe(Layer.provide(ConfigLive))
+ * const Partial = ApiLive(nodeServer).pipe(Layer.provide(ConfigLive))
  * ```
  */
-export const ApiLive = Layer.unwrap(Effect.gen(function*() {
-  const config = yield* ServiceConfig
-  return Layer.mergeAll(
-    HttpRouter.serve(Routes, { disableLogger: true, disableListenLog: true }),
-    AnnounceAddress(config.host)
-  ).pipe(
-    Layer.provide(Http.layer(
-      // Longer than a load balancer's idle timeout, as it should be; the guard
-      // ends idle keep-alive sockets at shutdown, so it never waits this out.
-      () => NodeHttp.createServer({ keepAliveTimeout: 65_000 }),
-      // Socket activation (LISTEN_FDS) wins over port and host, by itself.
-      { port: config.port, host: config.host, reusePort: config.reusePort }
-    ))
-  )
-}))
+export const ApiLive = (server: ServerLayer) =>
+  Layer.unwrap(Effect.gen(function*() {
+    const config = yield* ServiceConfig
+    return Layer.mergeAll(
+      HttpRouter.serve(Routes, { disableLogger: true, disableListenLog: true }),
+      AnnounceAddress(config.host)
+    ).pipe(Layer.provide(server(config)))
+  }))

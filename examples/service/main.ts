@@ -1,46 +1,12 @@
 /**
- * The example service. Run it with `npm start` (or
- * `node examples/service/main.ts`), stop it with Ctrl-C or SIGTERM.
- *
- * Layers are built in this order, and released in the reverse one:
- *
- * 1. config (`PORT`, `HOST`, `LOG_FILE`, `DATABASE_URL`, `REDIS_URL`; the
- *    library reads `SHUTDOWN_*` itself), and the start-up budget check
- *    against PM2's `kill_timeout` or the Kubernetes grace period
- * 2. the JSONL request log (`LOG_FILE`): released last, so the drain's
- *    requests still get their lines
- * 3. the database: PGlite in process, or Postgres with `DATABASE_URL`
- * 4. the subscription: in-process pub/sub, or Redis with `REDIS_URL`
- * 5. the HTTP API with health routes and a WebSocket echo: first to stop
- *
- * Each phase change is logged (`phase: Draining`, ...).
+ * The example service on Node. Run it with `npm start` (or
+ * `node examples/service/main.ts`), stop it with Ctrl-C or SIGTERM. The
+ * composition (what is acquired, in which order) is in App.ts; bun.ts runs
+ * the same service on Bun.
  */
 import { NodeRuntime } from "@effect/platform-node"
-import { Effect, Layer, type LogLevel, References } from "effect"
 import * as Graceful from "../../src/Graceful.ts"
-import { ApiLive } from "./Api.ts"
-import { ConfigLive } from "./Config.ts"
-import { DatabaseLive } from "./Database.ts"
-import { EventsLive } from "./Events.ts"
-import { PhaseLogLive } from "./PhaseLog.ts"
-import { RequestLogLive } from "./RequestLog.ts"
+import { nodeServer } from "./Api.ts"
+import { launch } from "./App.ts"
 
-// `Layer.provide` builds what it provides first: read from the bottom up.
-const AppLive = Layer.merge(ApiLive, PhaseLogLive).pipe(
-  Layer.provide(EventsLive),
-  Layer.provide(DatabaseLive),
-  Layer.provide(RequestLogLive),
-  Layer.provide(ConfigLive)
-)
-
-// LOG_LEVEL (Debug, Info, Warn, ...; default Info): at Debug, each request's
-// start is logged (`work started`), which the end-to-end tests wait for.
-const minimumLogLevel = (process.env.LOG_LEVEL ?? "") as LogLevel.LogLevel
-const logLevels: ReadonlyArray<string> = ["All", "Trace", "Debug", "Info", "Warn", "Error", "Fatal", "None"]
-
-Graceful.launch(AppLive).pipe(
-  logLevels.includes(minimumLogLevel)
-    ? Effect.provideService(References.MinimumLogLevel, minimumLogLevel)
-    : (self) => self,
-  NodeRuntime.runMain({ teardown: Graceful.teardown })
-)
+launch(nodeServer).pipe(NodeRuntime.runMain({ teardown: Graceful.teardown }))

@@ -20,16 +20,17 @@ export interface Listening {
 export const sourceCondition = "--conditions=@effect-graceful/source"
 
 /**
- * Starts `file` under the Node that runs the tests, with `env` over this
- * process's environment, and waits for its ready line. Rejects, with the
- * output, if the process exits first.
+ * Starts `file` under the Node that runs the tests (or `runtime`, Bun's
+ * binary), with `env` over this process's environment, and waits for its
+ * ready line. Rejects, with the output, if the process exits first.
  */
 export const spawnListening = async (
   file: string,
   env: Record<string, string>,
-  nodeArgs: ReadonlyArray<string> = [sourceCondition]
+  nodeArgs: ReadonlyArray<string> = [sourceCondition],
+  runtime: string = process.execPath
 ): Promise<Listening> => {
-  const child = spawn(process.execPath, [...nodeArgs, file], {
+  const child = spawn(runtime, [...nodeArgs, file], {
     env: { ...process.env, ...env },
     stdio: ["ignore", "pipe", "pipe"]
   })
