@@ -186,6 +186,8 @@ export interface CutItem extends Schema.Schema.Type<typeof CutItem> {}
  * - `handles`: a few of those handles described (`Socket
  *   127.0.0.1:41234 -> 127.0.0.1:5432`, `Server 0.0.0.0:3000`), when Node
  *   exposes them.
+ * - `resourcesUnknown`: set on a runtime that does not say what holds its
+ *   loop (Bun): the two lists above are then empty because they are unknown.
  *
  * @example
  * ```ts
@@ -209,7 +211,8 @@ export const HeldBy = Schema.Struct({
   reason: Schema.Literals(["budget", "watchdog", "forced", "aliveAfterStop"]),
   openReleases: Schema.Array(Schema.String),
   activeResources: Schema.Record(Schema.String, Schema.Number),
-  handles: Schema.optionalKey(Schema.Array(Schema.String))
+  handles: Schema.optionalKey(Schema.Array(Schema.String)),
+  resourcesUnknown: Schema.optionalKey(Schema.String)
 })
 
 /**
@@ -431,7 +434,11 @@ export const describeHeldBy = (held: HeldBy): string => {
     .map(([type, count]) => `${count} ${type}`)
   const parts = [
     held.openReleases.length > 0 ? `releases ${held.openReleases.join(", ")}` : "no open release",
-    resources.length > 0 ? resources.join(", ") : "no active resource"
+    resources.length > 0
+      ? resources.join(", ")
+      : held.resourcesUnknown !== undefined
+      ? "active resources unknown on this runtime"
+      : "no active resource"
   ]
   const handles = held.handles !== undefined && held.handles.length > 0 ? ` (${held.handles.join("; ")})` : ""
   return `event loop held at +${Math.round(held.at)} ms (${held.reason}) by: ${parts.join("; ")}${handles}`
@@ -659,7 +666,8 @@ const fitAt = (report: ShutdownReport, level: Level): ShutdownReport => {
       reason: held.reason,
       openReleases: openReleases.map((name) => truncate(name, Math.max(level.labelChars, 40))),
       activeResources: Object.fromEntries(keptTypes),
-      ...(handles.length > 0 ? { handles } : {})
+      ...(handles.length > 0 ? { handles } : {}),
+      ...(held.resourcesUnknown !== undefined ? { resourcesUnknown: truncate(held.resourcesUnknown, 120) } : {})
     }
   }
 

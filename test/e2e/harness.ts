@@ -12,7 +12,11 @@ const fixtures = join(import.meta.dirname, "fixtures")
 export const start = (
   env: Record<string, string> = {},
   options: { readonly ipc?: boolean; readonly fixture?: string; readonly runtime?: string | undefined } = {}
-): Fixture => spawnFixture(join(fixtures, options.fixture ?? "service.ts"), env, options)
+): Fixture =>
+  spawnFixture(join(fixtures, options.fixture ?? "service.ts"), env, {
+    ...options,
+    runtime: options.runtime ?? process.env.E2E_FIXTURE_RUNTIME
+  })
 
 /**
  * Bun's binary from the npm package `@oven/bun-linux-x64` (pinned in

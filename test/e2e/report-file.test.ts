@@ -72,6 +72,22 @@ const expectStartupFailure = async (service: Fixture, variable: string, path: st
   expect(service.has("ready")).toBe(false)
 }
 
+/**
+ * What held the loop names the fixture's listening server; on Bun (the suite
+ * run with E2E_FIXTURE_RUNTIME, as .ci/run does), which does not say what
+ * holds its loop, the report says that instead of an empty list.
+ */
+const expectServerHeld = (heldBy: Report.HeldBy | undefined, port: number) => {
+  if (process.env.E2E_FIXTURE_RUNTIME?.includes("bun") === true) {
+    expect(heldBy?.resourcesUnknown).toMatch(/^Bun \d+\.\d+\.\d+ does not report what holds its event loop/)
+    expect(heldBy?.activeResources).toEqual({})
+    return
+  }
+  expect(heldBy?.resourcesUnknown).toBeUndefined()
+  expect(heldBy?.activeResources.TCPServerWrap).toBeGreaterThanOrEqual(1)
+  expect(heldBy?.handles).toContain(`Server 127.0.0.1:${port}`)
+}
+
 describe("the report fits a size limit", () => {
   it("300 items cut: the file keeps to SHUTDOWN_REPORT_MAX_BYTES, summary and exit code first", async () => {
     const service = run({
@@ -182,8 +198,7 @@ describe("an overrun names what holds the event loop", () => {
     expect(report.heldBy?.openReleases[0]).toBe("stuck")
     expect(["stuck", "db", "log"]).toEqual(expect.arrayContaining([...(report.heldBy?.openReleases ?? [])]))
     expect(report.heldBy?.at).toBeGreaterThanOrEqual(2000)
-    expect(report.heldBy?.activeResources.TCPServerWrap).toBeGreaterThanOrEqual(1)
-    expect(report.heldBy?.handles).toContain(`Server 127.0.0.1:${port}`)
+    expectServerHeld(report.heldBy, port)
     expect(service.output()).toContain("event loop held at")
   })
 
@@ -202,8 +217,7 @@ describe("an overrun names what holds the event loop", () => {
     expect(report.outcome, service.output()).toBe("clean")
     expect(report.heldBy?.reason, service.output()).toBe("aliveAfterStop")
     expect(report.heldBy?.openReleases).toEqual([])
-    expect(report.heldBy?.activeResources.TCPServerWrap).toBeGreaterThanOrEqual(1)
-    expect(report.heldBy?.handles).toContain(`Server 127.0.0.1:${port}`)
+    expectServerHeld(report.heldBy, port)
     expect(service.output()).toContain("still alive")
   })
 })

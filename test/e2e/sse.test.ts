@@ -22,10 +22,14 @@ import { join } from "node:path"
 import { afterEach, describe, expect, it } from "vitest"
 import type { Report } from "../../src/index.ts"
 import { spawnListening, untilOutput } from "../support/listening.ts"
-import { type Fixture, start } from "./harness.ts"
+import { bunBin, type Fixture, start } from "./harness.ts"
 import { RawConnection, sleep } from "./wire.ts"
 
-const main = join(import.meta.dirname, "..", "..", "examples", "service", "main.ts")
+/** The example service's entries: main.ts on this Node, bun.ts under Bun's binary. */
+const entries = {
+  Node: { file: join(import.meta.dirname, "..", "..", "examples", "service", "main.ts"), command: process.execPath },
+  Bun: { file: join(import.meta.dirname, "..", "..", "examples", "service", "bun.ts"), command: bunBin }
+} as const
 
 interface Service {
   readonly child: ChildProcess
@@ -41,9 +45,13 @@ afterEach(() => {
 })
 
 /** The example service on `port` (0: any), resolved once it listens. */
-const boot = async (env: Record<string, string> = {}, port = 0): Promise<Service> => {
+const boot = async (
+  env: Record<string, string> = {},
+  port = 0,
+  runtime: keyof typeof entries = "Node"
+): Promise<Service> => {
   const dir = mkdtempSync(join(tmpdir(), "effect-graceful-sse-"))
-  const started = spawnListening(main, {
+  const started = spawnListening(entries[runtime].file, {
     PORT: String(port),
     HOST: "127.0.0.1",
     LOG_FILE: join(dir, "requests.jsonl"),
@@ -53,7 +61,7 @@ const boot = async (env: Record<string, string> = {}, port = 0): Promise<Service
     PGLITE_DIR: "",
     KUBERNETES_SERVICE_HOST: "",
     ...env
-  }, [])
+  }, [], entries[runtime].command)
   cleanups.push(() => rmSync(dir, { recursive: true, force: true }))
   const { child, port: bound, exited, output } = await started
   cleanups.push(() => {
@@ -151,10 +159,10 @@ const acrossShutdown = async (options: {
 }
 
 describe("server-sent events at shutdown (wire behaviour 15)", () => {
-  it(
-    "Effect (example service GET /events): last event with retry:, chunked terminator, FIN; 503 + Retry-After while draining",
-    async () => {
-      const service = await boot({ SHUTDOWN_DELAY: "1 second" })
+  it.each(["Node", "Bun"] as const)(
+    "Effect on %s (example service GET /events): last event with retry:, chunked terminator, FIN; 503 + Retry-After while draining",
+    async (runtime) => {
+      const service = await boot({ SHUTDOWN_DELAY: "1 second" }, 0, runtime)
 
       // Last-Event-ID is the resume point.
       expect(await firstIds(service.port, 3, { "last-event-id": "41" })).toEqual([42, 43, 44])

@@ -15,6 +15,12 @@ export interface EventLoopSnapshot {
   readonly activeResources: Record<string, number>
   /** A few handles described (sockets with their addresses, servers, child processes). */
   readonly handles: Array<string>
+  /**
+   * Set when the runtime does not say what holds its loop (Bun's
+   * `getActiveResourcesInfo` is always empty): the empty lists then mean
+   * "unknown", not "nothing".
+   */
+  readonly unknown?: string | undefined
 }
 
 /** Handles described at most; the counts cover the rest. */
@@ -78,7 +84,12 @@ export const snapshot = (
       if (described !== undefined) handles.push(described)
     }
   }
-  return { activeResources, handles }
+  const bun = (process.versions as Record<string, string | undefined>).bun
+  return bun === undefined ? { activeResources, handles } : {
+    activeResources,
+    handles,
+    unknown: `Bun ${bun} does not report what holds its event loop (process.getActiveResourcesInfo() is empty)`
+  }
 }
 
 /**

@@ -123,7 +123,8 @@ export class ReportBuilder {
       reason,
       openReleases: this.openReleases(),
       activeResources: loop.activeResources,
-      ...(loop.handles.length > 0 ? { handles: loop.handles } : {})
+      ...(loop.handles.length > 0 ? { handles: loop.handles } : {}),
+      ...(loop.unknown !== undefined ? { resourcesUnknown: loop.unknown } : {})
     }
     return this.heldBy
   }
