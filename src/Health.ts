@@ -314,7 +314,9 @@ export const answer = (
 (method: string, url: string | undefined): Effect.Effect<Answer> | undefined => {
   if (method !== "GET" && method !== "HEAD") return undefined
   const path = pathOf(url)
-  if (path === paths.live) return Effect.sync(() => ({ status: 200, body: { status: "ok", phase: lifecycle.phaseUnsafe() } }))
+  if (path === paths.live) {
+    return Effect.sync(() => ({ status: 200, body: { status: "ok", phase: lifecycle.phaseUnsafe() } }))
+  }
   if (path !== paths.ready) return undefined
   return Effect.map(health.readiness, (readiness) => ({
     status: readiness.ready ? 200 : 503,
@@ -362,8 +364,7 @@ export const nodeHandler = (
     Effect.runFork(Effect.tap(answered, ({ body, status }) =>
       Effect.sync(() => {
         if (!response.writableEnded && !response.destroyed) send(response, status, body, head)
-      })
-    ))
+      })))
     return true
   }
 }

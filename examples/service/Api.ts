@@ -17,11 +17,11 @@
  *   100 ms, ids 1, 2, 3, ...; with `Last-Event-ID: n` the stream resumes at
  *   n + 1, so a client moved to another instance at shutdown loses nothing.
  */
+import type { FileSystem, Path } from "effect"
 import { Effect, Layer, Schedule, Stream } from "effect"
 import type { HttpServerRequest } from "effect/http"
 import type { Etag, HttpPlatform, HttpServerError } from "effect/http"
 import { HttpRouter, HttpServer, HttpServerResponse } from "effect/http"
-import type { FileSystem, Path } from "effect"
 import { randomUUID } from "node:crypto"
 import * as NodeHttp from "node:http"
 import type * as Health from "../../src/Health.ts"

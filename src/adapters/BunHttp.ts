@@ -43,21 +43,18 @@
  * @since 0.3.0
  */
 import * as BunHttpServer from "@effect/platform-bun/BunHttpServer"
-import * as Clock from "effect/Clock"
 import * as Config from "effect/Config"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as HttpServer from "effect/http/HttpServer"
 import { ServeError } from "effect/http/HttpServerError"
 import * as Layer from "effect/Layer"
-import { inFlightRegistry } from "../Adapter.ts"
 import * as Health from "../Health.ts"
 import type { InFlight } from "../InFlight.ts"
 import { millisOr } from "../internal/base/duration.ts"
-import { type BunServerHandle, BunGuard } from "../internal/http/bunGuard.ts"
+import * as BunGuard from "../internal/http/bunGuard.ts"
 import { DEFAULT_CLOSE_REASON } from "../internal/http/refusal.ts"
-import * as Lifecycle from "../Lifecycle.ts"
-import * as Resource from "../Resource.ts"
+import type * as Lifecycle from "../Lifecycle.ts"
 
 /** Quiet time before the listener stops at Closing (Node's guard gives idle sockets the same). */
 const DEFAULT_IDLE_GRACE = Duration.millis(100)
@@ -117,7 +114,7 @@ type WithoutShutdownOptions<T> = T extends unknown ? Omit<T, "disablePreemptiveS
 
 /** The Bun runtime's global, as far as this module uses it. */
 interface BunGlobal {
-  serve: (...args: Array<unknown>) => BunServerHandle
+  serve: (...args: Array<unknown>) => BunGuard.BunServerHandle
 }
 
 const bunGlobal = (): BunGlobal | undefined => (globalThis as { readonly Bun?: BunGlobal }).Bun
@@ -129,10 +126,10 @@ const bunGlobal = (): BunGlobal | undefined => (globalThis as { readonly Bun?: B
 const capturingServer = <A, E, R>(
   bun: BunGlobal,
   make: Effect.Effect<A, E, R>
-): Effect.Effect<readonly [A, BunServerHandle | undefined], E, R> =>
+): Effect.Effect<readonly [A, BunGuard.BunServerHandle | undefined], E, R> =>
   Effect.suspend(() => {
     const original = bun.serve
-    let server: BunServerHandle | undefined
+    let server: BunGuard.BunServerHandle | undefined
     bun.serve = (...args) => (server = original.apply(bun, args))
     return make.pipe(
       Effect.map((made) => [made, server] as const),
@@ -189,20 +186,6 @@ export const layerServer = (
         webSocketCloseReason,
         ...serveOptions
       } = options
-      const lifecycle = yield* Lifecycle.Lifecycle
-      const health = yield* Health.Health
-      const guard = new BunGuard({
-        name,
-        inFlight: yield* inFlightRegistry,
-        clock: yield* Clock.Clock,
-        closeReason: webSocketCloseReason ?? DEFAULT_CLOSE_REASON,
-        idleGraceMs: millisOr(idleGrace, DEFAULT_IDLE_GRACE),
-        answerHealth: healthPaths === false
-          ? undefined
-          : Health.answer(health, lifecycle, { ...Health.defaultPaths, ...healthPaths }, {
-            detail: readinessDetail === true
-          })
-      })
       const [server, handle] = yield* capturingServer(
         bun,
         BunHttpServer.make({ ...serveOptions, disablePreemptiveShutdown: true })
@@ -210,10 +193,13 @@ export const layerServer = (
       if (handle === undefined) {
         return yield* new ServeError({ cause: new Error("Bun.serve was not called by BunHttpServer.make") })
       }
-      guard.attach(handle)
-      yield* Lifecycle.addHook(`${name}: connection close`, "Draining", Effect.sync(() => guard.startDrain()))
-      yield* Lifecycle.addHook(`${name}: close listener`, "Closing", guard.startClosing())
-      yield* Resource.addFinalizer(name, guard.release())
+      const guard = yield* BunGuard.install({
+        name,
+        idleGraceMs: millisOr(idleGrace, DEFAULT_IDLE_GRACE),
+        closeReason: webSocketCloseReason ?? DEFAULT_CLOSE_REASON,
+        health: healthPaths === false ? false : { ...Health.defaultPaths, ...healthPaths },
+        readinessDetail: readinessDetail === true
+      }, handle)
       return HttpServer.make({
         address: server.address,
         serve: (app, middleware) =>

@@ -26,7 +26,12 @@ const main = join(import.meta.dirname, "..", "..", "examples", "service", "main.
 /** The example service's entries: main.ts on this Node, bun.ts on Bun (BunHttp on Bun.serve). */
 const runtimes = [
   { name: "Node", file: main, command: process.execPath, args: [sourceCondition] },
-  { name: "Bun", file: join(import.meta.dirname, "..", "..", "examples", "service", "bun.ts"), command: bunBin, args: [] }
+  {
+    name: "Bun",
+    file: join(import.meta.dirname, "..", "..", "examples", "service", "bun.ts"),
+    command: bunBin,
+    args: []
+  }
 ] as const
 type Runtime = (typeof runtimes)[number]
 
@@ -58,19 +63,24 @@ const bootOn = async (env: Record<string, string>, runtime: Runtime): Promise<Se
   const dir = mkdtempSync(join(tmpdir(), "effect-graceful-example-"))
   const logFile = join(dir, "requests.jsonl")
   const pgliteDir = join(dir, "pglite")
-  const { child, port, exited, output } = await spawnListening(runtime.file, {
-    PORT: "0",
-    HOST: "127.0.0.1",
-    LOG_FILE: logFile,
-    PGLITE_DIR: pgliteDir,
-    SHUTDOWN_REPORT_FILE: join(dir, "report.json"),
-    DATABASE_URL: "",
-    REDIS_URL: "",
-    KUBERNETES_SERVICE_HOST: "",
-    // Each request's start is logged (`work started ms=N`): tests wait for it.
-    LOG_LEVEL: "Debug",
-    ...env
-  }, runtime.args, runtime.command).catch((error: unknown) => {
+  const { child, port, exited, output } = await spawnListening(
+    runtime.file,
+    {
+      PORT: "0",
+      HOST: "127.0.0.1",
+      LOG_FILE: logFile,
+      PGLITE_DIR: pgliteDir,
+      SHUTDOWN_REPORT_FILE: join(dir, "report.json"),
+      DATABASE_URL: "",
+      REDIS_URL: "",
+      KUBERNETES_SERVICE_HOST: "",
+      // Each request's start is logged (`work started ms=N`): tests wait for it.
+      LOG_LEVEL: "Debug",
+      ...env
+    },
+    runtime.args,
+    runtime.command
+  ).catch((error: unknown) => {
     rmSync(dir, { recursive: true, force: true })
     throw error
   })
@@ -255,40 +265,48 @@ describe.each(runtimes)("example service on $name ($file)", (runtime) => {
     60_000
   )
 
-  it("a /work still running at the drain deadline is answered 503 and named in the report; no row, exit 1", async () => {
-    const service = await boot({ SHUTDOWN_DRAIN_TIMEOUT: "500 millis" })
-    const hanging = get(service.port, "/work?ms=10000")
-    await untilOutput(service, /work started ms=10000/)
-    service.child.kill("SIGTERM")
-    const answer = await hanging
-    expect(answer.status).toBe(503)
-    expect(answer.headers.connection).toBe("close")
-    expect(answer.headers["retry-after"]).toBe("1")
-    expect(await service.exited, service.output()).toEqual({ code: 1, signal: null })
-    const report = service.report()
-    expect(report.outcome).toBe("degraded")
-    expect(report.cut).toEqual([{ kind: "request", label: "GET /work", ageMs: expect.any(Number) }])
-    // Interrupted before its commit point: nothing was done, a retry is safe.
-    expect(await rowsIn(service.pgliteDir)).toEqual([])
-  }, 60_000)
+  it(
+    "a /work still running at the drain deadline is answered 503 and named in the report; no row, exit 1",
+    async () => {
+      const service = await boot({ SHUTDOWN_DRAIN_TIMEOUT: "500 millis" })
+      const hanging = get(service.port, "/work?ms=10000")
+      await untilOutput(service, /work started ms=10000/)
+      service.child.kill("SIGTERM")
+      const answer = await hanging
+      expect(answer.status).toBe(503)
+      expect(answer.headers.connection).toBe("close")
+      expect(answer.headers["retry-after"]).toBe("1")
+      expect(await service.exited, service.output()).toEqual({ code: 1, signal: null })
+      const report = service.report()
+      expect(report.outcome).toBe("degraded")
+      expect(report.cut).toEqual([{ kind: "request", label: "GET /work", ageMs: expect.any(Number) }])
+      // Interrupted before its commit point: nothing was done, a retry is safe.
+      expect(await rowsIn(service.pgliteDir)).toEqual([])
+    },
+    60_000
+  )
 
-  it("2nd SIGTERM: the request in flight is cut (503) and the service exits 1 within the emergency budget", async () => {
-    const service = await boot({ SHUTDOWN_EMERGENCY_TIMEOUT: "1 second" })
-    const hanging = get(service.port, "/work?ms=10000")
-    await untilOutput(service, /work started ms=10000/)
-    service.child.kill("SIGTERM")
-    await untilOutput(service, /shutdown: SIGTERM/)
-    await sleep(60) // the behaviour under test: past the 50 ms in which a repeated signal counts once
-    const second = Date.now()
-    service.child.kill("SIGTERM")
-    expect((await hanging).status).toBe(503)
-    expect(await service.exited, service.output()).toEqual({ code: 1, signal: null })
-    expect(Date.now() - second).toBeLessThan(1_000 + 500)
-    const report = service.report()
-    expect(report.signals).toBe(2)
-    expect(report.cut.map((item) => item.label)).toEqual(["GET /work"])
-    expect(await rowsIn(service.pgliteDir)).toEqual([])
-  }, 60_000)
+  it(
+    "2nd SIGTERM: the request in flight is cut (503) and the service exits 1 within the emergency budget",
+    async () => {
+      const service = await boot({ SHUTDOWN_EMERGENCY_TIMEOUT: "1 second" })
+      const hanging = get(service.port, "/work?ms=10000")
+      await untilOutput(service, /work started ms=10000/)
+      service.child.kill("SIGTERM")
+      await untilOutput(service, /shutdown: SIGTERM/)
+      await sleep(60) // the behaviour under test: past the 50 ms in which a repeated signal counts once
+      const second = Date.now()
+      service.child.kill("SIGTERM")
+      expect((await hanging).status).toBe(503)
+      expect(await service.exited, service.output()).toEqual({ code: 1, signal: null })
+      expect(Date.now() - second).toBeLessThan(1_000 + 500)
+      const report = service.report()
+      expect(report.signals).toBe(2)
+      expect(report.cut.map((item) => item.label)).toEqual(["GET /work"])
+      expect(await rowsIn(service.pgliteDir)).toEqual([])
+    },
+    60_000
+  )
 
   it("fails at start-up with exit 1, naming the variable, when a SHUTDOWN_* value is invalid", async () => {
     const dir = mkdtempSync(join(tmpdir(), "effect-graceful-example-"))

@@ -18,8 +18,5 @@ export const start = (
     runtime: options.runtime ?? process.env.E2E_FIXTURE_RUNTIME
   })
 
-/**
- * Bun's binary from the npm package `@oven/bun-linux-x64` (pinned in
- * .ci/run, which sets BUN_BIN); locally /tmp/bun2 as in docs/guide/bun.md.
- */
-export const bunBin = process.env.BUN_BIN ?? "/tmp/bun2/node_modules/@oven/bun-linux-x64/bin/bun"
+/** Bun's binary: BUN_BIN, set by the suite's global setup (./bun-binary.ts) when not given. */
+export const bunBin = process.env.BUN_BIN ?? "bun"

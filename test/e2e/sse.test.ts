@@ -51,17 +51,22 @@ const boot = async (
   runtime: keyof typeof entries = "Node"
 ): Promise<Service> => {
   const dir = mkdtempSync(join(tmpdir(), "effect-graceful-sse-"))
-  const started = spawnListening(entries[runtime].file, {
-    PORT: String(port),
-    HOST: "127.0.0.1",
-    LOG_FILE: join(dir, "requests.jsonl"),
-    SHUTDOWN_REPORT_FILE: join(dir, "report.json"),
-    DATABASE_URL: "",
-    REDIS_URL: "",
-    PGLITE_DIR: "",
-    KUBERNETES_SERVICE_HOST: "",
-    ...env
-  }, [], entries[runtime].command)
+  const started = spawnListening(
+    entries[runtime].file,
+    {
+      PORT: String(port),
+      HOST: "127.0.0.1",
+      LOG_FILE: join(dir, "requests.jsonl"),
+      SHUTDOWN_REPORT_FILE: join(dir, "report.json"),
+      DATABASE_URL: "",
+      REDIS_URL: "",
+      PGLITE_DIR: "",
+      KUBERNETES_SERVICE_HOST: "",
+      ...env
+    },
+    [],
+    entries[runtime].command
+  )
   cleanups.push(() => rmSync(dir, { recursive: true, force: true }))
   const { child, port: bound, exited, output } = await started
   cleanups.push(() => {

@@ -30,7 +30,8 @@ export const wireSuite = (
     const without = options.without ?? {}
     // A test this server does not run is not registered (never counted as passing).
     const it = (name: string, test: () => Promise<void>, timeout?: number) => {
-      const key = /^(\d+b?)\./.exec(name)?.[1] ?? (name.includes("HTTPS") ? "tls" : name.includes("arrives just after") ? "late" : name)
+      const key = /^(\d+b?)\./.exec(name)?.[1] ??
+        (name.includes("HTTPS") ? "tls" : name.includes("arrives just after") ? "late" : name)
       if (without[key] === undefined) vitestIt(name, test, timeout)
     }
     let running: Array<Fixture> = []
@@ -285,8 +286,11 @@ export const wireSuite = (
           let data = ""
           socket.on("connect", () => socket.write("GET /work?ms=0 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"))
           socket.on("data", (chunk) => (data += chunk))
-          socket.on("error", (error: NodeJS.ErrnoException) =>
-            resolve(error.code === "ECONNREFUSED" ? "refused" : `${error.code} after ${JSON.stringify(data)}`))
+          socket.on(
+            "error",
+            (error: NodeJS.ErrnoException) =>
+              resolve(error.code === "ECONNREFUSED" ? "refused" : `${error.code} after ${JSON.stringify(data)}`)
+          )
           socket.on("close", () =>
             resolve(
               /^HTTP\/1\.1 200/.test(data) && /\r\nconnection: close\r\n/i.test(data)

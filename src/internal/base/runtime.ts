@@ -17,5 +17,6 @@ export const runtimeCheck = (): string | undefined => {
   const bun = (process.versions as Record<string, string | undefined>).bun
   const runtime = bun !== undefined ? `Bun ${bun}` : `this runtime (${process.release.name} ${process.version})`
   return `effect-graceful: the HTTP guard is not supported on ${runtime}'s node:http ` +
-    `(missing: ${missing.join(", ")}; the guard's listener close needs them); see docs/guide/bun.md`
+    `(missing: ${missing.join(", ")}; the guard's listener close needs them)` +
+    (bun !== undefined ? "; on Bun, serve with effect-graceful/BunHttp (Bun.serve)" : "") + "; see docs/guide/bun.md"
 }

@@ -26,19 +26,22 @@
  *
  * @internal
  */
-import type * as Clock from "effect/Clock"
+import * as Clock from "effect/Clock"
 import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as HttpBody from "effect/http/HttpBody"
-import type * as Scope from "effect/Scope"
 import * as HttpServerRequest from "effect/http/HttpServerRequest"
 import * as HttpServerResponse from "effect/http/HttpServerResponse"
+import type * as Scope from "effect/Scope"
 import * as Socket from "effect/socket/Socket"
 import * as Stream from "effect/Stream"
 import type { InFlightRegistryService, Item } from "../../Adapter.ts"
-import { pathOf } from "../../Adapter.ts"
-import type * as Health from "../../Health.ts"
+import { inFlightRegistry, pathOf } from "../../Adapter.ts"
+import * as Health from "../../Health.ts"
+import type { InFlight } from "../../InFlight.ts"
+import * as Lifecycle from "../../Lifecycle.ts"
+import * as Resource from "../../Resource.ts"
 import { REFUSED_BODY } from "./refusal.ts"
 
 /** What the guard uses of a `Bun.serve` server: public API only. */
@@ -120,6 +123,9 @@ type HttpApp<E, R> = Effect.Effect<
   R | HttpServerRequest.HttpServerRequest | Scope.Scope
 >
 
+/** One turn of the event loop: the runtime reads what is already on the wire. */
+const nextTurn = Effect.callback<void>((resume) => void setImmediate(() => resume(Effect.void)))
+
 /** A marker for the race between a handler and its cut. */
 const CUT = Symbol("cut")
 
@@ -127,7 +133,6 @@ export class BunGuard {
   private mode: Mode = "Ready"
   private readonly active = new Set<GuardedRequest>()
   private server: BunServerHandle | undefined = undefined
-  private stopped: Promise<void> | undefined = undefined
   private listenerItem: ListenerItem | undefined = undefined
   /** When a request last arrived or was answered (clock ms). */
   private lastActivityAt = 0
@@ -274,24 +279,28 @@ export class BunGuard {
       const item = new ListenerItem(`${this.name} listener`)
       if (this.settings.inFlight.addUnsafe(item)) this.listenerItem = item
       this.lastActivityAt = Math.max(this.lastActivityAt, this.now())
-      this.stopWhenQuiet()
       const sockets = [...this.active].flatMap((entry) => entry.socket === undefined ? [] : [entry.socket])
-      return Effect.forEach(sockets, (socket) => this.closeSocket(socket), { discard: true })
+      return Effect.forEach(sockets, (socket) => this.closeSocket(socket), { discard: true }).pipe(
+        Effect.andThen(Effect.forkDetach(this.stopWhenQuiet()))
+      )
     })
   }
 
-  private stopWhenQuiet(): void {
-    if (this.mode !== "Closing") return
-    const quietFor = this.now() - this.lastActivityAt
-    if (quietFor < this.settings.idleGraceMs) {
-      setTimeout(() => this.stopWhenQuiet(), this.settings.idleGraceMs - quietFor)
-      return
-    }
-    setImmediate(() => {
-      if (this.mode !== "Closing") return
-      this.stopped ??= (this.server?.stop() ?? Promise.resolve()).catch(() => undefined)
-      void this.stopped.then(() => this.settle())
+  /** Waits (on the Clock) until no request arrived or was answered for `idleGrace`, then a turn, then stops. */
+  private stopWhenQuiet(): Effect.Effect<void> {
+    const waitQuiet: Effect.Effect<void> = Effect.suspend(() => {
+      const left = this.settings.idleGraceMs - (this.now() - this.lastActivityAt)
+      return left <= 0 ? Effect.void : Effect.andThen(Effect.sleep(left), waitQuiet)
     })
+    return waitQuiet.pipe(
+      Effect.andThen(nextTurn),
+      Effect.andThen(Effect.suspend(() => {
+        if (this.mode !== "Closing" || this.server === undefined) return Effect.void
+        const server = this.server
+        return Effect.promise(() => server.stop().catch(() => undefined))
+      })),
+      Effect.ensuring(Effect.sync(() => this.settle()))
+    )
   }
 
   private settle(): void {
@@ -320,9 +329,46 @@ export class BunGuard {
       this.settle()
       if (server === undefined) return Effect.void
       // A turn first, so the 503s just answered are written.
-      return Effect.promise(() =>
-        new Promise<void>((resolve) => setImmediate(resolve)).then(() => server.stop(true)).catch(() => undefined)
-      )
+      return nextTurn.pipe(Effect.andThen(Effect.promise(() => server.stop(true).catch(() => undefined))))
     })
   }
 }
+
+/** What {@link install} needs, resolved from the adapter's options. */
+export interface InstallOptions {
+  readonly name: string
+  readonly idleGraceMs: number
+  readonly closeReason: string
+  /** The health routes' paths, or `false` to leave them to the application. */
+  readonly health: false | Health.Paths
+  readonly readinessDetail: boolean
+}
+
+/**
+ * Makes the guard for `server` and puts it under the lifecycle for the life
+ * of the scope: drain at Draining, the listener's stop at Closing, the
+ * release named `options.name`.
+ */
+export const install = (
+  options: InstallOptions,
+  server: BunServerHandle
+): Effect.Effect<BunGuard, never, Lifecycle.Lifecycle | InFlight | Health.Health | Scope.Scope> =>
+  Effect.gen(function*() {
+    const lifecycle = yield* Lifecycle.Lifecycle
+    const health = yield* Health.Health
+    const guard = new BunGuard({
+      name: options.name,
+      inFlight: yield* inFlightRegistry,
+      clock: yield* Clock.Clock,
+      closeReason: options.closeReason,
+      idleGraceMs: options.idleGraceMs,
+      answerHealth: options.health === false
+        ? undefined
+        : Health.answer(health, lifecycle, options.health, { detail: options.readinessDetail })
+    })
+    guard.attach(server)
+    yield* Lifecycle.addHook(`${options.name}: connection close`, "Draining", Effect.sync(() => guard.startDrain()))
+    yield* Lifecycle.addHook(`${options.name}: close listener`, "Closing", guard.startClosing())
+    yield* Resource.addFinalizer(options.name, guard.release())
+    return guard
+  })
