@@ -64,7 +64,7 @@ const DEFAULT_IDLE_GRACE = Duration.millis(100)
  *
  * @example
  * ```ts
- * import type { BunHttp } from "effect-graceful/BunHttp"
+ * import type * as BunHttp from "effect-graceful/BunHttp"
  *
  * const options: BunHttp.GuardOptions = { name: "api", readinessDetail: false }
  * ```
@@ -98,7 +98,7 @@ export interface GuardOptions {
  *
  * @example
  * ```ts
- * import type { BunHttp } from "effect-graceful/BunHttp"
+ * import type * as BunHttp from "effect-graceful/BunHttp"
  *
  * const options: BunHttp.Options = { port: 3000, hostname: "127.0.0.1", name: "api" }
  * ```
