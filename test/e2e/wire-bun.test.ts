@@ -16,6 +16,7 @@ it("Bun is installed (test/e2e/bun-binary.ts, or BUN_BIN)", () => {
 
 wireSuite("Effect HttpServer on Bun", "http-effect-bun.ts", {}, {
   runtime: bunBin,
+  listenerCloseLagMs: 200,
   without: {
     "13": "Bun closes a connection that pipelines requests, while Ready too: pinned below",
     "14": "Bun accepts a connection only once it sends a byte (TCP_DEFER_ACCEPT): see 14 and 14b below",

@@ -30,6 +30,7 @@ import * as Clock from "effect/Clock"
 import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
+import * as Fiber from "effect/Fiber"
 import * as HttpBody from "effect/http/HttpBody"
 import * as HttpServerRequest from "effect/http/HttpServerRequest"
 import * as HttpServerResponse from "effect/http/HttpServerResponse"
@@ -82,7 +83,11 @@ class GuardedRequest implements Item {
   tracked = false
   done = false
   socket: Socket.Socket | undefined = undefined
-  readonly cut = Deferred.makeUnsafe<void>()
+  wasCut = false
+  /** The handler's fiber, until it has answered. */
+  handler: Fiber.Fiber<unknown, unknown> | undefined = undefined
+  /** Made only for a streamed response: completed by a cut, it fails the stream. */
+  cutSignal: Deferred.Deferred<void> | undefined = undefined
   readonly kind: "request" | "websocket"
   readonly method: string
   readonly url: string
@@ -96,7 +101,9 @@ class GuardedRequest implements Item {
     return `${this.method} ${pathOf(this.url)}`
   }
   interrupt(): void {
-    Deferred.doneUnsafe(this.cut, Exit.void)
+    this.wasCut = true
+    this.handler?.interruptUnsafe()
+    if (this.cutSignal !== undefined) Deferred.doneUnsafe(this.cutSignal, Exit.void)
   }
 }
 
@@ -123,11 +130,18 @@ type HttpApp<E, R> = Effect.Effect<
   R | HttpServerRequest.HttpServerRequest | Scope.Scope
 >
 
+/**
+ * Whether the request asks for an upgrade. On Bun its source is the Web
+ * `Request`: asking it for one header spares converting all of them (the
+ * app may never read them).
+ */
+const isUpgradeRequest = (request: HttpServerRequest.HttpServerRequest): boolean =>
+  request.source instanceof Request
+    ? request.source.headers.get("upgrade") !== null
+    : request.headers["upgrade"] !== undefined
+
 /** One turn of the event loop: the runtime reads what is already on the wire. */
 const nextTurn = Effect.callback<void>((resume) => void setImmediate(() => resume(Effect.void)))
-
-/** A marker for the race between a handler and its cut. */
-const CUT = Symbol("cut")
 
 export class BunGuard {
   private mode: Mode = "Ready"
@@ -169,7 +183,7 @@ export class BunGuard {
             }
           }))
       }
-      const isUpgrade = request.headers["upgrade"] !== undefined
+      const isUpgrade = isUpgradeRequest(request)
       if (isUpgrade && this.mode !== "Ready") return Effect.succeed(refusal())
       const arrivedAt = this.now()
       this.lastActivityAt = arrivedAt
@@ -182,16 +196,16 @@ export class BunGuard {
       const provided = isUpgrade
         ? Effect.provideService(app, HttpServerRequest.HttpServerRequest, this.followUpgrade(request, entry))
         : app
-      return Effect.raceFirst(provided, Effect.as(Deferred.await(entry.cut), CUT)).pipe(
-        Effect.onExit((exit) => Exit.isSuccess(exit) ? Effect.void : Effect.sync(() => this.leave(entry))),
-        Effect.map((response) => {
-          if (response === CUT) {
-            this.leave(entry)
-            return refusal()
-          }
-          return this.finish(entry, response)
+      // The handler runs in a child fiber, so that a cut can interrupt it and
+      // this fiber still answer.
+      return Effect.flatMap(Effect.forkChild(provided, { startImmediately: true }), (handler) => {
+        entry.handler = handler
+        return Effect.flatMap(Fiber.await(handler), (exit) => {
+          if (Exit.isSuccess(exit)) return Effect.succeed(this.finish(entry, exit.value))
+          this.leave(entry)
+          return entry.wasCut ? Effect.succeed(refusal()) : Effect.failCause(exit.cause)
         })
-      )
+      })
     })
   }
 
@@ -226,7 +240,11 @@ export class BunGuard {
       this.leave(entry)
       return closing
     }
-    const cut = Effect.flatMap(Deferred.await(entry.cut), () => Effect.fail(new CutError()))
+    entry.handler = undefined
+    const cutSignal = Deferred.makeUnsafe<void>()
+    entry.cutSignal = cutSignal
+    if (entry.wasCut) Deferred.doneUnsafe(cutSignal, Exit.void)
+    const cut = Effect.flatMap(Deferred.await(cutSignal), () => Effect.fail(new CutError()))
     const body = closing.body
     return HttpServerResponse.setBody(
       closing,
