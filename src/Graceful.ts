@@ -57,6 +57,7 @@ import type * as Scope from "effect/Scope"
 import * as OS from "node:os"
 import type { Health } from "./Health.ts"
 import type { InFlight } from "./InFlight.ts"
+import { unsupportedAtStart } from "./internal/base/runtime.ts"
 import * as Coordinator from "./internal/engine/coordinator.ts"
 import * as ReportFile from "./internal/engine/reportFile.ts"
 import * as Triggers from "./internal/engine/triggers.ts"
@@ -181,6 +182,10 @@ export const run: {
     // is interrupted.
     Effect.uninterruptible(Effect.scoped(Effect.gen(function*() {
       const config = yield* ShutdownConfig.load(options)
+      // A node:http guard composed into the app cannot run on this runtime
+      // (Bun): refused now, before anything is acquired.
+      const unsupported = unsupportedAtStart()
+      if (unsupported !== undefined) return yield* Effect.die(new Error(unsupported))
       // The handlers first, before anything slow: a signal from here on is
       // kept and acted on as soon as the coordinator exists, instead of
       // killing the process with no report.

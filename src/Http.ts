@@ -84,7 +84,7 @@ import { inFlightRegistry } from "./Adapter.ts"
 import * as Health from "./Health.ts"
 import type { InFlight } from "./InFlight.ts"
 import { millisOr } from "./internal/base/duration.ts"
-import { runtimeCheck } from "./internal/base/runtime.ts"
+import { requestNodeHttpGuard, runtimeCheck } from "./internal/base/runtime.ts"
 import { HttpGuard } from "./internal/http/guard.ts"
 import { selfCheck } from "./internal/http/nodeInternals.ts"
 import { DEFAULT_CLOSE_REASON } from "./internal/http/refusal.ts"
@@ -203,8 +203,10 @@ interface GuardInternals {
 export const guard = (
   server: NodeServer,
   options: GuardOptions = {}
-): Effect.Effect<void, never, Lifecycle.Lifecycle | InFlight | Health.Health | Scope.Scope> =>
-  guardWith(server, options, { cutThroughSocket: false })
+): Effect.Effect<void, never, Lifecycle.Lifecycle | InFlight | Health.Health | Scope.Scope> => {
+  requestNodeHttpGuard()
+  return guardWith(server, options, { cutThroughSocket: false })
+}
 
 /** Which protocol stack the server runs: decides which socket events the guard follows. */
 interface ServerKind {
@@ -437,8 +439,9 @@ export const serveNode = <S extends NodeServer>(
   { readonly server: S; readonly port: number },
   Error,
   Lifecycle.Lifecycle | InFlight | Health.Health | Scope.Scope
-> =>
-  Effect.gen(function*() {
+> => {
+  requestNodeHttpGuard()
+  return Effect.gen(function*() {
     // An inherited socket (socket activation) replaces the port; see Listen.
     const listenOptions = yield* Listen.resolve(options, options)
     const server = evaluate()
@@ -448,6 +451,7 @@ export const serveNode = <S extends NodeServer>(
     const { port } = yield* listen(server, listenOptions)
     return { server, port }
   })
+}
 
 /**
  * `NodeHttpServer.layerServer` with the guard: an Effect `HttpServer` whose
@@ -478,8 +482,9 @@ export const serveNode = <S extends NodeServer>(
 export const layerServer = (
   evaluate: LazyArg<NodeServer>,
   options: NodeHttpServer.Options & GuardOptions & Listen.SocketOptions
-): Layer.Layer<HttpServer.HttpServer, ServeError, Lifecycle.Lifecycle | InFlight | Health.Health> =>
-  Layer.effect(
+): Layer.Layer<HttpServer.HttpServer, ServeError, Lifecycle.Lifecycle | InFlight | Health.Health> => {
+  requestNodeHttpGuard()
+  return Layer.effect(
     HttpServer.HttpServer,
     Effect.gen(function*() {
       // An inherited socket (socket activation) replaces the port; see Listen.
@@ -498,6 +503,7 @@ export const layerServer = (
       return httpServer
     })
   )
+}
 
 /**
  * {@link layerServer} plus the platform services `NodeHttpServer.layer`
@@ -544,4 +550,7 @@ export const layer = (
 export const layerConfig = (
   evaluate: LazyArg<NodeServer>,
   options: Config.Wrap<NodeHttpServer.Options & GuardOptions & Listen.SocketOptions>
-) => Layer.unwrap(Effect.map(Config.unwrap(options), (resolved) => layer(evaluate, resolved)))
+) => {
+  requestNodeHttpGuard()
+  return Layer.unwrap(Effect.map(Config.unwrap(options), (resolved) => layer(evaluate, resolved)))
+}

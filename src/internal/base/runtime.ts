@@ -20,3 +20,24 @@ export const runtimeCheck = (): string | undefined => {
     `(missing: ${missing.join(", ")}; the guard's listener close needs them)` +
     (bun !== undefined ? "; on Bun, serve with effect-graceful/BunHttp (Bun.serve)" : "") + "; see docs/guide/bun.md"
 }
+
+/**
+ * Whether a `node:http` guard was asked for (`Http.layer`, `Http.guard`, ...):
+ * noted when those functions are called, which for a layer is when the app
+ * composes it, before `Graceful.run` starts. Process-wide on purpose: the
+ * start-up check must know before any layer is built, and nothing else
+ * could tell it.
+ */
+let nodeHttpGuardRequested = false
+
+/** Notes that a `node:http` guard will be set up. */
+export const requestNodeHttpGuard = (): void => {
+  nodeHttpGuardRequested = true
+}
+
+/**
+ * At start-up, before anything is acquired: why the guard asked for so far
+ * cannot run on this runtime, or `undefined`. The guard's own setup checks
+ * again, for a guard asked for later (inside a program).
+ */
+export const unsupportedAtStart = (): string | undefined => nodeHttpGuardRequested ? runtimeCheck() : undefined
