@@ -9,15 +9,13 @@
  * (node_modules/.cache/bun-<version>, test/e2e/bun-binary.ts).
  * Loopback only, bounded in count and time; stops by itself.
  */
-// @ts-expect-error autocannon ships no types
-import autocannon from "autocannon"
 import { type ChildProcess, spawn, spawnSync } from "node:child_process"
 import { existsSync, mkdirSync, writeFileSync } from "node:fs"
-import * as Net from "node:net"
 import { cpus } from "node:os"
 import { join } from "node:path"
 import { createInterface } from "node:readline"
 import installBun from "../../test/e2e/bun-binary.ts"
+import { get, load, median } from "../support/http.ts"
 
 const rounds = Number(process.env.BENCH_ROUNDS ?? 5)
 const seconds = Number(process.env.BENCH_SECONDS ?? 3)
@@ -45,26 +43,6 @@ const startServer = (variant: string): Promise<{ readonly child: ChildProcess; r
     })
     child.once("exit", (code) => reject(new Error(`${variant} exited early with ${code}`)))
   })
-
-const get = (port: number, path: string): Promise<string> =>
-  new Promise((resolve, reject) => {
-    const socket = Net.connect({ port, host: "127.0.0.1" }, () => {
-      socket.write(`GET ${path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`)
-    })
-    let data = ""
-    socket.on("data", (chunk) => (data += chunk))
-    socket.on("end", () => resolve(data.slice(data.indexOf("\r\n\r\n") + 4)))
-    socket.on("error", reject)
-  })
-
-const load = (port: number, duration: number) =>
-  autocannon({ url: `http://127.0.0.1:${port}/`, connections: 32, pipelining: 1, duration })
-
-const median = (values: ReadonlyArray<number>) => {
-  const sorted = [...values].sort((a, b) => a - b)
-  const mid = Math.floor(sorted.length / 2)
-  return sorted.length % 2 === 1 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2
-}
 
 const version = spawnSync(bun, ["--version"], { encoding: "utf8" }).stdout.trim()
 console.log(`Bun ${version}: ${rounds} rounds of ${seconds} s per variant`)

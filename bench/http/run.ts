@@ -26,6 +26,7 @@ import * as Net from "node:net"
 import { cpus, tmpdir } from "node:os"
 import { join } from "node:path"
 import { createInterface } from "node:readline"
+import { get, load, median } from "../support/http.ts"
 
 const rounds = Number(process.env.BENCH_ROUNDS ?? 5)
 const seconds = Number(process.env.BENCH_SECONDS ?? 2)
@@ -81,26 +82,6 @@ const stop = async (server: Server) => {
   server.child.kill("SIGKILL")
   await server.exited
 }
-
-const load = (port: number, duration: number) =>
-  autocannon({ url: `http://127.0.0.1:${port}/`, connections: 32, pipelining: 1, duration })
-
-const median = (values: ReadonlyArray<number>) => {
-  const sorted = [...values].sort((a, b) => a - b)
-  const mid = Math.floor(sorted.length / 2)
-  return sorted.length % 2 === 1 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2
-}
-
-const get = (port: number, path: string): Promise<string> =>
-  new Promise((resolve, reject) => {
-    const socket = Net.connect({ port, host: "127.0.0.1" }, () => {
-      socket.write(`GET ${path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`)
-    })
-    let data = ""
-    socket.on("data", (chunk) => (data += chunk))
-    socket.on("end", () => resolve(data.slice(data.indexOf("\r\n\r\n") + 4)))
-    socket.on("error", reject)
-  })
 
 // ---------------------------------------------------------------------------
 

@@ -5,10 +5,10 @@
  * guard; what Bun does instead is pinned below, so a change in Bun shows.
  */
 import { existsSync } from "node:fs"
-import { afterEach, describe, expect, it } from "vitest"
-import { bunBin, type Fixture, start } from "./harness.ts"
-import { RawConnection, sleep } from "./wire.ts"
-import { wireSuite } from "./wire-suite.ts"
+import { describe, expect, it } from "vitest"
+import { bunBin } from "./harness.ts"
+import { sleep } from "./wire.ts"
+import { wireFixtures, wireSuite } from "./wire-suite.ts"
 
 it("Bun is installed (test/e2e/bun-binary.ts, or BUN_BIN)", () => {
   expect(existsSync(bunBin), bunBin).toBe(true)
@@ -26,26 +26,7 @@ wireSuite("Effect HttpServer on Bun", "http-effect-bun.ts", {}, {
 })
 
 describe("wire behaviour on Bun: what Bun.serve does with connections the guard cannot see", () => {
-  let running: Array<Fixture> = []
-  let sockets: Array<RawConnection> = []
-  afterEach(() => {
-    for (const socket of sockets) socket.destroy()
-    for (const service of running) service.cleanup()
-    running = []
-    sockets = []
-  })
-  const boot = async (env: Record<string, string> = {}) => {
-    const service = start(env, { fixture: "http-effect-bun.ts", runtime: bunBin })
-    running.push(service)
-    const port = await service.waitFor("port")
-    await service.waitFor("ready")
-    return { service, port }
-  }
-  const open = async (port: number) => {
-    const connection = await RawConnection.open(port)
-    sockets.push(connection)
-    return connection
-  }
+  const { boot, open } = wireFixtures("http-effect-bun.ts", {}, bunBin)
   const get = (ms: number) => `GET /work?ms=${ms} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n`
 
   it("13 (Bun). pipelined requests while Ready: Bun closes the connection before any response (Bun's own behaviour, no shutdown involved)", async () => {

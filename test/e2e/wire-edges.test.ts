@@ -12,8 +12,8 @@ import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { afterEach, describe, expect, it } from "vitest"
 import { type Fixture, spawnFixture } from "../support/fixture.ts"
-import { start } from "./harness.ts"
 import { RawConnection, type RawResponse } from "./wire.ts"
+import { wireFixtures } from "./wire-suite.ts"
 
 let running: Array<Fixture> = []
 let sockets: Array<RawConnection | Net.Socket> = []
@@ -27,19 +27,7 @@ afterEach(() => {
   sockets = []
 })
 
-const boot = async (env: Record<string, string> = {}) => {
-  const service = start(env, { fixture: "http-edges.ts" })
-  running.push(service)
-  const port = await service.waitFor("port")
-  await service.waitFor("ready")
-  return { service, port }
-}
-
-const open = async (port: number, options: { readonly tls?: boolean; readonly halfOpen?: boolean } = {}) => {
-  const connection = await RawConnection.open(port, options)
-  sockets.push(connection)
-  return connection
-}
+const { boot, open } = wireFixtures("http-edges.ts")
 
 /** Reads responses until the connection closes; returns them and whether it ended with a reset. */
 const readAll = async (connection: RawConnection) => {

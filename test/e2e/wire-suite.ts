@@ -26,6 +26,35 @@ export interface WireSuiteOptions {
   readonly listenerCloseLagMs?: number | undefined
 }
 
+/**
+ * A fixture's processes and raw connections for one describe block, cleaned
+ * up after each test: `boot` starts the fixture (under `runtime`, Bun's
+ * binary, when given) and waits for its `port` and `ready` marks.
+ */
+export const wireFixtures = (fixture: string, env: Record<string, string> = {}, runtime?: string) => {
+  let running: Array<Fixture> = []
+  let sockets: Array<RawConnection> = []
+  afterEach(() => {
+    for (const socket of sockets) socket.destroy()
+    for (const service of running) service.cleanup()
+    running = []
+    sockets = []
+  })
+  const boot = async (extra: Record<string, string> = {}) => {
+    const service = start({ ...env, ...extra }, { fixture, runtime })
+    running.push(service)
+    const port = await service.waitFor("port")
+    await service.waitFor("ready")
+    return { service, port }
+  }
+  const open = async (port: number, options: { readonly tls?: boolean; readonly halfOpen?: boolean } = {}) => {
+    const connection = await RawConnection.open(port, options)
+    sockets.push(connection)
+    return connection
+  }
+  return { boot, open }
+}
+
 export const wireSuite = (
   title: string,
   fixture: string,
@@ -40,27 +69,7 @@ export const wireSuite = (
         (name.includes("HTTPS") ? "tls" : name.includes("arrives just after") ? "late" : name)
       if (without[key] === undefined) vitestIt(name, test, timeout)
     }
-    let running: Array<Fixture> = []
-    let sockets: Array<RawConnection> = []
-    afterEach(() => {
-      for (const socket of sockets) socket.destroy()
-      for (const service of running) service.cleanup()
-      running = []
-      sockets = []
-    })
-
-    const boot = async (extra: Record<string, string> = {}) => {
-      const service = start({ ...env, ...extra }, { fixture, runtime: options.runtime })
-      running.push(service)
-      const port = await service.waitFor("port")
-      await service.waitFor("ready")
-      return { service, port }
-    }
-    const open = async (port: number, options: { readonly tls?: boolean; readonly halfOpen?: boolean } = {}) => {
-      const connection = await RawConnection.open(port, options)
-      sockets.push(connection)
-      return connection
-    }
+    const { boot, open } = wireFixtures(fixture, env, options.runtime)
 
     it("1. a keep-alive request in flight at SIGTERM gets its full body and Connection: close; the socket then closes", async () => {
       const { service, port } = await boot()
