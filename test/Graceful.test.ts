@@ -1,17 +1,9 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Context, Effect, Fiber, Layer } from "effect"
 import { TestClock } from "effect/testing"
-import { Graceful, InFlight, Lifecycle, type Report, Resource } from "../src/index.ts"
+import { InFlight, Lifecycle, type Report, Resource } from "../src/index.ts"
 import * as GracefulTest from "../src/testing.ts"
-
-/** Starts `program` under Graceful.run in a child fiber and lets it reach its first suspension. */
-const start = <A, E, R>(program: Effect.Effect<A, E, R>, options?: Graceful.RunOptions) =>
-  Effect.gen(function*() {
-    const fiber = yield* program.pipe(Graceful.run(options ?? { timeout: "10 seconds" }), Effect.forkChild)
-    // Let the program acquire its resources (no time passes).
-    for (let i = 0; i < 10; i++) yield* Effect.yieldNow
-    return fiber
-  })
+import { start } from "./support/run.ts"
 
 const releaseNames = (report: Report.ShutdownReport) => report.releases.map((r) => `${r.name}:${r.outcome}`)
 

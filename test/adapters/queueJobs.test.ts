@@ -11,10 +11,7 @@ import { JobItem, runTracked } from "../../src/adapters/internal/queueJobs.ts"
 import { releaseSliceMillis as sliceMillis } from "../../src/adapters/internal/slice.ts"
 import { Adapter, Graceful, Resource } from "../../src/index.ts"
 import * as GracefulTest from "../../src/testing.ts"
-
-const settle = Effect.gen(function*() {
-  for (let i = 0; i < 20; i++) yield* Effect.yieldNow
-})
+import { counted, settle } from "../support/run.ts"
 
 describe("job items in the in-flight set", () => {
   it.effect("a job that finishes within the drain ends with its value; one still running at the deadline is cut, named, and ends interrupted", () =>
@@ -33,6 +30,7 @@ describe("job items in the in-flight set", () => {
       })
       const fiber = yield* program.pipe(
         Graceful.run({ timeout: "10 seconds", drainTimeout: "2 seconds" }),
+        counted,
         Effect.forkChild
       )
       yield* settle
@@ -75,6 +73,7 @@ describe("job items in the in-flight set", () => {
       })
       const fiber = yield* program.pipe(
         Graceful.run({ timeout: "10 seconds", drainTimeout: "1 second" }),
+        counted,
         Effect.forkChild
       )
       yield* settle
@@ -98,6 +97,7 @@ describe("job items in the in-flight set", () => {
       })
       const fiber = yield* program.pipe(
         Graceful.run({ timeout: "10 seconds", drainTimeout: "1 second" }),
+        counted,
         Effect.forkChild
       )
       yield* settle
