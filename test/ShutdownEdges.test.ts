@@ -8,7 +8,7 @@ import { Context, Effect, Fiber, Layer } from "effect"
 import { TestClock } from "effect/testing"
 import { Graceful, Health, InFlight, Lifecycle, Resource } from "../src/index.ts"
 import * as GracefulTest from "../src/testing.ts"
-import { counted, settle } from "./support/run.ts"
+import { counted, settle, start } from "./support/run.ts"
 
 describe("start-up", () => {
   it.effect("a layer that fails while building: what was acquired is released inside the budget and reported", () =>
@@ -70,8 +70,7 @@ describe("budgets at the edges", () => {
 describe("signal policy", () => {
   it.effect("SIGHUP triggers a graceful shutdown by default", () =>
     Effect.gen(function*() {
-      const fiber = yield* Effect.never.pipe(Graceful.run({ timeout: "5 seconds" }), counted, Effect.forkChild)
-      yield* settle
+      const fiber = yield* start(Effect.never, { timeout: "5 seconds" })
       yield* GracefulTest.send("SIGHUP")
       const report = yield* Fiber.join(fiber)
       expect(report.trigger).toEqual({ _tag: "Signal", signal: "SIGHUP" })
@@ -80,8 +79,7 @@ describe("signal policy", () => {
 
   it.effect("SIGUSR2 (nodemon) is a trigger only when configured", () =>
     Effect.gen(function*() {
-      const ignored = yield* Effect.never.pipe(Graceful.run({ timeout: "5 seconds" }), counted, Effect.forkChild)
-      yield* settle
+      const ignored = yield* start(Effect.never, { timeout: "5 seconds" })
       yield* GracefulTest.send("SIGUSR2")
       yield* TestClock.adjust("10 seconds")
       expect(ignored.pollUnsafe()).toBeUndefined()
