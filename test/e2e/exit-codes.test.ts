@@ -9,6 +9,16 @@ const note = (line: string) => {
   console.log(`[timing] ${line}`)
 }
 
+/** A job and a release that would take a minute, then `signal` three times, 100 ms apart. */
+const thirdSignal = async (signal: NodeJS.Signals) => {
+  const service = run({
+    FIXTURE_SLOW_RELEASE: "60000",
+    FIXTURE_JOB_MS: "60000",
+    SHUTDOWN_EMERGENCY_TIMEOUT: "10 seconds"
+  })
+  return { service, ...await signalled(service, signal, { times: 3, gapMs: 100 }) }
+}
+
 describe("exit codes, real processes and real signals", () => {
   it("SIGTERM, clean: exit 0, releases in reverse acquisition order", async () => {
     const service = run()
@@ -116,12 +126,7 @@ describe("exit codes, real processes and real signals", () => {
   })
 
   it("3rd SIGTERM: exit 143 at once", async () => {
-    const service = run({
-      FIXTURE_SLOW_RELEASE: "60000",
-      FIXTURE_JOB_MS: "60000",
-      SHUTDOWN_EMERGENCY_TIMEOUT: "10 seconds"
-    })
-    const { exit, sent: third } = await signalled(service, "SIGTERM", { times: 3, gapMs: 100 })
+    const { exit, sent: third, service } = await thirdSignal("SIGTERM")
     expect(exit.code, service.output()).toBe(143)
     expect(exit.at - third).toBeLessThan(100)
     expect(service.report().outcome).toBe("forced")
@@ -129,12 +134,7 @@ describe("exit codes, real processes and real signals", () => {
   })
 
   it("3rd SIGINT: exit 130 at once", async () => {
-    const service = run({
-      FIXTURE_SLOW_RELEASE: "60000",
-      FIXTURE_JOB_MS: "60000",
-      SHUTDOWN_EMERGENCY_TIMEOUT: "10 seconds"
-    })
-    const { exit, sent: third } = await signalled(service, "SIGINT", { times: 3, gapMs: 100 })
+    const { exit, sent: third, service } = await thirdSignal("SIGINT")
     expect(exit.code, service.output()).toBe(130)
     note(`3rd SIGINT: exit ${exit.code} after ${exit.at - third} ms`)
   })
