@@ -8,7 +8,12 @@
  * on a scheduler that counts the tasks its fibers have queued and not yet run
  * (a fiber resumed, forked, or yielding). When none is left, every fiber of
  * the program is suspended on something outside the scheduler (a Deferred, a
- * queue, a TestClock sleep, a promise), and only the test can move it on.
+ * queue, a TestClock sleep, a pending promise): what moves it on next is the
+ * test (a signal, `TestClock.adjust`) or a callback from outside Effect.
+ * Callbacks queued as promise reactions or nextTicks run within the turn
+ * `settle` waits; real I/O that takes longer (a file write) is not waited
+ * for: a test that needs it waits for it as a fact (`Fiber.join`, a
+ * `Deferred`).
  */
 import { Effect, Scheduler } from "effect"
 import { Graceful } from "../../src/index.ts"
