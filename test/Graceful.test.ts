@@ -1,17 +1,10 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Context, Effect, Fiber, Layer } from "effect"
 import { TestClock } from "effect/testing"
-import { Graceful, InFlight, Lifecycle, type Report, Resource } from "../src/index.ts"
+import { InFlight, Lifecycle, type Report, Resource } from "../src/index.ts"
 import * as GracefulTest from "../src/testing.ts"
-
-/** Starts `program` under Graceful.run in a child fiber and lets it reach its first suspension. */
-const start = <A, E, R>(program: Effect.Effect<A, E, R>, options?: Graceful.RunOptions) =>
-  Effect.gen(function*() {
-    const fiber = yield* program.pipe(Graceful.run(options ?? { timeout: "10 seconds" }), Effect.forkChild)
-    // Let the program acquire its resources (no time passes).
-    for (let i = 0; i < 10; i++) yield* Effect.yieldNow
-    return fiber
-  })
+import { settle, start } from "./support/run.ts"
+import { shutdownSpanNames } from "./support/spans.ts"
 
 const releaseNames = (report: Report.ShutdownReport) => report.releases.map((r) => `${r.name}:${r.outcome}`)
 
@@ -462,7 +455,8 @@ describe("observability", () => {
       yield* GracefulTest.send("SIGTERM")
       yield* TestClock.adjust("1 second")
       yield* Fiber.join(fiber)
-      for (let i = 0; i < 5; i++) yield* Effect.yieldNow
+      // The detached stream fiber sees the last change once it has run.
+      yield* settle
       expect(seen).toEqual(["Ready", "Draining", "Closing", "Releasing", "Stopped"])
     }).pipe(Effect.provide(GracefulTest.layer)))
 
@@ -515,13 +509,6 @@ describe("tracing", () => {
       yield* GracefulTest.send("SIGTERM")
       yield* TestClock.adjust("3 seconds")
       yield* Fiber.join(fiber)
-      expect(names).toEqual(expect.arrayContaining([
-        "graceful.shutdown",
-        "graceful.draining",
-        "graceful.closing",
-        "graceful.cutting",
-        "graceful.releasing",
-        "graceful.release db"
-      ]))
+      expect(names).toEqual(expect.arrayContaining([...shutdownSpanNames]))
     }).pipe(Effect.provide(GracefulTest.layer)))
 })

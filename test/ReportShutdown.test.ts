@@ -12,16 +12,10 @@ import { join } from "node:path"
 import { afterAll } from "vitest"
 import { Graceful, InFlight, Resource } from "../src/index.ts"
 import * as GracefulTest from "../src/testing.ts"
+import { start } from "./support/run.ts"
 
 const dir = mkdtempSync(join(tmpdir(), "effect-graceful-report-shutdown-"))
 afterAll(() => rmSync(dir, { recursive: true, force: true }))
-
-const start = <A, E, R>(program: Effect.Effect<A, E, R>, options: Graceful.RunOptions) =>
-  Effect.gen(function*() {
-    const fiber = yield* program.pipe(Graceful.run(options), Effect.forkChild)
-    for (let i = 0; i < 10; i++) yield* Effect.yieldNow
-    return fiber
-  })
 
 describe("budgetMs", () => {
   it.effect("is the budget B after a clean shutdown", () =>

@@ -8,10 +8,7 @@ import { Context, Effect, Fiber, Layer } from "effect"
 import { TestClock } from "effect/testing"
 import { Graceful, Health, InFlight, Lifecycle, Resource } from "../src/index.ts"
 import * as GracefulTest from "../src/testing.ts"
-
-const settle = Effect.gen(function*() {
-  for (let i = 0; i < 10; i++) yield* Effect.yieldNow
-})
+import { counted, settle, start } from "./support/run.ts"
 
 describe("start-up", () => {
   it.effect("a layer that fails while building: what was acquired is released inside the budget and reported", () =>
@@ -34,7 +31,10 @@ describe("start-up", () => {
       const released: Array<string> = []
       const Log = Layer.effectDiscard(Resource.addFinalizer("log", Effect.sync(() => released.push("log"))))
       const Db = Layer.effectDiscard(Resource.make("db", Effect.never, () => Effect.void))
-      const fiber = yield* Graceful.launch(Layer.provide(Db, Log), { timeout: "25 seconds" }).pipe(Effect.forkChild)
+      const fiber = yield* Graceful.launch(Layer.provide(Db, Log), { timeout: "25 seconds" }).pipe(
+        counted,
+        Effect.forkChild
+      )
       yield* settle
       yield* GracefulTest.send("SIGTERM")
       yield* TestClock.adjust("200 millis")
@@ -55,7 +55,7 @@ describe("budgets at the edges", () => {
         yield* Lifecycle.addHook("close listener", "Closing", Effect.sync(() => events.push("close listener")))
         yield* Effect.forkChild(InFlight.track(Effect.never, { kind: "job", label: "long" }))
         return yield* Effect.never
-      }).pipe(Graceful.run({ timeout: "5 seconds", drainTimeout: "0 seconds" }), Effect.forkChild)
+      }).pipe(Graceful.run({ timeout: "5 seconds", drainTimeout: "0 seconds" }), counted, Effect.forkChild)
       yield* settle
       yield* GracefulTest.send("SIGTERM")
       yield* TestClock.adjust("1 second")
@@ -70,8 +70,7 @@ describe("budgets at the edges", () => {
 describe("signal policy", () => {
   it.effect("SIGHUP triggers a graceful shutdown by default", () =>
     Effect.gen(function*() {
-      const fiber = yield* Effect.never.pipe(Graceful.run({ timeout: "5 seconds" }), Effect.forkChild)
-      yield* settle
+      const fiber = yield* start(Effect.never, { timeout: "5 seconds" })
       yield* GracefulTest.send("SIGHUP")
       const report = yield* Fiber.join(fiber)
       expect(report.trigger).toEqual({ _tag: "Signal", signal: "SIGHUP" })
@@ -80,8 +79,7 @@ describe("signal policy", () => {
 
   it.effect("SIGUSR2 (nodemon) is a trigger only when configured", () =>
     Effect.gen(function*() {
-      const ignored = yield* Effect.never.pipe(Graceful.run({ timeout: "5 seconds" }), Effect.forkChild)
-      yield* settle
+      const ignored = yield* start(Effect.never, { timeout: "5 seconds" })
       yield* GracefulTest.send("SIGUSR2")
       yield* TestClock.adjust("10 seconds")
       expect(ignored.pollUnsafe()).toBeUndefined()
@@ -90,6 +88,7 @@ describe("signal policy", () => {
 
       const chosen = yield* Effect.never.pipe(
         Graceful.run({ timeout: "5 seconds", signals: ["SIGTERM", "SIGUSR2"] }),
+        counted,
         Effect.forkChild
       )
       yield* settle
@@ -103,7 +102,7 @@ describe("signal policy", () => {
       const fiber = yield* Effect.gen(function*() {
         yield* Resource.addFinalizer("slow", Effect.sleep("10 seconds"))
         return yield* Effect.never
-      }).pipe(Graceful.run({ timeout: "20 seconds" }), Effect.forkChild)
+      }).pipe(Graceful.run({ timeout: "20 seconds" }), counted, Effect.forkChild)
       yield* settle
       for (let i = 0; i < 5; i++) {
         yield* GracefulTest.send("SIGTERM")
@@ -136,7 +135,7 @@ describe("requirements carried through", () => {
         }))
         yield* Effect.forkChild(Effect.sleep("1 second").pipe(InFlight.track({ kind: "job", label: "piped" })))
         return yield* Effect.never
-      }).pipe(Effect.provide(DbLive), Graceful.run({ timeout: "5 seconds" }), Effect.forkChild)
+      }).pipe(Effect.provide(DbLive), Graceful.run({ timeout: "5 seconds" }), counted, Effect.forkChild)
       yield* settle
       yield* GracefulTest.send("SIGTERM")
       yield* TestClock.adjust("1 second")

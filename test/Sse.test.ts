@@ -2,16 +2,10 @@ import { describe, expect, it } from "@effect/vitest"
 import { Effect, Fiber, Schedule, Stream } from "effect"
 import { HttpServerRequest, type HttpServerResponse } from "effect/http"
 import { TestClock } from "effect/testing"
-import { Graceful, InFlight } from "../src/index.ts"
+import { InFlight } from "../src/index.ts"
 import * as Sse from "../src/Sse.ts"
 import * as GracefulTest from "../src/testing.ts"
-
-const start = <A, E, R>(program: Effect.Effect<A, E, R>, options: Graceful.RunOptions) =>
-  Effect.gen(function*() {
-    const fiber = yield* program.pipe(Graceful.run(options), Effect.forkChild)
-    for (let i = 0; i < 10; i++) yield* Effect.yieldNow
-    return fiber
-  })
+import { start } from "./support/run.ts"
 
 const requestFor = (headers: Record<string, string> = {}) =>
   HttpServerRequest.fromWeb(new Request("http://localhost/events", { headers }))

@@ -17,6 +17,8 @@ import { Effect, Fiber, Layer } from "effect"
 import { TestClock } from "effect/testing"
 import { Graceful, InFlight, type Report, Resource, Telemetry } from "../src/index.ts"
 import * as GracefulTest from "../src/testing.ts"
+import { counted, settle, start } from "./support/run.ts"
+import { expectShutdownSpans } from "./support/spans.ts"
 
 /**
  * Keeps what it was given. (The SDK's `InMemorySpanExporter` forgets its
@@ -61,9 +63,10 @@ describe("Telemetry.provide", () => {
       const fiber = yield* service.pipe(
         Graceful.run({ timeout: "10 seconds", drainTimeout: "1 second" }),
         Telemetry.provide(layer),
+        counted,
         Effect.forkChild
       )
-      for (let i = 0; i < 10; i++) yield* Effect.yieldNow
+      yield* settle
       yield* GracefulTest.send("SIGTERM")
       // Nothing left the batch processor yet: it exports on flush only.
       expect(spans.exported).toEqual([])
@@ -75,18 +78,7 @@ describe("Telemetry.provide", () => {
 
       const finished = spans.exported
       const names = finished.map((s) => s.name)
-      for (
-        const name of [
-          "graceful.shutdown",
-          "graceful.draining",
-          "graceful.closing",
-          "graceful.cutting",
-          "graceful.releasing",
-          "graceful.release db"
-        ]
-      ) {
-        expect(names, names.join(", ")).toContain(name)
-      }
+      expectShutdownSpans(names)
       const byName = (name: string) => finished.find((s) => s.name === name)!
       const shutdown = byName("graceful.shutdown")
       const parentOf = (span: ReadableSpan) => span.parentSpanContext?.spanId
@@ -114,11 +106,12 @@ describe("Telemetry.provide", () => {
       const fiber = yield* Effect.never.pipe(
         Graceful.run({ timeout: "2 seconds" }),
         Telemetry.provide(layer, { timeout: "2 seconds" }),
+        counted,
         Effect.forkChild
       )
-      for (let i = 0; i < 10; i++) yield* Effect.yieldNow
+      yield* settle
       yield* GracefulTest.send("SIGTERM")
-      for (let i = 0; i < 10; i++) yield* Effect.yieldNow
+      yield* settle
       yield* TestClock.adjust("1990 millis")
       expect(fiber.pollUnsafe()).toBeUndefined()
       yield* TestClock.adjust("10 millis")
@@ -128,8 +121,7 @@ describe("Telemetry.provide", () => {
 
   it.effect("the deadline comes from the report: trigger time plus the budget in force", () =>
     Effect.gen(function*() {
-      const fiber = yield* Effect.never.pipe(Graceful.run({ timeout: "3 seconds" }), Effect.forkChild)
-      for (let i = 0; i < 10; i++) yield* Effect.yieldNow
+      const fiber = yield* start(Effect.never, { timeout: "3 seconds" })
       yield* GracefulTest.send("SIGTERM")
       const report: Report.ShutdownReport = yield* Fiber.join(fiber)
       expect(report.budgetMs).toBe(3000)

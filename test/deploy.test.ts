@@ -19,6 +19,7 @@ import { readFileSync } from "node:fs"
 import { createRequire } from "node:module"
 import { join } from "node:path"
 import { PlatformCheck, ShutdownConfig } from "../src/index.ts"
+import { instructionsOf, lastOf } from "./support/dockerfile.ts"
 
 const ms = DurationModule.toMillis
 
@@ -394,17 +395,8 @@ describe("deploy/effect-graceful-example.service (systemd)", () => {
 })
 
 describe("deploy/Dockerfile", () => {
-  // Instructions, with line continuations joined and comments dropped.
-  const instructions = read("Dockerfile")
-    .replace(/\\\n/g, " ")
-    .split("\n")
-    .map((line) => line.trim())
-    .filter((line) => line !== "" && !line.startsWith("#"))
-    .map((line) => {
-      const space = line.indexOf(" ")
-      return { op: line.slice(0, space).toUpperCase(), args: line.slice(space + 1).trim() }
-    })
-  const last = (op: string) => instructions.filter((i) => i.op === op).at(-1)?.args
+  const instructions = instructionsOf(read("Dockerfile"))
+  const last = (op: string) => lastOf(instructions, op)
 
   it("exec-form CMD running node, never npm or a shell", () => {
     const cmd = last("CMD")

@@ -8,11 +8,13 @@ import * as http from "node:http"
 
 const port = Number(process.env.PORT ?? 3000)
 const host = process.env.HOST ?? "127.0.0.1"
+// LOG_LEVEL=Debug: each /work request's start is logged (`work started ms=N`).
 
 const app = express()
 app.use(express.json())
 app.get("/work", (req, res) => {
   const ms = Number(req.query.ms ?? 0)
+  if (process.env.LOG_LEVEL === "Debug") console.debug(`work started ms=${ms}`)
   setTimeout(() => res.json({ ok: true, ms }), ms)
 })
 app.post("/echo", (req, res) => {

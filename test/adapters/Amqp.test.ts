@@ -4,7 +4,7 @@ import { Effect, Fiber } from "effect"
 import { TestClock } from "effect/testing"
 import * as Amqp from "../../src/adapters/Amqp.ts"
 import * as GracefulTest from "../../src/testing.ts"
-import { settle, start } from "../support/run.ts"
+import { counted, settle, start } from "../support/run.ts"
 
 /** An in-memory amqplib connection: records what the adapter asks of the broker. */
 const makeBroker = () => {
@@ -170,18 +170,28 @@ describe("Amqp.consume", () => {
     }).pipe(Effect.provide(GracefulTest.layer)))
 })
 
+/** A publisher with a 2 s release slice under `Graceful.run`, started and settled. */
+const startPublisher = (broker: ReturnType<typeof makeBroker>) =>
+  Effect.gen(function*() {
+    let publisher: Amqp.Publisher | undefined
+    const fiber = yield* start(Effect.gen(function*() {
+      publisher = yield* Amqp.publisher({ connection: broker.connection, name: "events", timeout: "2 seconds" })
+      return yield* Effect.never
+    }))
+    return { fiber, publisher: publisher! }
+  })
+
 describe("Amqp.publisher", () => {
   it.effect("at release, outstanding confirms are awaited within the slice, then the channel closes", () =>
     Effect.gen(function*() {
       const broker = makeBroker()
-      let publisher: Amqp.Publisher | undefined
-      const fiber = yield* start(Effect.gen(function*() {
-        publisher = yield* Amqp.publisher({ connection: broker.connection, name: "events", timeout: "2 seconds" })
-        return yield* Effect.never
-      }))
-      const published = yield* publisher!.publish("orders", "order.paid", Buffer.from("{}")).pipe(Effect.forkChild)
+      const { fiber, publisher } = yield* startPublisher(broker)
+      const published = yield* publisher.publish("orders", "order.paid", Buffer.from("{}")).pipe(
+        counted,
+        Effect.forkChild
+      )
       yield* settle
-      expect(publisher!.outstanding()).toBe(1)
+      expect(publisher.outstanding()).toBe(1)
       yield* GracefulTest.send("SIGTERM")
       yield* TestClock.adjust("1 second")
       expect(broker.events).toEqual(["publish order.paid"])
@@ -195,13 +205,9 @@ describe("Amqp.publisher", () => {
   it.effect("confirms still outstanding at the end of the slice fail the release with their count; the channel still closes", () =>
     Effect.gen(function*() {
       const broker = makeBroker()
-      let publisher: Amqp.Publisher | undefined
-      const fiber = yield* start(Effect.gen(function*() {
-        publisher = yield* Amqp.publisher({ connection: broker.connection, name: "events", timeout: "2 seconds" })
-        return yield* Effect.never
-      }))
-      yield* publisher!.publish("orders", "a", Buffer.from("{}")).pipe(Effect.forkChild)
-      yield* publisher!.publish("orders", "b", Buffer.from("{}")).pipe(Effect.forkChild)
+      const { fiber, publisher } = yield* startPublisher(broker)
+      yield* publisher.publish("orders", "a", Buffer.from("{}")).pipe(counted, Effect.forkChild)
+      yield* publisher.publish("orders", "b", Buffer.from("{}")).pipe(counted, Effect.forkChild)
       yield* settle
       yield* GracefulTest.send("SIGTERM")
       // 2 s slice: 1.5 s for the confirms, the rest for the close

@@ -6,6 +6,7 @@ import { TestClock } from "effect/testing"
 import * as Cluster from "../../src/adapters/Cluster.ts"
 import { Graceful, InFlight, Resource } from "../../src/index.ts"
 import * as GracefulTest from "../../src/testing.ts"
+import { counted, settle } from "../support/run.ts"
 
 const Work = Rpc.make("Work", { payload: { ms: Schema.Number }, success: Schema.Number })
 const Worker = Entity.make("Worker", [Work])
@@ -42,10 +43,6 @@ const makeRunner =
     )
   }
 
-const settle = Effect.gen(function*() {
-  for (let i = 0; i < 50; i++) yield* Effect.yieldNow
-})
-
 describe("Cluster", () => {
   it("splits the handoff slice: half for the quiesce, the rest for the close and entity termination", () => {
     const parts = Cluster.slice("20 seconds")
@@ -78,7 +75,7 @@ describe("Cluster", () => {
           runnerAddress: { host: "127.0.0.1", port: 34431 },
           timeout: "12 seconds"
         })
-      ).pipe(Effect.andThen(Effect.never), Graceful.run({ timeout: "25 seconds" }), Effect.forkChild)
+      ).pipe(Effect.andThen(Effect.never), Graceful.run({ timeout: "25 seconds" }), counted, Effect.forkChild)
       yield* settle
       expect(seen).toHaveLength(1)
       expect(Duration.toMillis(Duration.fromInputUnsafe(seen[0]!.entityTerminationTimeout!))).toBe(6_000)
@@ -118,6 +115,7 @@ describe("Cluster", () => {
       }).pipe(
         Effect.provide(RunnerLive),
         Graceful.run({ timeout: "25 seconds", drainTimeout: "5 seconds" }),
+        counted,
         Effect.forkChild
       )
       yield* settle
@@ -161,6 +159,7 @@ describe("Cluster", () => {
       }).pipe(
         Effect.provide(RunnerLive),
         Graceful.run({ timeout: "25 seconds", drainTimeout: "1 second" }),
+        counted,
         Effect.forkChild
       )
       yield* settle

@@ -4,8 +4,9 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "no
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import * as Jsonl from "../../src/adapters/Jsonl.ts"
-import { Graceful, Lifecycle } from "../../src/index.ts"
+import { Lifecycle } from "../../src/index.ts"
 import * as GracefulTest from "../../src/testing.ts"
+import { start } from "../support/run.ts"
 
 const dirs: Array<string> = []
 const tempFile = (name = "out.jsonl") => {
@@ -21,14 +22,6 @@ const lines = (path: string): Array<unknown> =>
   readFileSync(path, "utf8").split("\n").filter((line, i, all) => i < all.length - 1 || line !== "").map((line) =>
     JSON.parse(line)
   )
-
-/** Starts `program` under Graceful.run in a child fiber. */
-const start = <A, E, R>(program: Effect.Effect<A, E, R>) =>
-  Effect.gen(function*() {
-    const fiber = yield* program.pipe(Graceful.run({ timeout: "10 seconds" }), Effect.forkChild)
-    for (let i = 0; i < 20; i++) yield* Effect.yieldNow
-    return fiber
-  })
 
 /** A writer in a scope of its own, with a live Lifecycle from Graceful.run. */
 const withWriter = <A, E>(

@@ -14,7 +14,7 @@ import pg from "pg"
 import * as Pg from "../../src/adapters/Pg.ts"
 import { InFlight } from "../../src/index.ts"
 import * as GracefulTest from "../../src/testing.ts"
-import { settleIo, startWith } from "../support/run.ts"
+import { settle, start } from "../support/run.ts"
 
 interface Pending {
   readonly text: string
@@ -81,10 +81,6 @@ const makePool = (max = 4) => {
   const pool = new pg.Pool({ Client: Client as unknown as typeof pg.Client, max, idleTimeoutMillis: 0 })
   return { pool, clients }
 }
-
-/** Lets real promise callbacks (the client double's nextTicks) and Effect fibers run; no time passes. */
-const settle = settleIo
-const start = startWith(settle)
 
 describe("Pg pool adapter (TestClock)", () => {
   it.effect("the release slice runs on Effect's clock: the leaked connection is closed by force at slice minus the cancel step, not before", () =>

@@ -10,11 +10,7 @@ import { Effect, Exit, Fiber } from "effect"
 import { TestClock } from "effect/testing"
 import * as Redis from "../../src/adapters/Redis.ts"
 import * as GracefulTest from "../../src/testing.ts"
-import { settleIo, startWith } from "../support/run.ts"
-
-/** Lets real promise callbacks (the client double's nextTicks) and Effect fibers run; no time passes. */
-const settle = settleIo
-const start = startWith(settle)
+import { settle, start } from "../support/run.ts"
 
 /** A connection to a Redis that refuses: `connect` never settles, `refuse` emits the error node-redis emits per attempt. */
 const makeRefusedConnection = () => {

@@ -48,6 +48,13 @@ const makeBroker = (jobs: ReadonlyArray<Job>) =>
     }
   })
 
+/** A worker with the defaults under `Graceful.run`, forked and not settled: TestClock alone drives it. */
+const forkWorker = (broker: Effect.Success<ReturnType<typeof makeBroker>>) =>
+  Effect.gen(function*() {
+    yield* Worker.make({ name: "w", ...broker.options })
+    return yield* Effect.never
+  }).pipe(Graceful.run({ timeout: "10 seconds" }), Effect.forkChild)
+
 describe("Worker", () => {
   it.effect("processes and acknowledges each job exactly once, up to `concurrency` at a time", () =>
     Effect.gen(function*() {
@@ -81,10 +88,7 @@ describe("Worker", () => {
   it.effect("with TestClock alone (no settle), queued jobs run back to back: each adjust finishes the next one", () =>
     Effect.gen(function*() {
       const broker = yield* makeBroker([{ id: "j1", ms: 1000 }, { id: "j2", ms: 1000 }, { id: "j3", ms: 1000 }])
-      const fiber = yield* Effect.gen(function*() {
-        yield* Worker.make({ name: "w", ...broker.options })
-        return yield* Effect.never
-      }).pipe(Graceful.run({ timeout: "10 seconds" }), Effect.forkChild)
+      const fiber = yield* forkWorker(broker)
       yield* TestClock.adjust("1 second")
       expect(broker.events).toEqual(["start j1", "done j1", "ack j1", "start j2"])
       yield* TestClock.adjust("1 second")
@@ -99,10 +103,7 @@ describe("Worker", () => {
   it.effect("with TestClock alone, one adjust spanning two queued jobs finishes both", () =>
     Effect.gen(function*() {
       const broker = yield* makeBroker([{ id: "j1", ms: 1000 }, { id: "j2", ms: 1000 }])
-      const fiber = yield* Effect.gen(function*() {
-        yield* Worker.make({ name: "w", ...broker.options })
-        return yield* Effect.never
-      }).pipe(Graceful.run({ timeout: "10 seconds" }), Effect.forkChild)
+      const fiber = yield* forkWorker(broker)
       yield* TestClock.adjust("2 seconds")
       expect([...broker.acks.entries()]).toEqual([["j1", 1], ["j2", 1]])
       yield* GracefulTest.send("SIGTERM")
@@ -113,10 +114,7 @@ describe("Worker", () => {
   it.effect("with TestClock alone, a job still queued at SIGTERM is never started: it stays in the queue", () =>
     Effect.gen(function*() {
       const broker = yield* makeBroker([{ id: "j1", ms: 1000 }, { id: "j2", ms: 1000 }])
-      const fiber = yield* Effect.gen(function*() {
-        yield* Worker.make({ name: "w", ...broker.options })
-        return yield* Effect.never
-      }).pipe(Graceful.run({ timeout: "10 seconds" }), Effect.forkChild)
+      const fiber = yield* forkWorker(broker)
       yield* TestClock.adjust("1 millis")
       yield* GracefulTest.send("SIGTERM")
       yield* TestClock.adjust("3 seconds")

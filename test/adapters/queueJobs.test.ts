@@ -9,12 +9,9 @@ import { Deferred, Effect, Exit, Fiber } from "effect"
 import { TestClock } from "effect/testing"
 import { JobItem, runTracked } from "../../src/adapters/internal/queueJobs.ts"
 import { releaseSliceMillis as sliceMillis } from "../../src/adapters/internal/slice.ts"
-import { Adapter, Graceful, Resource } from "../../src/index.ts"
+import { Adapter, Resource } from "../../src/index.ts"
 import * as GracefulTest from "../../src/testing.ts"
-
-const settle = Effect.gen(function*() {
-  for (let i = 0; i < 20; i++) yield* Effect.yieldNow
-})
+import { start } from "../support/run.ts"
 
 describe("job items in the in-flight set", () => {
   it.effect("a job that finishes within the drain ends with its value; one still running at the deadline is cut, named, and ends interrupted", () =>
@@ -31,11 +28,7 @@ describe("job items in the in-flight set", () => {
         }
         return yield* Effect.never
       })
-      const fiber = yield* program.pipe(
-        Graceful.run({ timeout: "10 seconds", drainTimeout: "2 seconds" }),
-        Effect.forkChild
-      )
-      yield* settle
+      const fiber = yield* start(program, { timeout: "10 seconds", drainTimeout: "2 seconds" })
       yield* TestClock.adjust("100 millis")
       yield* GracefulTest.send("SIGTERM")
       yield* TestClock.adjust("2 seconds")
@@ -73,11 +66,7 @@ describe("job items in the in-flight set", () => {
         )
         return yield* Effect.never
       })
-      const fiber = yield* program.pipe(
-        Graceful.run({ timeout: "10 seconds", drainTimeout: "1 second" }),
-        Effect.forkChild
-      )
-      yield* settle
+      const fiber = yield* start(program, { timeout: "10 seconds", drainTimeout: "1 second" })
       yield* GracefulTest.send("SIGTERM")
       yield* TestClock.adjust("1 second")
       const report = yield* Fiber.join(fiber)
@@ -96,11 +85,7 @@ describe("job items in the in-flight set", () => {
           }))
         return yield* Effect.never
       })
-      const fiber = yield* program.pipe(
-        Graceful.run({ timeout: "10 seconds", drainTimeout: "1 second" }),
-        Effect.forkChild
-      )
-      yield* settle
+      const fiber = yield* start(program, { timeout: "10 seconds", drainTimeout: "1 second" })
       yield* GracefulTest.send("SIGTERM")
       yield* TestClock.adjust("1 second")
       yield* Fiber.join(fiber)

@@ -342,7 +342,9 @@ describe("examples/express: before.ts drops the request in flight at SIGTERM, ma
     const app = await spawnListening(join(import.meta.dirname, "..", "..", "examples", "express", file), {
       PORT: String(await freePort()),
       HOST: "127.0.0.1",
-      KUBERNETES_SERVICE_HOST: ""
+      KUBERNETES_SERVICE_HOST: "",
+      // Each request's start is logged (`work started ms=N`): the tests wait for it.
+      LOG_LEVEL: "Debug"
     })
     clients.push({ destroy: () => app.child.kill("SIGKILL") })
     return app
@@ -352,8 +354,7 @@ describe("examples/express: before.ts drops the request in flight at SIGTERM, ma
     const app = await startExpress("main.ts")
     expect((await get(app.port, "/health/ready")).status).toBe(200)
     const inFlight = get(app.port, "/work?ms=500")
-    // No fact to wait on: the example prints nothing when a request starts.
-    await sleep(100)
+    await untilOutput(app, /work started ms=500/)
     app.child.kill("SIGTERM")
     const answer = await inFlight
     expect(answer.status).toBe(200)
@@ -364,8 +365,7 @@ describe("examples/express: before.ts drops the request in flight at SIGTERM, ma
   it("before.ts (as it was): the request in flight is dropped", async () => {
     const app = await startExpress("before.ts")
     const inFlight = get(app.port, "/work?ms=500").then(() => "answered", (error: NodeJS.ErrnoException) => error.code)
-    // No fact to wait on: the example prints nothing when a request starts.
-    await sleep(100)
+    await untilOutput(app, /work started ms=500/)
     app.child.kill("SIGTERM")
     expect(await inFlight).toBe("ECONNRESET")
     expect(await app.exited).toEqual({ code: null, signal: "SIGTERM" })

@@ -1,16 +1,7 @@
-import { afterEach, describe, expect, it } from "vitest"
-import { type Fixture, start } from "./harness.ts"
+import { describe, expect, it } from "vitest"
+import { signalled, startCleanedUp } from "./signalled.ts"
 
-let running: Array<Fixture> = []
-const run = (env: Record<string, string> = {}, options?: { readonly ipc?: boolean }) => {
-  const fixture = start(env, options)
-  running.push(fixture)
-  return fixture
-}
-afterEach(() => {
-  for (const fixture of running) fixture.cleanup()
-  running = []
-})
+const run = startCleanedUp()
 
 const timings: Array<string> = []
 const note = (line: string) => {
@@ -18,12 +9,20 @@ const note = (line: string) => {
   console.log(`[timing] ${line}`)
 }
 
+/** A job and a release that would take a minute, then `signal` three times, 100 ms apart. */
+const thirdSignal = async (signal: NodeJS.Signals) => {
+  const service = run({
+    FIXTURE_SLOW_RELEASE: "60000",
+    FIXTURE_JOB_MS: "60000",
+    SHUTDOWN_EMERGENCY_TIMEOUT: "10 seconds"
+  })
+  return { service, ...await signalled(service, signal, { times: 3, gapMs: 100 }) }
+}
+
 describe("exit codes, real processes and real signals", () => {
   it("SIGTERM, clean: exit 0, releases in reverse acquisition order", async () => {
     const service = run()
-    await service.waitFor("ready")
-    const sent = service.kill("SIGTERM")
-    const exit = await service.exited
+    const { sent, exit } = await signalled(service)
     expect(exit.code, service.output()).toBe(0)
     const report = service.report()
     expect(report.trigger).toEqual({ _tag: "Signal", signal: "SIGTERM" })
@@ -34,9 +33,7 @@ describe("exit codes, real processes and real signals", () => {
 
   it("SIGINT, clean: exit 0 (with Graceful.runMain)", async () => {
     const service = run({ FIXTURE_RUNNER: "graceful" })
-    await service.waitFor("ready")
-    service.kill("SIGINT")
-    const exit = await service.exited
+    const { exit } = await signalled(service, "SIGINT")
     expect(exit.code, service.output()).toBe(0)
     expect(service.report().trigger).toEqual({ _tag: "Signal", signal: "SIGINT" })
   })
@@ -58,18 +55,14 @@ describe("exit codes, real processes and real signals", () => {
 
   it("SHUTDOWN_RERAISE_SIGNAL: a clean SIGTERM shutdown dies by SIGTERM (shell sees 143)", async () => {
     const service = run({ SHUTDOWN_RERAISE_SIGNAL: "true" })
-    await service.waitFor("ready")
-    service.kill("SIGTERM")
-    const exit = await service.exited
+    const { exit } = await signalled(service)
     expect({ code: exit.code, signal: exit.signal }, service.output()).toEqual({ code: null, signal: "SIGTERM" })
     expect(service.report().outcome).toBe("clean")
   })
 
   it("in-flight work finishes before the releases, then exit 0", async () => {
     const service = run({ FIXTURE_JOB_MS: "600" })
-    await service.waitFor("ready")
-    service.kill("SIGTERM")
-    const exit = await service.exited
+    const { exit } = await signalled(service)
     expect(exit.code, service.output()).toBe(0)
     const jobDone = await service.waitFor("job-done")
     expect(await service.waitFor("release-db")).toBeGreaterThanOrEqual(jobDone)
@@ -82,9 +75,7 @@ describe("exit codes, real processes and real signals", () => {
       SHUTDOWN_TIMEOUT: "3 seconds",
       SHUTDOWN_DRAIN_TIMEOUT: "500 millis"
     })
-    await service.waitFor("ready")
-    const sent = service.kill("SIGTERM")
-    const exit = await service.exited
+    const { sent, exit } = await signalled(service)
     expect(exit.code, service.output()).toBe(1)
     const report = service.report()
     expect(report.cut.map((c) => `${c.kind} ${c.label}`)).toEqual(["job job-1"])
@@ -94,9 +85,7 @@ describe("exit codes, real processes and real signals", () => {
 
   it("a failing release: exit 1, the others still run", async () => {
     const service = run({ FIXTURE_FAILING_RELEASE: "1" })
-    await service.waitFor("ready")
-    service.kill("SIGTERM")
-    const exit = await service.exited
+    const { exit } = await signalled(service)
     expect(exit.code, service.output()).toBe(1)
     const report = service.report()
     expect(report.releases.map((r) => `${r.name}:${r.outcome}`)).toEqual([
@@ -108,9 +97,7 @@ describe("exit codes, real processes and real signals", () => {
 
   it("a hung release: exit 1 at the budget (within 200 ms), the report names it", async () => {
     const service = run({ FIXTURE_HUNG_RELEASE: "1", SHUTDOWN_TIMEOUT: "2 seconds" })
-    await service.waitFor("ready")
-    const sent = service.kill("SIGTERM")
-    const exit = await service.exited
+    const { sent, exit } = await signalled(service)
     const elapsed = exit.at - sent
     expect(exit.code, service.output()).toBe(1)
     expect(elapsed).toBeGreaterThanOrEqual(1950)
@@ -128,11 +115,7 @@ describe("exit codes, real processes and real signals", () => {
       SHUTDOWN_TIMEOUT: "20 seconds",
       SHUTDOWN_EMERGENCY_TIMEOUT: "500 millis"
     })
-    await service.waitFor("ready")
-    service.kill("SIGTERM")
-    await new Promise((resolve) => setTimeout(resolve, 300))
-    const second = service.kill("SIGTERM")
-    const exit = await service.exited
+    const { exit, sent: second } = await signalled(service, "SIGTERM", { times: 2, gapMs: 300 })
     const elapsed = exit.at - second
     expect(exit.code, service.output()).toBe(1)
     expect(elapsed).toBeLessThan(500 + 150)
@@ -143,18 +126,7 @@ describe("exit codes, real processes and real signals", () => {
   })
 
   it("3rd SIGTERM: exit 143 at once", async () => {
-    const service = run({
-      FIXTURE_SLOW_RELEASE: "60000",
-      FIXTURE_JOB_MS: "60000",
-      SHUTDOWN_EMERGENCY_TIMEOUT: "10 seconds"
-    })
-    await service.waitFor("ready")
-    service.kill("SIGTERM")
-    await new Promise((resolve) => setTimeout(resolve, 100))
-    service.kill("SIGTERM")
-    await new Promise((resolve) => setTimeout(resolve, 100))
-    const third = service.kill("SIGTERM")
-    const exit = await service.exited
+    const { exit, sent: third, service } = await thirdSignal("SIGTERM")
     expect(exit.code, service.output()).toBe(143)
     expect(exit.at - third).toBeLessThan(100)
     expect(service.report().outcome).toBe("forced")
@@ -162,18 +134,7 @@ describe("exit codes, real processes and real signals", () => {
   })
 
   it("3rd SIGINT: exit 130 at once", async () => {
-    const service = run({
-      FIXTURE_SLOW_RELEASE: "60000",
-      FIXTURE_JOB_MS: "60000",
-      SHUTDOWN_EMERGENCY_TIMEOUT: "10 seconds"
-    })
-    await service.waitFor("ready")
-    for (let i = 0; i < 2; i++) {
-      service.kill("SIGINT")
-      await new Promise((resolve) => setTimeout(resolve, 100))
-    }
-    const third = service.kill("SIGINT")
-    const exit = await service.exited
+    const { exit, sent: third, service } = await thirdSignal("SIGINT")
     expect(exit.code, service.output()).toBe(130)
     note(`3rd SIGINT: exit ${exit.code} after ${exit.at - third} ms`)
   })
@@ -216,9 +177,7 @@ describe("exit codes, real processes and real signals", () => {
 
   it("a release that blocks the event loop past the budget: exit 1 as soon as the loop is free", async () => {
     const service = run({ FIXTURE_BLOCKING_RELEASE: "1500", SHUTDOWN_TIMEOUT: "1 second" })
-    await service.waitFor("ready")
-    const sent = service.kill("SIGTERM")
-    const exit = await service.exited
+    const { sent, exit } = await signalled(service)
     const elapsed = exit.at - sent
     expect(exit.code, service.output()).toBe(1)
     expect(elapsed).toBeLessThan(1500 + 200)

@@ -67,11 +67,11 @@ describe("grpc.health.v1", () => {
       watch.on("data", (response: { status: string }) => seen.push(response.status))
       const ended = new Promise<grpc.StatusObject>((resolve) => watch.on("status", resolve))
       watch.on("error", () => {})
-      while (seen.length === 0) await sleep(10)
+      while (seen.length === 0) await sleep(10) // polling interval of a wait on a fact
       expect(seen).toEqual(["SERVING"])
 
       fixture.kill("SIGTERM")
-      while (seen.length < 2) await sleep(10)
+      while (seen.length < 2) await sleep(10) // polling interval of a wait on a fact
       expect(seen).toEqual(["SERVING", "NOT_SERVING"])
       // Lame duck: still answering, NOT_SERVING.
       expect(await check(client)).toBe("NOT_SERVING")
@@ -153,18 +153,18 @@ describe("grpc-js clients across SIGTERM", () => {
       }
       const loops = Array.from({ length: 16 }, loop)
       // Both subchannels connected: round robin spreads the streams.
-      while ((unary.byServer.a ?? 0) < 20 || (unary.byServer.b ?? 0) < 20) await sleep(20)
+      while ((unary.byServer.a ?? 0) < 20 || (unary.byServer.b ?? 0) < 20) await sleep(20) // polling interval of a wait on a fact
       const streams = Array.from({ length: 8 }, () => new ResumingStream(client))
-      while (streams.some((stream) => stream.ticks.length < 5)) await sleep(20)
+      while (streams.some((stream) => stream.ticks.length < 5)) await sleep(20) // polling interval of a wait on a fact
       const onA = streams.filter((stream) => stream.servers.at(-1) === "a").length
       expect(onA).toBeGreaterThan(0)
 
       a.fixture.kill("SIGTERM")
       const exited = await a.fixture.exited
       const atExit = unary.ok
-      while (unary.ok < atExit + 200) await sleep(20)
+      while (unary.ok < atExit + 200) await sleep(20) // polling interval of a wait on a fact
       const ticksAtExit = streams.map((stream) => stream.ticks.length)
-      while (streams.some((stream, i) => stream.ticks.length < ticksAtExit[i]! + 5)) await sleep(20)
+      while (streams.some((stream, i) => stream.ticks.length < ticksAtExit[i]! + 5)) await sleep(20) // polling interval of a wait on a fact
       stop = true
       await Promise.all(loops)
       for (const stream of streams) stream.stop()

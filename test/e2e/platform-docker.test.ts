@@ -21,6 +21,7 @@
 import { readFileSync } from "node:fs"
 import { dirname, join } from "node:path"
 import { afterEach, describe, expect, it } from "vitest"
+import { instructionsOf, lastOf } from "../support/dockerfile.ts"
 import { untilOutput } from "../support/listening.ts"
 import {
   type Answer,
@@ -40,25 +41,10 @@ import {
 // The recipe, as Docker reads it
 // -----------------------------------------------------------------------------
 
-interface Instruction {
-  readonly op: string
-  readonly args: string
-}
-
 const dockerfile = readFileSync(join(root, "deploy", "Dockerfile"), "utf8")
 
-// Instructions, with line continuations joined and comments dropped.
-const instructions: ReadonlyArray<Instruction> = dockerfile
-  .replace(/\\\n/g, " ")
-  .split("\n")
-  .map((line) => line.trim())
-  .filter((line) => line !== "" && !line.startsWith("#"))
-  .map((line) => {
-    const space = line.indexOf(" ")
-    return { op: line.slice(0, space).toUpperCase(), args: line.slice(space + 1).trim() }
-  })
-
-const last = (op: string) => instructions.filter((i) => i.op === op).at(-1)?.args
+const instructions = instructionsOf(dockerfile)
+const last = (op: string) => lastOf(instructions, op)
 
 /** An exec form (a JSON array) as its argv; a shell form as Docker runs it: `/bin/sh -c <text>`. */
 const argvOf = (form: string): ReadonlyArray<string> =>

@@ -16,6 +16,7 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { afterEach, describe, expect, it } from "vitest"
+import { untilOutput } from "../support/listening.ts"
 import {
   commandLine,
   exampleMain,
@@ -79,9 +80,7 @@ describe.skipIf(noNpm !== undefined)("npm start as shipped (exec node ...), SIGT
     // `exec` replaced the shell: node is npm's own child.
     expect(treeOf(service.child.pid!)).toEqual([service.child.pid!, node])
     const slow = get(service.port, "/work?ms=1500")
-    // No fact to wait on: the example service prints nothing when a request starts;
-    // 300 ms of a 1,500 ms request, and the answer is asserted below.
-    await sleep(300)
+    await untilOutput(service, /work started ms=1500/)
     const sent = Date.now()
     process.kill(service.child.pid!, "SIGTERM")
     const answer = await slow
@@ -101,9 +100,7 @@ describe.skipIf(noNpm !== undefined)("npm start as shipped (exec node ...), SIGT
       env: { SHUTDOWN_TIMEOUT: "2 seconds", SHUTDOWN_DRAIN_TIMEOUT: "500 millis" }
     })
     const hanging = get(service.port, "/work?ms=20000")
-    // No fact to wait on: the example service prints nothing when a request starts;
-    // 300 ms of a 1,500 ms request, and the answer is asserted below.
-    await sleep(300)
+    await untilOutput(service, /work started ms=20000/)
     process.kill(service.child.pid!, "SIGTERM")
     const exit = await service.exited
     await hanging

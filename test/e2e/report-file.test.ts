@@ -15,6 +15,7 @@ import { join } from "node:path"
 import { afterEach, describe, expect, it } from "vitest"
 import type { Report } from "../../src/index.ts"
 import { type Fixture, start } from "./harness.ts"
+import { signalled } from "./signalled.ts"
 
 let running: Array<Fixture> = []
 let mounts: Array<string> = []
@@ -95,9 +96,7 @@ describe("the report fits a size limit", () => {
       SHUTDOWN_DRAIN_TIMEOUT: "300 millis",
       SHUTDOWN_REPORT_MAX_BYTES: "4096"
     })
-    await service.waitFor("ready")
-    service.kill("SIGTERM")
-    const exit = await service.exited
+    const { exit } = await signalled(service)
     expect(exit.code, service.output()).toBe(1)
     const text = readFileSync(join(service.dir, "report.json"), "utf8")
     expect(Buffer.byteLength(text)).toBeLessThanOrEqual(4096)
@@ -114,9 +113,7 @@ describe("the report fits a size limit", () => {
 
   it("with no limit (a path other than the termination log), the whole report is written", async () => {
     const service = run({ FIXTURE_JOBS: "300", SHUTDOWN_DRAIN_TIMEOUT: "300 millis" })
-    await service.waitFor("ready")
-    service.kill("SIGTERM")
-    await service.exited
+    await signalled(service)
     const report = service.report()
     expect(report.cut).toHaveLength(300)
     expect(statSync(join(service.dir, "report.json")).size).toBeGreaterThan(4096)
@@ -158,9 +155,7 @@ describe("a report file that cannot be written is found at start-up", () => {
   it("a write that still fails at exit is logged with its errno; the exit code is unchanged", async () => {
     // /dev/full accepts an open and refuses every write with ENOSPC.
     const service = run({ SHUTDOWN_REPORT_FILE: "/dev/full" })
-    await service.waitFor("ready")
-    service.kill("SIGTERM")
-    const exit = await service.exited
+    const { exit } = await signalled(service)
     expect(exit.code, service.output()).toBe(0)
     expect(service.output()).toContain(
       "could not write the shutdown report to /dev/full: ENOSPC: no space left on device, write"

@@ -136,7 +136,7 @@ const acrossShutdown = async (options: {
   // Not a request start: the stream is open (openRaw resolved on its
   // headers); 400 ms lets events flow before the signal (the behaviour under
   // test: events keep flowing through the lame duck).
-  await sleep(400)
+  await sleep(400) // the behaviour under test: events flow for a while before the signal
   options.sigterm()
   await options.draining()
 

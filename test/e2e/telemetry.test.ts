@@ -6,6 +6,7 @@
  */
 import { createServer, type IncomingMessage, type Server } from "node:http"
 import { afterEach, describe, expect, it } from "vitest"
+import { expectShutdownSpans } from "../support/spans.ts"
 import { type Fixture, start } from "./harness.ts"
 
 interface Received {
@@ -93,18 +94,7 @@ describe("telemetry is exported before the process exits", () => {
 
     const spans = spansOf(otlp.received)
     const names = spans.map((s) => s.name)
-    for (
-      const name of [
-        "graceful.shutdown",
-        "graceful.draining",
-        "graceful.closing",
-        "graceful.cutting",
-        "graceful.releasing",
-        "graceful.release db"
-      ]
-    ) {
-      expect(names, names.join(", ")).toContain(name)
-    }
+    expectShutdownSpans(names)
     const shutdown = spans.find((s) => s.name === "graceful.shutdown")!
     expect(spans.find((s) => s.name === "graceful.releasing")?.parentSpanId).toBe(shutdown.spanId)
     const metrics = metricNamesOf(otlp.received)

@@ -279,44 +279,47 @@ describe("start-up against an endpoint that never becomes the database", () => {
     return { output, retries, exit, firstRetryAt }
   }
 
-  it("REDIS_URL at a closed port: each retry is logged, start-up fails after the connect timeout with the reason", async () => {
-    const { exit, firstRetryAt, output, retries } = await startFailing(
-      { ...realDatabase, REDIS_URL: `redis://127.0.0.1:${await closedPort()}`, REDIS_CONNECT_TIMEOUT: "3 seconds" },
-      redisRetry
-    )
+  /**
+   * {@link startFailing}, then what must hold: at least two retry lines, and
+   * exit 1 with `reason` in the output within the 3 s connect timeout (plus
+   * 3 s) of the first retry. `label` names the measurement.
+   */
+  const expectStartFails = async (
+    label: string,
+    env: Record<string, string>,
+    retryLine: RegExp,
+    reason: RegExp
+  ) => {
+    const { exit, firstRetryAt, output, retries } = await startFailing(env, retryLine)
     const failMs = exit === undefined || firstRetryAt === undefined ? undefined : exit.at - firstRetryAt
     note(
-      `closed redis port: ${retries} retry lines, exit ${exit?.code ?? "none (still starting after 20 s)"}, ${
+      `${label}: ${retries} retry lines, exit ${exit?.code ?? "none (still starting after 20 s)"}, ${
         failMs ?? "-"
       } ms after the first retry`
     )
     expect(retries, output).toBeGreaterThanOrEqual(2)
     expect(exit, output).toBeDefined()
     expect(exit!.code).toBe(1)
-    expect(output).toMatch(
+    expect(output).toMatch(reason)
+    expect(failMs).toBeLessThan(3_000 + 3_000)
+  }
+
+  it("REDIS_URL at a closed port: each retry is logged, start-up fails after the connect timeout with the reason", async () => {
+    await expectStartFails(
+      "closed redis port",
+      { ...realDatabase, REDIS_URL: `redis://127.0.0.1:${await closedPort()}`, REDIS_CONNECT_TIMEOUT: "3 seconds" },
+      redisRetry,
       /redis publisher: cannot connect to Redis: no connection within 3000 ms \(\d+ failed attempts; last error: connect ECONNREFUSED/
     )
-    expect(failMs).toBeLessThan(3_000 + 3_000)
   })
 
   it("DATABASE_URL at a port that is not Postgres: each retry is logged, start-up fails after the connect timeout", async () => {
-    const { exit, firstRetryAt, output, retries } = await startFailing(
+    await expectStartFails(
+      "not-postgres port",
       { DATABASE_URL: pgUrl(await notPostgres()), DATABASE_CONNECT_TIMEOUT: "3 seconds" },
-      postgresRetry
-    )
-    const failMs = exit === undefined || firstRetryAt === undefined ? undefined : exit.at - firstRetryAt
-    note(
-      `not-postgres port: ${retries} retry lines, exit ${exit?.code ?? "none (still starting after 20 s)"}, ${
-        failMs ?? "-"
-      } ms after the first retry`
-    )
-    expect(retries, output).toBeGreaterThanOrEqual(2)
-    expect(exit, output).toBeDefined()
-    expect(exit!.code).toBe(1)
-    expect(output).toMatch(
+      postgresRetry,
       /database \(postgres\): cannot connect to Postgres at 127\.0\.0\.1:\d+ within 3000 ms \(\d+ attempts; last error: /
     )
-    expect(failMs).toBeLessThan(3_000 + 3_000)
   })
 
   it("DATABASE_URL at a server that accepts and never answers: start-up fails after the connect timeout", async () => {

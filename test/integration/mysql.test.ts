@@ -2,6 +2,7 @@ import { Effect, Exit } from "effect"
 import mysql from "mysql2/promise"
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest"
 import * as Mysql from "../../src/adapters/Mysql.ts"
+import { sigterm } from "../support/fixture.ts"
 import { type Fixture, start, uniqueName } from "./harness.ts"
 
 const admin = mysql.createPool({ host: "127.0.0.1", port: 3306, user: "root", database: "test", connectionLimit: 2 })
@@ -65,8 +66,7 @@ describe("MySQL/MariaDB, real server, real signals", () => {
     const service = run({ MYSQL_MODE: "transaction" })
     await service.waitFor("tx-began")
     expect(await connectionsLeft()).toBeGreaterThan(0)
-    const sent = service.kill("SIGTERM")
-    const exit = await service.exited
+    const { exit, sent } = await sigterm(service)
     expect(exit.code, service.output()).toBe(0)
     expect(service.has("tx-committed")).toBe(true)
     expect(await steps()).toEqual(["first", "second"])
@@ -85,8 +85,7 @@ describe("MySQL/MariaDB, real server, real signals", () => {
   it("an untracked transaction open at SIGTERM (a connection taken straight from the pool) commits: the pool ends only after it", async () => {
     const service = run({ MYSQL_MODE: "untracked" })
     await service.waitFor("tx-began")
-    const sent = service.kill("SIGTERM")
-    const exit = await service.exited
+    const { exit, sent } = await sigterm(service)
     expect(exit.code, service.output()).toBe(0)
     expect(service.has("tx-committed"), service.output()).toBe(true)
     expect(await steps()).toEqual(["first", "second"])
@@ -118,8 +117,7 @@ describe("MySQL/MariaDB, real server, real signals", () => {
       [user]
     )
     expect(active.map((row) => `${row.COMMAND}: ${row.INFO}`)).toEqual(["Query: SELECT SLEEP(60)"])
-    const sent = service.kill("SIGTERM")
-    const exit = await service.exited
+    const { exit, sent } = await sigterm(service)
     const elapsed = exit.at - sent
     expect(exit.code, service.output()).toBe(1)
     // the client saw its query stopped early (MariaDB: SLEEP returns 1; MySQL: ER_QUERY_INTERRUPTED)
@@ -147,8 +145,7 @@ describe("MySQL/MariaDB, real server, real signals", () => {
   it("a connection leaked with an open transaction is destroyed at the end of the slice, rolled back, reported", async () => {
     const service = run({ MYSQL_MODE: "leak", MYSQL_RELEASE_TIMEOUT: "1 second", MYSQL_KILL_GRACE: "400 millis" })
     await service.waitFor("leaked")
-    const sent = service.kill("SIGTERM")
-    const exit = await service.exited
+    const { exit, sent } = await sigterm(service)
     expect(exit.code, service.output()).toBe(1)
     const release = service.report().releases.find((r) => r.name === "mysql")!
     expect(release.outcome).toBe("failed")
@@ -167,8 +164,7 @@ describe("MySQL/MariaDB, real server, real signals", () => {
   it("a tracked query cut at the drain deadline is killed on the server at once", async () => {
     const service = run({ MYSQL_MODE: "cut", SHUTDOWN_DRAIN_TIMEOUT: "500 millis", SHUTDOWN_TIMEOUT: "10 seconds" })
     await service.waitFor("query-started")
-    const sent = service.kill("SIGTERM")
-    const exit = await service.exited
+    const { exit, sent } = await sigterm(service)
     expect(exit.code, service.output()).toBe(1)
     const report = service.report()
     expect(report.cut.map((c) => `${c.kind} ${c.label}`)).toEqual(["job report"])

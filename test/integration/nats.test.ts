@@ -2,6 +2,7 @@ import { AckPolicy, jetstream, type JetStreamManager, jetstreamManager } from "@
 import { connect, type NatsConnection } from "@nats-io/transport-node"
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest"
 import { type Fixture, start, uniqueName } from "./harness.ts"
+import { publishThroughShutdown } from "./pubsub.ts"
 import { describeResult, fixtureConnectionsToPort, jobs, runRounds, shutdownEnv, TOTAL } from "./rounds.ts"
 
 let nc: NatsConnection
@@ -13,7 +14,6 @@ const run = (env: Record<string, string>) => {
   running.push(child)
   return child
 }
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
 
 beforeAll(async () => {
   nc = await connect({ servers: "127.0.0.1:4222", name: "effect-graceful-it-admin" })
@@ -104,41 +104,10 @@ describe("NATS core subscription, real server, real signals", () => {
       HANDLER_MS: "800"
     })
     await subscriber.waitFor("ready")
-    const published: Array<{ readonly n: number; readonly at: number }> = []
-    let n = 0
-    let publishing = true
-    const publisher = (async () => {
-      while (publishing) {
-        n++
-        published.push({ n, at: Date.now() })
-        nc.publish(subject, String(n))
-        await sleep(25)
-      }
-    })()
-    while (subscriber.lines().filter((l) => l.startsWith("STARTED ")).length < 5) await sleep(10)
-    const sent = subscriber.kill("SIGTERM")
-    const exit = await subscriber.exited
-    publishing = false
-    await publisher
-
-    expect(exit.code, subscriber.output()).toBe(0)
-    const lines = subscriber.lines()
-    const started = lines.filter((l) => l.startsWith("STARTED ")).map((l) => l.split(" "))
-    const ended = new Set(lines.filter((l) => l.startsWith("ENDED ")).map((l) => l.split(" ")[1]))
-    const unsubscribedAt = await subscriber.waitFor("unsubscribed")
-    expect(started.map((s) => s[2]).filter((phase) => phase !== "Ready" && phase !== "Draining")).toEqual([])
-    const lastStarted = Math.max(...started.map((s) => Number(s[1])))
-    const publishedAfter = published.filter((p) => p.at > unsubscribedAt)
-    expect(publishedAfter.length).toBeGreaterThan(0)
-    expect(publishedAfter.every((p) => p.n > lastStarted)).toBe(true)
-    expect(started.map((s) => s[1]).filter((id) => !ended.has(id))).toEqual([])
-    const report = subscriber.report()
-    expect(report.inFlight.atDrainStart).toBeGreaterThan(0)
-    expect(report.cut).toEqual([])
-    expect(report.hooks.map((h) => `${h.name}:${h.outcome}`)).toEqual([
-      "events: unsubscribe:released",
-      "mark unsubscribed:released"
-    ])
+    const { exit, publishedAfter, report, sent, started } = await publishThroughShutdown(
+      subscriber,
+      (message) => nc.publish(subject, message)
+    )
     expect(report.releases.map((r) => `${r.name}:${r.outcome}`)).toEqual(["nats:released"])
     const left = fixtureConnectionsToPort(4222)
     expect(left).toBe(0)

@@ -4,6 +4,7 @@ import { join } from "node:path"
 import pg from "pg"
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest"
 import * as Pg from "../../src/adapters/Pg.ts"
+import { sigterm } from "../support/fixture.ts"
 import { type Fixture, start, uniqueName } from "./harness.ts"
 
 const connection = { host: "127.0.0.1", port: 5432, user: "postgres", database: "postgres" }
@@ -61,8 +62,7 @@ describe("Postgres, real server, real signals", () => {
     const service = run({ PG_MODE: "transaction", PG_APP: app })
     await service.waitFor("tx-began")
     expect(await connectionsOf(app)).toBeGreaterThan(0)
-    const sent = service.kill("SIGTERM")
-    const exit = await service.exited
+    const { exit, sent } = await sigterm(service)
     expect(exit.code, service.output()).toBe(0)
     expect(service.has("tx-committed")).toBe(true)
     const rows = await admin.query<{ step: string }>(`SELECT step FROM ${table} ORDER BY id`)
@@ -97,8 +97,7 @@ describe("Postgres, real server, real signals", () => {
       [app]
     )
     expect(active.rows).toEqual([{ state: "active", query: "SELECT pg_sleep(60)" }])
-    const sent = service.kill("SIGTERM")
-    const exit = await service.exited
+    const { exit, sent } = await sigterm(service)
     const elapsed = exit.at - sent
     expect(exit.code, service.output()).toBe(1)
     // the client saw the cancellation: SQLSTATE 57014 query_canceled
@@ -124,8 +123,7 @@ describe("Postgres, real server, real signals", () => {
     const app = uniqueName("it_leak")
     const service = run({ PG_MODE: "leak", PG_APP: app, PG_RELEASE_TIMEOUT: "1 second", PG_CANCEL_GRACE: "400 millis" })
     await service.waitFor("leaked")
-    const sent = service.kill("SIGTERM")
-    const exit = await service.exited
+    const { exit, sent } = await sigterm(service)
     expect(exit.code, service.output()).toBe(1)
     const release = service.report().releases.find((r) => r.name === "postgres")!
     expect(release.outcome).toBe("failed")
@@ -151,8 +149,7 @@ describe("Postgres, real server, real signals", () => {
       SHUTDOWN_TIMEOUT: "10 seconds"
     })
     await service.waitFor("query-started")
-    const sent = service.kill("SIGTERM")
-    const exit = await service.exited
+    const { exit, sent } = await sigterm(service)
     expect(exit.code, service.output()).toBe(1)
     const report = service.report()
     expect(report.cut.map((c) => `${c.kind} ${c.label}`)).toEqual(["job report"])
@@ -174,8 +171,7 @@ describe("Postgres, real server, real signals", () => {
     const service = run({ PG_MODE: "sql", PG_APP: app })
     await service.waitFor("query-started")
     expect(await connectionsOf(app)).toBeGreaterThan(0)
-    const sent = service.kill("SIGTERM")
-    const exit = await service.exited
+    const { exit, sent } = await sigterm(service)
     expect(exit.code, service.output()).toBe(0)
     expect(service.has("sql-done")).toBe(true)
     const report = service.report()

@@ -1,6 +1,7 @@
 import { createClient } from "redis"
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest"
 import { type Fixture, start, uniqueName } from "./harness.ts"
+import { publishThroughShutdown } from "./pubsub.ts"
 
 const redis = createClient({ url: "redis://127.0.0.1:6379", name: "effect-graceful-it-admin" })
 
@@ -142,45 +143,11 @@ describe("Redis pub/sub, real server, real signals", () => {
     })
     await subscriber.waitFor("ready")
     expect(await connectionsNamed(clientName)).toBe(1)
-    const published: Array<{ readonly n: number; readonly at: number }> = []
-    let n = 0
-    let publishing = true
-    const publisher = (async () => {
-      while (publishing) {
-        n++
-        published.push({ n, at: Date.now() })
-        await redis.publish(channel, String(n))
-        await sleep(25)
-      }
-    })()
-    while (subscriber.lines().filter((l) => l.startsWith("STARTED ")).length < 5) await sleep(10)
-    const sent = subscriber.kill("SIGTERM")
-    const exit = await subscriber.exited
-    publishing = false
-    await publisher
-
-    expect(exit.code, subscriber.output()).toBe(0)
-    const lines = subscriber.lines()
-    const started = lines.filter((l) => l.startsWith("STARTED ")).map((l) => l.split(" "))
-    const ended = new Set(lines.filter((l) => l.startsWith("ENDED ")).map((l) => l.split(" ")[1]))
-    const unsubscribedAt = await subscriber.waitFor("unsubscribed")
-    // no handler started once the program was Closing ...
-    expect(started.map((s) => s[2]).filter((phase) => phase !== "Ready" && phase !== "Draining")).toEqual([])
-    // ... nor for any message published after the unsubscribe
-    const lastStarted = Math.max(...started.map((s) => Number(s[1])))
-    const publishedAfter = published.filter((p) => p.at > unsubscribedAt)
-    expect(publishedAfter.length).toBeGreaterThan(0)
-    expect(publishedAfter.every((p) => p.n > lastStarted)).toBe(true)
-    // every handler that started finished
-    expect(started.map((s) => s[1]).filter((id) => !ended.has(id))).toEqual([])
-    const report = subscriber.report()
-    expect(report.inFlight.atDrainStart).toBeGreaterThan(0)
+    const { exit, publishedAfter, report, sent, started } = await publishThroughShutdown(
+      subscriber,
+      (message) => redis.publish(channel, message)
+    )
     expect(report.inFlight.atDrainEnd).toBe(0)
-    expect(report.cut).toEqual([])
-    expect(report.hooks.map((h) => `${h.name}:${h.outcome}`)).toEqual([
-      "events: unsubscribe:released",
-      "mark unsubscribed:released"
-    ])
     expect(report.releases.map((r) => `${r.name}:${r.outcome}`)).toEqual(["events:released"])
     expect(await redis.pubSubNumSub(channel)).toEqual({ [channel]: 0 })
     const left = await settledConnectionsNamed(clientName)

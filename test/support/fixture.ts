@@ -114,3 +114,10 @@ export const spawnFixture = (
     }
   }
 }
+
+/** Sends SIGTERM and resolves with when it was sent and how the fixture exited. */
+export const sigterm = async (fixture: Fixture): Promise<{ readonly sent: number; readonly exit: Exited }> => {
+  const sent = fixture.kill("SIGTERM")
+  const exit = await fixture.exited
+  return { sent, exit }
+}
