@@ -103,7 +103,7 @@ describe("deploy: the .socket + .service pair", () => {
       child.stdout.on("data", (chunk) => (output += String(chunk)))
       child.stderr.on("data", (chunk) => (output += String(chunk)))
       for (let i = 0; i < 100 && !output.includes(`Listening on ${listen}`); i++) {
-        await new Promise((resolve) => setTimeout(resolve, 50))
+        await new Promise((resolve) => setTimeout(resolve, 50)) // polling interval of a bounded wait on a fact
       }
       // The first connection starts the service, and waits in the queue meanwhile.
       const first = await get(port, "/work?ms=0")

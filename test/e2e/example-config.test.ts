@@ -35,7 +35,7 @@ const waitForOutput = async (service: Fixture, pattern: RegExp) => {
     if (Date.now() > deadline || service.child.exitCode !== null) {
       throw new Error(`no ${pattern} in:\n${service.output()}`)
     }
-    await new Promise((resolve) => setTimeout(resolve, 10))
+    await new Promise((resolve) => setTimeout(resolve, 10)) // polling interval of a bounded wait on a fact
   }
 }
 

@@ -255,14 +255,14 @@ describe.skipIf(!hasActivate)("socket activation (systemd-socket-activate)", () 
     let restarted!: () => void
     const done = new Promise<void>((resolve) => (restarted = resolve))
     const load = storm(port, 8, done)
-    await new Promise((resolve) => setTimeout(resolve, 300))
+    await new Promise((resolve) => setTimeout(resolve, 300)) // the behaviour under test: the load runs a while before the restart
     proc.child.stdin!.write("restart\n")
     const exit = await proc.line(new RegExp(`^HOLDER exited ${first} (\\S+)`))
     const second = (await proc.line(/^HOLDER started (\d+)/, 2))[1]!
     expect(second).not.toBe(first)
     // Let the new instance serve for a while, then stop the storm.
     await proc.line(/^MARK ready/, 2)
-    await new Promise((resolve) => setTimeout(resolve, 300))
+    await new Promise((resolve) => setTimeout(resolve, 300)) // the behaviour under test: the load runs a while after it
     restarted()
     const outcomes = await load
     expect(exit[1]).toBe("0")

@@ -206,7 +206,7 @@ describe("an overrun names what holds the event loop", () => {
     const deadline = Date.now() + 5000
     let report = service.report()
     while (report.heldBy === undefined && Date.now() < deadline) {
-      await new Promise((resolve) => setTimeout(resolve, 100))
+      await new Promise((resolve) => setTimeout(resolve, 100)) // polling interval of a bounded wait on a fact
       report = service.report()
     }
     expect(report.outcome, service.output()).toBe("clean")

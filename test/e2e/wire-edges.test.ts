@@ -53,7 +53,7 @@ const waitForOutput = async (service: Fixture, predicate: (output: string) => bo
   const deadline = Date.now() + 60_000
   while (!predicate(service.output())) {
     if (Date.now() > deadline) throw new Error(`no ${what} in:\n${service.output()}`)
-    await new Promise((resolve) => setTimeout(resolve, 10))
+    await new Promise((resolve) => setTimeout(resolve, 10)) // polling interval of a bounded wait on a fact
   }
 }
 
@@ -97,7 +97,7 @@ describe("13. pipelined requests while draining", { timeout: 120_000 }, () => {
       connection.write(testCase.first)
       if (testCase.first.includes("health")) connection.write(post("/work?ms=0"))
       else {
-        await new Promise((resolve) => setTimeout(resolve, 100))
+        await new Promise((resolve) => setTimeout(resolve, 100)) // the behaviour under test: the POST 100 ms behind the pipelined pair
         connection.write(post("/work?ms=0"))
       }
       const { reset, responses } = await readAll(connection)
@@ -123,7 +123,7 @@ describe("13. pipelined requests while draining", { timeout: 120_000 }, () => {
     await service.waitFor("draining")
     const connection = await open(port)
     connection.write(get("/work?ms=200") + get("/work?ms=0") + get("/work?ms=0"))
-    await new Promise((resolve) => setTimeout(resolve, 100))
+    await new Promise((resolve) => setTimeout(resolve, 100)) // the behaviour under test: the POST 100 ms behind the pipelined three
     connection.write(post("/work?ms=0"))
     const { reset, responses } = await readAll(connection)
     const exit = await service.exited

@@ -133,7 +133,7 @@ export const wireSuite = (
         await connection.request("/work?ms=0")
         await sleep(300) // the behaviour under test: a long-idle socket, then a request just after the FIN
         service.kill("SIGTERM")
-        await sleep(5 * i)
+        await sleep(5 * i) // the behaviour under test: the request 0, 5 and 10 ms after the signal
         connection.send("/work?ms=10")
         const response = await connection.read().catch(() => undefined)
         if (response !== undefined) expect(response.status).toBe(200)
@@ -266,7 +266,7 @@ export const wireSuite = (
         partial.write("GET /work?ms=0 HTTP/1.1\r\nHost: 127.0.0.1\r\n")
         await sleep(50) // the behaviour under test: the request's first half on the wire a while before SIGTERM
         service.kill("SIGTERM")
-        await sleep(completedAfterMs)
+        await sleep(completedAfterMs) // the behaviour under test: the rest of the head this long after SIGTERM
         partial.write("\r\n")
         silent.send("/work?ms=0")
         for (const [name, connection] of [["partial", partial], ["silent", silent]] as const) {
