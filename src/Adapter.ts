@@ -68,6 +68,29 @@ export interface InFlightRegistryService extends InFlightSet {
 }
 
 /**
+ * A pub/sub subscription's counters: messages received, handled
+ * (successfully), failed, dropped (arrived after Closing), and running now.
+ * The Redis and NATS core subscriptions report these.
+ *
+ * @example
+ * ```ts
+ * import type { Adapter } from "effect-graceful"
+ *
+ * const stats: Adapter.SubscriptionStats = { received: 5, handled: 4, failed: 0, dropped: 1, running: 0 }
+ * ```
+ *
+ * @category models
+ * @since 0.3.0
+ */
+export interface SubscriptionStats {
+  readonly received: number
+  readonly handled: number
+  readonly failed: number
+  readonly dropped: number
+  readonly running: number
+}
+
+/**
  * The running program's in-flight set, for adapters.
  *
  * @example

@@ -258,11 +258,7 @@ export interface ConsumeOptions<R> {
  * @category models
  * @since 0.1.0
  */
-export interface ConsumerStats extends Worker.WorkerStats {
-  readonly received: number
-  readonly redelivered: number
-  readonly handedBack: number
-}
+export interface ConsumerStats extends Worker.ConsumerStats {}
 
 /**
  * A running subscriber.

@@ -58,6 +58,7 @@ import * as Effect from "effect/Effect"
 import * as FiberSet from "effect/FiberSet"
 import * as Queue from "effect/Queue"
 import type * as Scope from "effect/Scope"
+import type * as Adapter from "../Adapter.ts"
 import { InFlight } from "../InFlight.ts"
 import { millisOr } from "../internal/base/duration.ts"
 import { reasonOf } from "../internal/base/errors.ts"
@@ -285,11 +286,7 @@ export interface ConsumeOptions<R> {
  * @category models
  * @since 0.1.0
  */
-export interface ConsumerStats extends Worker.WorkerStats {
-  readonly received: number
-  readonly redelivered: number
-  readonly handedBack: number
-}
+export interface ConsumerStats extends Worker.ConsumerStats {}
 
 /**
  * A running JetStream consumer.
@@ -554,13 +551,7 @@ export interface SubscribeOptions<R> {
  * @category models
  * @since 0.1.0
  */
-export interface SubscriptionStats {
-  readonly received: number
-  readonly handled: number
-  readonly failed: number
-  readonly dropped: number
-  readonly running: number
-}
+export interface SubscriptionStats extends Adapter.SubscriptionStats {}
 
 /**
  * A running core subscription.

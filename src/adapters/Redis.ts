@@ -50,6 +50,7 @@ import * as Exit from "effect/Exit"
 import * as FiberSet from "effect/FiberSet"
 import type * as Scope from "effect/Scope"
 import { hostname } from "node:os"
+import type * as Adapter from "../Adapter.ts"
 import { InFlight, type InFlightSet } from "../InFlight.ts"
 import { millisOr } from "../internal/base/duration.ts"
 import { reasonOf } from "../internal/base/errors.ts"
@@ -414,13 +415,7 @@ export interface SubscribeOptions<R> {
  * @category models
  * @since 0.1.0
  */
-export interface SubscriptionStats {
-  readonly received: number
-  readonly handled: number
-  readonly failed: number
-  readonly dropped: number
-  readonly running: number
-}
+export interface SubscriptionStats extends Adapter.SubscriptionStats {}
 
 /**
  * A running subscription.

@@ -132,6 +132,31 @@ export interface WorkerStats {
 }
 
 /**
+ * A broker consumer's counters: the worker's, plus messages received,
+ * received again (`redelivered`: the broker's redelivery flag), and handed
+ * back unstarted because they arrived after Closing. The MQTT and NATS
+ * consumers report these.
+ *
+ * @example
+ * ```ts
+ * import type * as Worker from "effect-graceful/Worker"
+ *
+ * const stats: Worker.ConsumerStats = {
+ *   taken: 10, acked: 9, failed: 0, interrupted: 1, ackFailures: 0, inProgress: 0,
+ *   received: 12, redelivered: 1, handedBack: 2
+ * }
+ * ```
+ *
+ * @category models
+ * @since 0.3.0
+ */
+export interface ConsumerStats extends WorkerStats {
+  readonly received: number
+  readonly redelivered: number
+  readonly handedBack: number
+}
+
+/**
  * A running worker.
  *
  * @category models
