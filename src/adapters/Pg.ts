@@ -834,10 +834,20 @@ const releasePool = (state: PoolState, options: PoolOptions): Effect.Effect<void
         //    transaction, a query on a server that does not answer) is
         //    closed by force, so the pool can end; connections still being
         //    opened (the server does not answer) are abandoned.
-        for (const client of [...checkedOut]) {
-          forced++
+        const forcedClients = [...checkedOut]
+        forced = forcedClients.length
+        for (const client of forcedClients) destroySocket(client)
+        // A client lent by `pool.query` is released by the pool's own query
+        // callback once its query fails on the destroyed socket; releasing it
+        // here first would make that callback's release throw (an uncaught
+        // exception inside pg). A few turns of the loop for those callbacks,
+        // then what is still checked out (a leaked client) is released here.
+        for (let turn = 0; turn < 3 && checkedOut.size > 0; turn++) {
+          yield* Effect.callback<void>((resume) => void setImmediate(() => resume(Effect.void)))
+        }
+        for (const client of forcedClients) {
+          if (!checkedOut.has(client)) continue
           checkedOut.delete(client)
-          destroySocket(client)
           try {
             client.release(new Error(`${name}: closed by force at the end of the release slice`))
           } catch {

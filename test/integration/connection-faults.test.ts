@@ -226,6 +226,38 @@ describe("Postgres faults under the example service", () => {
 })
 
 describe("Postgres faults under a small app on the library (test/integration/fixtures/pg-service.ts)", () => {
+  it("an untracked pool.query on a Postgres that froze: the cancel cannot reach it, the connection is closed by force, no crash", async () => {
+    // The force path with a client lent by pool.query: pg's own query
+    // callback releases it when the destroyed socket fails the query; the
+    // release must not have released it first (pg would throw "Release
+    // called on client which has already been released", an uncaught
+    // exception that turned a degraded shutdown into a defect).
+    const proxy = await proxyTo(5432)
+    const fixture = start("pg-service.ts", {
+      PG_MODE: "stuck",
+      PG_PORT: String(proxy.port),
+      PG_APP: uniqueName("it_frozen_stuck"),
+      PG_TABLE: "unused",
+      PG_RELEASE_TIMEOUT: "2 seconds",
+      PG_CANCEL_GRACE: "500 millis",
+      SHUTDOWN_TIMEOUT: "6 seconds"
+    })
+    cleanups.push(() => fixture.cleanup())
+    await fixture.waitFor("query-started", 30_000)
+    proxy.freeze()
+    fixture.kill("SIGTERM")
+    const exit = await fixture.exited
+    const report = fixture.report()
+    expect(exit.code, fixture.output()).toBe(1)
+    expect(fixture.output()).not.toContain("uncaughtException")
+    expect(report.outcome, fixture.output()).toBe("degraded")
+    const release = report.releases.find((r) => r.name === "postgres")
+    expect(release?.outcome).toBe("failed")
+    expect(release?.error).toContain("closed 1 checked-out connection(s) by force")
+    // the query failed on the client's side (the socket closed under it)
+    expect(fixture.output()).toMatch(/MARK query-failed-/)
+  })
+
   it("tracked work waiting for a connection of a full pool is cut at the drain deadline; the releases run; exit before the budget", async () => {
     const fixture = start("pg-service.ts", {
       PG_MODE: "waiting",
