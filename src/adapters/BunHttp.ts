@@ -13,8 +13,9 @@
  *   it); WebSocket upgrades are answered 503.
  * - **Closing**: WebSockets get close code 1001. Once no request has
  *   arrived or been answered for `idleGrace` (default 100 ms: a keep-alive
- *   client may be writing its next request) and after one more turn of the
- *   event loop (Bun reads what is already on the wire), `server.stop()`: the
+ *   client may be writing its next request; at most ten idle graces after
+ *   Closing however busy) and after one more turn of the event loop (Bun
+ *   reads what is already on the wire), `server.stop()`: the
  *   listener closes, so a new connection is refused; idle keep-alive
  *   connections get a FIN; busy ones close after their response. A
  *   connection accepted before that is served with `Connection: close`.

@@ -140,6 +140,9 @@ const isUpgradeRequest = (request: HttpServerRequest.HttpServerRequest): boolean
     ? request.source.headers.get("upgrade") !== null
     : request.headers["upgrade"] !== undefined
 
+/** How many idle graces after Closing the listener stops at the latest, however busy. */
+const MAX_QUIET_WAIT = 10
+
 /** One turn of the event loop: the runtime reads what is already on the wire. */
 const nextTurn = Effect.callback<void>((resume) => void setImmediate(() => resume(Effect.void)))
 
@@ -304,10 +307,17 @@ export class BunGuard {
     })
   }
 
-  /** Waits (on the Clock) until no request arrived or was answered for `idleGrace`, then a turn, then stops. */
+  /**
+   * Waits (on the Clock) until no request arrived or was answered for
+   * `idleGrace`, but no longer than {@link MAX_QUIET_WAIT} idle graces after
+   * Closing (traffic that never pauses must not hold the listener open until
+   * the drain deadline), then a turn, then stops.
+   */
   private stopWhenQuiet(): Effect.Effect<void> {
+    const latest = this.now() + MAX_QUIET_WAIT * this.settings.idleGraceMs
     const waitQuiet: Effect.Effect<void> = Effect.suspend(() => {
-      const left = this.settings.idleGraceMs - (this.now() - this.lastActivityAt)
+      const now = this.now()
+      const left = Math.min(this.settings.idleGraceMs - (now - this.lastActivityAt), latest - now)
       return left <= 0 ? Effect.void : Effect.andThen(Effect.sleep(left), waitQuiet)
     })
     return waitQuiet.pipe(

@@ -130,6 +130,29 @@ describe("BunGuard", () => {
       expect((yield* Fiber.join(fiber)).outcome).toBe("clean")
     }).pipe(Effect.provide(GracefulTest.layer)))
 
+  it.effect("Closing: traffic that never pauses holds the listener at most ten idle graces", () =>
+    Effect.gen(function*() {
+      const { guard, fiber, server } = yield* start()
+      const turn = Effect.promise(() => new Promise((resolve) => setImmediate(resolve)))
+      yield* GracefulTest.send("SIGTERM")
+      yield* TestClock.adjust("1 millis") // Closing (no lame duck)
+      for (let i = 0; i < 18; i++) {
+        yield* TestClock.adjust("50 millis")
+        yield* request(guard, ok)
+        yield* turn
+      }
+      // 901 ms: requests every 50 ms, never 100 ms quiet, the listener still open
+      expect(server.stops).toEqual([])
+      yield* TestClock.adjust("50 millis")
+      yield* request(guard, ok)
+      yield* TestClock.adjust("60 millis") // past 1,000 ms after Closing, 60 ms after the last answer
+      yield* turn
+      yield* turn
+      // stopped (the release's forced stop follows once the drain is done)
+      expect(server.stops[0]).toBe("graceful")
+      expect((yield* Fiber.join(fiber)).outcome).toBe("clean")
+    }).pipe(Effect.provide(GracefulTest.layer)))
+
   it.effect("upgrades are refused 503 once draining", () =>
     Effect.gen(function*() {
       const { guard, fiber } = yield* start({ delay: "1 second" })
