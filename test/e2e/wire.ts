@@ -80,6 +80,11 @@ export class RawConnection {
     this.socket.write(text)
   }
 
+  /** Writes raw bytes and resolves once they are handed to the kernel (on the wire). */
+  flush(text: string): Promise<void> {
+    return new Promise((resolve, reject) => this.socket.write(text, (error) => (error ? reject(error) : resolve())))
+  }
+
   send(path: string, headers: Record<string, string> = {}): void {
     let head = `GET ${path} HTTP/1.1\r\nHost: 127.0.0.1\r\n`
     for (const [name, value] of Object.entries(headers)) head += `${name}: ${value}\r\n`
