@@ -53,6 +53,8 @@ export interface BunServerHandle {
 /** The guard's settings, from the options and the services in context. */
 export interface BunGuardSettings {
   readonly name: string
+  /** The Bun server, stopped at Closing and closed at the release. */
+  readonly server: BunServerHandle
   readonly inFlight: InFlightRegistryService
   readonly clock: Clock.Clock
   readonly closeReason: string
@@ -149,7 +151,6 @@ const nextTurn = Effect.callback<void>((resume) => void setImmediate(() => resum
 export class BunGuard {
   private mode: Mode = "Ready"
   private readonly active = new Set<GuardedRequest>()
-  private server: BunServerHandle | undefined = undefined
   private listenerItem: ListenerItem | undefined = undefined
   /** When a request last arrived or was answered (clock ms). */
   private lastActivityAt = 0
@@ -161,11 +162,6 @@ export class BunGuard {
 
   get name(): string {
     return this.settings.name
-  }
-
-  /** The server to stop at Closing; set once `Bun.serve` has returned it. */
-  attach(server: BunServerHandle): void {
-    this.server = server
   }
 
   private now(): number {
@@ -323,9 +319,8 @@ export class BunGuard {
     return waitQuiet.pipe(
       Effect.andThen(nextTurn),
       Effect.andThen(Effect.suspend(() => {
-        if (this.mode !== "Closing" || this.server === undefined) return Effect.void
-        const server = this.server
-        return Effect.promise(() => server.stop().catch(() => undefined))
+        if (this.mode !== "Closing") return Effect.void
+        return Effect.promise(() => this.settings.server.stop().catch(() => undefined))
       })),
       Effect.ensuring(Effect.sync(() => this.settle()))
     )
@@ -353,11 +348,11 @@ export class BunGuard {
       this.startDrain()
       for (const entry of this.active) if (!entry.tracked) entry.interrupt()
       this.mode = "Released"
-      const server = this.server
       this.settle()
-      if (server === undefined) return Effect.void
       // A turn first, so the 503s just answered are written.
-      return nextTurn.pipe(Effect.andThen(Effect.promise(() => server.stop(true).catch(() => undefined))))
+      return nextTurn.pipe(
+        Effect.andThen(Effect.promise(() => this.settings.server.stop(true).catch(() => undefined)))
+      )
     })
   }
 }
@@ -386,6 +381,7 @@ export const install = (
     const health = yield* Health.Health
     const guard = new BunGuard({
       name: options.name,
+      server,
       inFlight: yield* inFlightRegistry,
       clock: yield* Clock.Clock,
       closeReason: options.closeReason,
@@ -394,7 +390,6 @@ export const install = (
         ? undefined
         : Health.answer(health, lifecycle, options.health, { detail: options.readinessDetail })
     })
-    guard.attach(server)
     yield* Lifecycle.addHook(`${options.name}: connection close`, "Draining", Effect.sync(() => guard.startDrain()))
     yield* Lifecycle.addHook(`${options.name}: close listener`, "Closing", guard.startClosing())
     yield* Resource.addFinalizer(options.name, guard.release())
