@@ -140,12 +140,16 @@ export interface ReleaseRegistryService {
    * never past the budget) and records the outcome in the report; a release
    * that never got its turn is reported as skipped. When an inner scope
    * closes while the program runs, the release simply runs (bounded by its
-   * own timeout). `Resource.make` is built on this.
+   * own timeout). A release that succeeds with a `Report.releaseSummary`
+   * has its detail recorded in the report. `Resource.make` is built
+   * on this.
    */
   readonly register: (
     name: string,
     options?: ReleaseOptions
-  ) => Effect.Effect<(release: Effect.Effect<void, unknown>, exit?: Exit.Exit<unknown, unknown>) => Effect.Effect<void>>
+  ) => Effect.Effect<
+    (release: Effect.Effect<unknown, unknown>, exit?: Exit.Exit<unknown, unknown>) => Effect.Effect<void>
+  >
   /**
    * Runs the acquire step of `name`: interruptible (a shutdown during a hung
    * start-up interrupts it rather than waiting out the budget) and, while it

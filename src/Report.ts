@@ -130,8 +130,80 @@ export const ReleaseOutcome = Schema.Literals(["released", "failed", "timedOut",
 export type ReleaseOutcome = typeof ReleaseOutcome.Type
 
 /**
+ * What a release says it did, as flat named values: a release that
+ * succeeds with a {@link releaseSummary} of it has it in its `detail` (the
+ * cluster handoff records its shards and entities this way).
+ *
+ * @category schemas
+ * @since 0.2.0
+ */
+export const ReleaseDetail = Schema.Record(Schema.String, Schema.Union([Schema.Number, Schema.String, Schema.Boolean]))
+
+/**
+ * @category models
+ * @since 0.2.0
+ */
+export type ReleaseDetail = typeof ReleaseDetail.Type
+
+const ReleaseSummaryTypeId = "~effect-graceful/Report/ReleaseSummary" as const
+
+/**
+ * What a release returns to have its {@link ReleaseDetail} recorded: made
+ * with {@link releaseSummary}, so that no other value a release happens to
+ * return is taken for one.
+ *
+ * @category models
+ * @since 0.2.0
+ */
+export interface ReleaseSummary {
+  readonly [ReleaseSummaryTypeId]: typeof ReleaseSummaryTypeId
+  readonly detail: ReleaseDetail
+}
+
+/**
+ * Wraps what a release did, for its line of the report (`detail`).
+ *
+ * @example
+ * ```ts
+ * import { Effect } from "effect"
+ * import { Adapter, Report } from "effect-graceful"
+ *
+ * const program = Effect.gen(function*() {
+ *   const registry = yield* Adapter.releaseRegistry
+ *   const runRelease = yield* registry.register("cache", { timeout: "1 second" })
+ *   yield* Effect.addFinalizer(() => runRelease(Effect.succeed(Report.releaseSummary({ entriesFlushed: 42 }))))
+ * })
+ * ```
+ *
+ * @category constructors
+ * @since 0.2.0
+ */
+export const releaseSummary = (detail: ReleaseDetail): ReleaseSummary => ({
+  [ReleaseSummaryTypeId]: ReleaseSummaryTypeId,
+  detail
+})
+
+/**
+ * Whether a value is a {@link ReleaseSummary}.
+ *
+ * @example
+ * ```ts
+ * import { Report } from "effect-graceful"
+ *
+ * Report.isReleaseSummary(Report.releaseSummary({ shardsHeld: 10 })) // true
+ * Report.isReleaseSummary({ shardsHeld: 10 }) // false
+ * ```
+ *
+ * @category guards
+ * @since 0.2.0
+ */
+export const isReleaseSummary = (u: unknown): u is ReleaseSummary =>
+  typeof u === "object" && u !== null && ReleaseSummaryTypeId in u
+
+/**
  * One resource's release: its name, outcome, when it started and how long it
- * took, the deadline it was given, and the error if it failed.
+ * took, the deadline it was given, the error if it failed, and what it said
+ * it did (`detail`, when it returned a {@link releaseSummary}).
  *
  * @category schemas
  * @since 0.1.0
@@ -142,7 +214,8 @@ export const ReleaseRecord = Schema.Struct({
   at: Schema.Number,
   durationMs: Schema.Number,
   deadlineMs: Schema.Number,
-  error: Schema.optional(Schema.String)
+  error: Schema.optional(Schema.String),
+  detail: Schema.optional(ReleaseDetail)
 })
 
 /**
@@ -622,7 +695,13 @@ const fitAt = (report: ShutdownReport, level: Level): ShutdownReport => {
   const drop = (key: string, count: number) => {
     if (count > 0) omitted[key] = (omitted[key] ?? 0) + count
   }
-  const shortenRecord = (record: ReleaseRecord): ReleaseRecord => {
+  const shortenRecord = (full: ReleaseRecord): ReleaseRecord => {
+    let record = full
+    if (record.detail !== undefined && !level.keepReleased) {
+      const { detail: _, ...rest } = record
+      drop("details", 1)
+      record = rest
+    }
     if (record.error === undefined) return record
     if (level.errorChars === 0) {
       const { error: _, ...rest } = record

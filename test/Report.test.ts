@@ -84,6 +84,46 @@ describe("Report.fit", () => {
     expect(fitted.inFlight).toEqual(report.inFlight)
   })
 
+  it("keeps a release's detail while everything fits, drops it (counted) before any failure", () => {
+    const detail = { shardsHeld: 10, shardsReleased: 10, handlersCut: 0 }
+    const withDetail = reportWith(2, {
+      releases: [{
+        name: "cluster runner",
+        outcome: "released",
+        at: 17_003,
+        durationMs: 61,
+        deadlineMs: 20_000,
+        detail
+      }]
+    })
+    expect(decode(Report.fit(withDetail, 4096)).releases[0]!.detail).toEqual(detail)
+    // 60 released pools do not fit 2048 bytes: released entries go, then details.
+    const pools = Array.from({ length: 60 }, (_, i): Report.ReleaseRecord => ({
+      name: `pool-${i}`,
+      outcome: "released",
+      at: 17_000 + i,
+      durationMs: 1,
+      deadlineMs: 5000
+    }))
+    const crowded = reportWith(300, {
+      releases: [
+        ...pools,
+        {
+          name: "cluster runner",
+          outcome: "failed",
+          at: 17_003,
+          durationMs: 61,
+          deadlineMs: 20_000,
+          detail,
+          error: "x"
+        }
+      ]
+    })
+    const fitted = decode(Report.fit(crowded, 2048))
+    expect(fitted.releases.map((r) => [r.name, r.outcome, r.detail])).toEqual([["cluster runner", "failed", undefined]])
+    expect(fitted.omitted?.details).toBe(1)
+  })
+
   it("keeps failures longest: released entries go before a timed-out one", () => {
     const releases = Array.from({ length: 60 }, (_, i): Report.ReleaseRecord => ({
       name: `pool-${i}`,

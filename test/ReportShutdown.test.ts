@@ -10,7 +10,7 @@ import { mkdtempSync, readFileSync, rmSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { afterAll } from "vitest"
-import { Graceful, InFlight, Resource } from "../src/index.ts"
+import { Adapter, Graceful, InFlight, Report, Resource } from "../src/index.ts"
 import * as GracefulTest from "../src/testing.ts"
 import { start } from "./support/run.ts"
 
@@ -42,6 +42,30 @@ describe("budgetMs", () => {
       yield* TestClock.adjust("1 second")
       const report = yield* Fiber.join(fiber)
       expect(report.budgetMs).toBe(800)
+    }).pipe(Effect.provide(GracefulTest.layer)))
+})
+
+describe("a release's detail", () => {
+  it.effect("is what the release returned as a summary; any other value it returns is not recorded", () =>
+    Effect.gen(function*() {
+      const fiber = yield* start(
+        Effect.gen(function*() {
+          const registry = yield* Adapter.releaseRegistry
+          const summarized = yield* registry.register("cache", { timeout: "1 second" })
+          yield* Effect.addFinalizer(() => summarized(Effect.succeed(Report.releaseSummary({ entriesFlushed: 42 }))))
+          const plain = yield* registry.register("pool", { timeout: "1 second" })
+          yield* Effect.addFinalizer(() => plain(Effect.succeed({ ended: true, clients: [1, 2] })))
+          return yield* Effect.never
+        }),
+        { timeout: "5 seconds" }
+      )
+      yield* GracefulTest.send("SIGTERM")
+      const report = yield* Fiber.join(fiber)
+      expect(report.releases.map((r) => [r.name, r.outcome, r.detail])).toEqual([
+        ["pool", "released", undefined],
+        ["cache", "released", { entriesFlushed: 42 }]
+      ])
+      expect(Report.toJson(report)).toContain("\"detail\":{\"entriesFlushed\":42}")
     }).pipe(Effect.provide(GracefulTest.layer)))
 })
 

@@ -1,6 +1,22 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Duration, Effect, Fiber, Layer, Schema } from "effect"
-import { Entity, MessageStorage, RunnerHealth, Runners, RunnerStorage, Sharding, ShardingConfig } from "effect/cluster"
+import { Context, Deferred, Duration, Effect, Exit, Fiber, Layer, Option, Schema } from "effect"
+import type { ClusterError } from "effect/cluster"
+import {
+  Entity,
+  EntityAddress,
+  EntityId,
+  EntityType,
+  Envelope,
+  Message,
+  MessageStorage,
+  RunnerHealth,
+  Runners,
+  RunnerStorage,
+  Sharding,
+  ShardingConfig,
+  Snowflake
+} from "effect/cluster"
+import { Headers } from "effect/http"
 import { Rpc } from "effect/rpc"
 import { TestClock } from "effect/testing"
 import * as Cluster from "../../src/adapters/Cluster.ts"
@@ -141,6 +157,8 @@ describe("Cluster", () => {
       expect(handoffs[0]).toMatchObject({ entitiesActive: 1, entitiesTerminated: 1, handlersCut: 0 })
       expect(handoffs[0]!.shardsHeld).toBeGreaterThan(0)
       expect(handoffs[0]!.shardsReleased).toBe(handoffs[0]!.shardsHeld)
+      // The handoff is the release's detail in the report.
+      expect(report.releases[0]!.detail).toEqual({ ...handoffs[0] })
       expect(report.exitCode).toBe(0)
     }).pipe(Effect.provide(GracefulTest.layer)))
 
@@ -173,5 +191,90 @@ describe("Cluster", () => {
       expect(report.cut.map((c) => c.kind)).toEqual(["cluster handler"])
       expect(events).toEqual(["sharding scope closed"])
       expect(report.exitCode).toBe(1)
+    }).pipe(Effect.provide(GracefulTest.layer)))
+
+  it.effect("from the handoff on, callers waiting on the runner for a persisted reply are sent to storage, never interrupted", () =>
+    Effect.gen(function*() {
+      // What RunnerServer parks for a remote caller of a persisted request:
+      // a reply handler on one of the runner's shards. Interrupted, the
+      // caller would store an Interrupt for the next owner (the message is
+      // then never run); EntityNotAssignedToRunner makes it read the reply
+      // from storage.
+      const events: Array<string> = []
+      type Wait = (requestId: number) => Effect.Effect<Fiber.Fiber<void, ClusterError.EntityNotAssignedToRunner>>
+      const waitFor = yield* Deferred.make<Wait>()
+      const fiber = yield* Effect.gen(function*() {
+        const storage = yield* MessageStorage.MessageStorage
+        const sharding = yield* Sharding.Sharding
+        const entityId = EntityId.make("w-3")
+        const address = EntityAddress.make({
+          shardId: sharding.getShardId(entityId, "default"),
+          entityType: EntityType.make(Worker.type),
+          entityId
+        })
+        const wait: Wait = (requestId) =>
+          storage.registerReplyHandler(
+            new Message.OutgoingRequest({
+              envelope: Envelope.makeRequest<typeof Work>({
+                requestId: Snowflake.Snowflake(BigInt(requestId)),
+                address,
+                tag: "Work",
+                payload: { ms: 1 },
+                headers: Headers.empty
+              }),
+              context: Context.empty(),
+              lastReceivedReply: Option.none(),
+              rpc: Work,
+              respond: () => Effect.void,
+              annotations: Context.empty()
+            })
+          ).pipe(
+            Effect.onExit((exit) =>
+              Effect.sync(() =>
+                events.push(
+                  `waiter ${requestId}: ${
+                    Exit.isSuccess(exit) ? "replied" : Exit.hasInterrupts(exit) ? "interrupted" : "sent to storage"
+                  }`
+                )
+              )
+            ),
+            Effect.forkDetach
+          )
+        yield* Deferred.succeed(waitFor, wait)
+        // A handler running at SIGTERM (2 s): the handoff waits for it.
+        yield* (yield* Worker.client)("w-4").Work({ ms: 2_000 }).pipe(Effect.forkChild)
+        return yield* Effect.never
+      }).pipe(
+        Effect.provide(Cluster.layer(makeRunner(events, []), { runnerAddress: { host: "127.0.0.1", port: 34431 } })),
+        Graceful.run({ timeout: "25 seconds" }),
+        counted,
+        Effect.forkChild
+      )
+      yield* settle
+      const wait = yield* Deferred.await(waitFor)
+      const early = yield* wait(1)
+      yield* settle
+      expect(early.pollUnsafe()).toBeUndefined()
+      yield* GracefulTest.send("SIGTERM")
+      yield* TestClock.adjust("500 millis")
+      yield* settle
+      // The handoff has started (the handler still runs): the waiter was sent
+      // to storage, and a caller arriving now is sent there at once.
+      expect(events).toEqual(["waiter 1: sent to storage"])
+      yield* wait(2)
+      yield* settle
+      expect(events).toEqual(["waiter 1: sent to storage", "waiter 2: sent to storage"])
+      for (let i = 0; i < 30; i++) {
+        yield* TestClock.adjust("100 millis")
+        yield* settle
+      }
+      const report = yield* Fiber.join(fiber)
+      expect(events).toEqual([
+        "waiter 1: sent to storage",
+        "waiter 2: sent to storage",
+        "handler done (2000 ms)",
+        "sharding scope closed"
+      ])
+      expect(report.exitCode).toBe(0)
     }).pipe(Effect.provide(GracefulTest.layer)))
 })

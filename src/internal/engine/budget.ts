@@ -20,7 +20,7 @@ export type BoundedOutcome =
     readonly durationMs: number
     readonly deadlineMs: number
     /** `Finished` only: how the effect ended. */
-    readonly exit: Exit.Exit<void, unknown> | undefined
+    readonly exit: Exit.Exit<unknown, unknown> | undefined
   }
 
 /** Completes when the shutdown escalates (2nd signal, defect, fast path). */
@@ -62,7 +62,7 @@ export const waitUntil = (store: Store, effect: Effect.Effect<unknown>, untilMs:
  */
 export const bounded = (
   store: Store,
-  effect: Effect.Effect<void, unknown>,
+  effect: Effect.Effect<unknown, unknown>,
   deadlineMs: number,
   onAbandon?: () => () => void
 ): Effect.Effect<BoundedOutcome> =>

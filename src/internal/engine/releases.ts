@@ -9,6 +9,7 @@ import * as Cause from "effect/Cause"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import type { HookPhase } from "../../Lifecycle.ts"
+import * as Report from "../../Report.ts"
 import { truncate } from "../base/text.ts"
 import * as Budget from "./budget.ts"
 import type { ReleaseTicket, ReportBuilder } from "./reportBuilder.ts"
@@ -25,7 +26,11 @@ export const renderCause = (cause: Cause.Cause<unknown>): string => truncate(Cau
 
 export interface Releases {
   /** Runs `effect` within `deadlineMs` (clock time) and records the outcome under `ticket`. */
-  readonly run: (effect: Effect.Effect<void, unknown>, deadlineMs: number, ticket: ReleaseTicket) => Effect.Effect<void>
+  readonly run: (
+    effect: Effect.Effect<unknown, unknown>,
+    deadlineMs: number,
+    ticket: ReleaseTicket
+  ) => Effect.Effect<void>
   /** Runs the hooks of `phase`, latest registered first, each within `deadlineMs`. */
   readonly runHooks: (phase: HookPhase, deadlineMs: number) => Effect.Effect<void>
   /**
@@ -35,10 +40,17 @@ export interface Releases {
   readonly register: (
     name: string,
     timeoutMs: number | undefined
-  ) => (release: Effect.Effect<void, unknown>, exit?: Exit.Exit<unknown, unknown>) => Effect.Effect<void>
+  ) => (
+    release: Effect.Effect<unknown, unknown>,
+    exit?: Exit.Exit<unknown, unknown>
+  ) => Effect.Effect<void>
   /** Registers a hook until the returned function is called (a no-op once the shutdown started). */
   readonly addHook: (name: string, phase: HookPhase, effect: Effect.Effect<void, unknown>) => () => void
 }
+
+/** What a release that succeeded with a summary said it did. */
+const detailOf = (exit: Exit.Exit<unknown, unknown> | undefined): Report.ReleaseDetail | undefined =>
+  exit !== undefined && Exit.isSuccess(exit) && Report.isReleaseSummary(exit.value) ? exit.value.detail : undefined
 
 /** Records how a bounded release or hook ended, and logs anything but a clean release. */
 const recordOutcome =
@@ -68,7 +80,8 @@ const recordOutcome =
           `${name}: finished ${outcome.durationMs} ms after start, past its ${outcome.deadlineMs} ms deadline`
         )
       }
-      report.addRelease({ ...base, outcome: "released" }, ticket)
+      const detail = detailOf(outcome.exit)
+      report.addRelease({ ...base, outcome: "released", ...(detail === undefined ? {} : { detail }) }, ticket)
       return Effect.void
     })
 
@@ -88,7 +101,11 @@ export const make = (store: Store, report: ReportBuilder): Releases => {
 
   const record = recordOutcome(store, report)
 
-  const run = (effect: Effect.Effect<void, unknown>, deadlineMs: number, ticket: ReleaseTicket) =>
+  const run = (
+    effect: Effect.Effect<unknown, unknown>,
+    deadlineMs: number,
+    ticket: ReleaseTicket
+  ) =>
     Effect.gen(function*() {
       const startedAt = now()
       // Marked started before it runs, so a snapshot taken meanwhile (the
@@ -103,7 +120,10 @@ export const make = (store: Store, report: ReportBuilder): Releases => {
   const register = (name: string, timeoutMs: number | undefined) => {
     const ticket: ReleaseTicket = { name }
     report.register(ticket)
-    return (effect: Effect.Effect<void, unknown>, exit?: Exit.Exit<unknown, unknown>): Effect.Effect<void> =>
+    return (
+      effect: Effect.Effect<unknown, unknown>,
+      exit?: Exit.Exit<unknown, unknown>
+    ): Effect.Effect<void> =>
       Effect.gen(function*() {
         const state = store.get()
         if (!isReleasing(state)) {
