@@ -8,7 +8,7 @@ import * as Net from "node:net"
 import { afterEach, describe, expect, it as vitestIt } from "vitest"
 import WebSocket from "ws"
 import { type Fixture, start } from "./harness.ts"
-import { connectError, RawConnection, sleep } from "./wire.ts"
+import { connectError, RawConnection, sleep, untilRefused } from "./wire.ts"
 
 export interface WireSuiteOptions {
   /** The binary that runs the fixture (Bun's); default this Node. */
@@ -172,7 +172,7 @@ export const wireSuite = (
       const holder = await open(port)
       holder.send("/work?ms=1500")
       await service.waitFor("started:/work?ms=1500")
-      service.kill("SIGTERM")
+      const sent = service.kill("SIGTERM")
       await service.waitFor("draining")
       // Every response while draining says Connection: close: one connection a probe.
       const ready = await (await open(port)).request("/health/ready")
@@ -184,8 +184,11 @@ export const wireSuite = (
       const work = await (await open(port)).request("/work?ms=0")
       expect(work.status).toBe(200)
       expect(work.headers.connection).toBe("close")
-      // the behaviour under test: past the 800 ms lame-duck delay the listener is closed
-      await sleep(900 + (options.listenerCloseLagMs ?? 0))
+      // Past the 800 ms lame-duck delay the listener closes: refused from
+      // then on, never before the delay (polled every 20 ms, bounded).
+      const refusedAt = await untilRefused(port, 5_000)
+      expect(refusedAt - sent).toBeGreaterThanOrEqual(800)
+      expect(refusedAt - sent).toBeLessThan(800 + 1_000 + (options.listenerCloseLagMs ?? 0))
       expect(await connectError(port)).toBe("ECONNREFUSED")
       expect((await holder.read()).status).toBe(200)
       expect((await service.exited).code, service.output()).toBe(0)

@@ -161,4 +161,14 @@ export const connectError = (port: number): Promise<string | undefined> =>
     socket.once("error", (e: NodeJS.ErrnoException) => resolve(e.code))
   })
 
+/** Connects every 20 ms until the connection is refused; returns when (Date.now()), or fails after `timeoutMs`. */
+export const untilRefused = async (port: number, timeoutMs: number): Promise<number> => {
+  const deadline = Date.now() + timeoutMs
+  while (Date.now() < deadline) {
+    if (await connectError(port) === "ECONNREFUSED") return Date.now()
+    await sleep(20)
+  }
+  throw new Error(`port ${port} still accepted connections after ${timeoutMs} ms`)
+}
+
 export const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
