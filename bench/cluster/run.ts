@@ -16,7 +16,12 @@
  * each interval a shard had no owner is a gap. Last, a crash: one runner
  * SIGKILLed, time until its shards are held again.
  *
- * Writes bench/results/cluster.json.
+ * VARIANTS (comma-separated keys) picks variants: by default `plain`,
+ * `closing` and `graceful`; `refresh3s` (effect-graceful with Effect's own
+ * `refreshAssignmentsInterval`, 3 s, instead of `Cluster.layer`'s 1 s) runs
+ * only when asked.
+ *
+ * Writes bench/results/cluster.json (OUT to write elsewhere).
  */
 import { type ChildProcess, spawn } from "node:child_process"
 import { writeFileSync } from "node:fs"
@@ -368,13 +373,21 @@ const startedAt = Date.now()
 const variants: ReadonlyArray<Variant> = [
   { key: "plain", name: "NodeRuntime.runMain (Effect alone)", mode: "plain" },
   { key: "closing", name: "effect-graceful, handoff at Closing", mode: "graceful", env: { HANDOFF: "atClosing" } },
-  { key: "graceful", name: "effect-graceful", mode: "graceful" }
+  { key: "graceful", name: "effect-graceful", mode: "graceful" },
+  // Not in the default run (VARIANTS=refresh3s): effect-graceful with
+  // Effect's own assignment refresh (3 s) instead of Cluster.layer's 1 s.
+  {
+    key: "refresh3s",
+    name: "effect-graceful, refreshAssignmentsInterval 3 s (Effect's default)",
+    mode: "graceful",
+    env: { REFRESH_ASSIGNMENTS: "3 seconds" }
+  }
 ]
-const only = process.env.VARIANTS?.split(",")
+const only = process.env.VARIANTS?.split(",") ?? ["plain", "closing", "graceful"]
 const rows: Array<Record<string, unknown>> = []
 let crashRow: Record<string, unknown> | undefined
 for (const v of variants) {
-  if (only !== undefined && !only.includes(v.key)) continue
+  if (!only.includes(v.key)) continue
   const result = await variant(v, CRASH && v.key === "graceful")
   rows.push(result.row)
   crashRow ??= result.crashRow

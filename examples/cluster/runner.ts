@@ -10,13 +10,16 @@
  *                  `plain` (Effect's `NodeRuntime.runMain` alone: the baseline)
  *   SHARDS         shards per group (default 30)
  *   HANDOFF        `afterDrain` (default) or `atClosing` (see Cluster.Options.handoff)
+ *   REFRESH_ASSIGNMENTS  the cluster's `refreshAssignmentsInterval`: how soon the
+ *                  other runners see one leave (default: Cluster.layer's 1 second;
+ *                  Effect's 3 seconds in MODE=plain)
  *
  * Routes: `POST /increment?account=A&key=K[&ms=N]` (persisted; `ms` of work first), `GET /ping?account=A`
  * (volatile), `/health/live`, `/health/ready`.
  */
 import { NodeClusterSocket, NodeHttpServer, NodeRuntime } from "@effect/platform-node"
 import { PgClient } from "@effect/sql-pg"
-import { Effect, Layer, Option, Redacted } from "effect"
+import { Duration, Effect, Layer, Option, Redacted } from "effect"
 import { RunnerAddress } from "effect/cluster/RunnerAddress"
 import { HttpRouter, HttpServer, HttpServerRequest, HttpServerResponse } from "effect/http"
 import { createServer } from "node:http"
@@ -38,6 +41,10 @@ const runnerPort = Number(env("RUNNER_PORT"))
 const httpPort = Number(env("HTTP_PORT", "0"))
 const runnerName = `runner-${runnerPort}`
 const shardsPerGroup = Number(env("SHARDS", "30"))
+const refresh = process.env.REFRESH_ASSIGNMENTS
+const shardingOptions = refresh === undefined
+  ? { shardsPerGroup }
+  : { shardsPerGroup, refreshAssignmentsInterval: Duration.fromInputUnsafe(refresh as Duration.Input) }
 
 const search = (request: HttpServerRequest.HttpServerRequest, name: string) =>
   new URL(request.url, "http://localhost").searchParams.get(name) ?? ""
@@ -83,7 +90,7 @@ if (mode === "plain") {
     Layer.provideMerge(NodeHttpServer.layer(createServer, { port: httpPort, host })),
     Layer.provideMerge(NodeClusterSocket.layer({
       storage: "sql",
-      shardingConfig: { shardsPerGroup, runnerAddress: Option.some(RunnerAddress.make({ host, port: runnerPort })) }
+      shardingConfig: { ...shardingOptions, runnerAddress: Option.some(RunnerAddress.make({ host, port: runnerPort })) }
     })),
     Layer.provideMerge(PgClient.layer(pgConfig))
   )
@@ -101,7 +108,7 @@ if (mode === "plain") {
       ),
     {
       runnerAddress: { host, port: runnerPort },
-      shardingConfig: { shardsPerGroup },
+      shardingConfig: shardingOptions,
       handoff: env("HANDOFF", "afterDrain") === "atClosing" ? "atClosing" : "afterDrain"
     }
   )

@@ -95,6 +95,8 @@ describe("Cluster", () => {
       yield* settle
       expect(seen).toHaveLength(1)
       expect(Duration.toMillis(Duration.fromInputUnsafe(seen[0]!.entityTerminationTimeout!))).toBe(6_000)
+      // The other runners see this one leave within a second (Effect's default: 3).
+      expect(Duration.toMillis(Duration.fromInputUnsafe(seen[0]!.refreshAssignmentsInterval!))).toBe(1_000)
       yield* GracefulTest.send("SIGTERM")
       const report = yield* Fiber.join(fiber)
       const release = report.releases.find((r) => r.name === "cluster runner")
